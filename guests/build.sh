@@ -4,6 +4,8 @@
 # image holds an instruction ftvm lacks (C, A, F/D extensions).
 #
 # Usage: guests/build.sh [name...]   (default: all guests)
+# EXTRA_CFLAGS adds flags and OUT_DIR redirects output, for measurement
+# builds that must not overwrite the committed images.
 set -eu
 cd "$(dirname "$0")"
 
@@ -38,14 +40,14 @@ irqstress:irqstress:
 
 build_one() {
   name=$1 dir=$2 extra=$3
-  out="$name/$name.elf"
-  mkdir -p "$name"
+  out="${OUT_DIR:-$name}/$name.elf"
+  mkdir -p "$(dirname "$out")"
   obj=$(mktemp -d)
   objs=""
   for src in $COMMON "$dir"/*.c $(ls "$dir"/*.S 2>/dev/null || true); do
     o="$obj/$(echo "$src" | tr / _).o"
     # shellcheck disable=SC2086
-    $CC $CFLAGS $extra -c -o "$o" "$src"
+    $CC $CFLAGS $extra ${EXTRA_CFLAGS:-} -c -o "$o" "$src"
     objs="$objs $o"
   done
   # shellcheck disable=SC2086
