@@ -1,0 +1,136 @@
+// CPU control (DESIGN §4): the instruction loop is plain TypeScript run in batches; this
+// chart only decides whether another batch runs. It never sees an instruction: the batch
+// runner sends exactly one `cpu.batchEnded` per batch, and the runtime's effects
+// (`scheduleBatch`, ...) are supplied with `.provide()`.
+import { assign, setup } from 'xstate';
+
+/** live: no FT; record: primary, logs every input; replay: backup, reads inputs from the log. */
+export type CpuMode = 'live' | 'record' | 'replay';
+
+/**
+ * Why a batch ended. budget: its instruction budget ran out; request: the guest ended it
+ * early (a write to mie/mstatus/mtimecmp, STYLE "Exits and traps"); wfi: the hart waits
+ * for an interrupt; halt: the guest powered off; fault: the machine cannot go on (e.g. a
+ * replay mismatch); target: the icount set by `cpu.runUntil` was reached.
+ */
+export type BatchExit = 'budget' | 'request' | 'wfi' | 'halt' | 'fault' | 'target';
+
+export interface CpuContext {
+  mode: CpuMode;
+}
+
+export type CpuEvent =
+  | { type: 'cpu.start'; mode: CpuMode }
+  | { type: 'cpu.pause' }
+  | { type: 'cpu.resume' }
+  | { type: 'cpu.runUntil'; icount: number }
+  | { type: 'cpu.batchEnded'; exit: BatchExit }
+  | { type: 'cpu.inputDelivered' }
+  | { type: 'cpu.takeover' }
+  | { type: 'cpu.stop' };
+
+const unwired = (name: string) => () => {
+  throw new Error(`${name}: not provided`);
+};
+
+export const cpuMachine = setup({
+  types: { context: {} as CpuContext, events: {} as CpuEvent },
+  actions: {
+    /** Run one more batch (asynchronously; it answers with `cpu.batchEnded`). */
+    scheduleBatch: unwired('scheduleBatch'),
+    /** Record the icount of `cpu.runUntil` as the batch runner's stop target. */
+    setRunTarget: unwired('setRunTarget'),
+    /** Idle until an interrupt or input is due; the runtime answers `cpu.inputDelivered`. */
+    awaitInput: unwired('awaitInput'),
+    /** Go-live: swap ReplayEnv for LiveEnv at this batch boundary (DESIGN §3 Go-live). */
+    swapToLiveEnv: unwired('swapToLiveEnv'),
+    reportHalt: unwired('reportHalt'),
+    reportFault: unwired('reportFault'),
+  },
+  guards: {
+    isExit: ({ event }, params: { exit: BatchExit }) =>
+      event.type === 'cpu.batchEnded' && event.exit === params.exit,
+    isReplaying: ({ context }) => context.mode === 'replay',
+  },
+}).createMachine({
+  id: 'cpu',
+  initial: 'stopped',
+  context: { mode: 'live' },
+  on: {
+    // Stop is a reset from anywhere; the runtime reloads the machine before a new start.
+    'cpu.stop': { target: '.stopped' },
+  },
+  states: {
+    stopped: {
+      on: {
+        'cpu.start': { target: 'running', actions: assign({ mode: ({ event }) => event.mode }) },
+      },
+    },
+    running: {
+      entry: 'scheduleBatch',
+      on: {
+        'cpu.batchEnded': [
+          // A batch that simply ran out (or was cut short by the guest) is followed by the
+          // next one; re-entering runs `scheduleBatch` again.
+          { guard: { type: 'isExit', params: { exit: 'budget' } }, target: 'running', reenter: true },
+          { guard: { type: 'isExit', params: { exit: 'request' } }, target: 'running', reenter: true },
+          { guard: { type: 'isExit', params: { exit: 'wfi' } }, target: 'waitingForInterrupt' },
+          { guard: { type: 'isExit', params: { exit: 'halt' } }, target: 'halted' },
+          { guard: { type: 'isExit', params: { exit: 'fault' } }, target: 'faulted' },
+          // 'target' without a runUntil in force is stale: ignore it.
+        ],
+        'cpu.pause': { target: 'paused' },
+        'cpu.runUntil': { target: 'runningUntil', actions: 'setRunTarget' },
+      },
+    },
+    waitingForInterrupt: {
+      entry: 'awaitInput',
+      on: {
+        'cpu.inputDelivered': { target: 'running' },
+        'cpu.pause': { target: 'paused' },
+        'cpu.runUntil': { target: 'runningUntil', actions: 'setRunTarget' },
+      },
+    },
+    runningUntil: {
+      entry: 'scheduleBatch',
+      on: {
+        'cpu.batchEnded': [
+          { guard: { type: 'isExit', params: { exit: 'target' } }, target: 'paused' },
+          { guard: { type: 'isExit', params: { exit: 'budget' } }, target: 'runningUntil', reenter: true },
+          { guard: { type: 'isExit', params: { exit: 'request' } }, target: 'runningUntil', reenter: true },
+          // NOTE: wfi may legally retire as a no-op (RISC-V privileged spec, WFI). Under
+          // replay the log, not a host wait, says when the next interrupt lands, so the
+          // run continues toward its target and the env delivers the input at its icount.
+          { guard: { type: 'isExit', params: { exit: 'wfi' } }, target: 'runningUntil', reenter: true },
+          { guard: { type: 'isExit', params: { exit: 'halt' } }, target: 'halted' },
+          { guard: { type: 'isExit', params: { exit: 'fault' } }, target: 'faulted' },
+        ],
+        'cpu.pause': { target: 'paused' },
+        'cpu.runUntil': { target: 'runningUntil', reenter: true, actions: 'setRunTarget' },
+      },
+    },
+    paused: {
+      on: {
+        'cpu.resume': { target: 'running' },
+        'cpu.runUntil': { target: 'runningUntil', actions: 'setRunTarget' },
+        // A batch already in flight when the pause came still reports truthfully: a halt
+        // or fault must not be lost. Other exits just leave the CPU paused (a wfi retires
+        // as a no-op; the guest re-executes it after resume).
+        'cpu.batchEnded': [
+          { guard: { type: 'isExit', params: { exit: 'halt' } }, target: 'halted' },
+          { guard: { type: 'isExit', params: { exit: 'fault' } }, target: 'faulted' },
+        ],
+        // Go-live happens only at a batch boundary, after the log is drained (the backup
+        // ran until its last entry and paused): DESIGN §3 Go-live, STYLE "One environment
+        // seam". Only a replaying CPU can take over.
+        'cpu.takeover': {
+          guard: 'isReplaying',
+          target: 'running',
+          actions: ['swapToLiveEnv', assign({ mode: 'live' as const })],
+        },
+      },
+    },
+    halted: { entry: 'reportHalt' },
+    faulted: { entry: 'reportFault' },
+  },
+});
