@@ -1,0 +1,58 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LogFrameError } from '../runtime/log/codec.js';
+import type { LogEntry } from '../runtime/log/entry.js';
+import { LogFileWriter, readLogFile, writeLogFile } from '../runtime/log/file.js';
+
+const dir = await mkdtemp(join(tmpdir(), 'ftvm-log-'));
+afterAll(() => rm(dir, { recursive: true, force: true }));
+
+const meta = { imageDigest: 'sha256:' + 'cd'.repeat(32), memorySize: 16 * 1024 * 1024 };
+const entries: LogEntry[] = [
+  { seq: 0, icount: 0, type: 'value', kind: 'rtc', value: 1_700_000_000_000_000 },
+  { seq: 1, icount: 150_000, type: 'timer' },
+  { seq: 2, icount: 150_010, type: 'value', kind: 'mtime', value: 10_000 },
+  { seq: 3, icount: 200_000, type: 'snapshot', data: new Uint8Array([1, 2, 3]) },
+  { seq: 4, icount: 250_000, type: 'end', code: 0 },
+];
+
+describe('log file', () => {
+  it('writes a header and frames that read back', async () => {
+    const path = join(dir, 'a.ftlog');
+    await writeLogFile(path, meta, entries);
+    const bytes = await readFile(path);
+    expect(bytes.subarray(0, 7).toString('latin1')).toBe('FTVMLOG');
+    expect(await readLogFile(path)).toEqual({ header: { version: 1, ...meta }, entries });
+  });
+
+  it('appends across flushes and counts bytes', async () => {
+    const path = join(dir, 'b.ftlog');
+    const w = await LogFileWriter.create(path, meta);
+    w.append(entries[0]!);
+    w.append(entries[1]!);
+    await w.flush({ sync: true });
+    expect((await readLogFile(path)).entries).toEqual(entries.slice(0, 2));
+    for (const e of entries.slice(2)) w.append(e);
+    await w.close();
+    expect(w.entriesWritten).toBe(entries.length);
+    expect(w.bytesWritten).toBe((await readFile(path)).length);
+    expect((await readLogFile(path)).entries).toEqual(entries);
+    expect(() => w.append({ seq: 5, icount: 250_000, type: 'progress' })).toThrow(/after close/);
+  });
+
+  it('rejects a damaged header or a torn tail with LogFrameError', async () => {
+    const path = join(dir, 'c.ftlog');
+    await writeLogFile(path, meta, entries);
+    const good = await readFile(path);
+    const damaged = Buffer.from(good);
+    damaged[20]! ^= 0xff;
+    await writeFile(path, damaged);
+    await expect(readLogFile(path)).rejects.toMatchObject({ name: 'LogFrameError', code: 'crc', offset: 0 });
+    await writeFile(path, good.subarray(0, good.length - 3));
+    await expect(readLogFile(path)).rejects.toBeInstanceOf(LogFrameError);
+    await writeFile(path, Buffer.from('NOTALOGFILE.....'));
+    await expect(readLogFile(path)).rejects.toMatchObject({ code: 'magic' });
+  });
+});
