@@ -1,0 +1,45 @@
+import { describe, expect, it } from 'vitest';
+import { SifiveTest } from '../devices/sifive-test.js';
+import { GoldfishRtc } from '../devices/goldfish-rtc.js';
+
+describe('sifive_test', () => {
+  const codes = (writes: number[]) => {
+    const got: number[] = [];
+    const t = new SifiveTest((c) => got.push(c));
+    for (const w of writes) t.write(0, 4, w);
+    return got;
+  };
+  it('powers off with 0 on PASS and on RESET', () => {
+    expect(codes([0x5555, 0x7777])).toEqual([0, 0]);
+  });
+  it('exits with the code in the upper half on FAIL', () => {
+    expect(codes([(3 << 16) | 0x3333, (0xffff << 16) | 0x3333])).toEqual([3, 0xffff]);
+  });
+  it('ignores other values', () => {
+    expect(codes([0, 0x1234, 0x5556])).toEqual([]);
+  });
+});
+
+describe('goldfish RTC', () => {
+  it('samples the clock on TIME_LOW and latches the high half for TIME_HIGH', () => {
+    let now = 0x1234_5678_9abc_de00;
+    let samples = 0;
+    const rtc = new GoldfishRtc(() => { samples++; return now; });
+    const lo = rtc.read(0, 4);
+    now += 2 ** 32 * 5; // the clock moves between the two reads
+    const hi = rtc.read(4, 4);
+    expect(hi * 2 ** 32 + lo).toBe(0x1234_5678_9abc_de00);
+    expect(samples).toBe(1);
+  });
+
+  it('stores the alarm registers without firing them', () => {
+    const rtc = new GoldfishRtc(() => 0);
+    rtc.write(8, 4, 0xdead_beef);
+    rtc.write(0x0c, 4, 0x1234);
+    rtc.write(0x10, 4, 1);
+    expect([rtc.read(8, 4), rtc.read(0x0c, 4), rtc.read(0x10, 4)]).toEqual([0xdead_beef, 0x1234, 1]);
+    const copy = new GoldfishRtc(() => 0);
+    copy.load(rtc.save());
+    expect(copy.save()).toEqual(rtc.save());
+  });
+});
