@@ -1,0 +1,79 @@
+import { BehaviorSubject, distinctUntilChanged, type Observable } from 'rxjs';
+import type { FlowControlOptions, Lag } from './channel.js';
+
+export const DEFAULT_HIGH_WATER_BYTES = 4 * 1024 * 1024;
+export const DEFAULT_HIGH_WATER_ENTRIES = 100_000;
+
+/**
+ * What the primary has sent and the backup has not acknowledged yet: the lag that flow
+ * control bounds (DESIGN §3). Pressure has hysteresis so it does not flap at the mark.
+ */
+export class SendWindow {
+  private readonly seqs: number[] = [];
+  private readonly sizes: number[] = [];
+  private head = 0;
+  private bytes = 0;
+  private readonly acked = new BehaviorSubject<number>(-1);
+  private readonly pressure = new BehaviorSubject<boolean>(false);
+  private readonly highBytes: number;
+  private readonly lowBytes: number;
+  private readonly highEntries: number;
+  private readonly lowEntries: number;
+  private lastSent = -1;
+
+  readonly acked$: Observable<number> = this.acked.asObservable();
+  readonly pressure$: Observable<boolean> = this.pressure.pipe(distinctUntilChanged());
+
+  constructor(opts: FlowControlOptions = {}) {
+    this.highBytes = opts.highWaterBytes ?? DEFAULT_HIGH_WATER_BYTES;
+    this.lowBytes = opts.lowWaterBytes ?? Math.floor(this.highBytes / 4);
+    this.highEntries = opts.highWaterEntries ?? DEFAULT_HIGH_WATER_ENTRIES;
+    this.lowEntries = opts.lowWaterEntries ?? Math.floor(this.highEntries / 4);
+    if (!(this.lowBytes <= this.highBytes && this.lowEntries <= this.highEntries)) {
+      throw new RangeError('SendWindow: low-water mark above high-water mark');
+    }
+  }
+
+  get ackedSeq(): number {
+    return this.acked.value;
+  }
+
+  get lag(): Lag {
+    return { entries: this.seqs.length - this.head, bytes: this.bytes };
+  }
+
+  sent(seq: number, size: number): void {
+    this.seqs.push(seq);
+    this.sizes.push(size);
+    this.bytes += size;
+    this.lastSent = seq;
+    if (!this.pressure.value && (this.bytes > this.highBytes || this.lag.entries > this.highEntries)) {
+      this.pressure.next(true);
+    }
+  }
+
+  /** The backup applied everything up to `seq`. Stale acks are ignored; acks past the last sent entry are capped. */
+  ack(seq: number): void {
+    const upTo = Math.min(seq, this.lastSent);
+    if (upTo <= this.acked.value) return;
+    while (this.head < this.seqs.length && this.seqs[this.head]! <= upTo) {
+      this.bytes -= this.sizes[this.head]!;
+      this.head++;
+    }
+    // Compact now and then so the arrays do not grow without bound.
+    if (this.head > 1024 && this.head * 2 > this.seqs.length) {
+      this.seqs.splice(0, this.head);
+      this.sizes.splice(0, this.head);
+      this.head = 0;
+    }
+    this.acked.next(upTo);
+    if (this.pressure.value && this.bytes <= this.lowBytes && this.lag.entries <= this.lowEntries) {
+      this.pressure.next(false);
+    }
+  }
+
+  complete(): void {
+    this.acked.complete();
+    this.pressure.complete();
+  }
+}
