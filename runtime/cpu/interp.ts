@@ -43,7 +43,9 @@ function load(h: StepTarget, bus: Bus, a: number, size: 1 | 2 | 4): number {
     h.accessFault = true;
     return 0;
   }
-  return bus.device(i).read((a - bus.deviceBase(i)) >>> 0, size);
+  const v = bus.device(i).read((a - bus.deviceBase(i)) >>> 0, size);
+  // A device's stray high bits must not leak into lbu/lhu (nor sign-extend lb/lh wrongly).
+  return size === 4 ? v >>> 0 : v & (size === 2 ? 0xffff : 0xff);
 }
 
 function store(h: StepTarget, bus: Bus, a: number, size: 1 | 2 | 4, v: number): void {
