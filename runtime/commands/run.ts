@@ -1,0 +1,184 @@
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import type { Command } from '../cli.js';
+import { Machine } from '../machine.js';
+import { ElfError } from '../elf.js';
+import { LiveEnv } from '../env/live.js';
+import { DeterministicEnv, GuestDeadlock } from '../env/deterministic.js';
+import { runMachine, type RunOutcome } from '../runner.js';
+import { DEFAULT_MEMORY_MIB } from '../platform.js';
+import type { Output } from '../types.js';
+
+const USAGE = 'run <elf> [--mem MiB] [--max-instructions N] [--stats] [--deterministic [--seed N]]';
+
+/** Exit code when --max-instructions stops the guest (as timeout(1) does). */
+export const EXIT_LIMIT = 124;
+export const EXIT_INTERRUPTED = 130;
+
+const CTRL_A = 0x01;
+
+class UsageError extends Error {}
+
+function positiveInt(name: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n <= 0) throw new UsageError(`--${name} wants a positive integer, got '${text}'`);
+  return n;
+}
+
+/** Collects console bytes and writes them in chunks: one write per batch, not per byte. */
+class ConsoleSink {
+  private buf = Buffer.alloc(4096);
+  private used = 0;
+  push(byte: number): void {
+    if (this.used === this.buf.length) this.flush();
+    this.buf[this.used++] = byte;
+  }
+  flush(): void {
+    if (this.used === 0) return;
+    process.stdout.write(Buffer.from(this.buf.subarray(0, this.used)));
+    this.used = 0;
+  }
+}
+
+/**
+ * Wire stdin to the guest console. In raw mode (a TTY) every byte goes to the guest, Ctrl-C
+ * included, and Ctrl-A x quits as in QEMU (Ctrl-A Ctrl-A sends one Ctrl-A). Returns a teardown
+ * that restores the terminal.
+ */
+function attachConsole(env: LiveEnv | undefined, quit: () => void): () => void {
+  const stdin = process.stdin;
+  const raw = stdin.isTTY === true;
+  let escaped = false;
+  const onData = (chunk: Buffer): void => {
+    if (!raw) { env?.pushConsole(chunk); return; }
+    const pass: number[] = [];
+    for (const b of chunk) {
+      if (escaped) {
+        escaped = false;
+        if (b === 0x78 /* x */) { quit(); return; }
+        if (b === CTRL_A) pass.push(CTRL_A);
+      } else if (b === CTRL_A) escaped = true;
+      else pass.push(b);
+    }
+    if (pass.length > 0) env?.pushConsole(Uint8Array.from(pass));
+  };
+  const onSigint = (): void => quit();
+  process.on('SIGINT', onSigint);
+  if (env) {
+    if (raw) stdin.setRawMode(true);
+    stdin.on('data', onData);
+    stdin.on('error', () => {});
+  }
+  return () => {
+    process.off('SIGINT', onSigint);
+    if (!env) return;
+    stdin.off('data', onData);
+    if (raw) stdin.setRawMode(false);
+    stdin.pause();
+    stdin.unref?.();
+  };
+}
+
+function report(o: RunOutcome, file: string, stats: boolean): number {
+  if (stats) {
+    const mips = o.seconds > 0 ? o.icount / o.seconds / 1e6 : 0;
+    process.stderr.write(`instructions ${o.icount}, seconds ${o.seconds.toFixed(3)}, MIPS ${mips.toFixed(1)}\n`);
+  }
+  switch (o.reason) {
+    case 'halt': return (o.code ?? 0) & 0xff;
+    case 'fault':
+      process.stderr.write(`ftvm: guest fault: ${o.fault?.message ?? 'unknown fault'}\n`);
+      return 1;
+    case 'limit':
+      process.stderr.write(`ftvm: ${file}: stopped after ${o.icount} instructions (--max-instructions)\n`);
+      return EXIT_LIMIT;
+    case 'aborted':
+    case 'until':
+      return EXIT_INTERRUPTED;
+  }
+}
+
+async function run(argv: string[]): Promise<number> {
+  let values, positionals;
+  try {
+    ({ values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        mem: { type: 'string' },
+        'max-instructions': { type: 'string' },
+        stats: { type: 'boolean', default: false },
+        deterministic: { type: 'boolean', default: false },
+        seed: { type: 'string' },
+      },
+    }));
+    if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
+    if (values.seed !== undefined && !values.deterministic) throw new UsageError('--seed needs --deterministic');
+  } catch (e) {
+    process.stderr.write(`ftvm: ${(e as Error).message}\nusage: ftvm ${USAGE}\n`);
+    return 2;
+  }
+  const file = positionals[0]!;
+  let memoryMiB: number, maxInstructions: number | undefined, seed: number;
+  try {
+    memoryMiB = positiveInt('mem', values.mem, DEFAULT_MEMORY_MIB);
+    maxInstructions = values['max-instructions'] === undefined ? undefined : positiveInt('max-instructions', values['max-instructions'], 0);
+    seed = positiveInt('seed', values.seed, 1);
+  } catch (e) {
+    process.stderr.write(`ftvm: ${(e as Error).message}\nusage: ftvm ${USAGE}\n`);
+    return 2;
+  }
+
+  let image: Uint8Array;
+  try {
+    image = readFileSync(file);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    process.stderr.write(`ftvm: ${file}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message}\n`);
+    return 2;
+  }
+
+  const live = values.deterministic ? undefined : new LiveEnv();
+  const env = live ?? new DeterministicEnv({ seed });
+  const sink = new ConsoleSink();
+  const onOutput = (o: Output): void => { if (o.kind === 'console') sink.push(o.byte); };
+  let machine: Machine;
+  try {
+    machine = new Machine({ memoryMiB, env, onOutput });
+    machine.loadElf(image);
+  } catch (e) {
+    if (e instanceof ElfError || e instanceof RangeError) {
+      process.stderr.write(`ftvm: ${file}: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+
+  const abort = new AbortController();
+  const detach = attachConsole(live, () => abort.abort());
+  try {
+    const outcome = await runMachine(machine, {
+      ...(maxInstructions === undefined ? {} : { maxInstructions }),
+      signal: abort.signal,
+      onBatch: () => sink.flush(),
+    });
+    sink.flush();
+    return report(outcome, file, values.stats === true);
+  } catch (e) {
+    sink.flush();
+    if (e instanceof GuestDeadlock) {
+      process.stderr.write(`ftvm: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  } finally {
+    detach();
+  }
+}
+
+export const command: Command = {
+  usage: USAGE,
+  summary: 'run a guest (console on stdin/stdout; exit code is the guest\'s; Ctrl-A x quits a TTY session)',
+  run,
+};
