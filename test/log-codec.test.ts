@@ -249,6 +249,15 @@ describe('log codec', () => {
     );
   });
 
+  it('hands out byte payloads the caller owns, even from a Node Buffer chunk', () => {
+    const e: LogEntry = { seq: 0, icount: 0, type: 'net-rx', frame: new Uint8Array([1, 2, 3]) };
+    const chunk = Buffer.from(encodeEntry(e));
+    const [got] = new Decoder().push(chunk);
+    chunk.fill(0);
+    expect(got).toEqual(e);
+    expect(Object.getPrototypeOf((got as { frame: Uint8Array }).frame)).toBe(Uint8Array.prototype);
+  });
+
   it('stays failed after an error', () => {
     const d = new Decoder();
     expect(() => d.push(new Uint8Array([0]))).toThrow(LogFrameError);

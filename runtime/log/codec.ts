@@ -220,7 +220,7 @@ export class Decoder {
       throw this.failed;
     }
     // Keep only the incomplete tail; copy it so the caller's chunk is not retained whole.
-    this.buf = at === buf.length ? new Uint8Array(0) : at === 0 ? buf : buf.slice(at);
+    this.buf = at === buf.length ? new Uint8Array(0) : at === 0 ? buf : Uint8Array.from(buf.subarray(at));
     this.base += at;
     return out;
   }

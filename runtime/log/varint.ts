@@ -101,7 +101,9 @@ export class VarintReader {
 
   /** The rest of the window, copied so the caller owns it. */
   rest(): Uint8Array {
-    const out = this.buf.slice(this.pos, this.end);
+    // NOTE: not buf.slice(): on a Node Buffer that is a view, not a copy.
+    const out = new Uint8Array(this.end - this.pos);
+    out.set(this.buf.subarray(this.pos, this.end));
     this.pos = this.end;
     return out;
   }
