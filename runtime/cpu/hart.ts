@@ -122,8 +122,10 @@ export class Hart {
         if (irq >= 0 && !enterTrap(this, INTERRUPT | irq, 0, this.pc, 0)) return Exit.Fault;
       }
       if (jit !== undefined) {
-        const n = jit.run(this, left);
+        const n = jit.run(this.pc, left);
+        this.pc = jit.pc;
         if (n > 0) {
+          this.icount += n;
           left -= n;
           continue;
         }

@@ -34,6 +34,9 @@ export const MAX_BLOCK = 1 << (CODE_SHIFT - 2);
 /** A granule whose blocks were dropped this often is left to the interpreter (hot self-modifying or data-in-code). */
 const MAX_DROPS = 64;
 
+/** Placeholder for the block length in emitted code. */
+const LEN = '@LEN@';
+
 type Factory = (...args: unknown[]) => BlockFn;
 
 export class Jit implements CodeSink {
@@ -67,14 +70,19 @@ export class Jit implements CodeSink {
     bus.codeSink = this;
   }
 
+  /** pc after the last run(). */
+  pc = 0;
+
   /**
-   * Run translated blocks from h.pc while they fit in `budget`; returns the number retired
-   * (h.pc and h.icount updated). Returns when the next instruction needs the interpreter.
-   * Interrupts need no check between blocks: see the invariant on Hart.run.
+   * Run translated blocks from `pc0` while they fit in `budget`; returns the number retired
+   * and leaves the next pc in this.pc. Returns when the next instruction needs the
+   * interpreter. Interrupts need no check between blocks: see the invariant on Hart.run.
+   * NOTE: takes and returns plain numbers rather than writing the hart's fields: V8 kept
+   * deoptimizing the loop's exit (the OSR code had no feedback for those stores).
    */
-  run(h: { pc: number; icount: number }, budget: number): number {
+  run(pc0: number, budget: number): number {
     const ids = this.ids, lens = this.lens, s = this.s, base = this.bus.ramBase, words = this.words;
-    let pc = h.pc;
+    let pc = pc0;
     let total = 0;
     for (;;) {
       const w = (pc - base) >>> 2;
@@ -93,8 +101,7 @@ export class Jit implements CodeSink {
         break;
       }
     }
-    h.pc = pc;
-    h.icount += total;
+    this.pc = pc;
     return total;
   }
 
@@ -129,9 +136,9 @@ export class Jit implements CodeSink {
 
   /** Translate the block starting at RAM word `w0`; returns its id, or -1 to interpret. */
   private translate(w0: number): number {
-    const bus = this.bus, d = this.dec, code = bus.code;
+    const bus = this.bus, d = this.dec, cg = bus.code;
     const g0 = w0 >>> (CODE_SHIFT - 2);
-    code[g0] = 1;
+    cg[g0] = 1;
     if (this.drops[g0]! >= MAX_DROPS) return (this.ids[w0] = -1);
     const base = bus.ramBase;
     const start = (base + w0 * 4) >>> 0;
@@ -149,8 +156,9 @@ export class Jit implements CodeSink {
     }
     if (len === 0) return (this.ids[w0] = -1);
     if (!ended) out.push(`s.pc = ${(start + 4 * len) >>> 0}; return n + ${len};`);
-    for (let g = g0; g <= (w0 + len - 1) >>> (CODE_SHIFT - 2); g++) code[g] = 1;
-    const body = `return function block_${start.toString(16)}(s, lim) {\n  let n = 0, o = 0, t = 0;\n  for (;;) {\n    ${out.join('\n    ')}\n  }\n};`;
+    const code = out.join('\n    ').replaceAll(LEN, String(len));
+    for (let g = g0; g <= (w0 + len - 1) >>> (CODE_SHIFT - 2); g++) cg[g] = 1;
+    const body = `return function block_${start.toString(16)}(s, lim) {\n  let n = 0, o = 0, t = 0;\n  for (;;) {\n    ${code}\n  }\n};`;
     const factory = new Function(
       'x', 'm8', 's8', 'm16', 's16', 'm32', 'dirty', 'cg', 'mulh', 'mulhsu', 'mulhu', 'div', 'divu', 'rem', 'remu',
       body,
@@ -172,8 +180,10 @@ export class Jit implements CodeSink {
     const bail = `{ s.pc = ${pc}; s.bail = 1; return n + ${k}; }`;
     const L = k + 1;
     const next = (pc + 4) >>> 0;
+    // A jump back to the block's start loops inside the function if a whole further pass
+    // still fits in the budget (LEN is patched in once the block's length is known).
     const leave = (target: number): string =>
-      (target === start ? `if (n + ${2 * L} <= lim) { n += ${L}; continue; } ` : '') + `s.pc = ${target}; return n + ${L};`;
+      (target === start ? `if (n + ${L} + ${LEN} <= lim) { n += ${L}; continue; } ` : '') + `s.pc = ${target}; return n + ${L};`;
     const ramLimit = (size: number): number => this.bus.ramBytes - size;
     const addr = `o = (${a} + ${imm - this.bus.ramBase}) >>> 0;`;
     const op = (code: string): { code: string; ends: boolean } => ({ code, ends: false });
@@ -181,7 +191,8 @@ export class Jit implements CodeSink {
     const branch = (cond: string): { code: string; ends: boolean } | undefined => {
       const t = (pc + imm) >>> 0;
       if ((t & 3) !== 0) return undefined;
-      return end(`if (${cond}) { ${leave(t)} } s.pc = ${next}; return n + ${L};`);
+      // Not taken: fall through within the block (a side exit, so loops with ifs stay one block).
+      return op(`if (${cond}) { ${leave(t)} }`);
     };
     const load = (size: number, view: string, shift: number): { code: string; ends: boolean } =>
       op(`${addr} if (o > ${ramLimit(size)}${size > 1 ? ` || (o & ${size - 1}) !== 0` : ''}) ${bail} ${set(`${view}[o${shift ? ` >>> ${shift}` : ''}]`)}`);
