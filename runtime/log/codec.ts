@@ -56,8 +56,8 @@ export class LogFrameError extends Error {
   }
 }
 
-function check(cond: boolean, what: string): void {
-  if (!cond) throw new RangeError(`log entry: ${what}`);
+function bad(what: string): never {
+  throw new RangeError(`log entry: ${what}`);
 }
 
 const isUint = (n: number): boolean => Number.isSafeInteger(n) && n >= 0;
@@ -72,11 +72,11 @@ export class Encoder {
 
   /** Encodes `e` as one frame. Throws RangeError for an invalid entry or a seq/icount out of order. */
   encode(e: LogEntry, forceAbsolute = false): Uint8Array {
-    check(isUint(e.seq) && isUint(e.icount), `seq and icount must be safe integers >= 0 (seq ${e.seq})`);
+    if (!(isUint(e.seq) && isUint(e.icount))) bad(`seq and icount must be safe integers >= 0 (seq ${e.seq})`);
     const absolute = forceAbsolute || !this.hasPrev || e.type === 'snapshot';
     if (this.hasPrev) {
-      check(e.seq === this.prevSeq + 1, `seq ${e.seq} does not follow ${this.prevSeq}`);
-      check(e.icount >= this.prevIcount, `icount ${e.icount} < previous ${this.prevIcount}`);
+      if (!(e.seq === this.prevSeq + 1)) bad(`seq ${e.seq} does not follow ${this.prevSeq}`);
+      if (!(e.icount >= this.prevIcount)) bad(`icount ${e.icount} < previous ${this.prevIcount}`);
     }
     if (absolute) this.prevValue.fill(0);
     const seqField = absolute ? e.seq : e.seq - this.prevSeq;
@@ -90,37 +90,37 @@ export class Encoder {
       case 'progress': type = T.progress; payloadMax = 0; break;
       case 'value': {
         const k = VALUE_KINDS.indexOf(e.kind);
-        check(k >= 0, `value kind ${String(e.kind)}`);
-        check(isUint(e.value), `value ${e.value} must be a safe integer >= 0`);
+        if (!(k >= 0)) bad(`value kind ${String(e.kind)}`);
+        if (!(isUint(e.value))) bad(`value ${e.value} must be a safe integer >= 0`);
         type = T.mtime + k; payloadMax = 9; break;
       }
       case 'console':
-        check(Number.isInteger(e.byte) && e.byte >= 0 && e.byte <= 255, `console byte ${e.byte}`);
+        if (!(Number.isInteger(e.byte) && e.byte >= 0 && e.byte <= 255)) bad(`console byte ${e.byte}`);
         type = T.console; payloadMax = 1; break;
       case 'net-rx': type = T.netRx; bytes = e.frame; payloadMax = 0; break;
       case 'disk-read':
-        check(isUint(e.tag), `disk tag ${e.tag}`);
+        if (!(isUint(e.tag))) bad(`disk tag ${e.tag}`);
         type = T.diskRead; bytes = e.data; payloadMax = 8; break;
       case 'disk-done':
-        check(isUint(e.tag) && isUint(e.status), `disk tag ${e.tag} status ${e.status}`);
+        if (!(isUint(e.tag) && isUint(e.status))) bad(`disk tag ${e.tag} status ${e.status}`);
         type = T.diskDone; payloadMax = 16; break;
       case 'output': {
-        check(OUTPUT_KINDS.includes(e.kind) && isUint(e.count), `output ${String(e.kind)} x${e.count}`);
+        if (!(OUTPUT_KINDS.includes(e.kind) && isUint(e.count))) bad(`output ${String(e.kind)} x${e.count}`);
         type = T.output; payloadMax = 9; break;
       }
       case 'digest':
-        check(typeof e.digest === 'string' && DIGEST_RE.test(e.digest), `digest must be lowercase hex of <= 32 bytes`);
+        if (!(typeof e.digest === 'string' && DIGEST_RE.test(e.digest))) bad(`digest must be lowercase hex of <= 32 bytes`);
         type = T.digest; bytes = Buffer.from(e.digest, 'hex'); payloadMax = 0; break;
       case 'snapshot': type = T.snapshot; bytes = e.data; payloadMax = 0; break;
       case 'end':
-        check(Number.isSafeInteger(e.code), `end code ${e.code}`);
+        if (!(Number.isSafeInteger(e.code))) bad(`end code ${e.code}`);
         type = T.end; payloadMax = 9; break;
       default: {
         const never: never = e;
         throw new RangeError(`log entry: unknown type ${String((never as { type: unknown }).type)}`);
       }
     }
-    if (bytes) check(bytes instanceof Uint8Array, `${e.type} bytes must be a Uint8Array`);
+    if (bytes) if (!(bytes instanceof Uint8Array)) bad(`${e.type} bytes must be a Uint8Array`);
 
     // Body = seq, icount, payload; written into scratch, then framed.
     const need = 16 + payloadMax + (bytes?.length ?? 0);
@@ -147,7 +147,7 @@ export class Encoder {
       p += bytes.length;
     }
     const length = p + 4;
-    check(length + FIXED_BYTES + 5 <= MAX_FRAME_BYTES, `frame of ${length} bytes exceeds MAX_FRAME_BYTES`);
+    if (!(length + FIXED_BYTES + 5 <= MAX_FRAME_BYTES)) bad(`frame of ${length} bytes exceeds MAX_FRAME_BYTES`);
     const frame = new Uint8Array(3 + uvarintSize(length) + length);
     frame[0] = FRAME_MAGIC;
     frame[1] = FRAME_VERSION;
