@@ -1,0 +1,5 @@
+export { ArbiterUnavailableError, type Arbiter, type ClaimResult } from './arbiter.js';
+export { claimUntilDecided, type ClaimOptions } from './claim.js';
+export { FileArbiter } from './file.js';
+export { InProcessArbiter } from './in-process.js';
+export { parseArbiterSpec } from './spec.js';
