@@ -120,6 +120,7 @@ describe.each([false, true])('privileged (jit=%s)', (jit) => {
     ]);
     expect(runAll(t.hart, 4 + 8 + 1 + 8 + 1)).toBe(Exit.Budget);
     expect(t.hart.x[20]).toBe(11 + 3);
+    expect(t.hart.csr.mtval).toBe(0); // ebreak's mtval, as on QEMU
     expect(t.hart.x[21]).toBe(0x1880); // MPIE set, MIE cleared inside the handler, MPP=M
     expect(t.hart.x[1]).toBe(2);
     expect(t.hart.csr.read(Csr.mstatus, 0, { value: () => 0 })).toBe(0x1888); // mret: MIE = MPIE, MPIE = 1

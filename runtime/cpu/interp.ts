@@ -194,7 +194,8 @@ export function step(h: StepTarget): number {
       h.icount++;
       return STEP_OK;
     case Op.Ecall: return trap(h, Cause.EcallM, 0, w);
-    case Op.Ebreak: return trap(h, Cause.Breakpoint, pc, w);
+    // §3.1.16 lets mtval be 0 or the pc for a breakpoint; QEMU 7.2 (the reference) writes 0.
+    case Op.Ebreak: return trap(h, Cause.Breakpoint, 0, w);
     case Op.Mret:
       leaveTrap(h);
       h.icount++;
