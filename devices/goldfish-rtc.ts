@@ -20,8 +20,8 @@ export interface GoldfishRtcState {
  * logged) and latches the high half, so a LOW-then-HIGH pair is consistent as on QEMU.
  * NOTE the alarm registers are stored and read back but never fire: no ftvm guest uses them,
  * and an alarm would be one more asynchronous input to log.
- * NOTE ns since the epoch exceeds 2^53, so the sampled double has 256 ns granularity; it is
- * still an integer, so splitting it into halves is exact and replays bit for bit.
+ * NOTE ns since the epoch exceeds 2^53, so the env's value (logged, and exact only below
+ * 2^53) is in microseconds; the device scales it to ns with exact 32-bit halves.
  */
 export class GoldfishRtc implements MmioDevice {
   private timeHigh = 0;
@@ -29,15 +29,18 @@ export class GoldfishRtc implements MmioDevice {
   private alarmHigh = 0;
   private irqEnabled = 0;
 
+  /** `now` gives microseconds since the epoch (the env's 'rtc' value). */
   constructor(private readonly now: () => number) {}
 
   read(offset: number, _size: 1 | 2 | 4): number {
     switch (offset) {
       case TIME_LOW: {
-        const ns = this.now();
-        const hi = Math.floor(ns / TWO32);
-        this.timeHigh = hi >>> 0;
-        return (ns - hi * TWO32) >>> 0;
+        const us = this.now();
+        const usHigh = Math.floor(us / TWO32);
+        const lowNs = (us - usHigh * TWO32) * 1000; // < 2^42: exact
+        const carry = Math.floor(lowNs / TWO32);
+        this.timeHigh = (usHigh * 1000 + carry) >>> 0;
+        return (lowNs - carry * TWO32) >>> 0;
       }
       case TIME_HIGH: return this.timeHigh;
       case ALARM_LOW: return this.alarmLow;

@@ -11,6 +11,8 @@ export interface Command {
 
 const commands: Record<string, () => Promise<{ command: Command }>> = {
   run: () => import('./commands/run.js'),
+  record: () => import('./commands/record.js'),
+  replay: () => import('./commands/replay.js'),
 };
 
 /** Register a command (the integrator adds record, replay, demo). */

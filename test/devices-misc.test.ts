@@ -22,13 +22,14 @@ describe('sifive_test', () => {
 
 describe('goldfish RTC', () => {
   it('samples the clock on TIME_LOW and latches the high half for TIME_HIGH', () => {
-    let now = 0x1234_5678_9abc_de00;
+    // The env gives µs (exact below 2^53); the guest sees ns, split into exact halves.
+    let nowUs = 1_795_452_302_531_970;
     let samples = 0;
-    const rtc = new GoldfishRtc(() => { samples++; return now; });
+    const rtc = new GoldfishRtc(() => { samples++; return nowUs; });
     const lo = rtc.read(0, 4);
-    now += 2 ** 32 * 5; // the clock moves between the two reads
+    nowUs += 2 ** 32 * 5; // the clock moves between the two reads
     const hi = rtc.read(4, 4);
-    expect(hi * 2 ** 32 + lo).toBe(0x1234_5678_9abc_de00);
+    expect((BigInt(hi) << 32n) | BigInt(lo)).toBe(1_795_452_302_531_970n * 1000n);
     expect(samples).toBe(1);
   });
 

@@ -59,7 +59,7 @@ export class DeterministicEnv implements Env {
   value(kind: ValueKind, icount: number): number {
     switch (kind) {
       case 'mtime': return this.mtimeAt(icount);
-      case 'rtc': return this.epochNs + this.mtimeAt(icount) * NS_PER_TICK;
+      case 'rtc': return Math.floor(this.epochNs / 1000) + Math.floor((this.mtimeAt(icount) * NS_PER_TICK) / 1000);
       case 'seed': return this.nextRandom() & 0xffff;
     }
   }

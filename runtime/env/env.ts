@@ -12,7 +12,7 @@ export interface Env {
   readonly mode: 'live' | 'deterministic' | 'record' | 'replay';
   /**
    * A value the guest reads during the instruction that follows `icount` retired ones.
-   * mtime: 10 MHz ticks; rtc: ns since the epoch; seed: 16 bits of entropy. 64-bit values
+   * mtime: 10 MHz ticks; rtc: µs since the epoch (ns would pass 2^53); seed: 16 bits of entropy. 64-bit values
    * are returned as (exact, < 2^53) numbers; the device picks the half it needs.
    */
   value(kind: ValueKind, icount: number): number;

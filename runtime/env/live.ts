@@ -29,7 +29,7 @@ export class LiveEnv implements Env {
 
   private readonly startNs = process.hrtime.bigint();
   private readonly startMtime: number;
-  private readonly rtcStartNs = Date.now() * 1e6;
+  private readonly rtcStartUs = Date.now() * 1000;
   private seedPool = randomBytes(SEED_POOL_BYTES);
   private seedPos = 0;
   private readonly console: number[] = [];
@@ -58,7 +58,7 @@ export class LiveEnv implements Env {
   value(kind: ValueKind, _icount: number): number {
     switch (kind) {
       case 'mtime': return this.mtimeNow();
-      case 'rtc': return this.rtcStartNs + this.elapsedNs();
+      case 'rtc': return this.rtcStartUs + Math.floor(this.elapsedNs() / 1000);
       case 'seed': return this.nextSeed();
     }
   }
