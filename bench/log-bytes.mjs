@@ -36,7 +36,7 @@ function timerStream(seconds) {
     entries.push({ seq: seq++, icount, type: 'timer' });
     entries.push({ seq: seq++, icount: icount + 40, type: 'value', kind: 'mtime', value: mtime });
     entries.push({ seq: seq++, icount: icount + 95, type: 'value', kind: 'mtime', value: mtime + 3 });
-    if (ms % 5 === 4) entries.push({ seq: seq++, icount: (ms + 1) * INSNS_PER_MS - 1000, type: 'progress' });
+    if (ms % 5 === 4) entries.push({ seq: seq++, icount: (ms + 1) * INSNS_PER_MS - 1000, type: 'progress', released: 0 });
   }
   return { entries, instructions: seconds * 1000 * INSNS_PER_MS };
 }

@@ -147,7 +147,7 @@ describe('in-process logging channel', () => {
     const sent = stream(8);
     for (const e of sent) ch.primary.send(e);
     ch.primary.close();
-    ch.primary.send({ seq: 8, icount: 8 * 150_000, type: 'progress' });
+    ch.primary.send({ seq: 8, icount: 8 * 150_000, type: 'progress', released: 0 });
     expect(await done).toEqual(sent);
     expect(await lastValueFrom(ch.backup.events$)).toEqual({ type: 'channel.closed', by: 'peer' });
     expect(primaryEvents).toEqual([{ type: 'channel.open' }, { type: 'channel.closed', by: 'local' }]);

@@ -37,7 +37,7 @@ const payloadArb: fc.Arbitrary<LogPayload> = fc.oneof(
   fc.record({ type: fc.constant('net-rx' as const), frame: bytesArb }),
   fc.record({ type: fc.constant('disk-read' as const), tag: fc.integer({ min: 0, max: MAX }), data: bytesArb }),
   fc.record({ type: fc.constant('disk-done' as const), tag: fc.nat(), status: fc.nat(255) }),
-  fc.constant({ type: 'progress' as const }),
+  fc.record({ type: fc.constant('progress' as const), released: fc.nat() }),
   fc.record({ type: fc.constant('output' as const), kind: fc.constantFrom('console' as const, 'power' as const, 'net' as const, 'disk-write' as const), count: fc.nat() }),
   fc.record({ type: fc.constant('digest' as const), digest: fc.uint8Array({ maxLength: 32 }).map((b) => Buffer.from(b).toString('hex')) }),
   fc.record({ type: fc.constant('snapshot' as const), data: bytesArb }),
@@ -81,7 +81,7 @@ const oneOfEach: LogEntry[] = [
   { seq: 13, icount: 1800, type: 'net-rx', frame: new Uint8Array([1, 2, 3, 4, 5]) },
   { seq: 14, icount: 1900, type: 'disk-read', tag: 3, data: new Uint8Array(512).fill(0xaa) },
   { seq: 15, icount: 1900, type: 'disk-done', tag: 3, status: 0 },
-  { seq: 16, icount: 2000, type: 'progress' },
+  { seq: 16, icount: 2000, type: 'progress', released: 7 },
   { seq: 17, icount: 2100, type: 'output', kind: 'net', count: 2 },
   { seq: 18, icount: 2200, type: 'digest', digest: 'ab'.repeat(32) },
   { seq: 19, icount: 2300, type: 'snapshot', data: new Uint8Array([9, 8, 7]) },
@@ -121,7 +121,7 @@ describe('log codec', () => {
     // 1 kHz timer at ~150 MIPS: 150k instructions and 10k mtime ticks apart.
     expect(enc.encode({ seq: 1, icount: 150_000, type: 'timer' }).length).toBe(12);
     expect(enc.encode({ seq: 2, icount: 150_100, type: 'value', kind: 'mtime', value: 2 ** 40 + 10_000 }).length).toBe(13);
-    expect(enc.encode({ seq: 3, icount: 160_000, type: 'progress' }).length).toBe(11);
+    expect(enc.encode({ seq: 3, icount: 160_000, type: 'progress', released: 0 }).length).toBe(12);
   });
 
   it('starts a decodable stream at every snapshot frame (seeking)', () => {

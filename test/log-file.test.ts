@@ -39,7 +39,7 @@ describe('log file', () => {
     expect(w.entriesWritten).toBe(entries.length);
     expect(w.bytesWritten).toBe((await readFile(path)).length);
     expect((await readLogFile(path)).entries).toEqual(entries);
-    expect(() => w.append({ seq: 5, icount: 250_000, type: 'progress' })).toThrow(/after close/);
+    expect(() => w.append({ seq: 5, icount: 250_000, type: 'progress', released: 0 })).toThrow(/after close/);
   });
 
   it('rejects a damaged header or a torn tail with LogFrameError', async () => {

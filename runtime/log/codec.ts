@@ -87,7 +87,9 @@ export class Encoder {
     let bytes: Uint8Array | undefined;
     switch (e.type) {
       case 'timer': type = T.timer; payloadMax = 0; break;
-      case 'progress': type = T.progress; payloadMax = 0; break;
+      case 'progress':
+        if (!isUint(e.released)) bad(`progress released ${e.released}`);
+        type = T.progress; payloadMax = 9; break;
       case 'value': {
         const k = VALUE_KINDS.indexOf(e.kind);
         if (!(k >= 0)) bad(`value kind ${String(e.kind)}`);
@@ -140,6 +142,7 @@ export class Encoder {
       case 'disk-done': p = writeUvarint(s, writeUvarint(s, p, e.tag), e.status); break;
       case 'output': s[p++] = OUTPUT_KINDS.indexOf(e.kind); p = writeUvarint(s, p, e.count); break;
       case 'end': p = writeSvarint(s, p, e.code); break;
+      case 'progress': p = writeUvarint(s, p, e.released); break;
       default: break;
     }
     if (bytes) {
@@ -288,7 +291,7 @@ export class Decoder {
     let e: LogEntry;
     switch (type) {
       case T.timer: e = { seq, icount, type: 'timer' }; break;
-      case T.progress: e = { seq, icount, type: 'progress' }; break;
+      case T.progress: e = { seq, icount, type: 'progress', released: r.uvarint() }; break;
       case T.mtime: case T.rtc: case T.seed: {
         const k = type - T.mtime;
         const value = values[k]! + r.svarint();

@@ -22,8 +22,12 @@ export type LogPayload =
   | { type: 'disk-read'; tag: number; data: Uint8Array }
   /** Disk request `tag` completes with `status` at icount. */
   | { type: 'disk-done'; tag: number; status: number }
-  /** Heartbeat: the primary has reached icount, so the backup may run up to it. */
-  | { type: 'progress' }
+  /**
+   * Heartbeat: the primary has reached icount, so the backup may run up to it. `released`
+   * counts the outputs the primary has let out so far: at go-live the backup re-issues only
+   * the outputs after it (DESIGN §3, duplicate outputs).
+   */
+  | { type: 'progress'; released: number }
   /** The primary produced `count` outputs of `kind` at icount (checked on replay). */
   | { type: 'output'; kind: OutputKind; count: number }
   /** State digest at icount (lowercase hex, at most 32 bytes) for divergence detection. */
