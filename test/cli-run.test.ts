@@ -8,16 +8,44 @@ import { beforeAll, describe, expect, it } from 'vitest';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const ftvm = (...args: string[]) => spawnSync(process.execPath, [join(root, 'bin/ftvm.js'), ...args], { cwd: root, encoding: 'utf8', input: '' });
 
-/** An ELF32 RISC-V executable whose one instruction is `j .`: a guest that never stops. */
-function spinElf(): Uint8Array {
-  const b = Buffer.alloc(52 + 32 + 4);
+// A few RV32I encoders, enough to hand-assemble the echo guest below.
+const T0 = 5, T1 = 6, T2 = 7, T3 = 28, T4 = 29, T5 = 30;
+const lui = (rd: number, imm20: number) => (imm20 << 12) | (rd << 7) | 0x37;
+const itype = (f3: number, op: number) => (rd: number, rs1: number, imm: number) => ((imm & 0xfff) << 20) | (rs1 << 15) | (f3 << 12) | (rd << 7) | op;
+const stype = (f3: number) => (rs2: number, rs1: number, imm: number) => (((imm >> 5) & 0x7f) << 25) | (rs2 << 20) | (rs1 << 15) | (f3 << 12) | ((imm & 31) << 7) | 0x23;
+const btype = (f3: number) => (rs1: number, rs2: number, off: number) =>
+  (((off >> 12) & 1) << 31) | (((off >> 5) & 0x3f) << 25) | (rs2 << 20) | (rs1 << 15) | (f3 << 12) | (((off >> 1) & 0xf) << 8) | (((off >> 11) & 1) << 7) | 0x63;
+const [lbu, andi, addi] = [itype(4, 0x03), itype(7, 0x13), itype(0, 0x13)];
+const [sb, sw] = [stype(0), stype(2)];
+const [beq, bne] = [btype(0), btype(1)];
+
+/** Polls the UART, echoes every byte, and on 'q' exits through sifive_test with code 3. */
+const ECHO = [
+  lui(T0, 0x10000),
+  lbu(T1, T0, 5), // loop: LSR
+  andi(T1, T1, 1),
+  beq(T1, 0, -8),
+  lbu(T2, T0, 0), // RBR
+  sb(T2, T0, 0), // THR
+  addi(T3, 0, 0x71),
+  bne(T2, T3, -24),
+  lui(T4, 0x100),
+  lui(T5, 0x33),
+  addi(T5, T5, 0x333), // (3 << 16) | 0x3333
+  sw(T5, T4, 0),
+  0x0000_006f,
+];
+
+/** An ELF32 RISC-V executable holding `words` at 0x80000000. */
+function elfOf(words: number[]): Uint8Array {
+  const b = Buffer.alloc(84 + words.length * 4);
   b.set([0x7f, 0x45, 0x4c, 0x46, 1, 1, 1]);
   b.writeUInt16LE(2, 16); b.writeUInt16LE(243, 18); b.writeUInt32LE(1, 20);
   b.writeUInt32LE(0x8000_0000, 24); b.writeUInt32LE(52, 28);
   b.writeUInt16LE(52, 40); b.writeUInt16LE(32, 42); b.writeUInt16LE(1, 44);
   b.writeUInt32LE(1, 52); b.writeUInt32LE(84, 56); b.writeUInt32LE(0x8000_0000, 60); b.writeUInt32LE(0x8000_0000, 64);
-  b.writeUInt32LE(4, 68); b.writeUInt32LE(4, 72);
-  b.writeUInt32LE(0x0000_006f, 84);
+  b.writeUInt32LE(words.length * 4, 68); b.writeUInt32LE(words.length * 4, 72);
+  words.forEach((w, i) => b.writeInt32LE(w | 0, 84 + 4 * i));
   return b;
 }
 
@@ -82,7 +110,7 @@ describe('ftvm run', () => {
 
   it('exits 130 on SIGINT while the guest spins', async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'ftvm-cli-')), 'spin.elf');
-    writeFileSync(file, spinElf());
+    writeFileSync(file, elfOf([0x0000_006f]));
     const child = spawn(process.execPath, [join(root, 'bin/ftvm.js'), 'run', '--stats', file], { stdio: ['pipe', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d) => { stderr += d; });
@@ -93,5 +121,13 @@ describe('ftvm run', () => {
     expect(code).toBe(130);
     const executed = Number(/instructions (\d+)/.exec(stderr)?.[1]);
     expect(executed).toBeGreaterThan(1000);
+  });
+
+  it('feeds piped stdin to the guest console and exits with the guest\'s code', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'ftvm-cli-')), 'echo.elf');
+    writeFileSync(file, elfOf(ECHO));
+    const r = spawnSync(process.execPath, [join(root, 'bin/ftvm.js'), 'run', file], { encoding: 'utf8', input: 'hello, guest\nq' });
+    expect(r.stdout).toBe('hello, guest\nq');
+    expect(r.status).toBe(3);
   });
 });

@@ -10,6 +10,8 @@ const MAX_IDLE_MS = 50;
 /** Batches are cut so a timer interrupt lands at most about this late (estimated). */
 const TIMER_SLACK_NS = 1_000_000;
 const SEED_POOL_BYTES = 4096;
+/** Batch length while console bytes wait for room in the UART (≈0.1 ms at 100 MIPS). */
+const CONSOLE_POLL_INSTRUCTIONS = 10_000;
 
 export interface LiveEnvOptions {
   /** mtime at construction, so a backup going live continues the guest's clock (DESIGN §3 go-live). */
@@ -125,7 +127,9 @@ export class LiveEnv implements Env {
     }
     this.lastSampleNs = now;
     this.lastSampleIcount = icount;
-    return icount + this.timerBudget(now);
+    // Queued input waits for room in the UART; look again soon rather than after a full batch.
+    const inputBudget = this.consoleBacklog > 0 ? CONSOLE_POLL_INSTRUCTIONS : Infinity;
+    return icount + Math.min(this.timerBudget(now), inputBudget);
   }
 
   /** Instructions to run before the timer needs another look; Infinity when no timer is armed. */
