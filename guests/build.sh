@@ -26,7 +26,7 @@ LDFLAGS="$ARCH_LD --specs=picolibc.specs --crt0=hosted -Tcommon/guest.ld \
   -Wl,--defsym=__stack_size=0x8000 -Wl,--gc-sections"
 COMMON="common/rt.c common/trap.S"
 
-# name:source-dir:extra cflags
+# name:source-dir:extra cflags[:library dirs, compiled in and on -I]
 GUESTS="
 hello:hello:
 bench:bench:
@@ -36,15 +36,22 @@ traps:traps:
 seq:seq:
 seq-short:seq:-DSEQ_LINES=50
 irqstress:irqstress:
+blkcheck:blkcheck::virtio
 "
 
 build_one() {
-  name=$1 dir=$2 extra=$3
+  name=$1 dir=$2 extra=$3 libs=${4:-}
+  libsrc=""
+  for lib in $libs; do
+    extra="$extra -I$lib"
+    libsrc="$libsrc $lib/*.c"
+  done
   out="${OUT_DIR:-$name}/$name.elf"
   mkdir -p "$(dirname "$out")"
   obj=$(mktemp -d)
   objs=""
-  for src in $COMMON "$dir"/*.c $(ls "$dir"/*.S 2>/dev/null || true); do
+  # shellcheck disable=SC2086
+  for src in $COMMON $libsrc "$dir"/*.c $(ls "$dir"/*.S 2>/dev/null || true); do
     o="$obj/$(echo "$src" | tr / _).o"
     # shellcheck disable=SC2086
     $CC $CFLAGS $extra ${EXTRA_CFLAGS:-} -c -o "$o" "$src"
@@ -67,10 +74,10 @@ build_one() {
 }
 
 want=${*:-}
-echo "$GUESTS" | while IFS=: read -r name dir extra; do
+echo "$GUESTS" | while IFS=: read -r name dir extra libs; do
   [ -n "$name" ] || continue
   if [ -n "$want" ]; then
     case " $want " in *" $name "*) ;; *) continue ;; esac
   fi
-  build_one "$name" "$dir" "$extra"
+  build_one "$name" "$dir" "$extra" "$libs"
 done
