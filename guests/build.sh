@@ -37,6 +37,7 @@ seq:seq:
 seq-short:seq:-DSEQ_LINES=50
 irqstress:irqstress:
 blkcheck:blkcheck::virtio
+dns:dns::virtio
 "
 
 build_one() {
