@@ -130,4 +130,12 @@ describe('ftvm run', () => {
     expect(r.stdout).toBe('hello, guest\nq');
     expect(r.status).toBe(3);
   });
+
+  it('reports a guest fault in one line and exits 1', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'ftvm-cli-')), 'fault.elf');
+    writeFileSync(file, elfOf([0x0000_0067])); // jr zero: fetch from 0, and mtvec is 0 too
+    const r = ftvm('run', file);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^ftvm: guest fault: [^\n]*instruction access fault[^\n]*\n$/);
+  });
 });

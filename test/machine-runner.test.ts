@@ -1,0 +1,82 @@
+import { describe, expect, it } from 'vitest';
+import { Machine } from '../runtime/machine.js';
+import { DeterministicEnv } from '../runtime/env/deterministic.js';
+import { runMachine } from '../runtime/runner.js';
+import type { Env } from '../runtime/env/env.js';
+import { Exit, type ValueKind } from '../runtime/types.js';
+
+const J_SELF = 0x0000_006f;
+
+function spinner(env: Env) {
+  const m = new Machine({ env, memoryMiB: 1 });
+  m.bus.writeRam(0x8000_0000, new Uint8Array(Int32Array.of(J_SELF).buffer));
+  m.hart.reset(0x8000_0000);
+  return m;
+}
+
+/** An env whose horizon is set by the test, as a backup's is by the log it has received. */
+class HorizonEnv implements Env {
+  readonly mode = 'replay' as const;
+  horizon = 0;
+  idles = 0;
+  private wake: (() => void) | undefined;
+  value(_k: ValueKind, _i: number): number { return 0; }
+  nextAt(_icount: number): number { return this.horizon; }
+  deliverDue(): void {}
+  idle(): Promise<void> {
+    this.idles++;
+    return new Promise((r) => { this.wake = r; });
+  }
+  extend(to: number): void {
+    this.horizon = to;
+    this.wake?.();
+  }
+}
+
+describe('runMachine', () => {
+  it('stops exactly at untilIcount and at maxInstructions, batch by batch', async () => {
+    const m = spinner(new DeterministicEnv());
+    const exits: Exit[] = [];
+    const until = await runMachine(m, { untilIcount: 2_500_000, batch: 1_000_000, onBatch: (e) => exits.push(e) });
+    expect(until).toMatchObject({ reason: 'until', icount: 2_500_000 });
+    expect(exits).toEqual([Exit.Budget, Exit.Budget, Exit.Budget]);
+    const limit = await runMachine(m, { maxInstructions: 1234 });
+    expect(limit).toMatchObject({ reason: 'limit', icount: 2_500_000 + 1234 });
+  });
+
+  it('lets timers and I/O run while the guest computes, and stops on abort', async () => {
+    const m = spinner(new DeterministicEnv());
+    const abort = new AbortController();
+    let ticks = 0;
+    const timer = setInterval(() => { if (++ticks === 5) abort.abort(); }, 2);
+    const r = await runMachine(m, { signal: abort.signal, batch: 100_000 });
+    clearInterval(timer);
+    expect(r.reason).toBe('aborted');
+    expect(ticks).toBe(5);
+    expect(r.icount).toBeGreaterThan(0);
+  });
+
+  it('sleeps at the env horizon instead of spinning, and continues when it moves', async () => {
+    const env = new HorizonEnv();
+    const m = spinner(env);
+    const run = runMachine(m, { untilIcount: 3000 });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(m.icount).toBe(0);
+    expect(env.idles).toBe(1);
+    env.extend(1000);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(m.icount).toBe(1000);
+    env.extend(5000);
+    expect(await run).toMatchObject({ reason: 'until', icount: 3000 });
+    expect(env.idles).toBe(2);
+  });
+
+  it('reports power-off with the guest\'s code', async () => {
+    const m = new Machine({ env: new DeterministicEnv(), memoryMiB: 1 });
+    // lui t0, 0x100; lui t1, 0x2a3; addi t1, t1, 0x333; sw t1, 0(t0)  →  exit code 42
+    const prog = Int32Array.of(0x001002b7, 0x002a3337, 0x33330313, 0x0062a023, J_SELF);
+    m.bus.writeRam(0x8000_0000, new Uint8Array(prog.buffer));
+    m.hart.reset(0x8000_0000);
+    expect(await runMachine(m, { maxInstructions: 1000 })).toMatchObject({ reason: 'halt', code: 42, icount: 4 });
+  });
+});
