@@ -150,6 +150,21 @@ describe.each([false, true])('RV32IM (jit=%s)', (jit) => {
     expect(r.hart.icount).toBe(3);
   });
 
+  it('returns from calls to wherever the link register points at the time', () => {
+    // loop: call f; x3 += 1; (f may have bumped ra past the x3 increment); x4 += 1; repeat.
+    // f: x2 += 1; if x2 is odd, ra += 4; ret
+    const prog = [
+      A.jal(1, 20), A.addi(3, 3, 1), A.addi(4, 4, 1), A.jal(0, -12), 0,
+      A.addi(2, 2, 1), A.andi(5, 2, 1), A.beq(5, 0, 8), A.addi(1, 1, 4), A.jalr(0, 1, 0),
+    ];
+    // per pass: jal, addi x2, andi, beq, [addi ra], ret, [addi x3], addi x4, jal = 8 instructions
+    const r = exec(jit, prog, {}, 8 * 10);
+    expect(r.x[2]).toBe(10);
+    expect(r.x[4]).toBe(10);
+    expect(r.x[3]).toBe(5); // skipped on the 5 odd passes
+    expect(r.hart.icount).toBe(80);
+  });
+
   it('retires exactly the budget, also inside a self-looping block', () => {
     // x1 counts loop iterations forever: addi; j -4.
     for (const n of [1, 2, 3, 7, 100, 1001]) {

@@ -65,7 +65,9 @@ const insn: fc.Arbitrary<Gen> = fc.oneof(
       ([f, a, b, t, mis]) => (k: number, n: number) => f(a, b, 4 * ((t % (n + 1)) - k) + (mis && t % 7 === 0 ? 2 : 0)),
     ),
   },
-  { weight: 1, arbitrary: fc.tuple(fc.nat(), src).map(([t, d]) => (k: number, n: number) => A.jal(d, 4 * ((t % (n + 1)) - k))) },
+  { weight: 2, arbitrary: fc.tuple(fc.nat(), src).map(([t, d]) => (k: number, n: number) => A.jal(d, 4 * ((t % (n + 1)) - k))) },
+  // returns through whatever a jal linked (traces follow calls and guard the return address)
+  { weight: 2, arbitrary: fc.tuple(src, reg, fc.constantFrom(0, 0, 0, 4, -4, 2)).map(([d, l, o]) => () => A.jalr(d, l, o)) },
   { weight: 1, arbitrary: fc.constantFrom<Gen>(() => A.ecall(), () => A.ebreak(), () => A.fence(), () => 0) },
 );
 

@@ -13,8 +13,14 @@
 //   interpreter then performs it (MMIO sees an exact icount, traps an exact pc).
 // - A store into a code granule ends the block right after the store; the caller drops the
 //   granule's translations before running anything else.
+//
+// A block is a trace: it follows straight-line code, falls through conditional branches
+// (taken = side exit), follows jal into its target, and after a `ret` whose link register
+// still holds the return address of a call made earlier in the same trace, continues at that
+// return address (checked at run time). So a block may cover any code granules; each granule
+// keeps the ids of the blocks that read it.
 import { CODE_SHIFT, type Bus, type CodeSink } from '../bus.js';
-import { decode, newDecoded, Op } from './decode.js';
+import { decode, newDecoded, Op, type Decoded } from './decode.js';
 import { div, divu, mulh, mulhsu, mulhu, rem, remu } from './muldiv.js';
 
 /** Block results besides the returned count. One per Jit, reused: no allocation per block. */
@@ -29,10 +35,25 @@ export class BlockExit {
 /** A translated block: runs from its start pc, returns the number of instructions retired. */
 export type BlockFn = (s: BlockExit, rem: number) => number;
 
-/** Longest block. Keeps every block within two code granules (see dropGranule). */
-export const MAX_BLOCK = 1 << (CODE_SHIFT - 2);
+/** Longest block, in instructions (bounds stepping near a budget's end). */
+export const MAX_BLOCK = 64;
 /** A granule whose blocks were dropped this often is left to the interpreter (hot self-modifying or data-in-code). */
 const MAX_DROPS = 64;
+
+/** Translation state of one trace. */
+interface Trace {
+  start: number;
+  /** pcs already in the trace: jumping to one ends it (no code duplication, no cycles). */
+  visited: number[];
+  /** Return addresses of calls (jal with a link) followed into, innermost last. */
+  links: number[];
+}
+
+/** One instruction's JS, and the pc the trace continues at (-1: the code always leaves). */
+interface Emitted {
+  code: string;
+  next: number;
+}
 
 /** Placeholder for the block length in emitted code. */
 const LEN = '@LEN@';
@@ -45,8 +66,12 @@ export class Jit implements CodeSink {
   /** Per RAM word: length in instructions of the block starting there. */
   private readonly lens: Uint8Array;
   private readonly drops: Uint8Array;
+  /** Block functions by id. Ids are never reused, so a stale id in byGranule is harmless. */
   private fns: (BlockFn | undefined)[] = [undefined];
-  private free: number[] = [];
+  /** Start word of each block id. */
+  private starts: number[] = [0];
+  /** Per code granule: ids of the blocks holding instructions from it. */
+  private byGranule: (number[] | undefined)[] = [];
   private readonly s = new BlockExit();
   private readonly dec = newDecoded();
   private readonly words: number;
@@ -106,22 +131,25 @@ export class Jit implements CodeSink {
   }
 
   dropGranule(g: number): void {
-    const ids = this.ids, lens = this.lens;
-    // A block starts in g-1 or g if it covers g: blocks are at most one granule long.
-    const per = 1 << (CODE_SHIFT - 2);
-    const from = Math.max(0, (g - 1) * per), to = Math.min(this.words, (g + 1) * per);
+    const ids = this.ids, lens = this.lens, fns = this.fns;
     let dropped = false;
-    for (let w = from; w < to; w++) {
-      const id = ids[w]!;
-      if (id === 0) continue;
-      if (id > 0) {
-        this.fns[id] = undefined;
-        this.free.push(id);
+    const list = this.byGranule[g];
+    if (list !== undefined) {
+      for (const id of list) {
+        if (fns[id] === undefined) continue;
+        fns[id] = undefined;
+        const w = this.starts[id]!;
+        if (ids[w] === id) {
+          ids[w] = 0;
+          lens[w] = 0;
+        }
         dropped = true;
       }
-      ids[w] = 0;
-      lens[w] = 0;
+      this.byGranule[g] = undefined;
     }
+    // Words marked "interpret" in this granule may hold translatable code now.
+    const per = 1 << (CODE_SHIFT - 2);
+    for (let w = g * per; w < (g + 1) * per && w < this.words; w++) if (ids[w] === -1) ids[w] = 0;
     if (dropped && this.drops[g]! < 255) this.drops[g]!++;
     this.bus.code[g] = 0;
   }
@@ -131,41 +159,54 @@ export class Jit implements CodeSink {
     this.lens.fill(0);
     this.drops.fill(0);
     this.fns = [undefined];
-    this.free = [];
+    this.starts = [0];
+    this.byGranule = [];
   }
 
-  /** Translate the block starting at RAM word `w0`; returns its id, or -1 to interpret. */
+  /** Translate the trace starting at RAM word `w0`; returns its id, or -1 to interpret. */
   private translate(w0: number): number {
-    const bus = this.bus, d = this.dec, cg = bus.code;
-    const g0 = w0 >>> (CODE_SHIFT - 2);
+    const bus = this.bus, d = this.dec, cg = bus.code, base = bus.ramBase;
+    const gshift = CODE_SHIFT - 2;
+    const g0 = w0 >>> gshift;
     cg[g0] = 1;
     if (this.drops[g0]! >= MAX_DROPS) return (this.ids[w0] = -1);
-    const base = bus.ramBase;
-    const start = (base + w0 * 4) >>> 0;
+    const t: Trace = { start: (base + w0 * 4) >>> 0, visited: [], links: [] };
     const out: string[] = [];
+    const granules: number[] = [];
+    let pc = t.start;
     let len = 0;
     let ended = false;
-    for (let w = w0; w < this.words && len < MAX_BLOCK && !ended; w++) {
+    while (len < MAX_BLOCK) {
+      const w = (pc - base) >>> 2;
+      if (w >= this.words || (len > 0 && (pc === t.start || t.visited.includes(pc)))) break;
       decode(bus.ram32[w]!, d);
-      const pc = (base + w * 4) >>> 0;
-      const src = this.emit(d, pc, len, start);
-      if (src === undefined) break;
-      out.push(src.code);
-      ended = src.ends;
+      const r = this.emit(d, pc, len, t);
+      if (r === undefined) break;
+      t.visited.push(pc);
+      if (!granules.includes(w >>> gshift)) granules.push(w >>> gshift);
+      out.push(r.code);
       len++;
+      if (r.next < 0) {
+        ended = true;
+        break;
+      }
+      pc = r.next;
     }
     if (len === 0) return (this.ids[w0] = -1);
-    if (!ended) out.push(`s.pc = ${(start + 4 * len) >>> 0}; return n + ${len};`);
+    if (!ended) out.push(`s.pc = ${pc}; return n + ${len};`);
     const code = out.join('\n    ').replaceAll(LEN, String(len));
-    for (let g = g0; g <= (w0 + len - 1) >>> (CODE_SHIFT - 2); g++) cg[g] = 1;
-    const body = `return function block_${start.toString(16)}(s, lim) {\n  let n = 0, o = 0, t = 0;\n  for (;;) {\n    ${code}\n  }\n};`;
+    const body = `return function block_${t.start.toString(16)}(s, lim) {\n  let n = 0, o = 0, t = 0;\n  for (;;) {\n    ${code}\n  }\n};`;
     const factory = new Function(
       'x', 'm8', 's8', 'm16', 's16', 'm32', 'dirty', 'cg', 'mulh', 'mulhsu', 'mulhu', 'div', 'divu', 'rem', 'remu',
       body,
     ) as Factory;
-    const fn = factory(...this.env);
-    const id = this.free.length > 0 ? this.free.pop()! : this.fns.length;
-    this.fns[id] = fn;
+    const id = this.fns.length;
+    this.fns.push(factory(...this.env));
+    this.starts.push(w0);
+    for (const g of granules) {
+      cg[g] = 1;
+      (this.byGranule[g] ??= []).push(id);
+    }
     this.ids[w0] = id;
     this.lens[w0] = len;
     this.translated++;
@@ -173,7 +214,8 @@ export class Jit implements CodeSink {
   }
 
   /** JS for one instruction at index k of the block, or undefined if the block must end before it. */
-  private emit(d: ReturnType<typeof newDecoded>, pc: number, k: number, start: number): { code: string; ends: boolean } | undefined {
+  private emit(d: Decoded, pc: number, k: number, tr: Trace): Emitted | undefined {
+    const start = tr.start;
     const { rd, rs1, rs2, imm } = d;
     const a = `x[${rs1}]`, b = `x[${rs2}]`;
     const set = (e: string): string => (rd === 0 ? '' : `x[${rd}] = ${e};`);
@@ -186,17 +228,19 @@ export class Jit implements CodeSink {
       (target === start ? `if (n + ${L} + ${LEN} <= lim) { n += ${L}; continue; } ` : '') + `s.pc = ${target}; return n + ${L};`;
     const ramLimit = (size: number): number => this.bus.ramBytes - size;
     const addr = `o = (${a} + ${imm - this.bus.ramBase}) >>> 0;`;
-    const op = (code: string): { code: string; ends: boolean } => ({ code, ends: false });
-    const end = (code: string): { code: string; ends: boolean } => ({ code, ends: true });
-    const branch = (cond: string): { code: string; ends: boolean } | undefined => {
+    const op = (code: string): Emitted => ({ code, next });
+    const end = (code: string): Emitted => ({ code, next: -1 });
+    /** Continue the trace at `target` unless that would repeat code already in it. */
+    const follows = (target: number): boolean => target !== start && !tr.visited.includes(target) && target !== pc;
+    const branch = (cond: string): Emitted | undefined => {
       const t = (pc + imm) >>> 0;
       if ((t & 3) !== 0) return undefined;
       // Not taken: fall through within the block (a side exit, so loops with ifs stay one block).
       return op(`if (${cond}) { ${leave(t)} }`);
     };
-    const load = (size: number, view: string, shift: number): { code: string; ends: boolean } =>
+    const load = (size: number, view: string, shift: number): Emitted =>
       op(`${addr} if (o > ${ramLimit(size)}${size > 1 ? ` || (o & ${size - 1}) !== 0` : ''}) ${bail} ${set(`${view}[o${shift ? ` >>> ${shift}` : ''}]`)}`);
-    const store = (size: number, view: string, shift: number): { code: string; ends: boolean } =>
+    const store = (size: number, view: string, shift: number): Emitted =>
       op(
         `${addr} if (o > ${ramLimit(size)}${size > 1 ? ` || (o & ${size - 1}) !== 0` : ''}) ${bail} ` +
           `${view}[o${shift ? ` >>> ${shift}` : ''}] = ${b}; dirty[o >>> 12] = 1; ` +
@@ -208,10 +252,20 @@ export class Jit implements CodeSink {
       case Op.Jal: {
         const t = (pc + imm) >>> 0;
         if ((t & 3) !== 0) return undefined;
-        return end(`${set(`${next | 0}`)} ${leave(t)}`);
+        if (!follows(t) || !this.bus.inRam(t, 4)) return end(`${set(`${next | 0}`)} ${leave(t)}`);
+        if (rd !== 0) tr.links.push(next);
+        return { code: set(`${next | 0}`), next: t };
       }
-      case Op.Jalr:
-        return end(`t = (${a} + ${imm}) & -2; if ((t & 2) !== 0) ${bail} ${set(`${next | 0}`)} s.pc = t >>> 0; return n + ${L};`);
+      case Op.Jalr: {
+        const head = `t = (${a} + ${imm}) & -2; if ((t & 2) !== 0) ${bail} ${set(`${next | 0}`)}`;
+        const ret = tr.links.length > 0 ? tr.links[tr.links.length - 1]! : -1;
+        // A return to the call made earlier in this trace: keep going if the link still matches.
+        if (rd === 0 && ret >= 0 && follows(ret)) {
+          tr.links.pop();
+          return { code: `${head} if (t !== ${ret | 0}) { s.pc = t >>> 0; return n + ${L}; }`, next: ret };
+        }
+        return end(`${head} s.pc = t >>> 0; return n + ${L};`);
+      }
       case Op.Beq: return branch(`${a} === ${b}`);
       case Op.Bne: return branch(`${a} !== ${b}`);
       case Op.Blt: return branch(`${a} < ${b}`);
