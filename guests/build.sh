@@ -38,6 +38,7 @@ seq-short:seq:-DSEQ_LINES=50
 irqstress:irqstress:
 blkcheck:blkcheck::virtio
 dns:dns::virtio
+kv:kv::virtio
 "
 
 build_one() {
