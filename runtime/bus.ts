@@ -5,7 +5,6 @@ export const PAGE_SHIFT = 12;
 /**
  * Translated-code tracking granularity. Finer than a page so that data stored next to code
  * (picolibc packs .data right after .text) rarely throws away hot translations.
- * NOTE: the JIT relies on a block never spanning more than two granules (64 instructions).
  */
 export const CODE_SHIFT = 8;
 
