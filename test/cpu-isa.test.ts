@@ -165,6 +165,14 @@ describe.each([false, true])('RV32IM (jit=%s)', (jit) => {
     expect(r.hart.icount).toBe(80);
   });
 
+  it('refuses a budget that is not a finite count', () => {
+    const t = rig([A.jal(0, 0)], { jit });
+    expect(() => t.hart.run(Infinity)).toThrow(RangeError);
+    expect(() => t.hart.run(1.5)).toThrow(RangeError);
+    expect(t.hart.run(0)).toBe(Exit.Budget);
+    expect(t.hart.icount).toBe(0);
+  });
+
   it('retires exactly the budget, also inside a self-looping block', () => {
     // x1 counts loop iterations forever: addi; j -4.
     for (const n of [1, 2, 3, 7, 100, 1001]) {

@@ -109,6 +109,8 @@ export class Hart {
    * instruction, so the state at a given icount does not depend on how batches were split.
    */
   run(budget: number): Exit {
+    // A self-looping block spins until the budget is spent: an unbounded one would never return.
+    if (!Number.isSafeInteger(budget) || budget < 0) throw new RangeError(`run: budget must be a safe integer >= 0, got ${budget}`);
     if (this.haltCode !== undefined) return Exit.Halt;
     if (this.fault !== undefined) return Exit.Fault;
     this.exitRequested = false;

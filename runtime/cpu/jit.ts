@@ -26,11 +26,15 @@ import { div, divu, mulh, mulhsu, mulhu, rem, remu } from './muldiv.js';
 /** Block results besides the returned count. One per Jit, reused: no allocation per block. */
 export class BlockExit {
   pc = 0;
-  /** Code granule written by the block's last store, or -1. */
-  smc = -1;
-  /** 1 if the block stopped before an instruction the interpreter must do. */
-  bail = 0;
+  /** Why the block stopped early: 0 normal, BAIL or SMC (one field, so one test per block). */
+  flag = 0;
+  /** With SMC: the code granule written by the block's last store. */
+  granule = 0;
 }
+/** The block stopped before an instruction the interpreter must do. */
+const BAIL = 1;
+/** The block's last store hit a code granule. */
+const SMC = 2;
 
 /** A translated block: runs from its start pc, returns the number of instructions retired. */
 export type BlockFn = (s: BlockExit, rem: number) => number;
@@ -117,13 +121,11 @@ export class Jit implements CodeSink {
       if (id < 0 || lens[w]! > budget - total) break;
       total += this.fns[id]!(s, budget - total);
       pc = s.pc;
-      if (s.smc >= 0) {
-        this.dropGranule(s.smc);
-        s.smc = -1;
-      }
-      if (s.bail !== 0) {
-        s.bail = 0;
-        break;
+      if (s.flag !== 0) {
+        const f = s.flag;
+        s.flag = 0;
+        if (f === BAIL) break;
+        this.dropGranule(s.granule);
       }
     }
     this.pc = pc;
@@ -219,7 +221,7 @@ export class Jit implements CodeSink {
     const { rd, rs1, rs2, imm } = d;
     const a = `x[${rs1}]`, b = `x[${rs2}]`;
     const set = (e: string): string => (rd === 0 ? '' : `x[${rd}] = ${e};`);
-    const bail = `{ s.pc = ${pc}; s.bail = 1; return n + ${k}; }`;
+    const bail = `{ s.pc = ${pc}; s.flag = ${BAIL}; return n + ${k}; }`;
     const L = k + 1;
     const next = (pc + 4) >>> 0;
     // A jump back to the block's start loops inside the function if a whole further pass
@@ -244,7 +246,7 @@ export class Jit implements CodeSink {
       op(
         `${addr} if (o > ${ramLimit(size)}${size > 1 ? ` || (o & ${size - 1}) !== 0` : ''}) ${bail} ` +
           `${view}[o${shift ? ` >>> ${shift}` : ''}] = ${b}; dirty[o >>> 12] = 1; ` +
-          `if (cg[o >>> ${CODE_SHIFT}] !== 0) { s.pc = ${next}; s.smc = o >>> ${CODE_SHIFT}; return n + ${L}; }`,
+          `if (cg[o >>> ${CODE_SHIFT}] !== 0) { s.pc = ${next}; s.flag = ${SMC}; s.granule = o >>> ${CODE_SHIFT}; return n + ${L}; }`,
       );
     switch (d.op) {
       case Op.Lui: return op(set(`${imm | 0}`));
