@@ -23,8 +23,10 @@ export function registerCommand(name: string, load: () => Promise<{ command: Com
 async function usage(): Promise<string> {
   const lines = ['usage: ftvm <command> [options]', 'commands:'];
   for (const [name, load] of Object.entries(commands)) {
-    const { command } = await load();
-    lines.push(`  ftvm ${command.usage}`, `      ${command.summary}`);
+    // One broken command module must not take the usage text (or the other commands) down.
+    const command = await load().then((mod) => mod.command, () => undefined);
+    if (command) lines.push(`  ftvm ${command.usage}`, `      ${command.summary}`);
+    else lines.push(`  ftvm ${name}  (unavailable in this build)`);
   }
   return lines.join('\n') + '\n';
 }
