@@ -13,6 +13,7 @@ const commands: Record<string, () => Promise<{ command: Command }>> = {
   run: () => import('./commands/run.js'),
   record: () => import('./commands/record.js'),
   replay: () => import('./commands/replay.js'),
+  demo: () => import('./commands/demo.js'),
 };
 
 /** Register a command (the integrator adds record, replay, demo). */

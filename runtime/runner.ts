@@ -13,6 +13,11 @@ export interface RunOptions {
   onBatch?: (exit: Exit) => void;
   /** Yield to the event loop at least this often while the guest computes. */
   yieldMs?: number;
+  /**
+   * Asked before every batch: a promise holds the machine until it settles (flow control
+   * pauses the primary while its backup lags, DESIGN §3); undefined runs at once.
+   */
+  gate?: () => Promise<void> | undefined;
 }
 
 export interface RunOutcome {
@@ -49,7 +54,7 @@ export async function runMachine(m: Machine, opts: RunOptions = {}): Promise<Run
   const until = opts.untilIcount ?? Infinity;
   const batch = opts.batch ?? DEFAULT_BATCH;
   const yieldMs = opts.yieldMs ?? DEFAULT_YIELD_MS;
-  const { signal, onBatch } = opts;
+  const { signal, onBatch, gate } = opts;
   const done = (reason: RunOutcome['reason'], extra: Partial<RunOutcome> = {}): RunOutcome =>
     ({ reason, ...extra, icount: m.icount, seconds: (performance.now() - t0) / 1000 });
 
@@ -58,6 +63,12 @@ export async function runMachine(m: Machine, opts: RunOptions = {}): Promise<Run
     if (signal?.aborted) return done('aborted');
     if (m.icount >= until) return done('until');
     if (m.icount >= limit) return done('limit');
+    const held = gate?.();
+    if (held) {
+      await abortable(held, signal);
+      lastYield = performance.now();
+      continue;
+    }
     const before = m.icount;
     const exit = m.step(Math.min(batch, until - before, limit - before));
     onBatch?.(exit);

@@ -49,6 +49,8 @@ export class ReplayEnv implements Env {
   lastSeq = -1;
   /** Seq of the newest entry applied or checked (what the backup has consumed). */
   appliedSeq = -1;
+  /** The newest mtime the guest read: a backup going live continues its clock from here. */
+  lastMtime = 0;
   /** The guest's exit code once the primary's `end` entry has been reached. */
   ended: { code: number; icount: number } | undefined;
 
@@ -91,6 +93,7 @@ export class ReplayEnv implements Env {
       throw new DivergenceError(e?.seq ?? this.lastSeq + 1, icount, describe(e), `${kind} read at icount ${icount}`);
     }
     this.consume();
+    if (kind === 'mtime') this.lastMtime = e.value;
     return e.value;
   }
 

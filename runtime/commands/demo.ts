@@ -1,0 +1,118 @@
+import { parseArgs } from 'node:util';
+import type { Command } from '../cli.js';
+import { createPair, type PairEvent } from '../pair.js';
+import { guestPath } from '../guests.js';
+import { SeqChecker } from '../demo/seq-checker.js';
+import { CliError, positiveInt, readImage } from './common.js';
+
+const USAGE = 'demo [--seed N] [--guest seq|seq-short] [--quiet]';
+
+/** xorshift32: the kill moment must follow from --seed alone. */
+function prng(seed: number): () => number {
+  let x = (seed * 0x9e3779b1) >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 0x1_0000_0000;
+  };
+}
+
+const fmtBytes = (n: number): string => (n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1 << 20)).toFixed(2)} MiB`);
+
+async function demo(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { seed: { type: 'string' }, guest: { type: 'string' }, quiet: { type: 'boolean', default: false } },
+  });
+  const seed = positiveInt('seed', values.seed, Math.floor(Math.random() * 1e6) + 1);
+  const guest = values.guest ?? 'seq';
+  if (guest !== 'seq' && guest !== 'seq-short') throw new CliError(`--guest must be seq or seq-short, got '${guest}'`);
+  const totalLines = guest === 'seq' ? 2000 : 50;
+  const say = (s: string): void => { if (!values.quiet) process.stdout.write(s); };
+
+  const random = prng(seed);
+  const killAtLine = 1 + Math.floor(random() * (totalLines * 0.8));
+  const killDelayMs = Math.floor(random() * 20);
+  say(`ftvm demo: guest ${guest}, seed ${seed}: the primary will be killed ${killDelayMs} ms after line ${killAtLine}\n`);
+
+  const pair = createPair({ image: readImage(guestPath(guest)) });
+  const checker = new SeqChecker();
+  let killedAtMs: number | undefined;
+  let firstAfterFailoverMs: number | undefined;
+  let killScheduled = false;
+  let outputsBefore = 0;
+  const log: PairEvent[] = [];
+  const t0 = performance.now();
+
+  pair.events$.subscribe((e) => {
+    log.push(e);
+    if (e.type === 'failover' || e.type === 'killed' || e.type === 'arbiter' || e.type === 'divergence' || e.type === 'error') {
+      say(`\n[${((performance.now() - t0) / 1000).toFixed(3)}s] ${e.node}: ${e.type} ${e.detail}\n`);
+    }
+  });
+  pair.outputs$.subscribe((o) => {
+    if (killedAtMs !== undefined && o.node !== 'primary' && firstAfterFailoverMs === undefined) firstAfterFailoverMs = performance.now();
+    if (killedAtMs === undefined) outputsBefore++;
+    checker.accept(o);
+    if (!killScheduled && checker.lines >= killAtLine) {
+      killScheduled = true;
+      setTimeout(() => {
+        killedAtMs = performance.now();
+        pair.kill('primary');
+      }, killDelayMs);
+    }
+  });
+
+  const status = setInterval(() => {
+    const s = pair.stats();
+    const p = s.primary;
+    const b = s.backup;
+    say(`\r${s.live ?? '-'} icount ${p?.icount ?? 0}  backup lag ${b ? b.lagInstructions : '-'} insns  log ${fmtBytes(s.logBytes)}  held ${p?.held ?? 0}  lines ${checker.lines}/${totalLines}   `);
+  }, 250);
+  let outcome;
+  try {
+    outcome = await pair.start();
+  } finally {
+    clearInterval(status);
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const s = pair.stats();
+  const icount = s.primary?.icount ?? 0;
+  const failoverMs = killedAtMs !== undefined && firstAfterFailoverMs !== undefined ? firstAfterFailoverMs - killedAtMs : undefined;
+  say('\n');
+  const summary = [
+    `outputs before failover: ${outputsBefore}`,
+    `outputs after failover: ${checker.nextIndex - outputsBefore}`,
+    `duplicates discarded: ${checker.duplicates}`,
+    `lost: ${checker.lost}`,
+    `lines: ${checker.lines}/${totalLines}, checksums ${checker.errors.length === 0 ? 'all correct' : 'WRONG'}`,
+    `failovers: ${outcome.failovers}`,
+    `failover time (kill -> first output from the new primary): ${failoverMs === undefined ? 'n/a' : `${failoverMs.toFixed(1)} ms`}`,
+    `log: ${fmtBytes(s.logBytes)} in ${s.logEntries} entries before failover, ${((s.logBytes * 1000) / Math.max(1, icount)).toFixed(3)} bytes per 1000 instructions`,
+    `guest exit code: ${outcome.code ?? 'none'}, ${icount} instructions in ${seconds.toFixed(2)} s`,
+  ];
+  for (const e of checker.errors.slice(0, 10)) summary.push(`error: ${e}`);
+  const passed = checker.ok && outcome.code === 0 && (killScheduled ? outcome.failovers === 1 : true);
+  summary.push(passed ? 'checker: PASS' : 'checker: FAIL');
+  process.stdout.write(summary.join('\n') + '\n');
+  return passed ? 0 : 1;
+}
+
+export const command: Command = {
+  usage: USAGE,
+  summary: 'run a fault-tolerant pair, kill the primary at a seeded moment, and check that no output was lost',
+  run: async (argv) => {
+    try {
+      return await demo(argv);
+    } catch (e) {
+      if (e instanceof CliError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+        process.stderr.write(`ftvm: ${(e as Error).message}\nusage: ftvm ${USAGE}\n`);
+        return (e as CliError).exitCode ?? 2;
+      }
+      throw e;
+    }
+  },
+};

@@ -1,0 +1,271 @@
+import { Subject, type Observable, type Subscription } from 'rxjs';
+import { createActor, type Actor } from 'xstate';
+import { backupMachine } from '../../machines/backup.machine.js';
+import type { Machine } from '../machine.js';
+import { DivergenceError, ReplayEnv } from '../env/replay.js';
+import type { BackupEnd } from '../channel/channel.js';
+import type { Arbiter } from '../arbiter/arbiter.js';
+import { ArbiterUnavailableError } from '../arbiter/arbiter.js';
+import { Exit } from '../types.js';
+import type { NumberedOutput } from './output-gate.js';
+import { PrimaryNode, type NodeEvent } from './primary-node.js';
+import { watchPeer } from './suspicion.js';
+import { withTiming, type FtTiming } from './timing.js';
+
+export interface BackupNodeOptions {
+  name: string;
+  pairId: string;
+  generation: number;
+  /** Booted from the same image as the primary (or restored from its snapshot). */
+  machine: Machine;
+  channel: BackupEnd;
+  arbiter: Arbiter;
+  timing?: Partial<FtTiming>;
+  batch?: number;
+}
+
+export type BackupOutcome =
+  | { reason: 'live'; primary: PrimaryNode }
+  | { reason: 'finished'; code: number }
+  | { reason: 'halted' | 'diverged' | 'stopped'; detail: string };
+
+export interface BackupStats {
+  icount: number;
+  horizon: number;
+  pendingEntries: number;
+  lagInstructions: number;
+  outputs: number;
+}
+
+const DEFAULT_BATCH = 1_000_000;
+const YIELD_MS = 4;
+
+/**
+ * The backup side: replays the primary's log in lockstep, acknowledging each entry as it
+ * arrives (so the primary may release outputs), watches for the primary's silence, and when
+ * it is confirmed, claims the arbiter, replays everything it has, and goes live as a new
+ * primary (DESIGN §3). The decisions are the backup chart's; this class supplies its effects.
+ */
+export class BackupNode {
+  readonly name: string;
+  readonly machine: Machine;
+  readonly env: ReplayEnv;
+  readonly actor: Actor<typeof backupMachine>;
+  private readonly events = new Subject<NodeEvent>();
+  readonly events$: Observable<NodeEvent> = this.events.asObservable();
+
+  private readonly timing: FtTiming;
+  private readonly subs: Subscription[] = [];
+  private entriesSub: Subscription | undefined;
+  private outputs = 0;
+  /** Outputs produced in replay that the primary had not yet reported released. */
+  private replayed: NumberedOutput[] = [];
+  private releasedHint = 0;
+  private stopped = false;
+  private draining = false;
+  private claimTimer: NodeJS.Timeout | undefined;
+  private outcome: BackupOutcome | undefined;
+  private divergence: DivergenceError | undefined;
+
+  constructor(private readonly opts: BackupNodeOptions) {
+    this.name = opts.name;
+    this.machine = opts.machine;
+    this.timing = withTiming(opts.timing);
+    this.env = new ReplayEnv({ digest: (m) => m.digest(), outputCount: () => this.outputs });
+    this.machine.env = this.env;
+    this.machine.onOutput = (output) => {
+      const index = this.outputs++;
+      if (index >= this.releasedHint) this.replayed.push({ index, output });
+    };
+    this.actor = createActor(
+      backupMachine.provide({
+        actions: {
+          claimArbiter: () => this.claim(),
+          retryClaim: () => {
+            this.claimTimer = setTimeout(() => this.claim(), this.timing.claimRetryMs);
+          },
+          haltVm: () => {
+            this.note('arbiter', 'lost the test-and-set: the primary lives on; halting');
+            this.finishWith({ reason: 'halted', detail: 'lost the arbiter' });
+          },
+          drainLog: () => {
+            // Take nothing more from the old primary: what was acked is all it may have released.
+            this.entriesSub?.unsubscribe();
+            this.draining = true;
+            this.env.interrupt();
+          },
+          goLive: () => this.goLive(),
+          reportDivergence: () => {
+            this.note('divergence', this.divergence?.message ?? 'digest mismatch');
+            this.finishWith({ reason: 'diverged', detail: this.divergence?.message ?? 'digest mismatch' });
+          },
+        },
+      }),
+      { input: { generation: opts.generation } },
+    );
+    this.actor.subscribe((s) => this.note('state', JSON.stringify(s.value)));
+  }
+
+  get state(): unknown {
+    return this.actor.getSnapshot().value;
+  }
+
+  stats(): BackupStats {
+    return {
+      icount: this.machine.icount,
+      horizon: this.env.horizon,
+      pendingEntries: this.env.pending,
+      lagInstructions: Math.max(0, this.env.horizon - this.machine.icount),
+      outputs: this.outputs,
+    };
+  }
+
+  /** Replay until this node goes live, finishes with the primary, halts, diverges or stops. */
+  async run(): Promise<BackupOutcome> {
+    const ch = this.opts.channel;
+    this.actor.start();
+    this.entriesSub = ch.entries$.subscribe((e) => {
+      try {
+        this.env.push(e);
+      } catch (err) {
+        this.diverge(err);
+        return;
+      }
+      if (e.type === 'progress') this.noteReleased(e.released);
+      // Acknowledge on receipt (VMware FT): an entry received will be replayed before go-live.
+      ch.ack(e.seq);
+    });
+    this.subs.push(ch.events$.subscribe((e) => { if (e.type === 'channel.failed') this.actor.send({ type: 'channel.failed' }); }));
+    this.subs.push(watchPeer(ch.entries$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e)));
+    this.actor.send({ type: 'backup.start', fromSnapshot: false });
+    try {
+      await this.replayLoop();
+    } finally {
+      this.teardown();
+    }
+    return this.outcome ?? { reason: 'stopped', detail: 'stopped' };
+  }
+
+  /** Fail-stop: the backup's host died. */
+  crash(): void {
+    this.note('crashed', `killed at icount ${this.machine.icount}`);
+    this.finishWith({ reason: 'stopped', detail: 'crashed' });
+  }
+
+  private async replayLoop(): Promise<void> {
+    const m = this.machine;
+    const batch = this.opts.batch ?? DEFAULT_BATCH;
+    let lastYield = performance.now();
+    while (!this.stopped) {
+      if (m.hart.haltCode !== undefined || m.hart.fault) {
+        // The guest stopped in replay, exactly where the primary's did: wait for its `end`,
+        // and for word that every output was released, or go live to release them itself.
+        if (this.draining) return this.drained();
+        if (this.consumeEnd()) return;
+        await this.env.idle(m);
+        continue;
+      }
+      const before = m.icount;
+      let exit: Exit;
+      try {
+        exit = m.step(batch);
+      } catch (err) {
+        this.diverge(err);
+        return;
+      }
+      if (exit === Exit.Halt || exit === Exit.Fault) continue;
+      if (exit === Exit.Wfi || (exit === Exit.Budget && m.icount === before)) {
+        if (this.draining && this.env.drained(m)) return this.drained();
+        await this.env.idle(m);
+        lastYield = performance.now();
+      } else if (performance.now() - lastYield >= YIELD_MS) {
+        await new Promise((r) => setImmediate(r));
+        lastYield = performance.now();
+      }
+    }
+  }
+
+  /** Apply the entries that sit at the halted machine's icount; true once `end` was among them. */
+  private consumeEnd(): boolean {
+    try {
+      this.env.deliverDue(this.machine);
+    } catch (err) {
+      this.diverge(err);
+      return true;
+    }
+    const end = this.env.ended;
+    if (!end || this.releasedHint < this.outputs) return false;
+    this.note('halted', `primary's guest exited with code ${end.code}; replay reached the same end`);
+    this.actor.send({ type: 'primary.ended' });
+    this.finishWith({ reason: 'finished', code: end.code });
+    return true;
+  }
+
+  private drained(): void {
+    this.actor.send({ type: 'replay.drained' });
+  }
+
+  private goLive(): void {
+    this.opts.channel.close();
+    const reissue = this.replayed.filter((o) => o.index >= this.releasedHint);
+    this.replayed = [];
+    const primary = new PrimaryNode({
+      name: this.name,
+      pairId: this.opts.pairId,
+      generation: this.opts.generation,
+      machine: this.machine,
+      arbiter: this.opts.arbiter,
+      startAlone: true,
+      outputsSoFar: this.outputs,
+      mtimeAt: this.env.lastMtime,
+      reissue,
+      timing: this.timing,
+      ...(this.opts.batch === undefined ? {} : { batch: this.opts.batch }),
+    });
+    this.note('state', `live at icount ${this.machine.icount}; re-issuing ${reissue.length} outputs`);
+    this.finishWith({ reason: 'live', primary });
+  }
+
+  private noteReleased(released: number): void {
+    if (released <= this.releasedHint) return;
+    this.releasedHint = released;
+    let drop = 0;
+    while (drop < this.replayed.length && this.replayed[drop]!.index < released) drop++;
+    if (drop > 0) this.replayed.splice(0, drop);
+  }
+
+  private claim(): void {
+    this.opts.arbiter.testAndSet(this.opts.pairId, this.opts.generation, this.name).then(
+      (r) => this.actor.send({ type: r === 'won' ? 'arbiter.won' : 'arbiter.lost' }),
+      (e: unknown) => {
+        if (!(e instanceof ArbiterUnavailableError)) this.note('error', `arbiter: ${(e as Error).message}`);
+        this.actor.send({ type: 'arbiter.unreachable' });
+      },
+    );
+  }
+
+  private diverge(err: unknown): void {
+    if (!(err instanceof DivergenceError)) throw err;
+    this.divergence = err;
+    this.actor.send({ type: 'digest.mismatch' });
+    this.finishWith({ reason: 'diverged', detail: err.message });
+  }
+
+  private finishWith(o: BackupOutcome): void {
+    this.outcome ??= o;
+    this.stopped = true;
+    this.env.interrupt();
+  }
+
+  private note(type: NodeEvent['type'], detail: string): void {
+    this.events.next({ node: this.name, type, detail });
+  }
+
+  private teardown(): void {
+    clearTimeout(this.claimTimer);
+    this.entriesSub?.unsubscribe();
+    for (const s of this.subs) s.unsubscribe();
+    this.actor.stop();
+    this.events.complete();
+  }
+}

@@ -1,0 +1,312 @@
+import { Subject, type Observable, type Subscription } from 'rxjs';
+import { createActor, type Actor } from 'xstate';
+import { primaryMachine } from '../../machines/primary.machine.js';
+import type { Machine } from '../machine.js';
+import { RecordingEnv } from '../env/recording.js';
+import type { PrimaryEnd } from '../channel/channel.js';
+import type { Arbiter } from '../arbiter/arbiter.js';
+import { ArbiterUnavailableError } from '../arbiter/arbiter.js';
+import { runMachine, type RunOutcome } from '../runner.js';
+import { Exit, type Output } from '../types.js';
+import { OutputGate, type NumberedOutput, type ReleasedOutput } from './output-gate.js';
+import { SeqLog } from './seq-log.js';
+import { watchPeer } from './suspicion.js';
+import { withTiming, type FtTiming } from './timing.js';
+
+export interface NodeEvent {
+  node: string;
+  type: 'state' | 'divergence' | 'arbiter' | 'halted' | 'crashed' | 'error';
+  detail: string;
+}
+
+export interface PrimaryNodeOptions {
+  name: string;
+  pairId: string;
+  /** The pair generation whose arbiter key this node would claim if its backup went silent. */
+  generation: number;
+  /** A machine loaded and ready at an instruction boundary (fresh, or a backup gone live). */
+  machine: Machine;
+  arbiter: Arbiter;
+  /** The logging channel to the backup; absent when the node runs alone. */
+  channel?: PrimaryEnd;
+  /** A backup that went live: it already won the arbiter, so it releases outputs directly. */
+  startAlone?: boolean;
+  /** Outputs the guest produced before this node took over (output numbering continues). */
+  outputsSoFar?: number;
+  /**
+   * Outputs a backup produced while replaying that the old primary may not have released:
+   * sent again once this node is live (DESIGN §3: duplicates allowed, losses never).
+   */
+  reissue?: NumberedOutput[];
+  /** The guest's mtime when this node takes over, so the clock never runs backwards. */
+  mtimeAt?: number;
+  timing?: Partial<FtTiming>;
+  batch?: number;
+}
+
+export interface PrimaryStats {
+  icount: number;
+  outputs: number;
+  released: number;
+  held: number;
+  lagEntries: number;
+  lagBytes: number;
+  entriesSent: number;
+  outputDelay: { p50Ms: number; p99Ms: number; samples: number };
+  paused: boolean;
+}
+
+/**
+ * The primary side of VMware-FT replication: runs the guest live, logs every input to the
+ * backup, holds each output until the backup acknowledged the output's marker (output rule),
+ * pauses when the backup lags too far (flow control), and claims the arbiter before it ever
+ * releases an output without a backup. The protocol decisions are the primary chart's; this
+ * class supplies its effects.
+ */
+export class PrimaryNode {
+  readonly name: string;
+  readonly machine: Machine;
+  readonly actor: Actor<typeof primaryMachine>;
+  private readonly released = new Subject<ReleasedOutput>();
+  private readonly events = new Subject<NodeEvent>();
+  readonly released$: Observable<ReleasedOutput> = this.released.asObservable();
+  readonly events$: Observable<NodeEvent> = this.events.asObservable();
+
+  private readonly timing: FtTiming;
+  private readonly gate: OutputGate;
+  private readonly log: SeqLog;
+  private readonly subs: Subscription[] = [];
+  private channel: PrimaryEnd | undefined;
+  private outputs: number;
+  private pending: NumberedOutput[] = [];
+  private alone = false;
+  private stopped = false;
+  private paused: { promise: Promise<void>; resume: () => void } | undefined;
+  private readonly abort = new AbortController();
+  private lastSendMs = 0;
+  private nextDigestMs = 0;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private entriesSent = 0;
+  /** Outputs released so far, counted from the guest's first output (they leave in order). */
+  private releasedThrough: number;
+  private claimTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly opts: PrimaryNodeOptions) {
+    this.name = opts.name;
+    this.machine = opts.machine;
+    this.timing = withTiming(opts.timing);
+    this.channel = opts.channel;
+    this.outputs = opts.outputsSoFar ?? 0;
+    this.releasedThrough = this.outputs;
+    this.gate = new OutputGate((o) => this.emit(o), () => performance.now());
+    this.log = new SeqLog((e) => {
+      this.lastSendMs = performance.now();
+      this.entriesSent++;
+      this.channel?.send(e);
+    });
+    this.machine.env = new RecordingEnv((payload, icount) => this.log.append(payload, icount), {
+      ...(opts.mtimeAt === undefined ? {} : { mtimeAt: opts.mtimeAt }),
+    });
+    this.machine.onOutput = (o: Output) => {
+      this.pending.push({ index: this.outputs++, output: o });
+      // End the batch so the output's marker goes out now, not a batch later.
+      this.machine.hart.requestExit();
+    };
+
+    this.actor = createActor(
+      primaryMachine.provide({
+        actions: {
+          releaseOutputs: () => this.gate.acked(this.channel?.ackedSeq ?? -1),
+          releaseAllOutputs: ({ context }) => this.goAlone(context.generation),
+          pauseVm: () => this.pause(),
+          resumeVm: () => this.resume(),
+          claimArbiter: ({ context }) => this.claim(context.generation),
+          retryClaim: ({ context }) => {
+            this.claimTimer = setTimeout(() => this.claim(context.generation), this.timing.claimRetryMs);
+          },
+          haltVm: () => {
+            this.note('arbiter', 'lost the test-and-set: another replica is live; halting');
+            this.stop();
+          },
+          reportDivergence: () => this.note('divergence', 'backup reported a digest mismatch'),
+        },
+      }),
+      { input: { generation: opts.generation } },
+    );
+    this.actor.subscribe((s) => this.note('state', JSON.stringify(s.value)));
+  }
+
+  /** The chart's current state, e.g. `{"protected":"flowing"}` or `"alone"`. */
+  get state(): unknown {
+    return this.actor.getSnapshot().value;
+  }
+
+  get generation(): number {
+    return this.actor.getSnapshot().context.generation;
+  }
+
+  /** Run the guest until it halts, faults, or this node stops or crashes. */
+  async run(): Promise<RunOutcome> {
+    this.actor.start();
+    const ch = this.channel;
+    if (ch) {
+      this.subs.push(ch.acked$.subscribe(() => this.actor.send({ type: 'channel.acked' })));
+      this.subs.push(ch.pressure$.subscribe((p) => this.actor.send({ type: p ? 'channel.highWater' : 'channel.lowWater' })));
+      this.subs.push(ch.events$.subscribe((e) => { if (e.type === 'channel.failed') this.actor.send({ type: 'channel.failed' }); }));
+      this.subs.push(watchPeer(ch.acked$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e)));
+      // Booted together from one image, the backup is caught up from the first instruction.
+      this.actor.send({ type: 'backup.joined' });
+      this.actor.send({ type: 'backup.caughtUp' });
+    } else if (this.opts.startAlone) {
+      // A backup gone live re-claims the key it already won: test-and-set answers 'won'
+      // again to the same claimant, so the chart reaches `alone` by its only road.
+      this.actor.send({ type: 'suspect.expired' });
+    }
+    this.heartbeat = setInterval(() => this.beat(), this.timing.heartbeatMs);
+    this.nextDigestMs = performance.now() + this.timing.digestEveryMs;
+    try {
+      const haltCode = this.machine.hart.haltCode;
+      // A backup may go live on a guest that already powered off in replay: only its outputs remain.
+      const outcome: RunOutcome = haltCode !== undefined
+        ? { reason: 'halt', code: haltCode, icount: this.machine.icount, seconds: 0 }
+        : await runMachine(this.machine, {
+        signal: this.abort.signal,
+        gate: () => this.paused?.promise,
+        onBatch: (exit) => this.afterBatch(exit),
+        ...(this.opts.batch === undefined ? {} : { batch: this.opts.batch }),
+        });
+      if (outcome.reason === 'halt' || outcome.reason === 'fault') await this.finish(outcome);
+      return outcome;
+    } finally {
+      this.teardown();
+    }
+  }
+
+  /** Fail-stop: the host died. Nothing more is sent or released. */
+  crash(): void {
+    this.gate.discard();
+    this.note('crashed', `killed at icount ${this.machine.icount}`);
+    this.stop();
+  }
+
+  stats(): PrimaryStats {
+    return {
+      icount: this.machine.icount,
+      outputs: this.outputs,
+      released: this.gate.released,
+      held: this.gate.heldCount,
+      lagEntries: this.channel?.lag.entries ?? 0,
+      lagBytes: this.channel?.lag.bytes ?? 0,
+      entriesSent: this.entriesSent,
+      outputDelay: this.gate.latency(),
+      paused: this.paused !== undefined,
+    };
+  }
+
+  private afterBatch(exit: Exit): void {
+    if (this.stopped) return;
+    const icount = this.machine.icount;
+    if (this.pending.length > 0) {
+      const batch = this.pending;
+      this.pending = [];
+      if (this.alone) {
+        for (const o of batch) this.emit(o);
+      } else {
+        const seq = this.log.append({ type: 'output', kind: batch[batch.length - 1]!.output.kind, count: this.outputs }, icount);
+        for (const o of batch) this.gate.hold(o.index, o.output, seq);
+        // The ack may already be in (a synchronous channel): release what it covers.
+        this.gate.acked(this.channel?.ackedSeq ?? -1);
+      }
+    }
+    if (exit === Exit.Halt || exit === Exit.Fault) return;
+    const now = performance.now();
+    if (!this.alone && now >= this.nextDigestMs) {
+      this.log.append({ type: 'digest', digest: this.machine.digest() }, icount);
+      this.nextDigestMs = now + this.timing.digestEveryMs;
+    }
+    if (!this.alone && now - this.lastSendMs >= this.timing.heartbeatMs) this.progress();
+  }
+
+  private progress(): void {
+    this.log.append({ type: 'progress', released: this.releasedThrough }, this.machine.icount);
+  }
+
+  /** Heartbeats while the guest sleeps or computes a long batch (only between batches: JS is single-threaded). */
+  private beat(): void {
+    if (this.stopped || this.alone) return;
+    if (performance.now() - this.lastSendMs >= this.timing.heartbeatMs) this.progress();
+  }
+
+  private async finish(outcome: RunOutcome): Promise<void> {
+    if (!this.alone) this.log.append({ type: 'end', code: outcome.code ?? (outcome.reason === 'fault' ? 1 : 0) }, this.machine.icount);
+    // The power-off is an output too: the run is over only once everything is out.
+    while (!this.stopped && this.gate.heldCount > 0) await new Promise((r) => setTimeout(r, 1));
+    if (this.stopped) return;
+    if (!this.alone) {
+      // Tell the backup everything is out, so it finishes instead of re-issuing the tail.
+      this.progress();
+      this.channel?.close();
+    }
+    this.note('halted', outcome.reason === 'fault' ? `guest fault: ${outcome.fault?.message}` : `guest exited with code ${outcome.code ?? 0}`);
+    this.actor.send({ type: 'vm.halted' });
+  }
+
+  private emit(o: NumberedOutput): void {
+    this.releasedThrough = o.index + 1;
+    this.released.next({ ...o, node: this.name, generation: this.generation });
+  }
+
+  /** `generation` is the chart's, already advanced past the key this node won. */
+  private goAlone(generation: number): void {
+    this.alone = true;
+    this.channel?.close();
+    this.channel = undefined;
+    for (const o of this.opts.reissue ?? []) this.emit(o);
+    this.gate.releaseAll();
+    this.note('arbiter', `won generation ${generation - 1}: live without a backup`);
+  }
+
+  private claim(generation: number): void {
+    this.opts.arbiter.testAndSet(this.opts.pairId, generation, this.name).then(
+      (r) => this.actor.send({ type: r === 'won' ? 'arbiter.won' : 'arbiter.lost' }),
+      (e: unknown) => {
+        if (!(e instanceof ArbiterUnavailableError)) this.note('error', `arbiter: ${(e as Error).message}`);
+        this.actor.send({ type: 'arbiter.unreachable' });
+      },
+    );
+  }
+
+  private pause(): void {
+    if (this.paused) return;
+    let resume!: () => void;
+    const promise = new Promise<void>((r) => { resume = r; });
+    this.paused = { promise, resume };
+  }
+
+  private resume(): void {
+    const p = this.paused;
+    this.paused = undefined;
+    p?.resume();
+  }
+
+  private note(type: NodeEvent['type'], detail: string): void {
+    this.events.next({ node: this.name, type, detail });
+  }
+
+  private stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.abort.abort();
+    this.resume();
+  }
+
+  private teardown(): void {
+    this.stopped = true;
+    clearInterval(this.heartbeat);
+    clearTimeout(this.claimTimer);
+    for (const s of this.subs) s.unsubscribe();
+    this.actor.stop();
+    this.released.complete();
+    this.events.complete();
+  }
+}

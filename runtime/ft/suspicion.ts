@@ -1,0 +1,29 @@
+import type { Observable, Subscription } from 'rxjs';
+import { watchdog$ } from '../channel/watchdog.js';
+
+export type SuspicionEvent = { type: 'peer.silent' } | { type: 'peer.heard' } | { type: 'suspect.expired' };
+
+/**
+ * Failure detection for one side of the pair (DESIGN §3): the watchdog reports silence, and a
+ * silence that lasts `confirmMs` longer becomes `suspect.expired`, the only thing that lets a
+ * node ask the arbiter. Suspicion alone never makes a second primary.
+ */
+export function watchPeer(
+  activity$: Observable<unknown>,
+  suspectMs: number,
+  confirmMs: number,
+  send: (e: SuspicionEvent) => void,
+): Subscription {
+  let confirm: NodeJS.Timeout | undefined;
+  const sub = watchdog$(activity$, suspectMs).subscribe((status) => {
+    if (status === 'peer.silent') {
+      send({ type: 'peer.silent' });
+      confirm = setTimeout(() => send({ type: 'suspect.expired' }), confirmMs);
+    } else {
+      clearTimeout(confirm);
+      send({ type: 'peer.heard' });
+    }
+  });
+  sub.add(() => clearTimeout(confirm));
+  return sub;
+}
