@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { createActor } from 'xstate';
 import { createTestModel } from 'xstate/graph';
 import { cpuMachine, type BatchExit, type CpuEvent, type CpuMode } from '../../machines/cpu.machine.js';
-import { count, eventsCovered, eventsHandled, recording, runPaths, type Rule } from './harness.js';
+import { count, eventsCovered, eventsHandled, everyTransition, recording, runPaths, type Rule } from './harness.js';
 
 // Exhaustive by type: adding an event to CpuEvent without listing it here fails tsc.
 const EVENT_TYPES: Record<CpuEvent['type'], true> = {
@@ -14,6 +14,7 @@ const MODES: CpuMode[] = ['live', 'record', 'replay'];
 const EXITS: BatchExit[] = ['budget', 'request', 'wfi', 'halt', 'fault', 'target'];
 
 const model = createTestModel(cpuMachine, {
+  ...everyTransition,
   events: [
     ...MODES.map((mode) => ({ type: 'cpu.start', mode }) as const),
     ...EXITS.map((exit) => ({ type: 'cpu.batchEnded', exit }) as const),

@@ -102,3 +102,14 @@ export const count = (fired: readonly string[], name: string) => fired.filter((f
 
 /** True if the snapshot is in the (possibly nested) state `value`. */
 export const isIn = (s: AnyMachineSnapshot, value: string | object) => s.matches(value as never);
+
+/**
+ * createTestModel option: key graph vertices by the transition taken, including
+ * targetless ones. xstate/graph's default key drops a transition whose state value is
+ * unchanged, so effect-only transitions (`channel.acked` → `releaseOutputs`) would get no
+ * path at all and their effects would go untested.
+ */
+export const everyTransition = {
+  serializeTransition: (_s: AnyMachineSnapshot, e: EventObject | undefined, prev?: AnyMachineSnapshot) =>
+    e && prev ? ` via ${JSON.stringify(e)} from ${JSON.stringify(prev.value)}` : '',
+};

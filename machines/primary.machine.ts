@@ -1,0 +1,144 @@
+// The primary's side of the FT protocol (DESIGN §3). It decides when outputs may leave
+// the VM and when the primary may live without a backup; logging, the output buffer and
+// the arbiter connection live in the runtime, reached through the named effects below.
+import { assign, setup } from 'xstate';
+
+export interface PrimaryContext {
+  /**
+   * The pair generation: the arbiter key this primary and its current backup would both
+   * claim. Winning generation g moves the survivor to g + 1, so a backup that joins later
+   * forms a pair under a key nobody has claimed, and an old backup can never win again.
+   */
+  generation: number;
+}
+
+export interface PrimaryInput {
+  generation: number;
+}
+
+export type PrimaryEvent =
+  | { type: 'backup.joined' }
+  | { type: 'backup.caughtUp' }
+  | { type: 'channel.acked' }
+  | { type: 'channel.highWater' }
+  | { type: 'channel.lowWater' }
+  | { type: 'channel.failed' }
+  | { type: 'peer.silent' }
+  | { type: 'peer.heard' }
+  | { type: 'peer.confirmedDead' }
+  | { type: 'suspect.expired' }
+  | { type: 'arbiter.won' }
+  | { type: 'arbiter.lost' }
+  | { type: 'arbiter.unreachable' }
+  | { type: 'vm.halted' }
+  | { type: 'digest.mismatch' };
+
+const unwired = (name: string) => () => {
+  throw new Error(`${name}: not provided`);
+};
+
+export const primaryMachine = setup({
+  types: {
+    context: {} as PrimaryContext,
+    events: {} as PrimaryEvent,
+    input: {} as PrimaryInput,
+  },
+  actions: {
+    /** Release the held outputs whose icount the backup has now acknowledged (output rule). */
+    releaseOutputs: unwired('releaseOutputs'),
+    /** Release every held output and send further outputs directly: the arbiter was won. */
+    releaseAllOutputs: unwired('releaseAllOutputs'),
+    /** Flow control: stop running batches until the backup catches up (DESIGN §3). */
+    pauseVm: unwired('pauseVm'),
+    resumeVm: unwired('resumeVm'),
+    /** Test-and-set on the arbiter for `context.generation` (DESIGN §3 Split brain). */
+    claimArbiter: unwired('claimArbiter'),
+    retryClaim: unwired('retryClaim'),
+    /** The arbiter was lost: another replica is live, so this VM must stop for good. */
+    haltVm: unwired('haltVm'),
+    reportDivergence: unwired('reportDivergence'),
+  },
+}).createMachine({
+  id: 'primary',
+  initial: 'unprotected',
+  context: ({ input }) => ({ generation: input.generation }),
+  on: {
+    // The guest powered off (its power-off is itself an output, released under the
+    // output rule before the runtime reports it): the run is over, whatever the state.
+    'vm.halted': { target: '.finished' },
+    // DESIGN §3 Divergence: reported at once, never ignored; the runtime rebuilds the
+    // backup, so the primary itself stays where it is.
+    'digest.mismatch': { actions: 'reportDivergence' },
+  },
+  states: {
+    // Running without a backup and without having won the arbiter: outputs are held.
+    // `suspect.expired` here means no backup came in time, so the primary asks to go alone.
+    unprotected: {
+      on: {
+        'backup.joined': { target: 'protecting' },
+        'suspect.expired': { target: 'claiming' },
+        'peer.confirmedDead': { target: 'claiming' },
+      },
+    },
+    // A backup is joining (snapshot streaming, then catching up). It could take over once
+    // it has the snapshot, so the output rule already applies to everything logged since.
+    protecting: {
+      on: {
+        'backup.caughtUp': { target: 'protected' },
+        'channel.acked': { actions: 'releaseOutputs' },
+        'peer.silent': { target: 'backupSuspect' },
+        'channel.failed': { target: 'backupSuspect' },
+      },
+    },
+    protected: {
+      initial: 'flowing',
+      on: {
+        'channel.acked': { actions: 'releaseOutputs' },
+        'peer.silent': { target: 'backupSuspect' },
+        'channel.failed': { target: 'backupSuspect' },
+      },
+      states: {
+        flowing: {
+          on: { 'channel.highWater': { target: 'throttled' } },
+        },
+        // The backup lags beyond the bound: pause until it catches up. Leaving this state
+        // by any route resumes the VM, so it never stays paused by a dead channel.
+        throttled: {
+          entry: 'pauseVm',
+          exit: 'resumeVm',
+          on: { 'channel.lowWater': { target: 'flowing' } },
+        },
+      },
+    },
+    // Suspicion alone never makes a second primary (DESIGN §3 Failure detection): the VM
+    // runs on, outputs stay held, and acks are not trusted until the peer is heard again.
+    // Catch-up is re-established from `protecting` (the runtime re-measures lag).
+    backupSuspect: {
+      on: {
+        'peer.heard': { target: 'protecting' },
+        'suspect.expired': { target: 'claiming' },
+        'peer.confirmedDead': { target: 'claiming' },
+      },
+    },
+    // DESIGN §3 Split brain: the primary that lost its backup must win the test-and-set
+    // before it releases any output alone; unreachable means keep trying, release nothing.
+    claiming: {
+      entry: 'claimArbiter',
+      on: {
+        'arbiter.unreachable': { actions: 'retryClaim' },
+        'arbiter.won': {
+          target: 'alone',
+          actions: assign({ generation: ({ context }) => context.generation + 1 }),
+        },
+        'arbiter.lost': { target: 'halted', actions: 'haltVm' },
+      },
+    },
+    // Live without a backup, having won: outputs go out directly.
+    alone: {
+      entry: 'releaseAllOutputs',
+      on: { 'backup.joined': { target: 'protecting' } },
+    },
+    halted: { type: 'final' },
+    finished: { type: 'final' },
+  },
+});
