@@ -9,6 +9,8 @@ const NS_PER_TICK = 100;
 const MAX_IDLE_MS = 50;
 /** Batches are cut so a timer interrupt lands at most about this late (estimated). */
 const TIMER_SLACK_NS = 1_000_000;
+/** Within this of the timer deadline, idle() polls instead of sleeping on a coarse timer. */
+const SPIN_BELOW_NS = 1_500_000;
 const SEED_POOL_BYTES = 4096;
 /** Batch length while console bytes wait for room in the UART (≈0.1 ms at 100 MIPS). */
 const CONSOLE_POLL_INSTRUCTIONS = 10_000;
@@ -154,7 +156,10 @@ export class LiveEnv implements Env {
     this.noteDeadline(m);
     if (this.timerDue(m) || this.consoleDue(m)) return Promise.resolve();
     const deadline = this.deadlineNs;
-    const waitMs = deadline === undefined ? MAX_IDLE_MS : Math.min(MAX_IDLE_MS, Math.max(0, Math.ceil((deadline - this.elapsedNs()) / 1e6)));
+    const remainingNs = deadline === undefined ? Infinity : deadline - this.elapsedNs();
+    // setTimeout wakes ≥1 ms late; close to the deadline, poll once per event-loop turn instead.
+    if (remainingNs < SPIN_BELOW_NS) return new Promise((resolve) => setImmediate(resolve));
+    const waitMs = Math.min(MAX_IDLE_MS, Math.floor((remainingNs - SPIN_BELOW_NS) / 1e6) + 1);
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
