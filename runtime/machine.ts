@@ -5,14 +5,18 @@ import { Plic } from '../devices/plic.js';
 import { Uart16550 } from '../devices/uart16550.js';
 import { SifiveTest } from '../devices/sifive-test.js';
 import { GoldfishRtc } from '../devices/goldfish-rtc.js';
+import { VirtioEmptySlot } from '../devices/virtio-empty-slot.js';
 import { checkFitsRam, parseElf, type ElfImage } from './elf.js';
 import { digestMachine, restoreMachine, snapshotMachine, type MachineSnapshot } from './snapshot.js';
 import type { Env } from './env/env.js';
-import { Exit, type Output } from './types.js';
+import { Exit, type IrqLine, type MmioDevice, type Output } from './types.js';
 import {
   CLINT_BASE, CLINT_SIZE, DEFAULT_MEMORY_MIB, PLIC_BASE, PLIC_SIZE, RAM_BASE, RTC_BASE, RTC_SIZE,
-  TEST_BASE, TEST_SIZE, UART_BASE, UART_IRQ, UART_SIZE,
+  TEST_BASE, TEST_SIZE, UART_BASE, UART_IRQ, UART_SIZE, VIRTIO_BASE, VIRTIO_SLOTS, VIRTIO_STRIDE, virtioIrq,
 } from './platform.js';
+
+/** Builds the device behind one virtio-mmio slot, given its PLIC line and the machine (RAM for DMA). */
+export type VirtioFactory = (irq: IrqLine, m: Machine) => MmioDevice;
 
 export interface MachineOptions {
   /** RAM size in MiB (default 16, as on `virt` guests built for ftvm). */
@@ -20,6 +24,11 @@ export interface MachineOptions {
   env: Env;
   /** Every externally visible effect, tagged with its icount (DESIGN §3 output rule). */
   onOutput?: (o: Output) => void;
+  /**
+   * virtio-mmio devices, placed from the highest slot down as QEMU places `-device
+   * virtio-*-device` arguments in order: the first goes to slot 7 (0x10008000, IRQ 8).
+   */
+  virtio?: VirtioFactory[];
 }
 
 /**
@@ -36,6 +45,8 @@ export class Machine {
   readonly uart: Uart16550;
   readonly test: SifiveTest;
   readonly rtc: GoldfishRtc;
+  /** The eight virtio-mmio slots by slot number; empty ones answer with device ID 0. */
+  readonly virtio: MmioDevice[] = [];
   /** Swapped at a batch boundary when a backup goes live. */
   env: Env;
   onOutput: (o: Output) => void;
@@ -69,6 +80,15 @@ export class Machine {
     this.bus.map(UART_BASE, UART_SIZE, this.uart);
     this.bus.map(TEST_BASE, TEST_SIZE, this.test);
     this.bus.map(RTC_BASE, RTC_SIZE, this.rtc);
+
+    const factories = opts.virtio ?? [];
+    if (factories.length > VIRTIO_SLOTS) throw new RangeError(`at most ${VIRTIO_SLOTS} virtio devices, got ${factories.length}`);
+    for (let slot = 0; slot < VIRTIO_SLOTS; slot++) {
+      const factory = factories[VIRTIO_SLOTS - 1 - slot];
+      const dev = factory ? factory(this.plic.line(virtioIrq(slot)), this) : new VirtioEmptySlot();
+      this.virtio.push(dev);
+      this.bus.map(VIRTIO_BASE + slot * VIRTIO_STRIDE, VIRTIO_STRIDE, dev);
+    }
   }
 
   get icount(): number {
@@ -108,6 +128,7 @@ export class Machine {
     restoreMachine(this, snap);
   }
 
+  /** A machine shaped like the snapshot's (memory size); `opts.virtio` must match the original's devices. */
   static restore(snap: MachineSnapshot, opts: Omit<MachineOptions, 'memoryMiB'>): Machine {
     const m = new Machine({ ...opts, memoryMiB: snap.memoryMiB });
     m.restore(snap);

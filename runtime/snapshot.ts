@@ -8,7 +8,7 @@ export interface MachineSnapshot {
   memoryMiB: number;
   icount: number;
   hart: ReturnType<Hart['save']>;
-  devices: { clint: unknown; plic: unknown; uart: unknown; test: unknown; rtc: unknown };
+  devices: { clint: unknown; plic: unknown; uart: unknown; test: unknown; rtc: unknown; virtio: unknown[] };
   /** A private copy of RAM. */
   ram: Uint8Array;
 }
@@ -22,6 +22,7 @@ export function snapshotMachine(m: Machine): MachineSnapshot {
     hart: structuredClone(m.hart.save()),
     devices: {
       clint: m.clint.save(), plic: m.plic.save(), uart: m.uart.save(), test: m.test.save(), rtc: m.rtc.save(),
+      virtio: m.virtio.map((d) => structuredClone(d.save())),
     },
     ram: m.bus.ram.slice(),
   };
@@ -41,6 +42,8 @@ export function restoreMachine(m: Machine, s: MachineSnapshot): void {
   m.uart.load(s.devices.uart);
   m.test.load(s.devices.test);
   m.rtc.load(s.devices.rtc);
+  if (s.devices.virtio.length !== m.virtio.length) throw new Error('snapshot and machine disagree on virtio slots');
+  s.devices.virtio.forEach((state, slot) => m.virtio[slot]!.load(structuredClone(state)));
   m.hart.load(structuredClone(s.hart));
 }
 
@@ -53,6 +56,7 @@ export function digestMachine(m: Machine): string {
   const regs = JSON.stringify({
     hart: m.hart.save(),
     clint: m.clint.save(), plic: m.plic.save(), uart: m.uart.save(), rtc: m.rtc.save(),
+    virtio: m.virtio.map((d) => d.save()),
   });
   return createHash('sha256').update(m.bus.ram).update(regs).digest('hex').slice(0, 32);
 }
