@@ -11,6 +11,8 @@ export interface BackupContext {
 export type BackupEvent =
   | { type: 'backup.start'; fromSnapshot: boolean }
   | { type: 'snapshot.loaded' }
+  /** Entries arrived from the primary. The runtime may instead ack on receipt itself. */
+  | { type: 'channel.entries' }
   | { type: 'channel.failed' }
   | { type: 'peer.silent' }
   | { type: 'peer.heard' }
@@ -33,6 +35,13 @@ export const backupMachine = setup({
     input: {} as { generation?: number } | undefined,
   },
   actions: {
+    /** Hand received entries to the replay env; the CPU may run up to the newest icount. */
+    applyEntries: unwired('applyEntries'),
+    /**
+     * Acknowledge received entries: what lets the primary release outputs. Acking on
+     * receipt is enough (VMware FT): an entry received is replayed before any go-live.
+     */
+    sendAck: unwired('sendAck'),
     /** Test-and-set on the arbiter for `context.generation` (DESIGN §3 Split brain). */
     claimArbiter: unwired('claimArbiter'),
     retryClaim: unwired('retryClaim'),
@@ -57,16 +66,19 @@ export const backupMachine = setup({
         'backup.start': [{ guard: 'isJoining', target: 'receivingSnapshot' }, { target: 'replaying' }],
       },
     },
-    // Re-protection: the primary streams a snapshot; replay starts at its icount.
+    // Re-protection: the primary streams a snapshot; replay starts at its icount. Without a
+    // whole snapshot there is no VM to take over with, so a join that breaks here is
+    // abandoned (no claim, no VM to halt); the primary then claims alone.
     receivingSnapshot: {
       on: {
         'snapshot.loaded': { target: 'replaying' },
-        'channel.failed': { target: 'halted', actions: 'haltVm' },
-        'peer.silent': { target: 'halted', actions: 'haltVm' },
+        'channel.failed': { target: 'abandoned' },
+        'peer.silent': { target: 'abandoned' },
       },
     },
     replaying: {
       on: {
+        'channel.entries': { actions: ['applyEntries', 'sendAck'] },
         'peer.silent': { target: 'suspecting' },
         // A broken stream is silence too: suspicion, not yet a verdict.
         'channel.failed': { target: 'suspecting' },
@@ -77,6 +89,7 @@ export const backupMachine = setup({
     // Suspicion alone never makes a second primary (DESIGN §3 Failure detection).
     suspecting: {
       on: {
+        'channel.entries': { actions: ['applyEntries', 'sendAck'] },
         'peer.heard': { target: 'replaying' },
         'suspect.expired': { target: 'claiming' },
         'primary.ended': { target: 'finished' },
@@ -87,6 +100,9 @@ export const backupMachine = setup({
     claiming: {
       entry: 'claimArbiter',
       on: {
+        // Until the claim is decided the primary may still be logging; what is acked now
+        // is replayed by the drain if this side wins.
+        'channel.entries': { actions: ['applyEntries', 'sendAck'] },
         'arbiter.unreachable': { actions: 'retryClaim' },
         'arbiter.won': { target: 'goingLive' },
         'arbiter.lost': { target: 'halted', actions: 'haltVm' },
@@ -94,6 +110,9 @@ export const backupMachine = setup({
         'digest.mismatch': { target: 'diverged' },
       },
     },
+    // WARNING: no `channel.entries` from here on. Once the arbiter is won, an entry from
+    // the old primary is neither replayed nor acked: an ack would let it release an
+    // output this execution never produces (DESIGN §3 Output rule).
     goingLive: {
       entry: 'drainLog',
       on: {
@@ -104,9 +123,13 @@ export const backupMachine = setup({
         'digest.mismatch': { target: 'diverged' },
       },
     },
+    // This chart ends here; the runtime runs a primary chart for the new primary, at the
+    // next generation (the one this side won is spent).
     live: { type: 'final' },
     halted: { type: 'final' },
     finished: { type: 'final' },
+    abandoned: { type: 'final' },
+    // A diverged backup must never go live; the runtime rebuilds it (DESIGN §3 Divergence).
     diverged: { type: 'final', entry: 'reportDivergence' },
   },
 });

@@ -113,3 +113,13 @@ export const everyTransition = {
   serializeTransition: (_s: AnyMachineSnapshot, e: EventObject | undefined, prev?: AnyMachineSnapshot) =>
     e && prev ? ` via ${JSON.stringify(e)} from ${JSON.stringify(prev.value)}` : '',
 };
+
+/**
+ * The full event list for plain `getSimplePaths`/`getShortestPaths`: unlike createTestModel
+ * they take `events` as the whole alphabet, so every payload-free type is listed as
+ * `{ type }` and types with payloads by their variants.
+ */
+export function alphabet(eventTypes: readonly string[], variants: readonly EventObject[]): EventObject[] {
+  const withPayload = new Set(variants.map((v) => v.type));
+  return [...eventTypes.filter((t) => !withPayload.has(t)).map((type) => ({ type })), ...variants];
+}

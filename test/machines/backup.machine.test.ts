@@ -1,0 +1,103 @@
+import { describe, expect, it } from 'vitest';
+import { createActor } from 'xstate';
+import { createTestModel, getSimplePaths } from 'xstate/graph';
+import { backupMachine, type BackupEvent } from '../../machines/backup.machine.js';
+import { alphabet, count, eventsCovered, eventsHandled, everyTransition, recording, runPaths, type Rule } from './harness.js';
+
+const EVENT_TYPES: Record<BackupEvent['type'], true> = {
+  'backup.start': true, 'snapshot.loaded': true, 'channel.entries': true, 'channel.failed': true,
+  'peer.silent': true, 'peer.heard': true, 'suspect.expired': true, 'arbiter.won': true,
+  'arbiter.lost': true, 'arbiter.unreachable': true, 'replay.drained': true, 'primary.ended': true,
+  'digest.mismatch': true,
+};
+const ACTIONS = ['applyEntries', 'sendAck', 'claimArbiter', 'retryClaim', 'haltVm', 'drainLog', 'goLive', 'reportDivergence'];
+const INPUT = { generation: 3 };
+const START_EVENTS = [
+  { type: 'backup.start', fromSnapshot: true },
+  { type: 'backup.start', fromSnapshot: false },
+] as const;
+
+const model = createTestModel(backupMachine, {
+  ...everyTransition,
+  input: INPUT,
+  events: [...START_EVENTS],
+  stopWhen: (s) => s.status === 'done',
+});
+
+const rules: Rule[] = [
+  // DESIGN §3 Split brain: the VM halts exactly when the arbiter was lost.
+  ({ prev, event, fired }) => {
+    expect(count(fired, 'haltVm')).toBe(prev.matches('claiming') && event.type === 'arbiter.lost' ? 1 : 0);
+  },
+  // Suspicion alone never makes a second primary: a claim starts only when the
+  // suspicion timeout expires, and only from suspecting.
+  ({ prev, event, fired }) => {
+    const claims = prev.matches('suspecting') && event.type === 'suspect.expired';
+    expect(count(fired, 'claimArbiter')).toBe(claims ? 1 : 0);
+    if (count(fired, 'retryClaim')) expect(prev.matches('claiming') && event.type === 'arbiter.unreachable').toBe(true);
+  },
+  // Entries are replayed and acked while the primary may still be the primary — and
+  // never once the arbiter is won (an ack then could release an output nobody replays).
+  ({ prev, event, fired }) => {
+    const accepting = ['replaying', 'suspecting', 'claiming'].some((s) => prev.matches(s));
+    const expected = event.type === 'channel.entries' && accepting ? ['applyEntries', 'sendAck'] : [];
+    expect(fired.filter((f) => f === 'applyEntries' || f === 'sendAck')).toEqual(expected);
+  },
+  // Go-live: drain on winning, go live only after the drain, once, at the next generation.
+  ({ prev, next, event, fired, all }) => {
+    expect(count(fired, 'drainLog')).toBe(prev.matches('claiming') && event.type === 'arbiter.won' ? 1 : 0);
+    const live = prev.matches('goingLive') && event.type === 'replay.drained';
+    expect(count(fired, 'goLive')).toBe(live ? 1 : 0);
+    if (live) expect(all.indexOf('drainLog')).toBeLessThan(all.indexOf('goLive'));
+    expect(next.context.generation).toBe(INPUT.generation + (next.matches('live') ? 1 : 0));
+    expect(count(all, 'goLive')).toBeLessThanOrEqual(1);
+    if (count(all, 'haltVm')) expect(count(all, 'goLive')).toBe(0);
+  },
+  // DESIGN §3 Divergence: reported at once, and a diverged backup never goes live.
+  ({ prev, next, fired }) => {
+    expect(count(fired, 'reportDivergence')).toBe(next.matches('diverged') && !prev.matches('diverged') ? 1 : 0);
+  },
+];
+
+describe('backup chart', () => {
+  const paths = model.getShortestPaths();
+
+  it('drives every shortest path against the real actor', () => {
+    const { steps } = runPaths({ machine: backupMachine, input: INPUT, paths, actions: ACTIONS, eventTypes: Object.keys(EVENT_TYPES), rules });
+    expect(steps).toBeGreaterThan(40);
+  });
+
+  it('drives every simple path (each route to live, halted, finished, diverged)', () => {
+    const simple = getSimplePaths(backupMachine, {
+      input: INPUT,
+      events: alphabet(Object.keys(EVENT_TYPES), START_EVENTS) as BackupEvent[],
+    });
+    const ends = new Set(simple.map((p) => String(p.state.value)));
+    for (const end of ['live', 'halted', 'finished', 'diverged', 'abandoned']) expect(ends.has(end), end).toBe(true);
+    runPaths({ machine: backupMachine, input: INPUT, paths: simple, actions: ACTIONS, eventTypes: Object.keys(EVENT_TYPES), rules });
+  });
+
+  it('exercises every declared event, and handles no undeclared one', () => {
+    expect([...eventsCovered(paths)].sort()).toEqual(Object.keys(EVENT_TYPES).sort());
+    expect([...eventsHandled(backupMachine)].sort()).toEqual(Object.keys(EVENT_TYPES).sort());
+  });
+
+  it('starts from a snapshot when joining, and from boot otherwise', () => {
+    for (const fromSnapshot of [true, false]) {
+      const b = createActor(recording(backupMachine, ACTIONS).machine, { input: INPUT }).start();
+      b.send({ type: 'backup.start', fromSnapshot });
+      expect(b.getSnapshot().value).toBe(fromSnapshot ? 'receivingSnapshot' : 'replaying');
+    }
+  });
+
+  it('treats a broken channel while replaying as suspicion, not as a verdict', () => {
+    const { machine, fired } = recording(backupMachine, ACTIONS);
+    const b = createActor(machine, { input: INPUT }).start();
+    b.send({ type: 'backup.start', fromSnapshot: false });
+    b.send({ type: 'channel.failed' });
+    expect(b.getSnapshot().value).toBe('suspecting');
+    expect(fired).toEqual([]);
+    b.send({ type: 'peer.heard' });
+    expect(b.getSnapshot().value).toBe('replaying');
+  });
+});
