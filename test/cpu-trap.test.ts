@@ -63,6 +63,15 @@ describe.each([false, true])('privileged (jit=%s)', (jit) => {
     expect(Array.from(t.hart.x.slice(2, 8))).toEqual([0, 0xf0f0, 0xf0ff, 0xf0ef, 0x000f, 7]);
   });
 
+  it('keeps mtvec on a reserved mode, and reads absent PMP CSRs as zero', () => {
+    const t = rig([...A.li(1, HANDLER | 1), A.csrrw(0, Csr.mtvec, 1), ...A.li(2, HANDLER | 2), A.csrrw(0, Csr.mtvec, 2),
+      A.csrrs(3, Csr.mtvec, 0), A.csrrw(4, 0x3b0, 1), A.csrrs(5, 0x3b0, 0), A.csrrs(6, 0x3a0, 0)], { jit });
+    runAll(t.hart, 9);
+    expect(t.hart.icount).toBe(9);
+    expect(t.hart.x[3]).toBe((HANDLER | 1) | 0);
+    expect([t.hart.x[4], t.hart.x[5], t.hart.x[6]]).toEqual([0, 0, 0]);
+  });
+
   it('counts instret/cycle by icount and keeps icount when minstret is written', () => {
     const t = rig(
       [A.addi(0, 0, 0), A.csrrs(1, Csr.instret, 0), A.csrrs(2, Csr.mcycle, 0), A.csrrwi(0, Csr.minstret, 20),

@@ -71,7 +71,10 @@ export class Csrs {
         // read-only zero (§3.1.10 allows hard-wiring them), as QEMU does.
         return (
           (csr >= 0xb03 && csr <= 0xb1f) || (csr >= 0xb83 && csr <= 0xb9f) ||
-          (csr >= 0x323 && csr <= 0x33f) || (csr >= 0xc03 && csr <= 0xc1f) || (csr >= 0xc83 && csr <= 0xc9f)
+          (csr >= 0x323 && csr <= 0x33f) || (csr >= 0xc03 && csr <= 0xc1f) || (csr >= 0xc83 && csr <= 0xc9f) ||
+          // No PMP (§3.7.1 allows zero PMP entries: the CSRs then read as zero and ignore
+          // writes), so bare-metal start-up code that programs PMP keeps running.
+          (csr >= 0x3a0 && csr <= 0x3ef)
         );
     }
   }
@@ -109,8 +112,8 @@ export class Csrs {
     switch (csr) {
       case Csr.mstatus: this.mstatus = v & (MSTATUS_MIE | MSTATUS_MPIE); return true;
       case Csr.mie: this.mie = v & MIP_MASK; return true;
-      // mtvec.MODE >= 2 is reserved (§3.1.7): keep direct/vectored only.
-      case Csr.mtvec: this.mtvec = (v & ~2) >>> 0; return true;
+      // mtvec.MODE >= 2 is reserved (§3.1.7, WARL): like QEMU 7.2, ignore such a write.
+      case Csr.mtvec: if ((v & 3) < 2) this.mtvec = v >>> 0; return true;
       case Csr.mscratch: this.mscratch = v >>> 0; return false;
       case Csr.mepc: this.mepc = (v & ~3) >>> 0; return false; // IALIGN=32 (§3.1.14)
       case Csr.mcause: this.mcause = v >>> 0; return false;
