@@ -165,4 +165,14 @@ describe('ftvm run', () => {
     expect(out).toBe('>ab\x03\x01c');
     expect(code).toBe(130);
   });
+
+  it('stops quietly with 141 when the reader of stdout goes away', async () => {
+    const child = spawn(process.execPath, [join(root, 'bin/ftvm.js'), 'run', 'guests/seq/seq.elf'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => { stderr += d; });
+    child.stdout.once('data', () => child.stdout.destroy());
+    const code = await new Promise((r) => child.on('exit', (c) => r(c)));
+    expect(code).toBe(141);
+    expect(stderr).toBe('');
+  });
 });

@@ -14,6 +14,8 @@ const USAGE = 'run <elf> [--mem MiB] [--max-instructions N] [--stats] [--determi
 /** Exit code when --max-instructions stops the guest (as timeout(1) does). */
 export const EXIT_LIMIT = 124;
 export const EXIT_INTERRUPTED = 130;
+/** Exit code when whoever reads stdout went away (128 + SIGPIPE, as a shell reports it). */
+export const EXIT_BROKEN_PIPE = 141;
 
 const CTRL_A = 0x01;
 
@@ -34,8 +36,10 @@ class ConsoleSink {
     if (this.used === this.buf.length) this.flush();
     this.buf[this.used++] = byte;
   }
+  /** Set once stdout failed (EPIPE): the reader is gone and further output is dropped. */
+  broken = false;
   flush(): void {
-    if (this.used === 0) return;
+    if (this.used === 0 || this.broken) return;
     process.stdout.write(Buffer.from(this.buf.subarray(0, this.used)));
     this.used = 0;
   }
@@ -157,6 +161,11 @@ async function run(argv: string[]): Promise<number> {
 
   const abort = new AbortController();
   const detach = attachConsole(live, () => abort.abort());
+  const onStdoutError = (): void => {
+    sink.broken = true;
+    abort.abort();
+  };
+  process.stdout.on('error', onStdoutError);
   try {
     const outcome = await runMachine(machine, {
       ...(maxInstructions === undefined ? {} : { maxInstructions }),
@@ -164,6 +173,7 @@ async function run(argv: string[]): Promise<number> {
       onBatch: () => sink.flush(),
     });
     sink.flush();
+    if (sink.broken) return EXIT_BROKEN_PIPE;
     return report(outcome, file, values.stats === true);
   } catch (e) {
     sink.flush();
@@ -173,6 +183,7 @@ async function run(argv: string[]): Promise<number> {
     }
     throw e;
   } finally {
+    // NOTE the stdout error listener stays: writes already queued may still fail after we return.
     detach();
   }
 }
