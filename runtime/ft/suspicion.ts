@@ -1,4 +1,4 @@
-import type { Observable, Subscription } from 'rxjs';
+import { Subscription, type Observable } from 'rxjs';
 import { watchdog$ } from '../channel/watchdog.js';
 
 export type SuspicionEvent = { type: 'peer.silent' } | { type: 'peer.heard' } | { type: 'suspect.expired' };
@@ -15,7 +15,9 @@ export function watchPeer(
   send: (e: SuspicionEvent) => void,
 ): Subscription {
   let confirm: NodeJS.Timeout | undefined;
-  const sub = watchdog$(activity$, suspectMs).subscribe((status) => {
+  // NOTE: the watchdog completes right after reporting the silence of a stream that ended
+  // (a cut channel): the confirmation must outlive it, so only our own unsubscribe cancels it.
+  const watch = watchdog$(activity$, suspectMs).subscribe((status) => {
     if (status === 'peer.silent') {
       send({ type: 'peer.silent' });
       confirm = setTimeout(() => send({ type: 'suspect.expired' }), confirmMs);
@@ -24,6 +26,8 @@ export function watchPeer(
       send({ type: 'peer.heard' });
     }
   });
-  sub.add(() => clearTimeout(confirm));
-  return sub;
+  return new Subscription(() => {
+    watch.unsubscribe();
+    clearTimeout(confirm);
+  });
 }
