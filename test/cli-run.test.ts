@@ -137,6 +137,14 @@ describe('ftvm run', () => {
     const r = spawnSync(process.execPath, [join(root, 'bin/ftvm.js'), 'run', file], { encoding: 'utf8', input: 'hello, guest\nq' });
     expect(r.stdout).toBe('>hello, guest\nq');
     expect(r.status).toBe(3);
+    // --deterministic reads all of stdin first; the run is then a pure function of the input.
+    const runs = [1, 2].map(() => spawnSync(process.execPath, [join(root, 'bin/ftvm.js'), 'run', '--deterministic', '--stats', file], { encoding: 'utf8', input: 'again q' }));
+    for (const d of runs) {
+      expect(d.stdout).toBe('>again q');
+      expect(d.status).toBe(3);
+    }
+    expect(runs[0]!.stderr).toMatch(/^instructions \d+/);
+    expect(runs[0]!.stderr.split(',')[0]).toBe(runs[1]!.stderr.split(',')[0]);
   });
 
   it('reports a guest fault in one line and exits 1', () => {

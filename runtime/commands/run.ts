@@ -84,6 +84,12 @@ function attachConsole(env: LiveEnv | undefined, quit: () => void): () => void {
   };
 }
 
+async function readAll(stream: NodeJS.ReadableStream): Promise<Uint8Array> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.from(chunk as Buffer));
+  return Buffer.concat(chunks);
+}
+
 function report(o: RunOutcome, file: string, stats: boolean): number {
   if (stats) {
     const mips = o.seconds > 0 ? o.icount / o.seconds / 1e6 : 0;
@@ -144,7 +150,9 @@ async function run(argv: string[]): Promise<number> {
   }
 
   const live = values.deterministic ? undefined : new LiveEnv();
-  const env = live ?? new DeterministicEnv({ seed });
+  // Deterministic runs are a function of image, seed and input, so the input must be known
+  // up front: all of stdin when it is a pipe or file, nothing when it is a terminal.
+  const env = live ?? new DeterministicEnv({ seed, console: process.stdin.isTTY ? undefined : await readAll(process.stdin) });
   const sink = new ConsoleSink();
   const onOutput = (o: Output): void => { if (o.kind === 'console') sink.push(o.byte); };
   let machine: Machine;
@@ -190,6 +198,7 @@ async function run(argv: string[]): Promise<number> {
 
 export const command: Command = {
   usage: USAGE,
-  summary: 'run a guest (console on stdin/stdout; exit code is the guest\'s; Ctrl-A x quits a TTY session)',
+  summary: 'run a guest (console on stdin/stdout; exit code is the guest\'s; Ctrl-A x quits a TTY session;\n' +
+    '      --deterministic: clock from the instruction count, entropy from --seed, input = all of piped stdin)',
   run,
 };
