@@ -1,0 +1,208 @@
+import { describe, expect, it } from 'vitest';
+import tls from 'node:tls';
+import { filter, firstValueFrom, lastValueFrom, take, toArray, type Observable } from 'rxjs';
+import { Encoder, LogFrameError } from '../runtime/log/codec.js';
+import type { LogEntry } from '../runtime/log/entry.js';
+import type { ChannelEvent } from '../runtime/channel/channel.js';
+import { connectBackup, listenPrimary, PSK_IDENTITY, TLS_CIPHERS } from '../runtime/channel/tcp.js';
+import { ControlDecoder, encodeAck, encodeBye, parseKey } from '../runtime/channel/tcp-frames.js';
+
+const KEY = Buffer.alloc(32, 0x5a);
+const OTHER_KEY = Buffer.alloc(32, 0xa5);
+const HOST = '127.0.0.1';
+
+const stream = (n: number, from = 0): LogEntry[] =>
+  Array.from({ length: n }, (_, i): LogEntry =>
+    i % 3 === 0
+      ? { seq: from + i, icount: (from + i) * 150_000, type: 'timer' }
+      : i % 3 === 1
+        ? { seq: from + i, icount: (from + i) * 150_000 + 7, type: 'value', kind: 'mtime', value: (from + i) * 10_000 + 3 }
+        : { seq: from + i, icount: (from + i) * 150_000 + 9, type: 'net-rx', frame: new Uint8Array(i % 50).fill(i & 0xff) },
+  );
+
+const lastEvent = (events$: Observable<ChannelEvent>): Promise<ChannelEvent> => lastValueFrom(events$);
+
+/** A hand-made "primary" that knows the key but writes whatever bytes a test wants. */
+async function rawPrimary(onSocket: (s: tls.TLSSocket) => void): Promise<{ port: number; close: () => void }> {
+  const server = tls.createServer({
+    ciphers: TLS_CIPHERS, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2',
+    pskCallback: () => KEY,
+  }, onSocket);
+  await new Promise<void>((r) => server.listen(0, HOST, r));
+  return { port: (server.address() as { port: number }).port, close: () => server.close() };
+}
+
+describe('TCP logging channel over TLS-PSK', () => {
+  it('delivers entries in order, carries acks back, and closes in order', async () => {
+    const l = await listenPrimary({ host: HOST, port: 0, key: KEY });
+    const b = connectBackup({ host: HOST, port: l.port, key: KEY });
+    const sent = [...stream(500), { seq: 500, icount: 500 * 150_000, type: 'end', code: 0 } as LogEntry];
+    // Entries sent before the backup attached wait for it.
+    for (const e of sent.slice(0, 100)) l.end.send(e);
+    await l.end.attached;
+    await b.opened;
+    const got = lastValueFrom(b.entries$.pipe(toArray()));
+    b.entries$.subscribe((e) => b.ack(e.seq));
+    for (const e of sent.slice(100)) l.end.send(e);
+    await firstValueFrom(l.end.acked$.pipe(filter((s) => s === 500)));
+    expect(l.end.lag).toEqual({ entries: 0, bytes: 0 });
+    const enc = new Encoder();
+    expect(l.end.stats()).toEqual({ bytesSent: sent.reduce((n, e) => n + enc.encode(e).length, 0), entriesSent: sent.length });
+    const pEnd = lastEvent(l.end.events$);
+    const bEnd = lastEvent(b.events$);
+    l.end.close();
+    expect(await got).toEqual(sent);
+    expect(await bEnd).toEqual({ type: 'channel.closed', by: 'peer' });
+    expect(await pEnd).toEqual({ type: 'channel.closed', by: 'local' });
+    await l.close();
+  });
+
+  it('reports back-pressure above the high-water mark and releases it once acked', async () => {
+    const l = await listenPrimary({ host: HOST, port: 0, key: KEY, highWaterEntries: 50 });
+    const b = connectBackup({ host: HOST, port: l.port, key: KEY });
+    await l.end.attached;
+    const pressure: boolean[] = [];
+    l.end.pressure$.subscribe((p) => pressure.push(p));
+    const all = lastValueFrom(b.entries$.pipe(take(100), toArray()));
+    for (const e of stream(100)) l.end.send(e);
+    expect(pressure).toEqual([false, true]);
+    await all;
+    b.ack(99);
+    await firstValueFrom(l.end.acked$.pipe(filter((s) => s === 99)));
+    expect(pressure).toEqual([false, true, false]);
+    b.close();
+    expect(await lastEvent(l.end.events$)).toEqual({ type: 'channel.closed', by: 'peer' });
+    await l.close();
+  });
+
+  it('fails both ends with a clear message when the keys differ', async () => {
+    const l = await listenPrimary({ host: HOST, port: 0, key: KEY });
+    const b = connectBackup({ host: HOST, port: l.port, key: OTHER_KEY });
+    const [p, q] = await Promise.all([lastEvent(l.end.events$), lastEvent(b.events$)]);
+    expect(p.type).toBe('channel.failed');
+    expect(q.type).toBe('channel.failed');
+    expect((p as { error: Error }).error.message).toMatch(/failed the TLS-PSK handshake \(wrong key\?\)/);
+    expect((q as { error: Error }).error.message).toMatch(/refused the TLS-PSK handshake \(wrong key\?\)/);
+    await expect(l.end.attached).rejects.toThrow(/wrong key/);
+    await expect(b.opened).rejects.toThrow(/wrong key/);
+    await l.close();
+  });
+
+  it('refuses a second backup while one is attached', async () => {
+    const l = await listenPrimary({ host: HOST, port: 0, key: KEY });
+    const b1 = connectBackup({ host: HOST, port: l.port, key: KEY });
+    await b1.opened;
+    const b2 = connectBackup({ host: HOST, port: l.port, key: KEY, connectTimeoutMs: 0 });
+    const ev = await lastEvent(b2.events$);
+    // The second connection is dropped; the first one still carries entries.
+    expect(ev.type).toBe('channel.failed');
+    const one = firstValueFrom(b1.entries$);
+    l.end.send({ seq: 0, icount: 1, type: 'timer' });
+    expect(await one).toEqual({ seq: 0, icount: 1, type: 'timer' });
+    await l.close();
+    b1.close();
+  });
+
+  it('fails the backup on a corrupt frame, after delivering the good ones', async () => {
+    const enc = new Encoder();
+    const frames = stream(3).map((e) => enc.encode(e));
+    const bad = Uint8Array.from(enc.encode({ seq: 3, icount: 1e6, type: 'timer' }));
+    bad[bad.length - 2]! ^= 0x10;
+    const srv = await rawPrimary((s) => s.write(Buffer.concat([...frames, bad])));
+    const b = connectBackup({ host: HOST, port: srv.port, key: KEY });
+    const got = lastValueFrom(b.entries$.pipe(toArray()));
+    const ev = await lastEvent(b.events$);
+    expect(ev.type).toBe('channel.failed');
+    const err = (ev as { error: Error }).error;
+    expect(err).toBeInstanceOf(LogFrameError);
+    expect((err as LogFrameError).code).toBe('crc');
+    expect(await got).toEqual(stream(3));
+    srv.close();
+  });
+
+  it('refuses a replayed frame (seq not next)', async () => {
+    const enc = new Encoder();
+    const f0 = enc.encode({ seq: 0, icount: 5, type: 'timer' }, true);
+    const srv = await rawPrimary((s) => s.write(Buffer.concat([f0, f0])));
+    const b = connectBackup({ host: HOST, port: srv.port, key: KEY });
+    const got = lastValueFrom(b.entries$.pipe(toArray()));
+    const ev = await lastEvent(b.events$);
+    expect(ev.type).toBe('channel.failed');
+    expect((ev as { error: LogFrameError }).error.code).toBe('seq-gap');
+    expect(await got).toEqual([{ seq: 0, icount: 5, type: 'timer' }]);
+    srv.close();
+  });
+
+  it('fails the primary on a corrupt or replayed ack', async () => {
+    for (const bytes of [Buffer.from([0xf8, 1, 1, 5, 0, 0, 0, 0]), Buffer.concat([encodeAck(3), encodeAck(3)])]) {
+      const l = await listenPrimary({ host: HOST, port: 0, key: KEY });
+      const s = tls.connect({ host: HOST, port: l.port, ciphers: TLS_CIPHERS, maxVersion: 'TLSv1.2', checkServerIdentity: () => undefined, pskCallback: () => ({ psk: KEY, identity: PSK_IDENTITY }) });
+      await l.end.attached;
+      for (const e of stream(10)) l.end.send(e);
+      s.write(bytes);
+      const ev = await lastEvent(l.end.events$);
+      expect(ev.type).toBe('channel.failed');
+      expect((ev as { error: Error }).error).toBeInstanceOf(LogFrameError);
+      s.destroy();
+      await l.close();
+    }
+  });
+
+  it('fails the backup when the primary vanishes mid-stream, and the primary when the backup does', async () => {
+    const l = await listenPrimary({ host: HOST, port: 0, key: KEY });
+    const b = connectBackup({ host: HOST, port: l.port, key: KEY });
+    await b.opened;
+    b.entries$.subscribe();
+    l.end.send({ seq: 0, icount: 1, type: 'timer' });
+    const bEv = lastEvent(b.events$);
+    const pEv = lastEvent(l.end.events$);
+    await l.close();
+    // The primary stopped without logging `end`: for the backup that is a broken stream
+    // (it must suspect and claim), for the primary an orderly close of its own.
+    const ev1 = await bEv;
+    expect(ev1.type).toBe('channel.failed');
+    expect((ev1 as { error: Error }).error.message).toMatch(/before the end of the log/);
+    expect(await pEv).toEqual({ type: 'channel.closed', by: 'local' });
+
+    const l2 = await listenPrimary({ host: HOST, port: 0, key: KEY });
+    // A raw backup that disappears as a kill -9 would: no goodbye frame, just a closed socket.
+    const s = tls.connect({ host: HOST, port: l2.port, ciphers: TLS_CIPHERS, maxVersion: 'TLSv1.2', checkServerIdentity: () => undefined, pskCallback: () => ({ psk: KEY, identity: PSK_IDENTITY }) });
+    await l2.end.attached;
+    const p2 = lastEvent(l2.end.events$);
+    s.destroy();
+    const ev = await p2;
+    expect(ev.type).toBe('channel.failed');
+    expect((ev as { error: Error }).error.message).toMatch(/backup .* (closed|without a goodbye)/);
+    await l2.close();
+  });
+
+  it('gives a backup whose primary is not there a clear error after the connect timeout', async () => {
+    const l = await listenPrimary({ host: HOST, port: 0, key: KEY });
+    const port = l.port;
+    await l.close();
+    const t0 = Date.now();
+    const b = connectBackup({ host: HOST, port, key: KEY, connectTimeoutMs: 300, retryMs: 50 });
+    const ev = await lastEvent(b.events$);
+    expect(ev.type).toBe('channel.failed');
+    expect((ev as { error: Error }).error.message).toMatch(/cannot connect to primary .*ECONNREFUSED/);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
+  });
+});
+
+describe('control frames and keys', () => {
+  it('round-trips acks and byes in any chunking', () => {
+    const bytes = Buffer.concat([encodeAck(0), encodeAck(127), encodeAck(128), encodeBye(), encodeAck(2 ** 40)]);
+    for (let cut = 0; cut <= bytes.length; cut++) {
+      const d = new ControlDecoder();
+      const out = [...d.push(bytes.subarray(0, cut)), ...d.push(bytes.subarray(cut))];
+      expect(out).toEqual([{ type: 'ack', seq: 0 }, { type: 'ack', seq: 127 }, { type: 'ack', seq: 128 }, { type: 'bye' }, { type: 'ack', seq: 2 ** 40 }]);
+    }
+  });
+
+  it('reads hex and raw keys and refuses short ones', () => {
+    expect(parseKey(Buffer.from('00'.repeat(16) + 'ff'.repeat(16) + '\n'))).toEqual(Buffer.from('00'.repeat(16) + 'ff'.repeat(16), 'hex'));
+    const raw = Buffer.from(Array.from({ length: 32 }, (_, i) => i * 7));
+    expect(parseKey(raw)).toEqual(raw);
+    expect(() => parseKey(Buffer.from('abcd'))).toThrow(/at least 16/);
+  });
+});
