@@ -71,9 +71,9 @@ export class Jit implements CodeSink {
   private readonly lens: Uint8Array;
   private readonly drops: Uint8Array;
   /** Block functions by id. Ids are never reused, so a stale id in byGranule is harmless. */
-  private fns: (BlockFn | undefined)[] = [undefined];
+  private readonly fns: (BlockFn | undefined)[] = [undefined];
   /** Start word of each block id. */
-  private starts: number[] = [0];
+  private readonly starts: number[] = [0];
   /** Per code granule: ids of the blocks holding instructions from it. */
   private byGranule: (number[] | undefined)[] = [];
   private readonly s = new BlockExit();
@@ -110,16 +110,26 @@ export class Jit implements CodeSink {
    * deoptimizing the loop's exit (the OSR code had no feedback for those stores).
    */
   run(pc0: number, budget: number): number {
-    const ids = this.ids, lens = this.lens, s = this.s, base = this.bus.ramBase, words = this.words;
+    const ids = this.ids, lens = this.lens, fns = this.fns, s = this.s, base = this.bus.ramBase, words = this.words;
     let pc = pc0;
     let total = 0;
+    // Blocks only ever leave to aligned pcs (misaligned jumps bail first), so one check here does.
+    if ((pc & 3) !== 0) {
+      this.pc = pc;
+      return 0;
+    }
     for (;;) {
       const w = (pc - base) >>> 2;
-      if (w >= words || (pc & 3) !== 0) break;
+      if (w >= words) break;
       let id = ids[w]!;
-      if (id === 0) id = this.translate(w);
-      if (id < 0 || lens[w]! > budget - total) break;
-      total += this.fns[id]!(s, budget - total);
+      if (id <= 0) {
+        if (id < 0) break;
+        id = this.translate(w);
+        if (id < 0) break;
+      }
+      const left = budget - total;
+      if (lens[w]! > left) break;
+      total += fns[id]!(s, left);
       pc = s.pc;
       if (s.flag !== 0) {
         const f = s.flag;
@@ -160,8 +170,9 @@ export class Jit implements CodeSink {
     this.ids.fill(0);
     this.lens.fill(0);
     this.drops.fill(0);
-    this.fns = [undefined];
-    this.starts = [0];
+    // Truncate in place: run() holds on to these arrays.
+    this.fns.length = 1;
+    this.starts.length = 1;
     this.byGranule = [];
   }
 
