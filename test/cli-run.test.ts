@@ -116,7 +116,7 @@ describe('ftvm run', () => {
     expect(ftvm('run', '--seed', '3', 'guests/hello/hello.elf').status).toBe(2);
   });
 
-  it('exits 130 on SIGINT while the guest spins', async () => {
+  it('exits 130 on SIGINT and 143 on SIGTERM while the guest spins', async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'ftvm-cli-')), 'spin.elf');
     writeFileSync(file, elfOf([0x0000_006f]));
     const child = spawn(process.execPath, [join(root, 'bin/ftvm.js'), 'run', '--stats', file], { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -127,6 +127,10 @@ describe('ftvm run', () => {
     child.kill('SIGINT');
     const code = await new Promise((r) => child.on('exit', (c) => r(c)));
     expect(code).toBe(130);
+    const term = spawn(process.execPath, [join(root, 'bin/ftvm.js'), 'run', file], { stdio: 'ignore' });
+    await new Promise((r) => setTimeout(r, 700));
+    term.kill('SIGTERM');
+    expect(await new Promise((r) => term.on('exit', (c) => r(c)))).toBe(143);
     const executed = Number(/instructions (\d+)/.exec(stderr)?.[1]);
     expect(executed).toBeGreaterThan(1000);
   });

@@ -14,6 +14,8 @@ const USAGE = 'run <elf> [--mem MiB] [--max-instructions N] [--stats] [--determi
 /** Exit code when --max-instructions stops the guest (as timeout(1) does). */
 export const EXIT_LIMIT = 124;
 export const EXIT_INTERRUPTED = 130;
+/** Exit code after SIGTERM (128 + 15): the terminal is restored first, unlike a default kill. */
+export const EXIT_TERMINATED = 143;
 /** Exit code when whoever reads stdout went away (128 + SIGPIPE, as a shell reports it). */
 export const EXIT_BROKEN_PIPE = 141;
 
@@ -50,7 +52,7 @@ class ConsoleSink {
  * included, and Ctrl-A x quits as in QEMU (Ctrl-A Ctrl-A sends one Ctrl-A). Returns a teardown
  * that restores the terminal.
  */
-function attachConsole(env: LiveEnv | undefined, quit: () => void): () => void {
+function attachConsole(env: LiveEnv | undefined, quit: (exitCode: number) => void): () => void {
   const stdin = process.stdin;
   const raw = stdin.isTTY === true;
   let escaped = false;
@@ -60,15 +62,17 @@ function attachConsole(env: LiveEnv | undefined, quit: () => void): () => void {
     for (const b of chunk) {
       if (escaped) {
         escaped = false;
-        if (b === 0x78 /* x */) { quit(); return; }
+        if (b === 0x78 /* x */) { quit(EXIT_INTERRUPTED); return; }
         if (b === CTRL_A) pass.push(CTRL_A);
       } else if (b === CTRL_A) escaped = true;
       else pass.push(b);
     }
     if (pass.length > 0) env?.pushConsole(Uint8Array.from(pass));
   };
-  const onSigint = (): void => quit();
+  const onSigint = (): void => quit(EXIT_INTERRUPTED);
+  const onSigterm = (): void => quit(EXIT_TERMINATED);
   process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigterm);
   if (env) {
     if (raw) stdin.setRawMode(true);
     stdin.on('data', onData);
@@ -76,6 +80,7 @@ function attachConsole(env: LiveEnv | undefined, quit: () => void): () => void {
   }
   return () => {
     process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigterm);
     if (!env) return;
     stdin.off('data', onData);
     if (raw) stdin.setRawMode(false);
@@ -90,7 +95,7 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<Uint8Array> {
   return Buffer.concat(chunks);
 }
 
-function report(o: RunOutcome, file: string, stats: boolean): number {
+function report(o: RunOutcome, file: string, stats: boolean, abortCode: number): number {
   if (stats) {
     const mips = o.seconds > 0 ? o.icount / o.seconds / 1e6 : 0;
     process.stderr.write(`instructions ${o.icount}, seconds ${o.seconds.toFixed(3)}, MIPS ${mips.toFixed(1)}\n`);
@@ -105,7 +110,7 @@ function report(o: RunOutcome, file: string, stats: boolean): number {
       return EXIT_LIMIT;
     case 'aborted':
     case 'until':
-      return EXIT_INTERRUPTED;
+      return abortCode;
   }
 }
 
@@ -168,7 +173,11 @@ async function run(argv: string[]): Promise<number> {
   }
 
   const abort = new AbortController();
-  const detach = attachConsole(live, () => abort.abort());
+  let abortCode = EXIT_INTERRUPTED;
+  const detach = attachConsole(live, (code) => {
+    abortCode = code;
+    abort.abort();
+  });
   const onStdoutError = (): void => {
     sink.broken = true;
     abort.abort();
@@ -182,7 +191,7 @@ async function run(argv: string[]): Promise<number> {
     });
     sink.flush();
     if (sink.broken) return EXIT_BROKEN_PIPE;
-    return report(outcome, file, values.stats === true);
+    return report(outcome, file, values.stats === true, abortCode);
   } catch (e) {
     sink.flush();
     if (e instanceof GuestDeadlock) {
