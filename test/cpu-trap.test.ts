@@ -248,6 +248,33 @@ describe.each([false, true])('privileged (jit=%s)', (jit) => {
     expect(t.hart.x[4]).toBe(-382); // 0xfe82 sign-extended
   });
 
+  it('takes an interrupt a device raised during an MMIO access right after that instruction', () => {
+    const DEV = 0x1000_0000;
+    const t = rig([], { jit });
+    const probe = new Probe(() => t.hart);
+    probe.onWrite = () => t.hart.setPending(MIP_MEIP, true);
+    t.bus.map(DEV, 0x100, probe);
+    load(t.bus, RAM, [
+      ...setMtvec(), A.addi(6, 0, 1), A.slli(6, 6, 11), A.csrrw(0, Csr.mie, 6), A.csrrsi(0, Csr.mstatus, 8),
+      ...A.li(1, DEV), A.addi(2, 0, 1), A.sw(2, 1, 0), A.addi(3, 0, 1), A.addi(3, 0, 2),
+    ]);
+    load(t.bus, HANDLER, [A.csrrs(11, Csr.mepc, 0), A.csrrs(12, Csr.mcause, 0)]);
+    expect(runAll(t.hart, 7 + 4 + 2)).toBe(Exit.Budget);
+    expect(t.hart.x[3]).toBe(0); // nothing after the store ran
+    expect(t.hart.x[11]).toBe((RAM + 4 * 11) | 0);
+    expect(t.hart.x[12] >>> 0).toBe(0x8000000b);
+  });
+
+  it('carries instret into instreth when the low word wraps', () => {
+    const t = rig([A.csrrwi(0, Csr.minstret, 0), A.addi(0, 0, 0), A.csrrs(1, Csr.minstreth, 0), A.addi(0, 0, 0), A.csrrs(2, Csr.minstreth, 0)], { jit });
+    t.hart.run(1);
+    // As if the instruction at icount 1 wrote 2^32 - 2: icount 2 reads 2^32 - 2, icount 4 reads 2^32.
+    t.hart.csr.write(Csr.minstret, 0xfffffffe, t.hart.icount);
+    expect(t.hart.run(4)).toBe(Exit.Budget);
+    expect(t.hart.x[1]).toBe(0);
+    expect(t.hart.x[2]).toBe(1);
+  });
+
   it('executes code it has just stored (self-modifying code)', () => {
     // loop: x1 += 1 (the word at PATCH), then overwrite PATCH with x1 += 100, repeat.
     const patched = A.addi(1, 1, 100);
