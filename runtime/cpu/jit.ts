@@ -3,8 +3,8 @@
 //
 // Exactness rules a block keeps:
 // - It runs only when its whole length fits in the remaining budget (checked by the caller);
-//   a block ending in a branch back to its own start loops internally only while another
-//   full pass still fits, so the count retired is exact.
+//   a branch or jal back to its own start loops inside the function only while another full
+//   pass still fits, so the count retired is exact.
 // - It holds only instructions that cannot trap statically and touch no CSR: the first
 //   csr/ecall/ebreak/mret/wfi/illegal word, or a branch/jal with a misaligned target, ends
 //   the block before it.
@@ -36,8 +36,8 @@ const BAIL = 1;
 /** The block's last store hit a code granule. */
 const SMC = 2;
 
-/** A translated block: runs from its start pc, returns the number of instructions retired. */
-export type BlockFn = (s: BlockExit, rem: number) => number;
+/** A translated block: runs from its start pc, retires at most `lim`, returns how many it retired. */
+export type BlockFn = (s: BlockExit, lim: number) => number;
 
 /** Longest block, in instructions (bounds stepping near a budget's end). */
 export const MAX_BLOCK = 64;
