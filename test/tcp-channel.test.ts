@@ -128,7 +128,7 @@ describe('TCP logging channel over TLS-PSK', () => {
     const got = lastValueFrom(b.entries$.pipe(toArray()));
     const ev = await lastEvent(b.events$);
     expect(ev.type).toBe('channel.failed');
-    expect((ev as { error: LogFrameError }).error.code).toBe('seq-gap');
+    expect((ev as unknown as { error: LogFrameError }).error.code).toBe('seq-gap');
     expect(await got).toEqual([{ seq: 0, icount: 5, type: 'timer' }]);
     srv.close();
   });
