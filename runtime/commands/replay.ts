@@ -70,6 +70,14 @@ async function replay(argv: string[]): Promise<number> {
   if (start >= 0) {
     const snap = log.entries[start]!;
     if (snap.type === 'snapshot') machine.restore(unpackSnapshot(snap.data));
+    // Output markers count from boot: continue the count the snapshot's past had reached.
+    for (let i = start - 1; i >= 0; i--) {
+      const e = log.entries[i]!;
+      if (e.type === 'output') {
+        outputs = e.count;
+        break;
+      }
+    }
   }
   for (let i = start + 1; i < log.entries.length; i++) env.push(log.entries[i]!);
 
