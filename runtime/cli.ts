@@ -14,6 +14,7 @@ const commands: Record<string, () => Promise<{ command: Command }>> = {
   record: () => import('./commands/record.js'),
   replay: () => import('./commands/replay.js'),
   demo: () => import('./commands/demo.js'),
+  diagram: () => import('./commands/diagram.js'),
 };
 
 /** Register a command (the integrator adds record, replay, demo). */
