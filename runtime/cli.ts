@@ -15,6 +15,9 @@ const commands: Record<string, () => Promise<{ command: Command }>> = {
   replay: () => import('./commands/replay.js'),
   demo: () => import('./commands/demo.js'),
   diagram: () => import('./commands/diagram.js'),
+  primary: () => import('./commands/primary.js'),
+  backup: () => import('./commands/backup.js'),
+  pair: () => import('./commands/pair.js'),
 };
 
 /** Register a command (the integrator adds record, replay, demo). */

@@ -1,0 +1,205 @@
+// `ftvm primary`: the primary of a pair across processes or hosts. It listens for its backup
+// on TCP (TLS-PSK), runs the guest once the backup is attached, logs every input to it, and
+// prints the guest's console output as the output rule releases it (DESIGN §3).
+
+import { createHash } from 'node:crypto';
+import { writeSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import type { Observable } from 'rxjs';
+import type { Command } from '../cli.js';
+import { Machine } from '../machine.js';
+import { LiveEnv } from '../env/live.js';
+import { ElfError } from '../elf.js';
+import { DEFAULT_MEMORY_MIB } from '../platform.js';
+import type { Arbiter } from '../arbiter/arbiter.js';
+import { parseArbiterSpec } from '../arbiter/spec.js';
+import { listenPrimary } from '../channel/tcp.js';
+import { readKeyFile } from '../channel/tcp-frames.js';
+import type { ReleasedOutput } from '../ft/output-gate.js';
+import { PrimaryNode, type NodeEvent } from '../ft/primary-node.js';
+import type { FtTiming } from '../ft/timing.js';
+import { OutputLogWriter } from '../faults/output-log.js';
+import { CliError, positiveInt, readImage } from './common.js';
+
+const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N]';
+
+/** Exit code of a replica that lost the arbiter and halted (the other one is live). */
+export const EXIT_HALTED = 3;
+export const EXIT_DIVERGED = 4;
+
+export function parseHostPort(flag: string, text: string | undefined): { host: string; port: number } {
+  if (text === undefined) throw new CliError(`missing --${flag} HOST:PORT`);
+  const m = /^(\[[0-9a-fA-F:]+\]|[^:]+):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new CliError(`--${flag} wants HOST:PORT, got '${text}'`);
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}
+
+export function loadKey(file: string | undefined): Buffer {
+  if (!file) throw new CliError('missing --key-file F (hex or raw bytes, at least 16 bytes)');
+  try {
+    return readKeyFile(file);
+  } catch (e) {
+    throw new CliError(`${file}: ${(e as Error).message}`);
+  }
+}
+
+export function loadArbiter(spec: string | undefined): Arbiter {
+  if (!spec) throw new CliError('missing --arbiter SPEC (file:DIR or etcd:HOST:PORT[,HOST:PORT...])');
+  if (spec === 'memory') throw new CliError("--arbiter memory cannot protect a pair across processes: use file:DIR or etcd:HOST:PORT");
+  try {
+    return parseArbiterSpec(spec);
+  } catch (e) {
+    throw new CliError((e as Error).message);
+  }
+}
+
+/** Both replicas share the key, so by default they derive the same pair id from it. */
+export const defaultPairId = (key: Uint8Array): string => `k${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
+
+export function bootMachine(image: Uint8Array, file: string, memoryMiB: number): Machine {
+  const m = new Machine({ memoryMiB, env: new LiveEnv() });
+  try {
+    m.loadElf(image);
+  } catch (e) {
+    if (e instanceof ElfError || e instanceof RangeError) throw new CliError(`${file}: ${e.message}`);
+    throw e;
+  }
+  return m;
+}
+
+const t0 = performance.now();
+/** State changes go to stderr, one line each: `[seconds] node type detail`. */
+export function reportEvents(events$: Observable<NodeEvent>): void {
+  // The chart reports every snapshot; a state line is printed only when the state changes.
+  let lastState: string | undefined;
+  events$.subscribe((e) => {
+    if (e.type === 'state') {
+      if (e.detail === lastState) return;
+      lastState = e.detail;
+    }
+    note(`${e.node} ${e.type} ${e.detail}`);
+  });
+}
+
+export function note(text: string): void {
+  writeSync(2, `[${((performance.now() - t0) / 1000).toFixed(3)}] ${text}\n`);
+}
+
+/**
+ * Released outputs: console bytes to stdout, and every output to the side-channel file if
+ * asked. Written synchronously: an output counts as released to the world only once it is
+ * out of this process, and the primary tells its backup how many it released.
+ */
+export function sinkOutputs(released$: Observable<ReleasedOutput>, file: string | undefined): void {
+  const log = file ? new OutputLogWriter(file) : undefined;
+  const one = Buffer.alloc(1);
+  released$.subscribe((o) => {
+    log?.write(o);
+    if (o.output.kind === 'console') {
+      one[0] = o.output.byte;
+      writeSync(1, one);
+    }
+  });
+}
+
+export function timingFlags(values: { 'suspect-ms'?: string | undefined; 'heartbeat-ms'?: string | undefined }): Partial<FtTiming> {
+  const t: Partial<FtTiming> = {};
+  t.suspectMs = positiveInt('suspect-ms', values['suspect-ms'], PROCESS_SUSPECT_MS);
+  t.confirmMs = Math.max(1, Math.round(t.suspectMs / 2));
+  if (values['heartbeat-ms'] !== undefined) t.heartbeatMs = positiveInt('heartbeat-ms', values['heartbeat-ms'], 1);
+  return t;
+}
+
+export const batchFlag = (values: { batch?: string | undefined }): { batch?: number } =>
+  values.batch === undefined ? {} : { batch: positiveInt('batch', values.batch, 1) };
+
+export const commonOptions = {
+  'key-file': { type: 'string' },
+  arbiter: { type: 'string' },
+  'pair-id': { type: 'string' },
+  mem: { type: 'string' },
+  outputs: { type: 'string' },
+  'suspect-ms': { type: 'string' },
+  'heartbeat-ms': { type: 'string' },
+  batch: { type: 'string' },
+} as const;
+
+/**
+ * Across processes a peer is suspect after 250 ms of silence (confirmed 125 ms later), not
+ * the in-process 60 ms: a Node process can stall for tens of milliseconds (JIT, GC) and a
+ * spurious suspicion costs a needless failover. Measured stalls on this machine: up to 70 ms.
+ */
+export const PROCESS_SUSPECT_MS = 250;
+
+async function primary(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { ...commonOptions, listen: { type: 'string' }, join: { type: 'boolean' } },
+  });
+  if (values.join) throw new CliError('--join: re-protection of a running primary is not yet available');
+  if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
+  const file = positionals[0]!;
+  const { host, port } = parseHostPort('listen', values.listen);
+  const key = loadKey(values['key-file']);
+  const arbiter = loadArbiter(values.arbiter);
+  const pairId = values['pair-id'] ?? defaultPairId(key);
+  const memoryMiB = positiveInt('mem', values.mem, DEFAULT_MEMORY_MIB);
+  const timing = timingFlags(values);
+  const machine = bootMachine(readImage(file), file, memoryMiB);
+
+  let listener;
+  try {
+    listener = await listenPrimary({ host, port, key });
+  } catch (e) {
+    throw new CliError(`cannot listen on ${host}:${port}: ${(e as Error).message}`, 1);
+  }
+  // The `pair` command and the fault harness read this line to learn the port.
+  note(`primary listening ${host}:${listener.port} pair ${pairId}`);
+  listener.end.events$.subscribe((e) => note(`primary channel ${e.type}${e.type === 'channel.failed' ? ` ${e.error.message}` : e.type === 'channel.closed' ? ` by ${e.by}` : ''}`));
+  try {
+    await listener.end.attached;
+  } catch (e) {
+    await listener.close();
+    throw new CliError(`no backup: ${(e as Error).message}`, 1);
+  }
+  note(`primary backup attached from ${listener.end.peer}`);
+
+  const node = new PrimaryNode({ name: 'primary', pairId, generation: 1, machine, arbiter, channel: listener.end, timing, ...batchFlag(values) });
+  reportEvents(node.events$);
+  sinkOutputs(node.released$, values.outputs);
+  const stop = (): void => node.crash();
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  const outcome = await node.run();
+  await listener.close().catch(() => undefined);
+  await arbiter.close();
+  const s = node.stats();
+  note(`primary stats outputs ${s.outputs} released ${s.released} entries ${s.entriesSent} bytes ${listener.end.stats().bytesSent} outputDelay p50 ${s.outputDelay.p50Ms.toFixed(3)} ms p99 ${s.outputDelay.p99Ms.toFixed(3)} ms icount ${s.icount}`);
+  if (outcome.reason === 'halt') return (outcome.code ?? 0) & 0xff;
+  if (outcome.reason === 'fault') return 1;
+  // Stopped: it lost the arbiter (the backup is live) or was told to stop.
+  return EXIT_HALTED;
+}
+
+/** Wraps a command body: expected errors become one `ftvm: ...` line and an exit code. */
+export function cliRun(usage: string, body: (argv: string[]) => Promise<number>): (argv: string[]) => Promise<number> {
+  return async (argv) => {
+    try {
+      return await body(argv);
+    } catch (e) {
+      if (e instanceof CliError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+        process.stderr.write(`ftvm: ${(e as Error).message}\n${(e as CliError).exitCode === 1 ? '' : `usage: ftvm ${usage}\n`}`);
+        return (e as CliError).exitCode ?? 2;
+      }
+      throw e;
+    }
+  };
+}
+
+export const command: Command = {
+  usage: USAGE,
+  summary: 'run the primary of a pair across processes: listen for the backup, log to it over TLS-PSK',
+  run: cliRun(USAGE, primary),
+};
