@@ -9,6 +9,8 @@ import { VirtioEmptySlot } from '../devices/virtio-empty-slot.js';
 import { checkFitsRam, parseElf, type ElfImage } from './elf.js';
 import { digestMachine, restoreMachine, snapshotMachine, type MachineSnapshot } from './snapshot.js';
 import type { Env } from './env/env.js';
+import { MachineIo, type DiskOptions, type NetOptions } from './io/machine-io.js';
+import type { PendingRequest } from '../devices/virtio-blk.js';
 import { Exit, type IrqLine, type MmioDevice, type Output } from './types.js';
 import {
   CLINT_BASE, CLINT_SIZE, DEFAULT_MEMORY_MIB, PLIC_BASE, PLIC_SIZE, RAM_BASE, RTC_BASE, RTC_SIZE,
@@ -29,6 +31,10 @@ export interface MachineOptions {
    * virtio-*-device` arguments in order: the first goes to slot 7 (0x10008000, IRQ 8).
    */
   virtio?: VirtioFactory[];
+  /** A virtio-blk disk in slot 7 (before any `virtio` devices), as guests/qemu-io.sh attaches one. */
+  disk?: DiskOptions;
+  /** A virtio-net NIC in the next slot down. */
+  net?: NetOptions;
 }
 
 /**
@@ -47,6 +53,8 @@ export class Machine {
   readonly rtc: GoldfishRtc;
   /** The eight virtio-mmio slots by slot number; empty ones answer with device ID 0. */
   readonly virtio: MmioDevice[] = [];
+  /** The hub between the virtio disk/NIC and the host's backends; undefined without either. */
+  readonly io: MachineIo | undefined;
   /** Swapped at a batch boundary when a backup goes live. */
   env: Env;
   onOutput: (o: Output) => void;
@@ -81,7 +89,8 @@ export class Machine {
     this.bus.map(TEST_BASE, TEST_SIZE, this.test);
     this.bus.map(RTC_BASE, RTC_SIZE, this.rtc);
 
-    const factories = opts.virtio ?? [];
+    this.io = opts.disk || opts.net ? new MachineIo(opts.disk, opts.net) : undefined;
+    const factories = [...(this.io?.factories(this) ?? []), ...(opts.virtio ?? [])];
     if (factories.length > VIRTIO_SLOTS) throw new RangeError(`at most ${VIRTIO_SLOTS} virtio devices, got ${factories.length}`);
     for (let slot = 0; slot < VIRTIO_SLOTS; slot++) {
       const factory = factories[VIRTIO_SLOTS - 1 - slot];
@@ -117,6 +126,11 @@ export class Machine {
     const budget = Math.min(maxBudget, this.env.nextAt(icount) - icount);
     if (!(budget > 0)) return Exit.Budget;
     return this.hart.run(budget);
+  }
+
+  /** Disk requests the guest issued that have no completion yet: go-live re-issues them (DESIGN §3). */
+  pendingIo(): PendingRequest[] {
+    return this.io?.pending() ?? [];
   }
 
   snapshot(): MachineSnapshot {

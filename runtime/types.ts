@@ -27,7 +27,11 @@ export type Output =
   | { kind: 'console'; icount: number; byte: number }
   | { kind: 'power'; icount: number; code: number }
   | { kind: 'net'; icount: number; frame: Uint8Array }
-  | { kind: 'disk-write'; icount: number; sector: number; data: Uint8Array };
+  /**
+   * A disk write (or, with `flush`, a cache flush: no data) of virtio-blk request `tag`. Its
+   * completion comes back as a logged `disk-done` input once the host has executed it.
+   */
+  | { kind: 'disk-write'; icount: number; tag?: number; sector: number; data: Uint8Array; flush?: boolean };
 
 /** A device register window. Offsets are relative to the device's base; values are unsigned. */
 export interface MmioDevice {

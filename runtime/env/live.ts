@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Env } from './env.js';
 import type { Machine } from '../machine.js';
 import type { ValueKind } from '../types.js';
+import type { IoInput } from '../io/machine-io.js';
 
 /** One mtime tick at 10 MHz, in nanoseconds. */
 const NS_PER_TICK = 100;
@@ -42,6 +43,9 @@ export class LiveEnv implements Env {
   private ips: number;
   private lastSampleNs = -1;
   private lastSampleIcount = 0;
+  /** Frames wait for an RX buffer: look again after a short batch (set by deliverDue). */
+  private ioWaiting = false;
+  private readonly wakeUp = (): void => this.wake?.();
   /** When the armed timer fires, in ns since construction; undefined when none is armed. */
   private deadlineNs: number | undefined;
 
@@ -115,9 +119,23 @@ export class LiveEnv implements Env {
     return b;
   }
 
+  /**
+   * Apply one disk completion or received frame (DESIGN §2): the data is copied from the
+   * backend's bounce buffer into guest RAM, the used ring updated, the interrupt raised.
+   */
+  applyIo(m: Machine, input: IoInput): void {
+    m.io!.apply(input);
+  }
+
   deliverDue(m: Machine): void {
     if (this.timerDue(m)) this.applyTimer(m);
     while (this.consoleDue(m)) this.applyConsole(m, this.takeConsole());
+    const io = m.io;
+    if (io) {
+      io.onReady = this.wakeUp;
+      for (let c = io.takeDue(); c !== undefined; c = io.takeDue()) this.applyIo(m, c);
+      this.ioWaiting = io.framesWaiting;
+    }
     this.noteDeadline(m);
   }
 
@@ -130,7 +148,7 @@ export class LiveEnv implements Env {
     this.lastSampleNs = now;
     this.lastSampleIcount = icount;
     // Queued input waits for room in the UART; look again soon rather than after a full batch.
-    const inputBudget = this.consoleBacklog > 0 ? CONSOLE_POLL_INSTRUCTIONS : Infinity;
+    const inputBudget = this.consoleBacklog > 0 || this.ioWaiting ? CONSOLE_POLL_INSTRUCTIONS : Infinity;
     return icount + Math.min(this.timerBudget(now), inputBudget);
   }
 
@@ -154,7 +172,8 @@ export class LiveEnv implements Env {
     // Time spent asleep is not execution speed.
     this.lastSampleNs = -1;
     this.noteDeadline(m);
-    if (this.timerDue(m) || this.consoleDue(m)) return Promise.resolve();
+    if (m.io) m.io.onReady = this.wakeUp;
+    if (this.timerDue(m) || this.consoleDue(m) || m.io?.hasDue()) return Promise.resolve();
     const deadline = this.deadlineNs;
     const remainingNs = deadline === undefined ? Infinity : deadline - this.elapsedNs();
     // setTimeout wakes ≥1 ms late; close to the deadline, poll once per event-loop turn instead.

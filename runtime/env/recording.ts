@@ -3,6 +3,7 @@ import type { Env } from './env.js';
 import type { Machine } from '../machine.js';
 import type { ValueKind } from '../types.js';
 import type { LogPayload } from '../log/entry.js';
+import type { IoInput } from '../io/machine-io.js';
 
 /** Where a recording env puts each input: the primary's log (channel or file) assigns seq. */
 export type LogSink = (payload: LogPayload, icount: number) => void;
@@ -34,5 +35,11 @@ export class RecordingEnv extends LiveEnv {
   override applyConsole(m: Machine, byte: number): void {
     this.sink({ type: 'console', byte }, m.icount);
     super.applyConsole(m, byte);
+  }
+
+  /** disk-read {tag,data}, disk-done {tag,status}, net-rx {frame}: logged as applied. */
+  override applyIo(m: Machine, input: IoInput): void {
+    this.sink(input, m.icount);
+    super.applyIo(m, input);
   }
 }

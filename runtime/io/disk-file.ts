@@ -1,0 +1,56 @@
+import { open, type FileHandle } from 'node:fs/promises';
+import type { DiskBackend } from './backend.js';
+
+const SECTOR_BYTES = 512;
+
+/**
+ * A raw disk image in a local file (the embedded default, DESIGN §4): positional reads and
+ * writes, flush = fsync. Bytes past the end of a file whose size is not a whole number of
+ * sectors are not part of the disk.
+ */
+export class FileDisk implements DiskBackend {
+  private constructor(
+    private readonly fh: FileHandle,
+    readonly sectors: number,
+    readonly name: string,
+  ) {}
+
+  static async open(path: string, opts: { readOnly?: boolean } = {}): Promise<FileDisk> {
+    const fh = await open(path, opts.readOnly ? 'r' : 'r+');
+    try {
+      const st = await fh.stat();
+      if (!st.isFile() && !st.isBlockDevice()) throw new Error(`${path}: not a file`);
+      return new FileDisk(fh, Math.floor(st.size / SECTOR_BYTES), `file:${path}`);
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+  }
+
+  async read(sector: number, count: number): Promise<Uint8Array> {
+    const buf = new Uint8Array(count * SECTOR_BYTES);
+    let done = 0;
+    while (done < buf.length) {
+      const { bytesRead } = await this.fh.read(buf, done, buf.length - done, sector * SECTOR_BYTES + done);
+      if (bytesRead === 0) break; // past the end of the file: reads as zeros
+      done += bytesRead;
+    }
+    return buf;
+  }
+
+  async write(sector: number, data: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await this.fh.write(data, done, data.length - done, sector * SECTOR_BYTES + done);
+      done += bytesWritten;
+    }
+  }
+
+  async flush(): Promise<void> {
+    await this.fh.sync();
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close();
+  }
+}

@@ -1,0 +1,146 @@
+// Ethernet II, ARP (RFC 826), IPv4 (RFC 791) and UDP (RFC 768) framing for the host side of
+// user networking: just what turning datagrams into frames and back needs. Parsers return
+// undefined on anything malformed; they never throw on guest bytes.
+
+export const ETH_HDR = 14;
+export const IP_HDR = 20;
+export const UDP_HDR = 8;
+export const ETHERTYPE_IPV4 = 0x0800;
+export const ETHERTYPE_ARP = 0x0806;
+export const IPPROTO_UDP = 17;
+
+/** QEMU user networking: guest 10.0.2.15, gateway 10.0.2.2 with MAC 52:55:0a:00:02:02. */
+export const GUEST_IP = 0x0a00_020f;
+export const GATEWAY_IP = 0x0a00_0202;
+export const GATEWAY_MAC: readonly number[] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
+export const BROADCAST_MAC: readonly number[] = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+
+const get16 = (b: Uint8Array, o: number): number => (b[o]! << 8) | b[o + 1]!;
+const get32 = (b: Uint8Array, o: number): number => ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
+const put16 = (b: Uint8Array, o: number, v: number): void => { b[o] = (v >>> 8) & 0xff; b[o + 1] = v & 0xff; };
+const put32 = (b: Uint8Array, o: number, v: number): void => { put16(b, o, v >>> 16); put16(b, o + 2, v & 0xffff); };
+
+/** RFC 1071 one's-complement sum of `len` bytes at `off`, added to `sum` (not folded). */
+function sum16(b: Uint8Array, off: number, len: number, sum = 0): number {
+  let i = 0;
+  for (; i + 1 < len; i += 2) sum += (b[off + i]! << 8) | b[off + i + 1]!;
+  if (i < len) sum += b[off + i]! << 8;
+  return sum;
+}
+const fold = (sum: number): number => {
+  while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
+  return ~sum & 0xffff;
+};
+
+function ethHeader(f: Uint8Array, dst: readonly number[], src: readonly number[], type: number): void {
+  f.set(dst, 0);
+  f.set(src, 6);
+  put16(f, 12, type);
+}
+
+/** An IPv4/UDP datagram in an Ethernet frame, with header and UDP checksums. */
+export function udpFrame(o: {
+  dstMac: readonly number[]; srcMac: readonly number[];
+  srcIp: number; dstIp: number; srcPort: number; dstPort: number; payload: Uint8Array; ipId?: number;
+}): Uint8Array {
+  const udpLen = UDP_HDR + o.payload.length;
+  const f = new Uint8Array(ETH_HDR + IP_HDR + udpLen);
+  ethHeader(f, o.dstMac, o.srcMac, ETHERTYPE_IPV4);
+  const ip = ETH_HDR;
+  f[ip] = 0x45;
+  put16(f, ip + 2, IP_HDR + udpLen);
+  put16(f, ip + 4, (o.ipId ?? 0) & 0xffff);
+  put16(f, ip + 6, 0x4000); // don't fragment
+  f[ip + 8] = 64;
+  f[ip + 9] = IPPROTO_UDP;
+  put32(f, ip + 12, o.srcIp);
+  put32(f, ip + 16, o.dstIp);
+  put16(f, ip + 10, fold(sum16(f, ip, IP_HDR)));
+  const u = ip + IP_HDR;
+  put16(f, u, o.srcPort);
+  put16(f, u + 2, o.dstPort);
+  put16(f, u + 4, udpLen);
+  f.set(o.payload, u + UDP_HDR);
+  // Pseudo-header: source, destination, protocol, UDP length.
+  let s = sum16(f, ip + 12, 8) + IPPROTO_UDP + udpLen;
+  s = sum16(f, u, udpLen, s);
+  const c = fold(s);
+  put16(f, u + 6, c === 0 ? 0xffff : c);
+  return f;
+}
+
+export interface ArpRequest {
+  senderMac: number[];
+  senderIp: number;
+  targetIp: number;
+}
+
+export interface UdpDatagram {
+  srcMac: number[];
+  srcIp: number;
+  dstIp: number;
+  srcPort: number;
+  dstPort: number;
+  payload: Uint8Array;
+}
+
+export type ParsedFrame =
+  | { kind: 'arp-request'; arp: ArpRequest }
+  | { kind: 'udp'; udp: UdpDatagram }
+  | { kind: 'other'; why: string };
+
+/** Classify a frame the guest sent. Malformed input gives `other` with a reason, never a throw. */
+export function parseFrame(f: Uint8Array): ParsedFrame {
+  if (f.length < ETH_HDR) return { kind: 'other', why: 'runt frame' };
+  const type = get16(f, 12);
+  if (type === ETHERTYPE_ARP) {
+    const a = ETH_HDR;
+    if (f.length < a + 28) return { kind: 'other', why: 'short ARP' };
+    // Ethernet/IPv4 ARP only: htype 1, ptype 0x0800, hlen 6, plen 4.
+    if (get16(f, a) !== 1 || get16(f, a + 2) !== ETHERTYPE_IPV4 || f[a + 4] !== 6 || f[a + 5] !== 4) return { kind: 'other', why: 'ARP not for IPv4 over Ethernet' };
+    if (get16(f, a + 6) !== 1) return { kind: 'other', why: 'ARP reply' };
+    return { kind: 'arp-request', arp: { senderMac: Array.from(f.subarray(a + 8, a + 14)), senderIp: get32(f, a + 14), targetIp: get32(f, a + 24) } };
+  }
+  if (type !== ETHERTYPE_IPV4) return { kind: 'other', why: `ethertype 0x${type.toString(16)}` };
+  const ip = ETH_HDR;
+  if (f.length < ip + IP_HDR) return { kind: 'other', why: 'short IPv4' };
+  const vihl = f[ip]!;
+  const ihl = (vihl & 15) * 4;
+  if (vihl >> 4 !== 4 || ihl < IP_HDR || f.length < ip + ihl) return { kind: 'other', why: 'bad IPv4 header' };
+  const total = get16(f, ip + 2);
+  if (total < ihl || ip + total > f.length) return { kind: 'other', why: 'bad IPv4 length' };
+  if (fold(sum16(f, ip, ihl)) !== 0) return { kind: 'other', why: 'bad IPv4 checksum' };
+  if ((get16(f, ip + 6) & 0x3fff) !== 0) return { kind: 'other', why: 'IPv4 fragment' };
+  if (f[ip + 9] !== IPPROTO_UDP) return { kind: 'other', why: `IP protocol ${f[ip + 9]}` };
+  const u = ip + ihl;
+  if (total - ihl < UDP_HDR) return { kind: 'other', why: 'short UDP' };
+  const ulen = get16(f, u + 4);
+  if (ulen < UDP_HDR || ulen > total - ihl) return { kind: 'other', why: 'bad UDP length' };
+  const srcIp = get32(f, ip + 12), dstIp = get32(f, ip + 16);
+  if (get16(f, u + 6) !== 0) {
+    let s = sum16(f, ip + 12, 8) + IPPROTO_UDP + ulen;
+    s = sum16(f, u, ulen, s);
+    if (fold(s) !== 0) return { kind: 'other', why: 'bad UDP checksum' };
+  }
+  return {
+    kind: 'udp',
+    udp: { srcMac: Array.from(f.subarray(6, 12)), srcIp, dstIp, srcPort: get16(f, u), dstPort: get16(f, u + 2), payload: f.slice(u + UDP_HDR, u + ulen) },
+  };
+}
+
+/** The reply to an ARP request for `ip`, owned by `mac`. */
+export function arpReply(req: ArpRequest, mac: readonly number[], ip: number): Uint8Array {
+  const f = new Uint8Array(ETH_HDR + 28);
+  ethHeader(f, req.senderMac, mac, ETHERTYPE_ARP);
+  const a = ETH_HDR;
+  put16(f, a, 1);
+  put16(f, a + 2, ETHERTYPE_IPV4);
+  f[a + 4] = 6;
+  f[a + 5] = 4;
+  put16(f, a + 6, 2);
+  f.set(mac, a + 8);
+  put32(f, a + 14, ip);
+  f.set(req.senderMac, a + 18);
+  put32(f, a + 24, req.senderIp);
+  return f;
+}
