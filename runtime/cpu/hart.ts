@@ -7,8 +7,14 @@ import { newDecoded } from './decode.js';
 import { step, STEP_OK } from './interp.js';
 import { INTERRUPT, enterTrap, pendingInterrupt } from './trap.js';
 import { Jit } from './jit.js';
+import { DecodeCache } from './decode-cache.js';
 
 export { MIP_MSIP, MIP_MTIP, MIP_MEIP } from './csr.js';
+
+// NOTE: a module constant, not `Exit.Budget`: V8 compiles run()'s loop on-stack before the
+// return after it ever executed, and a property load there without type feedback made it
+// deoptimize at the end of every batch (measured: 300 deopts in 300 batches).
+const BUDGET: Exit = Exit.Budget;
 
 export interface HartHost {
   /** Non-deterministic values for the time/timeh and seed CSRs: forwards to the machine's current Env. */
@@ -44,6 +50,8 @@ export class Hart {
   readonly csr = new Csrs();
   /** Scratch decode record for the interpreter. */
   readonly dec = newDecoded();
+  /** Pre-decoded instructions for the interpreter. */
+  readonly dcache: DecodeCache;
   exitRequested = false;
   haltRequested = false;
   accessFault = false;
@@ -54,7 +62,21 @@ export class Hart {
     readonly host: HartHost,
     opts: HartOptions = {},
   ) {
-    this.jit = opts.jit === false ? undefined : new Jit(bus, this.x);
+    this.dcache = new DecodeCache(bus);
+    const jit = (this.jit = opts.jit === false ? undefined : new Jit(bus, this.x));
+    const dcache = this.dcache;
+    // Both caches hold code from RAM; a write into a granule with code drops it from both.
+    bus.codeSink = {
+      dropGranule(g: number): void {
+        dcache.dropGranule(g);
+        if (jit !== undefined) jit.dropGranule(g);
+        bus.code[g] = 0;
+      },
+      dropAll(): void {
+        dcache.dropAll();
+        if (jit !== undefined) jit.dropAll();
+      },
+    };
   }
 
   get mip(): number {
@@ -137,7 +159,7 @@ export class Hart {
       left -= this.icount - before;
       if (r !== STEP_OK) return r as Exit;
     }
-    return Exit.Budget;
+    return BUDGET;
   }
 
   save(): HartState {

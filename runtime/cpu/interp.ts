@@ -3,7 +3,8 @@
 // wfi, mret) to this function, so it is the single definition of the semantics.
 import { Exit } from '../types.js';
 import type { Bus } from '../bus.js';
-import { decode, Op, type Decoded } from './decode.js';
+import { Op, type Decoded } from './decode.js';
+import type { DecodeCache } from './decode-cache.js';
 import { Csr, isReadOnly, type Csrs, type ValueSource } from './csr.js';
 import { Cause, enterTrap, leaveTrap, type TrapTarget } from './trap.js';
 import { div, divu, mulh, mulhsu, mulhu, rem, remu } from './muldiv.js';
@@ -15,6 +16,7 @@ export const STEP_OK = -1;
 export interface StepTarget extends TrapTarget {
   readonly x: Int32Array;
   readonly dec: Decoded;
+  readonly dcache: DecodeCache;
   readonly host: ValueSource;
   /** Set by a device (requestExit) during an MMIO access. */
   exitRequested: boolean;
@@ -107,8 +109,21 @@ export function step(h: StepTarget): number {
   const off = (pc - bus.ramBase) >>> 0;
   if ((pc & 3) !== 0) return trap(h, Cause.InsnMisaligned, pc, 0);
   if (off > bus.ramBytes - 4) return trap(h, Cause.InsnAccessFault, pc, 0);
-  const w = bus.ram32[off >>> 2]!;
-  decode(w, d);
+  const wi = off >>> 2;
+  const w = bus.ram32[wi]!;
+  const pg = h.dcache.page(wi);
+  const si = (wi & 1023) * 2;
+  const meta = pg[si]!;
+  d.op = ((meta >>> 1) & 0x7f) as Op;
+  d.rd = (meta >>> 8) & 31;
+  d.rs1 = (meta >>> 13) & 31;
+  d.rs2 = (meta >>> 18) & 31;
+  if (d.op >= Op.Csrrw) {
+    d.csr = pg[si + 1]!;
+    d.imm = d.rs1;
+  } else {
+    d.imm = pg[si + 1]!;
+  }
   const rd = d.rd, a = x[d.rs1]!, b = x[d.rs2]!, imm = d.imm;
   let next = (pc + 4) >>> 0;
   let v = 0;

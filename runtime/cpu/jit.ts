@@ -96,7 +96,6 @@ export class Jit implements CodeSink {
       x, bus.ram, new Int8Array(buf), new Uint16Array(buf), new Int16Array(buf), bus.ram32,
       bus.dirty, bus.code, mulh, mulhsu, mulhu, div, divu, rem, remu,
     ];
-    bus.codeSink = this;
   }
 
   /** pc after the last run(). */
@@ -135,7 +134,8 @@ export class Jit implements CodeSink {
         const f = s.flag;
         s.flag = 0;
         if (f === BAIL) break;
-        this.dropGranule(s.granule);
+        // Through the bus's sink: the interpreter's decode cache holds the granule too.
+        (this.bus.codeSink ?? this).dropGranule(s.granule);
       }
     }
     this.pc = pc;
