@@ -9,6 +9,9 @@ import { plicMachine } from './plic.machine.js';
 import { primaryMachine } from './primary.machine.js';
 import { timerMachine } from './timer.machine.js';
 import { uartMachine } from './uart.machine.js';
+import { virtioBlkMachine } from './virtio-blk.machine.js';
+import { virtioNetMachine } from './virtio-net.machine.js';
+import { virtioMachine } from './virtio.machine.js';
 
 export * from './arbiter-client.machine.js';
 export * from './backup.machine.js';
@@ -19,6 +22,9 @@ export * from './plic.machine.js';
 export * from './primary.machine.js';
 export * from './timer.machine.js';
 export * from './uart.machine.js';
+export * from './virtio-blk.machine.js';
+export * from './virtio-net.machine.js';
+export * from './virtio.machine.js';
 
 /** Each chart by its file name (`machines/<name>.machine.ts`). */
 export const allMachines = {
@@ -31,6 +37,9 @@ export const allMachines = {
   primary: primaryMachine,
   timer: timerMachine,
   uart: uartMachine,
+  virtio: virtioMachine,
+  'virtio-blk': virtioBlkMachine,
+  'virtio-net': virtioNetMachine,
 } as const;
 
 export type MachineName = keyof typeof allMachines;
