@@ -31,6 +31,7 @@ GUESTS="
 hello:hello:
 bench:bench:
 bench-small:bench:-DBENCH_SCALE=1
+bench-timer:bench:-DBENCH_TIMER_HZ=1000
 timer:timer:
 traps:traps:
 seq:seq:

@@ -10,7 +10,8 @@ export interface RunOptions {
   batch?: number;
   signal?: AbortSignal;
   /** Called once per batch (never per instruction): the CPU actor's `cpu.batchEnded`. */
-  onBatch?: (exit: Exit) => void;
+  /** Return true to yield to the event loop now (e.g. an output waits for an ack that is due). */
+  onBatch?: (exit: Exit) => boolean | void;
   /** Yield to the event loop at least this often while the guest computes. */
   yieldMs?: number;
   /**
@@ -71,14 +72,14 @@ export async function runMachine(m: Machine, opts: RunOptions = {}): Promise<Run
     }
     const before = m.icount;
     const exit = m.step(Math.min(batch, until - before, limit - before));
-    onBatch?.(exit);
+    const yieldNow = onBatch?.(exit) === true;
     if (exit === Exit.Halt) return done('halt', { code: m.hart.haltCode ?? 0 });
     if (exit === Exit.Fault) return done('fault', m.hart.fault ? { fault: m.hart.fault } : {});
     // A zero-length batch means the env's horizon is now (replay waiting for the log): sleep like wfi.
     if (exit === Exit.Wfi || (exit === Exit.Budget && m.icount === before)) {
       await abortable(m.env.idle(m), signal);
       lastYield = performance.now();
-    } else if (performance.now() - lastYield >= yieldMs) {
+    } else if (yieldNow || performance.now() - lastYield >= yieldMs) {
       await yieldToHost();
       lastYield = performance.now();
     }

@@ -37,7 +37,7 @@ describe('runMachine', () => {
   it('stops exactly at untilIcount and at maxInstructions, batch by batch', async () => {
     const m = spinner(new DeterministicEnv());
     const exits: Exit[] = [];
-    const until = await runMachine(m, { untilIcount: 2_500_000, batch: 1_000_000, onBatch: (e) => exits.push(e) });
+    const until = await runMachine(m, { untilIcount: 2_500_000, batch: 1_000_000, onBatch: (e) => { exits.push(e); } });
     expect(until).toMatchObject({ reason: 'until', icount: 2_500_000 });
     expect(exits).toEqual([Exit.Budget, Exit.Budget, Exit.Budget]);
     const limit = await runMachine(m, { maxInstructions: 1234 });

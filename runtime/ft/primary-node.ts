@@ -1,5 +1,5 @@
 import { Subject, type Observable, type Subscription } from 'rxjs';
-import { createActor, type Actor } from 'xstate';
+import { createActor, type Actor, type ActorOptions } from 'xstate';
 import { primaryMachine } from '../../machines/primary.machine.js';
 import type { Machine } from '../machine.js';
 import { RecordingEnv } from '../env/recording.js';
@@ -42,6 +42,8 @@ export interface PrimaryNodeOptions {
   mtimeAt?: number;
   timing?: Partial<FtTiming>;
   batch?: number;
+  /** Inspection of this node's chart (`--inspect`, the dashboard); the actor's id is the node's name. */
+  inspect?: ActorOptions<typeof primaryMachine>['inspect'];
 }
 
 export interface PrimaryStats {
@@ -131,7 +133,7 @@ export class PrimaryNode {
           reportDivergence: () => this.note('divergence', 'backup reported a digest mismatch'),
         },
       }),
-      { input: { generation: opts.generation } },
+      { input: { generation: opts.generation }, id: opts.name, ...(opts.inspect ? { inspect: opts.inspect } : {}) },
     );
     this.actor.subscribe((s) => this.note('state', JSON.stringify(s.value)));
   }
@@ -203,9 +205,11 @@ export class PrimaryNode {
     };
   }
 
-  private afterBatch(exit: Exit): void {
-    if (this.stopped) return;
+  /** Returns true when outputs wait for an ack: yielding lets the ack in at once. */
+  private afterBatch(exit: Exit): boolean {
+    if (this.stopped) return false;
     const icount = this.machine.icount;
+    const held = this.pending.length > 0 && !this.alone;
     if (this.pending.length > 0) {
       const batch = this.pending;
       this.pending = [];
@@ -218,13 +222,14 @@ export class PrimaryNode {
         this.gate.acked(this.channel?.ackedSeq ?? -1);
       }
     }
-    if (exit === Exit.Halt || exit === Exit.Fault) return;
+    if (exit === Exit.Halt || exit === Exit.Fault) return held;
     const now = performance.now();
     if (!this.alone && now >= this.nextDigestMs) {
       this.log.append({ type: 'digest', digest: this.machine.digest() }, icount);
       this.nextDigestMs = now + this.timing.digestEveryMs;
     }
     if (!this.alone && now - this.lastSendMs >= this.timing.heartbeatMs) this.progress();
+    return held;
   }
 
   private progress(): void {

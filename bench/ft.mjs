@@ -1,0 +1,75 @@
+// `npm run bench:ft`: the cost of fault tolerance in one process (DESIGN §6): FT on vs off on
+// the bench guest under a 1 kHz timer, log bytes per 1000 instructions, output-rule delay,
+// and failover time (kill -> first output from the new primary). Needs `npm run build`.
+import { readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const dist = (p) => import(join(root, 'dist/runtime', p));
+const { Machine } = await dist('machine.js');
+const { LiveEnv } = await dist('env/live.js');
+const { runMachine } = await dist('runner.js');
+const { createPair } = await dist('pair.js');
+const { SeqChecker } = await dist('demo/seq-checker.js');
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const FAILOVERS = Number(process.env.BENCH_FAILOVERS ?? 9);
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const image = (g) => readFileSync(join(root, 'guests', g, `${g}.elf`));
+const benchImage = image(process.argv[2] ?? 'bench-timer');
+
+async function solo() {
+  const m = new Machine({ env: new LiveEnv() });
+  m.loadElf(benchImage);
+  const t0 = performance.now();
+  const r = await runMachine(m, {});
+  return { icount: r.icount, seconds: (performance.now() - t0) / 1000 };
+}
+
+async function pairRun() {
+  const pair = createPair({ image: benchImage });
+  const t0 = performance.now();
+  await pair.start();
+  const seconds = (performance.now() - t0) / 1000;
+  const s = pair.stats();
+  return { icount: s.primary.icount, seconds, logBytes: s.logBytes, delay: s.primary.outputDelay };
+}
+
+async function failover(seed) {
+  const pair = createPair({ image: image('seq-short') });
+  const checker = new SeqChecker();
+  const killLine = 5 + (seed * 7) % 40;
+  let killedAt, firstNew;
+  pair.outputs$.subscribe((o) => {
+    checker.accept(o);
+    if (killedAt !== undefined && firstNew === undefined && o.node === 'backup') firstNew = performance.now();
+    if (killedAt === undefined && checker.lines >= killLine) {
+      killedAt = performance.now();
+      pair.kill('primary');
+    }
+  });
+  await pair.start();
+  if (!checker.ok) throw new Error(`failover run ${seed} lost output: ${checker.errors.join('; ')}`);
+  return firstNew - killedAt;
+}
+
+const offs = [], ons = [], logs = [], delays = [];
+for (let i = 0; i < RUNS; i++) {
+  const off = await solo();
+  const on = await pairRun();
+  offs.push(off.icount / off.seconds / 1e6);
+  ons.push(on.icount / on.seconds / 1e6);
+  logs.push((on.logBytes * 1000) / on.icount);
+  delays.push(on.delay.p50Ms * 1000);
+}
+const fo = [];
+for (let i = 0; i < FAILOVERS; i++) fo.push(await failover(i));
+
+const ratios = ons.map((on, i) => on / offs[i]);
+console.log(`machine: ${cpus().length} x ${cpus()[0]?.model ?? '?'}, node ${process.version}`);
+console.log(`FT off: ${median(offs).toFixed(1)} MIPS; FT on (primary + backup in one thread): ${median(ons).toFixed(1)} MIPS; ratio ${median(ratios).toFixed(3)} (runs: ${ratios.map((r) => r.toFixed(3)).join(', ')})`);
+console.log(`log: ${median(logs).toFixed(3)} bytes per 1000 instructions`);
+console.log(`output-rule delay p50: ${median(delays).toFixed(1)} us`);
+console.log(`failover (kill -> first output of the new primary), ${FAILOVERS} runs: median ${median(fo).toFixed(1)} ms, max ${Math.max(...fo).toFixed(1)} ms`);
