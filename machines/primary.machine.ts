@@ -10,6 +10,12 @@ export interface PrimaryContext {
    * forms a pair under a key nobody has claimed, and an old backup can never win again.
    */
   generation: number;
+  /**
+   * Whether the current backup has caught up since it joined. Kept so that a suspicion
+   * that clears returns to `protected` (with flow control) rather than to `protecting`,
+   * which would wait for a second `backup.caughtUp` the runtime has no reason to send.
+   */
+  caughtUp: boolean;
 }
 
 export interface PrimaryInput {
@@ -58,10 +64,13 @@ export const primaryMachine = setup({
     haltVm: unwired('haltVm'),
     reportDivergence: unwired('reportDivergence'),
   },
+  guards: {
+    isCaughtUp: ({ context }) => context.caughtUp,
+  },
 }).createMachine({
   id: 'primary',
   initial: 'unprotected',
-  context: ({ input }) => ({ generation: input.generation }),
+  context: ({ input }) => ({ generation: input.generation, caughtUp: false }),
   on: {
     // The guest powered off (its power-off is itself an output, released under the
     // output rule before the runtime reports it): the run is over, whatever the state.
@@ -75,7 +84,7 @@ export const primaryMachine = setup({
     // `suspect.expired` here means no backup came in time, so the primary asks to go alone.
     unprotected: {
       on: {
-        'backup.joined': { target: 'protecting' },
+        'backup.joined': { target: 'protecting', actions: assign({ caughtUp: false }) },
         'suspect.expired': { target: 'claiming' },
         'peer.confirmedDead': { target: 'claiming' },
       },
@@ -84,7 +93,7 @@ export const primaryMachine = setup({
     // it has the snapshot, so the output rule already applies to everything logged since.
     protecting: {
       on: {
-        'backup.caughtUp': { target: 'protected' },
+        'backup.caughtUp': { target: 'protected', actions: assign({ caughtUp: true }) },
         'channel.acked': { actions: 'releaseOutputs' },
         'peer.silent': { target: 'backupSuspect' },
         'channel.failed': { target: 'backupSuspect' },
@@ -112,10 +121,9 @@ export const primaryMachine = setup({
     },
     // Suspicion alone never makes a second primary (DESIGN §3 Failure detection): the VM
     // runs on, outputs stay held, and acks are not trusted until the peer is heard again.
-    // Catch-up is re-established from `protecting` (the runtime re-measures lag).
     backupSuspect: {
       on: {
-        'peer.heard': { target: 'protecting' },
+        'peer.heard': [{ guard: 'isCaughtUp', target: 'protected' }, { target: 'protecting' }],
         'suspect.expired': { target: 'claiming' },
         'peer.confirmedDead': { target: 'claiming' },
       },
@@ -128,7 +136,7 @@ export const primaryMachine = setup({
         'arbiter.unreachable': { actions: 'retryClaim' },
         'arbiter.won': {
           target: 'alone',
-          actions: assign({ generation: ({ context }) => context.generation + 1 }),
+          actions: assign({ generation: ({ context }) => context.generation + 1, caughtUp: false }),
         },
         'arbiter.lost': { target: 'halted', actions: 'haltVm' },
       },
@@ -136,7 +144,7 @@ export const primaryMachine = setup({
     // Live without a backup, having won: outputs go out directly.
     alone: {
       entry: 'releaseAllOutputs',
-      on: { 'backup.joined': { target: 'protecting' } },
+      on: { 'backup.joined': { target: 'protecting', actions: assign({ caughtUp: false }) } },
     },
     halted: { type: 'final' },
     finished: { type: 'final' },

@@ -51,6 +51,14 @@ const rules: Rule[] = [
   ({ next, all }) => {
     expect(count(all, 'pauseVm') - count(all, 'resumeVm')).toBe(next.matches({ protected: 'throttled' }) ? 1 : 0);
   },
+  // A cleared suspicion returns to where the backup was: protected if it had caught up
+  // since joining (flow control applies again), protecting otherwise.
+  ({ prev, next, event }) => {
+    if (prev.matches('backupSuspect') && event.type === 'peer.heard') {
+      expect(next.matches(prev.context.caughtUp ? 'protected' : 'protecting')).toBe(true);
+    }
+    if (next.matches('protected')) expect(next.context.caughtUp).toBe(true);
+  },
   // DESIGN §3 Divergence: reported at once; the primary's own state is untouched.
   ({ prev, next, event, fired }) => {
     if (event.type === 'digest.mismatch') {
@@ -110,6 +118,16 @@ describe('primary chart', () => {
     expect(p.getSnapshot().value).toBe('alone');
     expect(p.getSnapshot().context.generation).toBe(8);
     expect(fired.at(-1)).toBe('releaseAllOutputs');
+  });
+
+  it('keeps flow control after a suspicion clears', () => {
+    const { machine, fired } = recording(primaryMachine, ACTIONS);
+    const p = createActor(machine, { input: { generation: 0 } }).start();
+    for (const type of ['backup.joined', 'backup.caughtUp', 'peer.silent', 'peer.heard', 'channel.highWater'] as const) {
+      p.send({ type });
+    }
+    expect(p.getSnapshot().value).toEqual({ protected: 'throttled' });
+    expect(fired).toEqual(['pauseVm']);
   });
 
   it('resumes a throttled VM when the backup is lost', () => {
