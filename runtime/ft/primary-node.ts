@@ -92,6 +92,8 @@ export class PrimaryNode {
   /** Outputs released so far, counted from the guest's first output (they leave in order). */
   private releasedThrough: number;
   private claimTimer: NodeJS.Timeout | undefined;
+  /** The generation this node went live in (set before the chart's snapshot shows it). */
+  private liveGeneration: number | undefined;
 
   constructor(private readonly opts: PrimaryNodeOptions) {
     this.name = opts.name;
@@ -144,7 +146,7 @@ export class PrimaryNode {
   }
 
   get generation(): number {
-    return this.actor.getSnapshot().context.generation;
+    return this.liveGeneration ?? this.actor.getSnapshot().context.generation;
   }
 
   /** Run the guest until it halts, faults, or this node stops or crashes. */
@@ -263,6 +265,9 @@ export class PrimaryNode {
 
   /** `generation` is the chart's, already advanced past the key this node won. */
   private goAlone(generation: number): void {
+    // NOTE: inside a chart action the actor's snapshot still holds the old generation, so
+    // outputs released here would be labelled with the generation this node just won.
+    this.liveGeneration = generation;
     this.alone = true;
     this.channel?.close();
     this.channel = undefined;
