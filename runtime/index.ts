@@ -1,0 +1,20 @@
+// ftvm's public API for embedding a fault-tolerant machine in a Node service.
+export { createPair, type Pair, type PairEvent, type PairOptions, type PairOutcome, type PairStats } from './pair.js';
+export type { ReleasedOutput, NumberedOutput } from './ft/output-gate.js';
+export { PrimaryNode, type PrimaryNodeOptions, type NodeEvent } from './ft/primary-node.js';
+export { BackupNode, type BackupNodeOptions, type BackupOutcome } from './ft/backup-node.js';
+export { DEFAULT_TIMING, type FtTiming } from './ft/timing.js';
+export { Machine, type MachineOptions } from './machine.js';
+export { runMachine, type RunOptions, type RunOutcome } from './runner.js';
+export { ElfError } from './elf.js';
+export type { Env } from './env/env.js';
+export { LiveEnv } from './env/live.js';
+export { DeterministicEnv } from './env/deterministic.js';
+export { RecordingEnv } from './env/recording.js';
+export { ReplayEnv, DivergenceError } from './env/replay.js';
+export * from './log/index.js';
+export * from './channel/index.js';
+export * from './arbiter/index.js';
+export { Exit, type Output, type GuestFault } from './types.js';
+export { guestPath } from './guests.js';
+export { SeqChecker, seqCheck } from './demo/seq-checker.js';
