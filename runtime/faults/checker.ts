@@ -1,0 +1,91 @@
+// The fault checker (DESIGN §6): from the client's history (every output any replica
+// released, with its index, node and generation) and the arbiter's records, decide whether a
+// run kept the promises of DESIGN §3:
+// - no loss: every output index up to the guest's power-off arrived at least once;
+// - one execution: an index released twice carries the same output both times, and the
+//   deduplicated stream is one the seq guest prints (numbered lines, right checksums);
+// - no split brain: each generation's outputs come from one node, and from generation 2 on
+//   that node is the arbiter's holder of the previous generation's key.
+
+import type { ReleasedOutput } from '../ft/output-gate.js';
+import { SeqChecker } from '../demo/seq-checker.js';
+import type { Output } from '../types.js';
+
+export interface CheckResult {
+  ok: boolean;
+  /** Output indices below the highest seen that never arrived. */
+  lost: number;
+  /** The run did not reach the guest's power-off in any replica's output. */
+  incomplete: boolean;
+  duplicates: number;
+  /** Same index, different output: two executions. */
+  conflicts: number;
+  /** Generations whose outputs came from more than one node. */
+  doubleLive: number;
+  lines: number;
+  errors: string[];
+}
+
+const same = (a: Output, b: Output): boolean => {
+  if (a.kind !== b.kind || a.icount !== b.icount) return false;
+  switch (a.kind) {
+    case 'console': return a.byte === (b as typeof a).byte;
+    case 'power': return a.code === (b as typeof a).code;
+    case 'net': return Buffer.from(a.frame).equals(Buffer.from((b as typeof a).frame));
+    default: return a.sector === (b as typeof a).sector && Buffer.from(a.data).equals(Buffer.from((b as typeof a).data));
+  }
+};
+
+export function checkHistory(history: readonly ReleasedOutput[], claims: ReadonlyMap<number, string>): CheckResult {
+  const errors: string[] = [];
+  const byIndex = new Map<number, ReleasedOutput>();
+  let duplicates = 0;
+  let conflicts = 0;
+  for (const o of history) {
+    const seen = byIndex.get(o.index);
+    if (!seen) {
+      byIndex.set(o.index, o);
+      continue;
+    }
+    duplicates++;
+    if (!same(seen.output, o.output)) {
+      conflicts++;
+      if (conflicts <= 5) errors.push(`output ${o.index}: ${seen.node} released ${JSON.stringify(seen.output)}, ${o.node} released ${JSON.stringify(o.output)}`);
+    }
+  }
+
+  const nodesByGeneration = new Map<number, Set<string>>();
+  for (const o of history) {
+    const set = nodesByGeneration.get(o.generation) ?? new Set<string>();
+    set.add(o.node);
+    nodesByGeneration.set(o.generation, set);
+  }
+  let doubleLive = 0;
+  for (const [g, nodes] of nodesByGeneration) {
+    if (nodes.size > 1) {
+      doubleLive++;
+      errors.push(`generation ${g}: outputs from ${[...nodes].join(' and ')}`);
+    }
+    if (g >= 2) {
+      const holder = claims.get(g - 1);
+      for (const n of nodes) if (n !== holder) errors.push(`generation ${g}: ${n} released outputs without holding key ${g - 1} (holder: ${holder ?? 'none'})`);
+    }
+  }
+
+  const seq = new SeqChecker();
+  for (const i of [...byIndex.keys()].sort((a, b) => a - b)) seq.accept(byIndex.get(i)!);
+  errors.push(...seq.errors);
+  const incomplete = seq.exitCode === undefined;
+  if (incomplete) errors.push(`no power-off among ${byIndex.size} outputs: the run did not finish`);
+  else if (!seq.ok) errors.push(`seq checker: done ${seq.done}, lines ${seq.lines}, exit ${seq.exitCode}`);
+  return {
+    ok: errors.length === 0 && seq.ok,
+    lost: seq.lost,
+    incomplete,
+    duplicates,
+    conflicts,
+    doubleLive,
+    lines: seq.lines,
+    errors,
+  };
+}

@@ -1,0 +1,121 @@
+// `npm run faults`: fault injection across processes (DESIGN §6). Each run starts a primary
+// and a backup as separate processes on loopback with the seq guest, joined through a
+// fault proxy, and injects seeded faults: kill -9 of either process, a cut, a corrupt byte,
+// channel stalls (short ones below the suspicion timeout, long ones above it: a partition
+// that heals), and, with etcd as the arbiter, etcd killed around a failover. The checker
+// then proves from the outputs the world saw and the arbiter's records: nothing lost, one
+// execution, never two live primaries for one generation.
+//
+//   node scripts/faults.mjs [--runs N] [--parallel P] [--etcd-runs M] [--seed S] [--minutes T] [--json FILE]
+// Needs `npm run build` first (the processes run bin/ftvm.js).
+import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+if (!existsSync(join(root, 'dist/runtime/faults/harness.js'))) {
+  console.error('faults: dist/ is missing; run `npm run build` first');
+  process.exit(2);
+}
+const { runOnce } = await import(join(root, 'dist/runtime/faults/harness.js'));
+const { EtcdServer, findEtcd } = await import(join(root, 'dist/runtime/faults/etcd-server.js'));
+
+const { values } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '40' },
+    parallel: { type: 'string', default: '2' },
+    'etcd-runs': { type: 'string', default: '6' },
+    seed: { type: 'string' },
+    minutes: { type: 'string' },
+    json: { type: 'string' },
+    keep: { type: 'boolean', default: false },
+  },
+});
+const runs = Number(values.runs);
+const parallel = Number(values.parallel);
+const etcdRuns = findEtcd() ? Number(values['etcd-runs']) : 0;
+const seed = Number(values.seed ?? Math.floor(Math.random() * 1e9));
+const deadline = values.minutes ? Date.now() + Number(values.minutes) * 60_000 : Infinity;
+
+/** xorshift32: every fault schedule follows from --seed. */
+let x = (seed * 0x9e3779b1) >>> 0 || 1;
+const random = () => {
+  x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+  return x / 0x1_0000_0000;
+};
+const between = (a, b) => Math.floor(a + random() * (b - a));
+const MAIN = ['kill-primary', 'kill-primary', 'kill-backup', 'cut', 'corrupt', 'none'];
+
+function specFor(id, etcd) {
+  const fault = etcd ? 'arbiter-down' : MAIN[between(0, MAIN.length)];
+  const stalls = Array.from({ length: between(0, 6) }, () => {
+    const long = random() < 0.15;
+    return [between(100, 3500), long ? between(450, 900) : between(5, 200)];
+  });
+  return {
+    id, fault, atMs: between(150, 3200), stalls,
+    cli: join(root, 'bin/ftvm.js'), guest: join(root, 'guests/seq/seq.elf'),
+    dir: mkdtempSync(join(tmpdir(), `ftvm-fault-${id}-`)),
+    ...(etcd ? { etcd, arbiterDownMs: between(300, 1500) } : {}),
+  };
+}
+
+console.log(`faults: seed ${seed}, ${runs} runs (${parallel} in parallel) + ${etcdRuns} etcd runs`);
+const results = [];
+const report = (r) => {
+  results.push(r);
+  const c = r.check;
+  const flag = c.ok ? 'ok  ' : 'FAIL';
+  console.log(`${flag} run ${String(r.id).padStart(4)} ${r.fault.padEnd(12)} at ${String(r.atMs).padStart(4)} ms +${r.stalls} stalls  exit P=${r.exit.primary} B=${r.exit.backup}  lines ${c.lines} dup ${c.duplicates} lost ${c.lost} double-live ${c.doubleLive}${r.failoverMs === undefined ? '' : `  failover ${r.failoverMs.toFixed(0)} ms`}${c.ok ? '' : `  ${c.errors.slice(0, 2).join('; ')}`}`);
+  if (c.ok && !values.keep) rmSync(r.dir, { recursive: true, force: true });
+};
+
+let next = 0;
+async function worker() {
+  while (next < runs && Date.now() < deadline) {
+    const spec = specFor(next++);
+    const r = await runOnce(spec);
+    report({ ...r, dir: spec.dir });
+  }
+}
+await Promise.all(Array.from({ length: parallel }, worker));
+
+if (etcdRuns > 0) {
+  // Sequential: each run kills the one etcd.
+  const etcd = await EtcdServer.start();
+  try {
+    for (let i = 0; i < etcdRuns && Date.now() < deadline; i++) {
+      const spec = specFor(runs + i, etcd);
+      const r = await runOnce(spec);
+      report({ ...r, dir: spec.dir });
+    }
+  } finally {
+    await etcd.destroy();
+  }
+}
+
+const sum = (f) => results.reduce((n, r) => n + f(r), 0);
+const byKind = {};
+for (const r of results) if (r.fault !== 'none') byKind[r.fault] = (byKind[r.fault] ?? 0) + (r.faults > r.stalls ? 1 : 0);
+byKind.stall = sum((r) => Math.min(r.stalls, r.faults));
+const failovers = results.map((r) => r.failoverMs).filter((v) => v !== undefined).sort((a, b) => a - b);
+const summary = {
+  seed,
+  runs: results.length,
+  faults: sum((r) => r.faults),
+  faultsByKind: byKind,
+  failed: sum((r) => (r.check.ok ? 0 : 1)),
+  lost: sum((r) => r.check.lost),
+  conflicts: sum((r) => r.check.conflicts),
+  doubleLive: sum((r) => r.check.doubleLive),
+  hung: sum((r) => (r.hung ? 1 : 0)),
+  duplicates: sum((r) => r.check.duplicates),
+  failovers: sum((r) => r.failovers),
+  unprotectedKills: sum((r) => (r.unprotected ? 1 : 0)),
+  failoverMs: failovers.length ? { p50: failovers[Math.floor(failovers.length / 2)], max: failovers.at(-1), n: failovers.length } : undefined,
+};
+console.log(JSON.stringify(summary, null, 2));
+if (values.json) writeFileSync(values.json, JSON.stringify({ summary, results }, null, 2));
+process.exit(summary.failed === 0 ? 0 : 1);
