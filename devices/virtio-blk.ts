@@ -57,6 +57,9 @@ interface SavedPending extends Omit<Pending, 'data'> {
 }
 
 export interface VirtioBlkState {
+  /** Configuration, fixed at construction: saved so a replay can build the same device. */
+  sectors: number;
+  serial: string;
   nextTag: number;
   pending: SavedPending[];
 }
@@ -196,6 +199,8 @@ export class VirtioBlk implements VirtioDevice {
 
   save(): VirtioBlkState {
     return {
+      sectors: this.sectors,
+      serial: this.serial,
       nextTag: this.nextTag,
       pending: [...this.pending.values()].map((p) => ({
         ...p,

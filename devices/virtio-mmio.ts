@@ -97,6 +97,8 @@ interface QueueState {
 }
 
 export interface VirtioMmioState {
+  /** Which device this is (a snapshot tells a replay what to plug in). */
+  deviceId: number;
   status: number;
   deviceFeaturesSel: number;
   driverFeaturesSel: number;
@@ -447,6 +449,7 @@ export class VirtioMmio implements MmioDevice {
 
   save(): VirtioMmioState {
     return {
+      deviceId: this.device.deviceId,
       status: this.status,
       deviceFeaturesSel: this.deviceFeaturesSel,
       driverFeaturesSel: this.driverFeaturesSel,

@@ -24,6 +24,7 @@ export interface NetHost {
 }
 
 export interface VirtioNetState {
+  mac: number[];
   txFrames: number;
   txDropped: number;
   rxFrames: number;
@@ -94,14 +95,14 @@ export class VirtioNet implements VirtioDevice {
     return true;
   }
 
-  get counters(): VirtioNetState {
+  get counters(): { txFrames: number; txDropped: number; rxFrames: number } {
     return { txFrames: this.txFrames, txDropped: this.txDropped, rxFrames: this.rxFrames };
   }
 
   reset(): void {}
 
   save(): VirtioNetState {
-    return this.counters;
+    return { mac: [...this.mac], ...this.counters };
   }
 
   load(state: unknown): void {

@@ -8,9 +8,11 @@ import { runMachine } from '../runner.js';
 import { DEFAULT_MEMORY_MIB } from '../platform.js';
 import { Exit } from '../types.js';
 import { SeqLog } from '../ft/seq-log.js';
+import { IoOpenError, openIo } from '../io/open.js';
 import { CliError, ConsoleWriter, digestLine, imageDigest, packSnapshot, positiveInt, readImage } from './common.js';
 
-const USAGE = 'record <elf> --log FILE [--mem MiB] [--max-instructions N] [--snapshot-every N] [--digest-every N]';
+const USAGE = 'record <elf> --log FILE [--mem MiB] [--max-instructions N] [--snapshot-every N] [--digest-every N]\n' +
+  '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]...';
 
 /** Seeking (replay --until) starts from the newest snapshot before the target. */
 const DEFAULT_SNAPSHOT_EVERY = 50_000_000;
@@ -26,6 +28,8 @@ async function record(argv: string[]): Promise<number> {
       'max-instructions': { type: 'string' },
       'snapshot-every': { type: 'string' },
       'digest-every': { type: 'string' },
+      disk: { type: 'string' },
+      net: { type: 'string', multiple: true },
     },
   });
   if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
@@ -36,26 +40,36 @@ async function record(argv: string[]): Promise<number> {
   const snapshotEvery = positiveInt('snapshot-every', values['snapshot-every'], DEFAULT_SNAPSHOT_EVERY);
   const digestEvery = positiveInt('digest-every', values['digest-every'], DEFAULT_DIGEST_EVERY);
   const image = readImage(file);
+  const io = await openIo({ disk: values.disk, net: values.net }).catch((e: Error) => {
+    throw e instanceof IoOpenError ? new CliError(e.message) : e;
+  });
 
   const writer = await LogFileWriter.create(values.log, { imageDigest: imageDigest(image), memorySize: memoryMiB * 1024 * 1024 })
-    .catch((e: Error) => { throw new CliError(`${values.log}: ${e.message}`); });
+    .catch(async (e: Error) => { await io.close(); throw new CliError(`${values.log}: ${e.message}`); });
   const log = new SeqLog((e) => writer.append(e));
   const env = new RecordingEnv((payload, icount) => log.append(payload, icount));
   const out = new ConsoleWriter();
   let outputs = 0;
   let outputsMarked = 0;
-  const machine = new Machine({
+  const machine: Machine = new Machine({
     memoryMiB,
     env,
     onOutput: (o) => {
       outputs++;
+      // Recording alone, nothing waits for a backup: disk writes and frames go out at once.
       if (o.kind === 'console') out.push(o.byte);
+      else machine.io?.execute(o);
     },
+    ...(io.disk ? { disk: io.disk } : {}),
+    ...(io.net ? { net: io.net } : {}),
   });
   try {
     machine.loadElf(image);
+    // The machine's shape (disk capacity, NIC) travels in the log: replay needs no disk or network.
+    if (machine.io) log.append({ type: 'snapshot', data: packSnapshot(machine) }, machine.icount);
   } catch (e) {
     await writer.close();
+    await io.close();
     if (e instanceof ElfError || e instanceof RangeError) throw new CliError(`${file}: ${e.message}`);
     throw e;
   }
@@ -87,6 +101,7 @@ async function record(argv: string[]): Promise<number> {
   if (outcome.reason === 'halt') log.append({ type: 'end', code: outcome.code ?? 0 }, machine.icount);
   else log.append({ type: 'digest', digest: machine.digest() }, machine.icount);
   await writer.close();
+  await (machine.io?.close() ?? io.close());
   process.stderr.write(digestLine(machine));
   process.stderr.write(`log ${writer.entriesWritten} entries, ${writer.bytesWritten} bytes, ${((writer.bytesWritten * 1000) / Math.max(1, machine.icount)).toFixed(3)} bytes per 1000 instructions\n`);
   if (outcome.reason === 'fault') {

@@ -7,6 +7,7 @@ import { readLogFile } from '../log/file.js';
 import { LogFrameError } from '../log/codec.js';
 import type { LogEntry } from '../log/entry.js';
 import { runMachine } from '../runner.js';
+import { ioShapeOf } from '../io/machine-io.js';
 import { CliError, ConsoleWriter, digestLine, imageDigest, positiveInt, readImage, unpackSnapshot } from './common.js';
 
 const USAGE = 'replay <elf> --log FILE [--until ICOUNT]';
@@ -51,7 +52,11 @@ async function replay(argv: string[]): Promise<number> {
   const out = new ConsoleWriter();
   let outputs = 0;
   const env = new ReplayEnv({ digest: (m) => m.digest(), outputCount: () => outputs });
+  // A log recorded with a disk or NIC starts with a snapshot that names them (no backends needed).
+  const first = log.entries[0];
+  const shape = first?.type === 'snapshot' && first.icount === 0 ? ioShapeOf(unpackSnapshot(first.data)) : {};
   const machine = new Machine({
+    ...shape,
     memoryMiB: log.header.memorySize / (1024 * 1024),
     env,
     onOutput: (o) => {

@@ -8,8 +8,10 @@ import { DeterministicEnv, GuestDeadlock } from '../env/deterministic.js';
 import { runMachine, type RunOutcome } from '../runner.js';
 import { DEFAULT_MEMORY_MIB } from '../platform.js';
 import type { Output } from '../types.js';
+import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 
-const USAGE = 'run <elf> [--mem MiB] [--max-instructions N] [--stats] [--deterministic [--seed N]]';
+const USAGE = 'run <elf> [--mem MiB] [--max-instructions N] [--stats] [--deterministic [--seed N]]\n' +
+  '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]...';
 
 /** Exit code when --max-instructions stops the guest (as timeout(1) does). */
 export const EXIT_LIMIT = 124;
@@ -126,8 +128,12 @@ async function run(argv: string[]): Promise<number> {
         stats: { type: 'boolean', default: false },
         deterministic: { type: 'boolean', default: false },
         seed: { type: 'string' },
+        disk: { type: 'string' },
+        net: { type: 'string', multiple: true },
       },
     }));
+    // Disk and network answers come from the host at host-chosen times: only a live env has them.
+    if (values.deterministic && (values.disk !== undefined || values.net !== undefined)) throw new UsageError('--disk and --net need a live run (not --deterministic)');
     if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
     if (values.seed !== undefined && !values.deterministic) throw new UsageError('--seed needs --deterministic');
   } catch (e) {
@@ -154,17 +160,28 @@ async function run(argv: string[]): Promise<number> {
     return 2;
   }
 
+  let io: OpenedIo;
+  try {
+    io = await openIo({ disk: values.disk, net: values.net });
+  } catch (e) {
+    if (!(e instanceof IoOpenError)) throw e;
+    process.stderr.write(`ftvm: ${e.message}\n`);
+    return 2;
+  }
+
   const live = values.deterministic ? undefined : new LiveEnv();
   // Deterministic runs are a function of image, seed and input, so the input must be known
   // up front: all of stdin when it is a pipe or file, nothing when it is a terminal.
   const env = live ?? new DeterministicEnv({ seed, console: process.stdin.isTTY ? undefined : await readAll(process.stdin) });
   const sink = new ConsoleSink();
-  const onOutput = (o: Output): void => { if (o.kind === 'console') sink.push(o.byte); };
   let machine: Machine;
+  // No backup here: a disk write or a frame is released at once (the output rule holds trivially).
+  const onOutput = (o: Output): void => { if (o.kind === 'console') sink.push(o.byte); else machine.io?.execute(o); };
   try {
-    machine = new Machine({ memoryMiB, env, onOutput });
+    machine = new Machine({ memoryMiB, env, onOutput, ...(io.disk ? { disk: io.disk } : {}), ...(io.net ? { net: io.net } : {}) });
     machine.loadElf(image);
   } catch (e) {
+    await io.close();
     if (e instanceof ElfError || e instanceof RangeError) {
       process.stderr.write(`ftvm: ${file}: ${e.message}\n`);
       return 2;
@@ -191,6 +208,7 @@ async function run(argv: string[]): Promise<number> {
     });
     sink.flush();
     if (sink.broken) return EXIT_BROKEN_PIPE;
+    if (values.stats && machine.io) process.stderr.write(`io ${JSON.stringify(machine.io.stats)}${io.udp ? ` net ${JSON.stringify(io.udp.stats)}` : ''}\n`);
     return report(outcome, file, values.stats === true, abortCode);
   } catch (e) {
     sink.flush();
@@ -202,6 +220,7 @@ async function run(argv: string[]): Promise<number> {
   } finally {
     // NOTE the stdout error listener stays: writes already queued may still fail after we return.
     detach();
+    await (machine.io?.close() ?? io.close());
   }
 }
 

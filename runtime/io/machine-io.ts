@@ -5,6 +5,10 @@ import { VirtioMmio } from '../../devices/virtio-mmio.js';
 import { S_IOERR, S_OK, SECTOR_BYTES, VirtioBlk, type PendingRequest } from '../../devices/virtio-blk.js';
 import { DEFAULT_MAC, VirtioNet } from '../../devices/virtio-net.js';
 import type { DiskBackend, NetBackend } from './backend.js';
+import type { MachineSnapshot } from '../snapshot.js';
+import type { VirtioMmioState } from '../../devices/virtio-mmio.js';
+import type { VirtioBlkState } from '../../devices/virtio-blk.js';
+import type { VirtioNetState } from '../../devices/virtio-net.js';
 
 export interface DiskOptions {
   /** Capacity in sectors; defaults to the backend's. A backup without a backend must give it. */
@@ -25,6 +29,24 @@ export type IoInput =
   | Omit<LogEntryOf<'disk-read'>, 'seq' | 'icount'>
   | Omit<LogEntryOf<'disk-done'>, 'seq' | 'icount'>
   | Omit<LogEntryOf<'net-rx'>, 'seq' | 'icount'>;
+
+/**
+ * The disk and NIC a snapshot's machine had (no backends): a replay builds the same devices
+ * from the log's first snapshot, so it needs neither the disk image nor the network.
+ */
+export function ioShapeOf(snap: MachineSnapshot): { disk?: DiskOptions; net?: NetOptions } {
+  const out: { disk?: DiskOptions; net?: NetOptions } = {};
+  for (const raw of snap.devices.virtio) {
+    const s = raw as Partial<VirtioMmioState>;
+    if (s.deviceId === 2 && !out.disk) {
+      const b = s.device as VirtioBlkState;
+      out.disk = { sectors: b.sectors, serial: b.serial };
+    } else if (s.deviceId === 1 && !out.net) {
+      out.net = { mac: (s.device as VirtioNetState).mac };
+    }
+  }
+  return out;
+}
 
 /** Frames waiting for an RX buffer beyond this are dropped on arrival (as a full NIC drops). */
 const MAX_WAITING_FRAMES = 256;

@@ -1,0 +1,39 @@
+import type { DiskOptions, NetOptions } from './machine-io.js';
+import { openDisk, parseDiskSpec, parseNetSpec } from './spec.js';
+import { UdpNet } from './net-udp.js';
+import type { DiskBackend } from './backend.js';
+
+/** What `--disk` / `--net` opened, ready for `new Machine({ ...io })`. */
+export interface OpenedIo {
+  disk?: DiskOptions;
+  net?: NetOptions;
+  /** The UDP forwarding backend (its bound ports, its counters). */
+  udp?: UdpNet;
+  /** Close what was opened (if the machine never took it over). */
+  close(): Promise<void>;
+}
+
+/** An expected failure to open a backend: one clear line for the user. */
+export class IoOpenError extends Error {}
+
+/** Parse and open the command-line specs; throws IoOpenError with a readable message. */
+export async function openIo(specs: { disk?: string | undefined; net?: string[] | undefined }): Promise<OpenedIo> {
+  let disk: DiskBackend | undefined;
+  let udp: UdpNet | undefined;
+  try {
+    const forwards = (specs.net ?? []).map(parseNetSpec);
+    const diskSpec = specs.disk === undefined ? undefined : parseDiskSpec(specs.disk);
+    if (diskSpec) disk = await openDisk(diskSpec);
+    if (forwards.length > 0) udp = await UdpNet.open(forwards);
+  } catch (e) {
+    await disk?.close().catch(() => {});
+    throw new IoOpenError((e as Error).message);
+  }
+  return {
+    ...(disk ? { disk: { backend: disk } } : {}),
+    ...(udp ? { net: { backend: udp }, udp } : {}),
+    async close() {
+      await Promise.all([disk?.close().catch(() => {}), udp?.close()]);
+    },
+  };
+}
