@@ -9,6 +9,7 @@ import { PrimaryNode, type NodeEvent, type PrimaryStats } from './ft/primary-nod
 import { BackupNode, type BackupOutcome, type BackupStats } from './ft/backup-node.js';
 import type { FtTiming } from './ft/timing.js';
 import type { RunOutcome } from './runner.js';
+import type { ActorOptions, AnyActorLogic } from 'xstate';
 import { DEFAULT_MEMORY_MIB } from './platform.js';
 
 export interface PairOptions {
@@ -24,6 +25,8 @@ export interface PairOptions {
   timing?: Partial<FtTiming>;
   /** Largest batch of instructions between host events. */
   batch?: number;
+  /** Inspection of every chart the pair runs (`--inspect`, the dashboard); actor ids are node names. */
+  inspect?: ActorOptions<AnyActorLogic>['inspect'];
 }
 
 export type PairEvent =
@@ -87,6 +90,7 @@ export function createPair(opts: PairOptions): Pair {
     arbiter,
     ...(opts.timing ? { timing: opts.timing } : {}),
     ...(opts.batch === undefined ? {} : { batch: opts.batch }),
+    ...(opts.inspect ? { inspect: opts.inspect } : {}),
   };
   let primary: PrimaryNode | undefined = new PrimaryNode({ ...common, name: 'primary', machine: pm, channel: channel.primary });
   let backup: BackupNode | undefined = new BackupNode({ ...common, name: 'backup', machine: bm, channel: channel.backup });

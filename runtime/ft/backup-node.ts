@@ -1,5 +1,5 @@
 import { Subject, type Observable, type Subscription } from 'rxjs';
-import { createActor, type Actor } from 'xstate';
+import { createActor, type Actor, type ActorOptions } from 'xstate';
 import { backupMachine } from '../../machines/backup.machine.js';
 import type { Machine } from '../machine.js';
 import { DivergenceError, ReplayEnv } from '../env/replay.js';
@@ -22,6 +22,8 @@ export interface BackupNodeOptions {
   arbiter: Arbiter;
   timing?: Partial<FtTiming>;
   batch?: number;
+  /** Inspection of this node's charts, the backup's and, after go-live, its primary's. */
+  inspect?: ActorOptions<typeof backupMachine>['inspect'];
 }
 
 export type BackupOutcome =
@@ -101,7 +103,7 @@ export class BackupNode {
           },
         },
       }),
-      { input: { generation: opts.generation } },
+      { input: { generation: opts.generation }, id: opts.name, ...(opts.inspect ? { inspect: opts.inspect } : {}) },
     );
     this.actor.subscribe((s) => this.note('state', JSON.stringify(s.value)));
   }
@@ -221,6 +223,7 @@ export class BackupNode {
       reissue,
       timing: this.timing,
       ...(this.opts.batch === undefined ? {} : { batch: this.opts.batch }),
+      ...(this.opts.inspect ? { inspect: this.opts.inspect } : {}),
     });
     this.note('state', `live at icount ${this.machine.icount}; re-issuing ${reissue.length} outputs`);
     this.finishWith({ reason: 'live', primary });
