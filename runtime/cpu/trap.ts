@@ -70,7 +70,7 @@ export function enterTrap(t: TrapTarget, cause: number, tval: number, epc: numbe
     const what = isIrq
       ? `interrupt ${cause & 0x7fffffff}`
       : cause === Cause.IllegalInsn
-        ? `illegal instruction ${hex(insn)} (${disasm(insn)})`
+        ? `illegal instruction ${hex(insn)}${disasm(insn).startsWith('illegal') ? '' : ` (${disasm(insn)})`}`
         : `${CAUSE_NAMES[cause] ?? `exception ${cause}`} (tval ${hex(tval)})`;
     t.fault = {
       cause: cause >>> 0,
