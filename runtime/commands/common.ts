@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { deflateSync, inflateSync } from 'node:zlib';
 import type { Machine } from '../machine.js';
-import { decodeSnapshot, encodeSnapshot, type MachineSnapshot } from '../snapshot.js';
+export { packSnapshot, unpackSnapshot } from '../ft/snapshot-wire.js';
 
 /** An expected, user-facing failure: printed as one `ftvm: ...` line, never a stack trace. */
 export class CliError extends Error {
@@ -29,9 +28,6 @@ export function positiveInt(name: string, text: string | undefined, fallback: nu
   return n;
 }
 
-/** Snapshots travel in the log compressed: zero pages are already dropped, deflate takes the rest. */
-export const packSnapshot = (m: Machine): Uint8Array => deflateSync(encodeSnapshot(m.snapshot()), { level: 1 });
-export const unpackSnapshot = (data: Uint8Array): MachineSnapshot => decodeSnapshot(inflateSync(data));
 
 /** Console bytes are gathered and written once per batch, not once per byte. */
 export class ConsoleWriter {

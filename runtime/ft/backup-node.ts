@@ -11,6 +11,7 @@ import type { NumberedOutput } from './output-gate.js';
 import { PrimaryNode, type NodeEvent } from './primary-node.js';
 import { watchPeer } from './suspicion.js';
 import { withTiming, type FtTiming } from './timing.js';
+import { unpackSnapshot } from './snapshot-wire.js';
 
 export interface BackupNodeOptions {
   name: string;
@@ -22,6 +23,11 @@ export interface BackupNodeOptions {
   arbiter: Arbiter;
   timing?: Partial<FtTiming>;
   batch?: number;
+  /**
+   * Re-protection: this backup joins a running primary, so `machine` is blank and the log
+   * starts with a snapshot entry to restore (DESIGN §3). Otherwise both booted from one image.
+   */
+  joining?: boolean;
   /** Inspection of this node's charts, the backup's and, after go-live, its primary's. */
   inspect?: ActorOptions<typeof backupMachine>['inspect'];
 }
@@ -68,11 +74,15 @@ export class BackupNode {
   private claimTimer: NodeJS.Timeout | undefined;
   private outcome: BackupOutcome | undefined;
   private divergence: DivergenceError | undefined;
+  /** Joining: false until the snapshot has been restored; then the output count is still to come. */
+  private loaded: boolean;
+  private awaitingOutputBase = false;
 
   constructor(private readonly opts: BackupNodeOptions) {
     this.name = opts.name;
     this.machine = opts.machine;
     this.timing = withTiming(opts.timing);
+    this.loaded = !opts.joining;
     this.env = new ReplayEnv({ digest: (m) => m.digest(), outputCount: () => this.outputs });
     this.machine.env = this.env;
     this.machine.onOutput = (output) => {
@@ -105,7 +115,10 @@ export class BackupNode {
       }),
       { input: { generation: opts.generation }, id: opts.name, ...(opts.inspect ? { inspect: opts.inspect } : {}) },
     );
-    this.actor.subscribe((s) => this.note('state', JSON.stringify(s.value)));
+    this.actor.subscribe((s) => {
+      this.note('state', JSON.stringify(s.value));
+      if (s.value === 'abandoned') this.finishWith({ reason: 'stopped', detail: 'the primary went away before the snapshot arrived' });
+    });
   }
 
   get state(): unknown {
@@ -127,6 +140,18 @@ export class BackupNode {
     const ch = this.opts.channel;
     this.actor.start();
     this.entriesSub = ch.entries$.subscribe((e) => {
+      if (!this.loaded) {
+        if (e.type !== 'snapshot') return this.diverge(new DivergenceError(e.seq, e.icount, 'a snapshot to join from', e.type));
+        this.machine.restore(unpackSnapshot(e.data));
+        this.loaded = true;
+        this.awaitingOutputBase = true;
+        this.actor.send({ type: 'snapshot.loaded' });
+      } else if (this.awaitingOutputBase && e.type === 'output') {
+        // The primary's outputs so far: this replica numbers the next ones as it does.
+        this.outputs = e.count;
+        this.releasedHint = e.count;
+        this.awaitingOutputBase = false;
+      }
       try {
         this.env.push(e);
       } catch (err) {
@@ -139,7 +164,7 @@ export class BackupNode {
     });
     this.subs.push(ch.events$.subscribe((e) => { if (e.type === 'channel.failed') this.actor.send({ type: 'channel.failed' }); }));
     this.subs.push(watchPeer(ch.entries$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e)));
-    this.actor.send({ type: 'backup.start', fromSnapshot: false });
+    this.actor.send({ type: 'backup.start', fromSnapshot: this.opts.joining === true });
     try {
       await this.replayLoop();
     } finally {
@@ -159,6 +184,10 @@ export class BackupNode {
     const batch = this.opts.batch ?? DEFAULT_BATCH;
     let lastYield = performance.now();
     while (!this.stopped) {
+      if (!this.loaded) {
+        await this.env.idle(m);
+        continue;
+      }
       if (m.hart.haltCode !== undefined || m.hart.fault) {
         // The guest stopped in replay, exactly where the primary's did: wait for its `end`,
         // and for word that every output was released, or go live to release them itself.

@@ -1,4 +1,4 @@
-import { Subject, type Observable, type Subscription } from 'rxjs';
+import { Subject, filter, take, type Observable, type Subscription } from 'rxjs';
 import { createActor, type Actor, type ActorOptions } from 'xstate';
 import { primaryMachine } from '../../machines/primary.machine.js';
 import type { Machine } from '../machine.js';
@@ -12,6 +12,7 @@ import { OutputGate, type NumberedOutput, type ReleasedOutput } from './output-g
 import { SeqLog } from './seq-log.js';
 import { watchPeer } from './suspicion.js';
 import { withTiming, type FtTiming } from './timing.js';
+import { packSnapshot } from './snapshot-wire.js';
 
 export interface NodeEvent {
   node: string;
@@ -78,6 +79,8 @@ export class PrimaryNode {
   private readonly gate: OutputGate;
   private readonly log: SeqLog;
   private readonly subs: Subscription[] = [];
+  /** Subscriptions to the current backup's channel, dropped when that backup is given up. */
+  private channelSubs: Subscription[] = [];
   private channel: PrimaryEnd | undefined;
   private outputs: number;
   private pending: NumberedOutput[] = [];
@@ -154,10 +157,7 @@ export class PrimaryNode {
     this.actor.start();
     const ch = this.channel;
     if (ch) {
-      this.subs.push(ch.acked$.subscribe(() => this.actor.send({ type: 'channel.acked' })));
-      this.subs.push(ch.pressure$.subscribe((p) => this.actor.send({ type: p ? 'channel.highWater' : 'channel.lowWater' })));
-      this.subs.push(ch.events$.subscribe((e) => { if (e.type === 'channel.failed') this.actor.send({ type: 'channel.failed' }); }));
-      this.subs.push(watchPeer(ch.acked$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e)));
+      this.watchChannel(ch);
       // Booted together from one image, the backup is caught up from the first instruction.
       this.actor.send({ type: 'backup.joined' });
       this.actor.send({ type: 'backup.caughtUp' });
@@ -184,6 +184,40 @@ export class PrimaryNode {
     } finally {
       this.teardown();
     }
+  }
+
+  /**
+   * Re-protection (DESIGN §3): a new backup joins this running primary. Between two batches
+   * the machine's state goes to it as a snapshot entry, followed by the output count and the
+   * released count it continues from; logging goes on from that icount. The guest stops only
+   * for the snapshot copy (a pre-copy of dirty pages would shorten even that). The pair is
+   * protected again once the backup has acknowledged the snapshot.
+   */
+  attachBackup(channel: PrimaryEnd): void {
+    if (this.channel || this.stopped) throw new Error(`${this.name}: cannot take a backup now (${JSON.stringify(this.state)})`);
+    this.channel = channel;
+    this.alone = false;
+    const icount = this.machine.icount;
+    const snapSeq = this.log.append({ type: 'snapshot', data: packSnapshot(this.machine) }, icount);
+    this.log.append({ type: 'output', kind: 'console', count: this.outputs }, icount);
+    this.progress();
+    this.watchChannel(channel);
+    this.actor.send({ type: 'backup.joined' });
+    this.channelSubs.push(
+      channel.acked$.pipe(filter((seq) => seq >= snapSeq), take(1)).subscribe(() => {
+        this.note('state', `backup caught up: acknowledged the snapshot at icount ${icount}`);
+        this.actor.send({ type: 'backup.caughtUp' });
+      }),
+    );
+  }
+
+  private watchChannel(ch: PrimaryEnd): void {
+    this.channelSubs.push(
+      ch.acked$.subscribe(() => this.actor.send({ type: 'channel.acked' })),
+      ch.pressure$.subscribe((p) => this.actor.send({ type: p ? 'channel.highWater' : 'channel.lowWater' })),
+      ch.events$.subscribe((e) => { if (e.type === 'channel.failed') this.actor.send({ type: 'channel.failed' }); }),
+      watchPeer(ch.acked$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e)),
+    );
   }
 
   /** Fail-stop: the host died. Nothing more is sent or released. */
@@ -269,6 +303,8 @@ export class PrimaryNode {
     // outputs released here would be labelled with the generation this node just won.
     this.liveGeneration = generation;
     this.alone = true;
+    for (const sub of this.channelSubs) sub.unsubscribe();
+    this.channelSubs = [];
     this.channel?.close();
     this.channel = undefined;
     for (const o of this.opts.reissue ?? []) this.emit(o);
@@ -314,7 +350,7 @@ export class PrimaryNode {
     this.stopped = true;
     clearInterval(this.heartbeat);
     clearTimeout(this.claimTimer);
-    for (const s of this.subs) s.unsubscribe();
+    for (const s of [...this.subs, ...this.channelSubs]) s.unsubscribe();
     this.actor.stop();
     this.released.complete();
     this.events.complete();
