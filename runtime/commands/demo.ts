@@ -4,8 +4,9 @@ import { createPair, type PairEvent } from '../pair.js';
 import { guestPath } from '../guests.js';
 import { SeqChecker } from '../demo/seq-checker.js';
 import { CliError, positiveInt, readImage } from './common.js';
+import { startViews, takeViewFlags, ViewFlagError } from '../dashboard/cli.js';
 
-const USAGE = 'demo [--seed N] [--guest seq|seq-short] [--quiet]';
+const USAGE = 'demo [--seed N] [--guest seq|seq-short] [--quiet] [--inspect [PORT]] [--dashboard [PORT]]';
 
 /** xorshift32: the kill moment must follow from --seed alone. */
 function prng(seed: number): () => number {
@@ -23,8 +24,9 @@ function prng(seed: number): () => number {
 const fmtBytes = (n: number): string => (n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1 << 20)).toFixed(2)} MiB`);
 
 async function demo(argv: string[]): Promise<number> {
+  const { rest, flags } = takeViewFlags(argv);
   const { values } = parseArgs({
-    args: argv,
+    args: rest,
     options: { seed: { type: 'string' }, guest: { type: 'string' }, quiet: { type: 'boolean', default: false } },
   });
   const seed = positiveInt('seed', values.seed, Math.floor(Math.random() * 1e6) + 1);
@@ -36,9 +38,14 @@ async function demo(argv: string[]): Promise<number> {
   const random = prng(seed);
   const killAtLine = 1 + Math.floor(random() * (totalLines * 0.8));
   const killDelayMs = Math.floor(random() * 20);
-  say(`ftvm demo: guest ${guest}, seed ${seed}: the primary will be killed ${killDelayMs} ms after line ${killAtLine}\n`);
+  // With a dashboard the user kills the primary (its button); no seeded kill then.
+  const autoKill = flags.dashboard === undefined;
+  if (autoKill) say(`ftvm demo: guest ${guest}, seed ${seed}: the primary will be killed ${killDelayMs} ms after line ${killAtLine}\n`);
+  else say(`ftvm demo: guest ${guest}: press "Kill primary" on the dashboard\n`);
 
-  const pair = createPair({ image: readImage(guestPath(guest)) });
+  const views = await startViews(flags);
+  const pair = createPair({ image: readImage(guestPath(guest)), ...(views.inspect ? { inspect: views.inspect } : {}) });
+  views.attach(pair, { guest });
   const checker = new SeqChecker();
   let killedAtMs: number | undefined;
   let firstAfterFailoverMs: number | undefined;
@@ -57,7 +64,7 @@ async function demo(argv: string[]): Promise<number> {
     if (killedAtMs !== undefined && o.node !== 'primary' && firstAfterFailoverMs === undefined) firstAfterFailoverMs = performance.now();
     if (killedAtMs === undefined) outputsBefore++;
     checker.accept(o);
-    if (!killScheduled && checker.lines >= killAtLine) {
+    if (autoKill && !killScheduled && checker.lines >= killAtLine) {
       killScheduled = true;
       setTimeout(() => {
         killedAtMs = performance.now();
@@ -98,6 +105,12 @@ async function demo(argv: string[]): Promise<number> {
   const passed = checker.ok && outcome.code === 0 && (killScheduled ? outcome.failovers === 1 : true);
   summary.push(passed ? 'checker: PASS' : 'checker: FAIL');
   process.stdout.write(summary.join('\n') + '\n');
+  if (views.dashboard) {
+    // The page is worth a look after the run too: keep serving until Ctrl-C.
+    process.stderr.write(`ftvm: the run is over; the dashboard stays up at ${views.dashboard.url} until Ctrl-C\n`);
+    await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
+  }
+  await views.close();
   return passed ? 0 : 1;
 }
 
@@ -108,7 +121,7 @@ export const command: Command = {
     try {
       return await demo(argv);
     } catch (e) {
-      if (e instanceof CliError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      if (e instanceof CliError || e instanceof ViewFlagError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
         process.stderr.write(`ftvm: ${(e as Error).message}\nusage: ftvm ${USAGE}\n`);
         return (e as CliError).exitCode ?? 2;
       }

@@ -1,0 +1,64 @@
+// `--inspect [PORT]` and `--dashboard [PORT]` for the commands that run charts (demo, run,
+// and later pair/primary/backup). Both take an optional port, which node:util's parseArgs
+// cannot express, so they are taken out of argv before the command parses the rest.
+import type { Pair } from '../pair.js';
+import { fanOut, startInspection, type InspectObserver, type Inspection } from '../inspect/index.js';
+import { startDashboard, type Dashboard } from './server.js';
+
+export interface ViewFlags {
+  /** The port for the inspection relay (0: any free one), or undefined without --inspect. */
+  inspect: number | undefined;
+  dashboard: number | undefined;
+}
+
+export class ViewFlagError extends Error {}
+
+const DEFAULT_DASHBOARD_PORT = 8080;
+
+/** Remove `--inspect [PORT]` / `--dashboard [PORT]` (also `--dashboard=PORT`) from argv. */
+export function takeViewFlags(argv: readonly string[]): { rest: string[]; flags: ViewFlags } {
+  const rest: string[] = [];
+  const flags: ViewFlags = { inspect: undefined, dashboard: undefined };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const m = /^--(inspect|dashboard)(?:=(.*))?$/.exec(a);
+    if (!m) {
+      rest.push(a);
+      continue;
+    }
+    const name = m[1] as 'inspect' | 'dashboard';
+    let text = m[2];
+    if (text === undefined && argv[i + 1] !== undefined && /^\d+$/.test(argv[i + 1]!)) text = argv[++i];
+    const port = text === undefined ? (name === 'dashboard' ? DEFAULT_DASHBOARD_PORT : 0) : Number(text);
+    if (!/^\d+$/.test(text ?? '0') || !Number.isInteger(port) || port > 65535) throw new ViewFlagError(`--${name} wants a port number, got '${text}'`);
+    flags[name] = port;
+  }
+  return { rest, flags };
+}
+
+export interface Views {
+  /** For createPair({ inspect }); undefined when neither flag was given. */
+  readonly inspect: InspectObserver | undefined;
+  readonly inspection: Inspection | undefined;
+  readonly dashboard: Dashboard | undefined;
+  attach(pair: Pair, info?: { guest?: string }): void;
+  close(): Promise<void>;
+}
+
+/** Start what the flags ask for, and tell the user (on stderr) where to look. */
+export async function startViews(flags: ViewFlags, say: (s: string) => void = (s) => process.stderr.write(s)): Promise<Views> {
+  const inspection = flags.inspect === undefined ? undefined : await startInspection({ port: flags.inspect });
+  const dashboard = flags.dashboard === undefined ? undefined : await startDashboard({ port: flags.dashboard });
+  if (inspection) say(`ftvm: inspecting every chart at ${inspection.url} (@statelyai/inspect WebSocket events; attach any WebSocket client)\n`);
+  if (dashboard) say(`ftvm: dashboard at ${dashboard.url}\n`);
+  return {
+    inspect: fanOut(inspection?.inspect, dashboard?.inspect),
+    inspection,
+    dashboard,
+    attach: (pair, info) => dashboard?.attach(pair, info),
+    async close() {
+      await inspection?.stop();
+      await dashboard?.close();
+    },
+  };
+}
