@@ -106,6 +106,58 @@ describe('blkcheck guest on ftvm', () => {
     expect(writes(rep.outputs)).toEqual(writes(rec.outputs));
   });
 
+  // DESIGN §3 go-live: a backup that replayed up to the last entry it got has requests its
+  // device saw with no completion in the log; live, it re-issues them on the shared disk.
+  for (const cut of ['a write', 'a read'] as const) {
+    it(`goes live with ${cut} pending, re-issues it on the shared disk, and finishes the golden run`, async () => {
+      const image = freshImage(`golive-${cut === 'a write' ? 'w' : 'r'}.img`);
+      const log: LogEntry[] = [];
+      const sink = (p: LogPayload, icount: number) => log.push({ ...p, seq: log.length, icount } as LogEntry);
+      const disk = await FileDisk.open(image);
+      const rec = await runBlkcheck(new RecordingEnv(sink), disk);
+      expect(rec.text).toBe(expected);
+      // The write outputs the primary produced, by tag, to tell a write's disk-done from a read's.
+      const writeTags = new Set(rec.outputs.flatMap((o) => (o.kind === 'disk-write' && !o.flush ? [o.tag] : [])));
+      const at = cut === 'a write'
+        ? log.findIndex((e) => e.type === 'disk-done' && writeTags.has(e.tag))
+        : log.findIndex((e, i) => e.type === 'disk-read' && i > log.length / 2);
+      expect(at).toBeGreaterThan(0);
+      // The primary died having logged only what precedes the completion.
+      const env = new ReplayEnv({ digest: (mm) => mm.digest() });
+      for (const e of log.slice(0, at)) env.push(e);
+      // Its last heartbeat let the backup run up to the instruction where the completion landed.
+      env.push({ seq: at, icount: log[at]!.icount, type: 'progress', released: 0 });
+      let text = '';
+      const m: Machine = new Machine({
+        env,
+        disk: { sectors: 2048 },
+        onOutput: (o) => {
+          if (o.kind === 'console') text += String.fromCharCode(o.byte);
+          else if (m.env !== env) m.io!.execute(o);
+        },
+      });
+      m.loadElf(blkcheck);
+      // Replay everything received, as the backup node's drain does (runMachine would sleep at the horizon).
+      for (let steps = 0; !env.drained(m); steps++) {
+        expect(steps).toBeLessThan(10_000);
+        m.step(1_000_000);
+      }
+      expect(m.icount).toBe(log[at]!.icount);
+      const pending = m.pendingIo();
+      expect(pending).toHaveLength(1);
+      expect(pending[0]!.kind).toBe(cut === 'a write' ? 'write' : 'read');
+      // Go live: a live env at the guest's clock, the shared disk attached, pending I/O re-issued.
+      m.env = new LiveEnv({ mtimeAt: env.lastMtime });
+      m.io!.attach({ disk: await FileDisk.open(image) });
+      const live = await runMachine(m, { maxInstructions: 500_000_000 });
+      await m.io!.close();
+      await rec.m.io!.close();
+      expect(live.reason).toBe('halt');
+      expect(text).toBe(expected);
+      expect(m.pendingIo()).toEqual([]);
+    });
+  }
+
   it('fails the guest\'s requests with IOERR, not the host, when the disk dies', async () => {
     const dead: DiskBackend = {
       sectors: 2048, name: 'dead',
