@@ -16,15 +16,18 @@ export function toMermaid(graph: ChartGraph): string {
     if (parent.initial) out.push(`${indent}[*] --> ${mid(parent.initial)}`);
     for (const s of children(parent.id)) {
       const kids = children(s.id);
+      const lines = stateLines(s).map(text);
       if (kids.length > 0) {
         out.push(`${indent}state ${mid(s.id)} {`);
         emit(s, indent + '  ');
         out.push(`${indent}}`);
-      } else if (s.key !== mid(s.id)) {
-        // A nested state: show its own key, not the flattened id.
+        // NOTE: a description on a composite state replaces its title in mermaid; use a note.
+        if (lines.length > 0) out.push(`${indent}note right of ${mid(s.id)}`, ...lines.map((l) => `${indent}  ${l}`), `${indent}end note`);
+      } else {
+        // Declared with its key first: otherwise mermaid shows the first description as the name.
         out.push(`${indent}state "${text(s.key)}" as ${mid(s.id)}`);
+        for (const l of lines) out.push(`${indent}${mid(s.id)} : ${l}`);
       }
-      for (const l of stateLines(s)) out.push(`${indent}${mid(s.id)} : ${text(l)}`);
       if (s.type === 'final') out.push(`${indent}${mid(s.id)} --> [*]`);
     }
   };
