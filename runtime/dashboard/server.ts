@@ -45,6 +45,8 @@ export interface Sample {
   atMs: number;
   mips: number;
   lagInstructions: number;
+  /** Log entries sent but not yet acknowledged by the backup. */
+  unacked: number;
   logBytesPerSec: number;
   logEntriesPerSec: number;
   held: number;
@@ -91,11 +93,12 @@ export async function startDashboard(opts: DashboardOptions = {}): Promise<Dashb
   const FIRST = ['primary', 'backup', 'cpu', 'channel', 'arbiter-client', 'pair'];
   const rank = (n: string): number => (FIRST.includes(n) ? FIRST.indexOf(n) : FIRST.length);
   const ordered = [...machines].sort(([a], [b]) => rank(a) - rank(b) || a.localeCompare(b));
-  for (const [name, m] of ordered) {
-    const d = await drawChart(m, name);
+  const drawn = await Promise.all(ordered.map(([name, m]) => drawChart(m, name)));
+  ordered.forEach(([name, m], i) => {
+    const d = drawn[i]!;
     charts.push({ name, machineId: m.id, svg: d.svg, states: d.graph.states.map((s) => s.id).filter((id) => id !== '') });
     chartOfMachineId.set(m.id, name);
-  }
+  });
 
   const t0 = performance.now();
   const now = (): number => performance.now() - t0;
@@ -151,6 +154,7 @@ export async function startDashboard(opts: DashboardOptions = {}): Promise<Dashb
       atMs,
       mips: last && last.live === s.live ? rate(icount, last.icount) / 1e6 : 0,
       lagInstructions: s.backup?.lagInstructions ?? 0,
+      unacked: s.primary?.lagEntries ?? 0,
       logBytesPerSec: last ? rate(s.logBytes, last.logBytes) : 0,
       logEntriesPerSec: last ? rate(s.logEntries, last.logEntries) : 0,
       held: s.primary?.held ?? 0,

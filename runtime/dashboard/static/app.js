@@ -105,9 +105,10 @@ function drawTimeline() {
     return `<polyline points="${pts}" fill="none" stroke="${color}" stroke-width="1.5" vector-effect="non-scaling-stroke"/>`;
   };
   let out = '<rect x="0" y="0" width="1000" height="90" fill="#fbfcfe"/>';
-  out += lane(samples.map((s) => s.logEntriesPerSec), 4, 34, '#2a7');
-  out += lane(outRate, 46, 34, '#36c');
-  out += '<text x="4" y="12" font-size="10" fill="#2a7">log entries/s</text><text x="4" y="56" font-size="10" fill="#36c">outputs/s</text>';
+  out += lane(samples.map((s) => s.logEntriesPerSec), 2, 26, '#2a7');
+  out += lane(samples.map((s) => s.unacked ?? 0), 32, 26, '#c85a00');
+  out += lane(outRate, 62, 26, '#36c');
+  out += '<text x="4" y="10" font-size="10" fill="#2a7">log entries/s</text><text x="4" y="40" font-size="10" fill="#c85a00">entries awaiting ack</text><text x="4" y="70" font-size="10" fill="#36c">outputs/s</text>';
   for (const e of timeline) {
     if (e.atMs < t0 || e.type === 'state') continue;
     const color = e.type === 'failover' || e.type === 'killed' ? '#c00' : e.type === 'arbiter' ? '#a0a' : '#888';
