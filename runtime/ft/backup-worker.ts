@@ -1,0 +1,129 @@
+// The backup replica in its own thread (the entry module of the worker remote-backup.ts
+// starts). VMware FT runs the backup on another host; on one machine the nearest thing is the
+// other core, so the primary keeps its own core and FT costs little (DESIGN §7: >= 0.95).
+//
+// The worker builds its own Machine from the image and runs a BackupNode over the port
+// channel. The arbiter stays in the main thread, because one arbiter object must decide
+// between both replicas: test-and-set and holder travel as messages. If the backup goes live,
+// the promoted PrimaryNode keeps running here, and its released outputs go to the main
+// thread, which hands them to the outside world.
+
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import { Machine } from '../machine.js';
+import { LiveEnv } from '../env/live.js';
+import { createPortBackup } from '../channel/port.js';
+import { ArbiterUnavailableError, type Arbiter, type ClaimResult } from '../arbiter/arbiter.js';
+import { BackupNode } from './backup-node.js';
+import type { PrimaryNode } from './primary-node.js';
+import type { ReleasedOutput } from './output-gate.js';
+import type { ToMain, ToWorker, WorkerInit, WorkerOutcome } from './remote-backup.js';
+
+const init = workerData as WorkerInit;
+const control = parentPort!;
+
+// Messages leave in order, coalesced per tick: a burst of released console bytes is one post.
+let outbox: ToMain[] = [];
+const send = (m: ToMain): void => {
+  if (outbox.length === 0) queueMicrotask(flush);
+  outbox.push(m);
+};
+function flush(): void {
+  if (outbox.length === 0) return;
+  const batch = outbox;
+  outbox = [];
+  control.postMessage(batch);
+}
+
+/** The pair's arbiter, reached through the main thread. */
+class ProxyArbiter implements Arbiter {
+  private nextId = 0;
+  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+
+  answer(m: Extract<ToWorker, { t: 'arbiter-reply' }>): void {
+    const w = this.waiting.get(m.id);
+    if (!w) return;
+    this.waiting.delete(m.id);
+    if (m.ok) w.resolve(m.value);
+    else w.reject(m.unavailable ? new ArbiterUnavailableError(m.message) : new Error(m.message));
+  }
+
+  private ask(op: 'testAndSet' | 'holder', pairId: string, generation: number, claimant?: string): Promise<unknown> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      send({ t: 'arbiter', id, op, pairId, generation, ...(claimant === undefined ? {} : { claimant }) });
+    });
+  }
+
+  testAndSet(pairId: string, generation: number, claimant: string): Promise<ClaimResult> {
+    return this.ask('testAndSet', pairId, generation, claimant) as Promise<ClaimResult>;
+  }
+
+  holder(pairId: string, generation: number): Promise<string | undefined> {
+    return this.ask('holder', pairId, generation) as Promise<string | undefined>;
+  }
+
+  async close(): Promise<void> {}
+}
+
+const arbiter = new ProxyArbiter();
+const machine = new Machine({ memoryMiB: init.memoryMiB, env: new LiveEnv() });
+machine.loadElf(init.image);
+const logPort = init.logPort as MessagePort;
+const channel = createPortBackup(logPort, { ...init.channel, ownsPort: true });
+const node = new BackupNode({
+  name: init.name,
+  pairId: init.pairId,
+  generation: init.generation,
+  machine,
+  channel: channel.backup,
+  arbiter,
+  ...(init.timing ? { timing: init.timing } : {}),
+  ...(init.batch === undefined ? {} : { batch: init.batch }),
+});
+node.events$.subscribe((e) => send({ t: 'event', e }));
+
+let promoted: PrimaryNode | undefined;
+const postStats = (): void => {
+  if (promoted) send({ t: 'stats', primary: promoted.stats(), generation: promoted.generation });
+  else send({ t: 'stats', backup: node.stats() });
+};
+// A snapshot every 100 ms answers pair.stats() in the main thread without a round trip.
+const statsTimer = setInterval(postStats, 100);
+
+async function main(): Promise<WorkerOutcome> {
+  const outcome = await node.run();
+  if (outcome.reason !== 'live') {
+    return outcome.reason === 'finished' ? { reason: 'finished', code: outcome.code } : { reason: outcome.reason, detail: outcome.detail };
+  }
+  const primary = outcome.primary;
+  promoted = primary;
+  primary.events$.subscribe((e) => send({ t: 'event', e }));
+  primary.released$.subscribe((o: ReleasedOutput) => send({ t: 'released', o }));
+  send({ t: 'live', icount: machine.icount });
+  postStats();
+  const run = await primary.run();
+  return { reason: 'live', icount: machine.icount, run };
+}
+
+control.on('message', (m: ToWorker) => {
+  if (m.t === 'arbiter-reply') arbiter.answer(m);
+  else if (m.t === 'start') {
+    main().then(
+      (outcome) => {
+        postStats();
+        send({ t: 'done', outcome });
+        flush();
+        clearInterval(statsTimer);
+        channel.dispose();
+        // The main thread terminates this worker once it has the outcome.
+      },
+      (err: unknown) => {
+        send({ t: 'failed', message: err instanceof Error ? (err.stack ?? err.message) : String(err) });
+        flush();
+        clearInterval(statsTimer);
+      },
+    );
+  }
+});
+send({ t: 'ready' });
