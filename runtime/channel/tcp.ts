@@ -401,7 +401,11 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
     close(): void {
       if (state === 'open') {
         flushAck();
-        sock!.end(encodeBye());
+        const s = sock!;
+        s.end(encodeBye());
+        // A primary that is gone (host lost: no FIN, no RST) never completes the close;
+        // the socket must not keep this process alive for TCP's retransmission timeout.
+        setTimeout(() => s.destroy(), 1000).unref();
       } else {
         sock?.destroy();
       }

@@ -16,8 +16,28 @@ import { cliRun } from './primary.js';
 
 const USAGE = 'pair <elf> [--arbiter SPEC] [--pair-id ID] [--mem MiB] [--suspect-ms N]';
 
-function relay(child: ChildProcess, name: string, onLine?: (line: string) => void): void {
-  child.stdout!.pipe(process.stdout, { end: false });
+/**
+ * The children report released outputs as JSON lines on fd 3 (their --outputs); this process
+ * is their client: it prints each console byte once, dropping by output index the duplicates
+ * a failover re-issues (DESIGN §3), as a TCP receiver drops segments by sequence number.
+ */
+class Client {
+  private next = 0;
+  take(line: string): void {
+    let o: { i: number; k: string; v: number };
+    try {
+      o = JSON.parse(line) as typeof o;
+    } catch {
+      return;
+    }
+    if (o.i < this.next) return;
+    this.next = o.i + 1;
+    if (o.k === 'console') process.stdout.write(Buffer.of(o.v));
+  }
+}
+
+function relay(child: ChildProcess, name: string, client: Client, onLine?: (line: string) => void): void {
+  createInterface({ input: child.stdio[3] as NodeJS.ReadableStream }).on('line', (line) => client.take(line));
   createInterface({ input: child.stderr! }).on('line', (line) => {
     process.stderr.write(`${name}| ${line}\n`);
     onLine?.(line);
@@ -48,19 +68,21 @@ async function pair(argv: string[]): Promise<number> {
       ...(values['suspect-ms'] ? ['--suspect-ms', values['suspect-ms']] : []),
       ...(values.batch ? ['--batch', values.batch] : []),
     ];
-    const common = ['--key-file', keyFile, '--arbiter', arbiter, '--pair-id', pairId, ...extra];
+    const common = ['--key-file', keyFile, '--arbiter', arbiter, '--pair-id', pairId, '--outputs', 'fd:3', ...extra];
+    const client = new Client();
+    const stdio: ['ignore', 'ignore', 'pipe', 'pipe'] = ['ignore', 'ignore', 'pipe', 'pipe'];
     const cli = process.argv[1]!;
-    const primary = spawn(process.execPath, [cli, 'primary', positionals[0]!, '--listen', '127.0.0.1:0', ...common], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const primary = spawn(process.execPath, [cli, 'primary', positionals[0]!, '--listen', '127.0.0.1:0', ...common], { stdio });
     const port = await new Promise<number | undefined>((resolve) => {
-      relay(primary, 'primary', (line) => {
+      relay(primary, 'primary', client, (line) => {
         const m = / primary listening [^ ]+:(\d+) /.exec(line);
         if (m) resolve(Number(m[1]));
       });
       primary.once('exit', () => resolve(undefined));
     });
     if (port === undefined) return (await exited(primary)) || 1;
-    const backup = spawn(process.execPath, [cli, 'backup', positionals[0]!, '--connect', `127.0.0.1:${port}`, ...common], { stdio: ['ignore', 'pipe', 'pipe'] });
-    relay(backup, 'backup');
+    const backup = spawn(process.execPath, [cli, 'backup', positionals[0]!, '--connect', `127.0.0.1:${port}`, ...common], { stdio });
+    relay(backup, 'backup', client);
     const stop = (): void => {
       primary.kill('SIGTERM');
       backup.kill('SIGTERM');

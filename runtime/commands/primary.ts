@@ -187,7 +187,11 @@ async function primary(argv: string[]): Promise<number> {
 export function cliRun(usage: string, body: (argv: string[]) => Promise<number>): (argv: string[]) => Promise<number> {
   return async (argv) => {
     try {
-      return await body(argv);
+      const code = await body(argv);
+      // The run is over: a socket to a lost host or a gRPC channel must not keep the
+      // process (and with it a supervisor waiting for its exit) alive.
+      setTimeout(() => process.exit(code), 2000).unref();
+      return code;
     } catch (e) {
       if (e instanceof CliError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
         process.stderr.write(`ftvm: ${(e as Error).message}\n${(e as CliError).exitCode === 1 ? '' : `usage: ftvm ${usage}\n`}`);

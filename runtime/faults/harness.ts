@@ -131,9 +131,7 @@ export async function runOnce(spec: RunSpec): Promise<RunResult> {
   const bothExited = Promise.all([primary.exited, backup.exited]).then((x) => { ended = true; return x; });
   let faults = 0;
   let killedAt: number | undefined;
-  // A kill that struck a replica already alone (its partner had halted after an earlier,
-  // spurious failover) is a double failure: the service may end, but nothing may be lost.
-  let unprotected = false;
+  let struck = false;
   const timers: NodeJS.Timeout[] = [];
   const at = (ms: number, fn: () => void | Promise<void>): void => {
     timers.push(setTimeout(() => { if (!ended) void fn(); }, Math.max(0, ms - (performance.now() - attachedAt))));
@@ -143,12 +141,12 @@ export async function runOnce(spec: RunSpec): Promise<RunResult> {
     case 'kill-primary': at(spec.atMs, () => {
       faults++;
       killedAt = performance.now();
-      unprotected = backup.proc.exitCode !== null;
+      struck = true;
       primary.proc.kill('SIGKILL');
     }); break;
     case 'kill-backup': at(spec.atMs, () => {
       faults++;
-      unprotected = primary.proc.exitCode !== null;
+      struck = true;
       backup.proc.kill('SIGKILL');
     }); break;
     case 'cut': at(spec.atMs, () => { faults++; proxy.cut(); }); break;
@@ -158,7 +156,7 @@ export async function runOnce(spec: RunSpec): Promise<RunResult> {
         faults++;
         await spec.etcd!.kill();
         killedAt = performance.now();
-        unprotected = backup.proc.exitCode !== null;
+        struck = true;
         primary.proc.kill('SIGKILL');
         await sleep(spec.arbiterDownMs ?? 1000);
         await spec.etcd!.restart();
@@ -183,6 +181,11 @@ export async function runOnce(spec: RunSpec): Promise<RunResult> {
   const history = [...readOutputLog(join(spec.dir, 'primary.jsonl')), ...readOutputLog(join(spec.dir, 'backup.jsonl'))];
   const claims = await readClaims(spec, pairId);
   const check = checkHistory(history, claims);
+  // A kill that struck a replica already alone is a double failure: an earlier (spurious)
+  // failover had been won by the victim, so its partner halted. The service may then end,
+  // but nothing it released may be lost. The arbiter's record tells who had won.
+  const killed = spec.fault === 'kill-backup' ? 'backup' : spec.fault === 'none' || spec.fault === 'cut' || spec.fault === 'corrupt' ? undefined : 'primary';
+  const unprotected = killed !== undefined && struck && claims.get(1) === killed;
   if (unprotected && check.incomplete) {
     check.errors = check.errors.filter((e) => !/did not finish/.test(e));
     check.ok = check.errors.length === 0 && check.lost === 0 && check.conflicts === 0 && check.doubleLive === 0;

@@ -43,8 +43,10 @@ const fromLine = (l: Line): ReleasedOutput => {
 
 export class OutputLogWriter {
   private readonly fd: number;
+  /** `file` is a path, or `fd:N` for a descriptor inherited from the parent (a pipe). */
   constructor(readonly file: string) {
-    this.fd = openSync(file, 'a');
+    const m = /^fd:(\d+)$/.exec(file);
+    this.fd = m ? Number(m[1]) : openSync(file, 'a');
   }
   write(o: ReleasedOutput): void {
     writeSync(this.fd, JSON.stringify(toLine(o)) + '\n');
