@@ -1,0 +1,99 @@
+// FT across processes over TCP (TLS-PSK), against no FT. Not a test: prints numbers.
+//   node bench/ft-tcp.mjs            (needs `npm run build`)
+// 1. throughput ratio on guests/bench: primary and backup in separate processes (two cores)
+//    vs one plain run; the primary's own clock from "backup attached" to "halted";
+// 2. output-rule delay over loopback TCP on the seq guest (PrimaryNode stats().outputDelay);
+// 3. failover, kill -9 of the primary -> first console byte from the backup gone live;
+// 4. channel bandwidth: 64 KiB entries through one TLS-PSK channel on loopback.
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir, cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const dist = (p) => join(root, 'dist', p);
+const cli = join(root, 'bin/ftvm.js');
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const dir = mkdtempSync(join(tmpdir(), 'ftvm-bench-tcp-'));
+const key = join(dir, 'key');
+writeFileSync(key, 'ab'.repeat(32));
+
+function plain(elf) {
+  return JSON.parse(execFileSync(process.execPath, [join(root, 'bench/ftvm-child.mjs'), elf], { encoding: 'utf8' }));
+}
+
+/** One FT pair as two processes; returns the primary's stats and its run time. */
+async function ftPair(elf, extra = []) {
+  const arb = mkdtempSync(join(dir, 'arb-'));
+  const common = ['--key-file', key, '--arbiter', `file:${arb}`, '--pair-id', 'bench', ...extra];
+  const p = spawn(process.execPath, [cli, 'primary', elf, '--listen', '127.0.0.1:0', ...common], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const lines = [];
+  let port;
+  const listening = new Promise((resolve) => createInterface({ input: p.stderr }).on('line', (l) => {
+    lines.push(l);
+    const m = / primary listening [^ ]+:(\d+) /.exec(l);
+    if (m) resolve((port = Number(m[1])));
+  }));
+  await listening;
+  const b = spawn(process.execPath, [cli, 'backup', elf, '--connect', `127.0.0.1:${port}`, ...common], { stdio: ['ignore', 'ignore', 'ignore'] });
+  await Promise.all([new Promise((r) => p.once('exit', r)), new Promise((r) => b.once('exit', r))]);
+  const t = (re) => Number(/^\[([\d.]+)\]/.exec(lines.find((l) => re.test(l)) ?? '')?.[1]);
+  const stats = lines.find((l) => / primary stats /.test(l)) ?? '';
+  const num = (name) => Number(new RegExp(`${name} ([\\d.]+)`).exec(stats)?.[1]);
+  return {
+    seconds: t(/ primary halted /) - t(/ backup attached /),
+    bytes: num('bytes'), entries: num('entries'), icount: num('icount'),
+    p50: num('p50'), p99: num('p99'), failovers: lines.filter((l) => /claiming/.test(l)).length,
+  };
+}
+
+console.log(`machine: ${cpus().length} CPUs, node ${process.version}, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+
+const bench = join(root, 'guests/bench/bench.elf');
+const base = Array.from({ length: RUNS }, () => plain(bench));
+const ft = [];
+for (let i = 0; i < RUNS; i++) ft.push(await ftPair(bench));
+const baseSec = median(base.map((r) => r.seconds));
+const ftSec = median(ft.map((r) => r.seconds));
+const f = ft[0];
+console.log(`bench guest: ${base[0].instructions} instructions; no FT ${baseSec.toFixed(3)} s, FT over TCP ${ftSec.toFixed(3)} s: ratio ${(baseSec / ftSec).toFixed(3)} (median of ${RUNS})`);
+console.log(`  log: ${f.bytes} bytes in ${f.entries} entries, ${((f.bytes * 1000) / f.icount).toFixed(4)} bytes per 1000 instructions, ${((f.bytes * 8) / ftSec / 1e6).toFixed(3)} Mbit/s; spurious failovers ${ft.reduce((n, r) => n + r.failovers, 0)}`);
+
+const seq = join(root, 'guests/seq/seq.elf');
+const seqRuns = [];
+for (let i = 0; i < RUNS; i++) seqRuns.push(await ftPair(seq));
+console.log(`output-rule delay over loopback TCP (seq guest, ${seqRuns[0].icount} instructions): p50 ${median(seqRuns.map((r) => r.p50)).toFixed(2)} ms, p99 ${median(seqRuns.map((r) => r.p99)).toFixed(2)} ms (median of ${RUNS} runs)`);
+
+const { runOnce } = await import(dist('runtime/faults/harness.js'));
+const fo = [];
+for (let i = 0; i < RUNS + 2; i++) {
+  const d = mkdtempSync(join(dir, 'fo-'));
+  const r = await runOnce({ id: i, cli, guest: seq, dir: d, fault: 'kill-primary', atMs: 700 + 300 * i, stalls: [] });
+  if (r.failoverMs !== undefined && r.check.ok) fo.push(r.failoverMs);
+}
+console.log(`failover (kill -9 of the primary -> first output of the backup, suspicion 250+125 ms): median ${median(fo).toFixed(0)} ms, min ${Math.min(...fo).toFixed(0)}, max ${Math.max(...fo).toFixed(0)} (${fo.length} runs)`);
+
+const { listenPrimary, connectBackup } = await import(dist('runtime/channel/tcp.js'));
+const k = Buffer.alloc(32, 7);
+const l = await listenPrimary({ host: '127.0.0.1', port: 0, key: k, highWaterBytes: 64 << 20 });
+const bk = connectBackup({ host: '127.0.0.1', port: l.port, key: k });
+await l.end.attached;
+bk.entries$.subscribe((e) => bk.ack(e.seq));
+const frame = new Uint8Array(65536).map((_, i) => (i * 31) & 0xff);
+const N = 4000;
+const t0 = performance.now();
+const done = new Promise((r) => l.end.acked$.subscribe((a) => { if (a === N - 1) r(); }));
+for (let i = 0; i < N; i++) {
+  l.end.send({ seq: i, icount: i, type: 'net-rx', frame });
+  if (i % 64 === 63) await new Promise((r) => setImmediate(r));
+}
+await done;
+const s = (performance.now() - t0) / 1000;
+console.log(`channel bandwidth (TLS-PSK, loopback, one process both ends): ${((N * 65536) / s / 1e6).toFixed(0)} MB/s = ${((N * 65536 * 8) / s / 1e9).toFixed(2)} Gbit/s; cipher ${'ECDHE-PSK-CHACHA20-POLY1305'}`);
+await l.close();
+bk.close();
+rmSync(dir, { recursive: true, force: true });
+process.exit(0);
