@@ -3,7 +3,7 @@
 // recorded session (net-rx, disk-read, disk-done entries) replays to the same digest.
 import { createSocket } from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,6 +18,7 @@ import { UdpNet } from '../runtime/io/net-udp.js';
 import type { Env } from '../runtime/env/env.js';
 import type { LogEntry, LogPayload } from '../runtime/log/entry.js';
 import type { Output } from '../runtime/types.js';
+import { KvClient } from '../runtime/clients/kv-client.js';
 
 const guests = new URL('../guests/', import.meta.url);
 const dnsElf = readFileSync(new URL('dns/dns.elf', guests));
@@ -169,5 +170,44 @@ describe('record and replay of a dns session', () => {
     const frames = (os: Output[]) => os.filter((o) => o.kind === 'net').map((o) => Buffer.from((o as { frame: Uint8Array }).frame).toString('hex'));
     expect(frames(outputs)).toEqual(frames(g.outputs));
     expect(frames(outputs).length).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describe('kv guest on ftvm (write-ahead log on the virtio disk)', () => {
+  it('acknowledges a PUT only once it is on disk, and a restarted guest replays it', async () => {
+    const image = join(dir, 'kv.img');
+    writeFileSync(image, '');
+    truncateSync(image, 4 << 20); // a zeroed disk is an empty log
+    const kvElf = readFileSync(new URL('kv/kv.elf', guests));
+    const boot = async () => {
+      const disk = await FileDisk.open(image);
+      const net = await UdpNet.open([{ hostAddr: '127.0.0.1', hostPort: 0, guestPort: 7000 }]);
+      let text = '';
+      const m: Machine = new Machine({
+        env: new LiveEnv(), disk: { backend: disk }, net: { backend: net },
+        onOutput: (o) => { if (o.kind === 'console') text += String.fromCharCode(o.byte); else m.io!.execute(o); },
+      });
+      m.loadElf(kvElf);
+      const abort = new AbortController();
+      const done = runMachine(m, { signal: abort.signal });
+      while (!/kv: replayed/.test(text)) await new Promise((r) => setTimeout(r, 10));
+      return { m, port: net.boundPorts[0]!, text: () => text, stop: async () => { abort.abort(); await done; await m.io!.close(); } };
+    };
+    const a = await boot();
+    expect(a.text()).toBe('kv: replayed 0 log records, 0 keys\n');
+    const c1 = new KvClient({ servers: [{ host: '127.0.0.1', port: a.port }], timeoutMs: 200 });
+    await c1.put('colour', 'blue');
+    await c1.put('shape', 'round');
+    expect((await c1.get('colour'))?.toString()).toBe('blue');
+    c1.close();
+    // Every acknowledged PUT was a disk write and a flush released before its reply.
+    expect(a.m.io!.stats.diskWrites).toBeGreaterThanOrEqual(2);
+    await a.stop();
+    const b = await boot();
+    expect(b.text()).toMatch(/^kv: replayed 2 log records, 2 keys\n$/);
+    const c2 = new KvClient({ servers: [{ host: '127.0.0.1', port: b.port }], timeoutMs: 200 });
+    expect((await c2.get('shape'))?.toString()).toBe('round');
+    c2.close();
+    await b.stop();
   });
 });
