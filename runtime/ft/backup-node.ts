@@ -12,6 +12,7 @@ import { PrimaryNode, type NodeEvent } from './primary-node.js';
 import { watchPeer } from './suspicion.js';
 import { withTiming, type FtTiming } from './timing.js';
 import { unpackSnapshot } from './snapshot-wire.js';
+import type { DiskBackend, NetBackend } from '../io/backend.js';
 
 export interface BackupNodeOptions {
   name: string;
@@ -28,6 +29,11 @@ export interface BackupNodeOptions {
    * starts with a snapshot entry to restore (DESIGN §3). Otherwise both booted from one image.
    */
   joining?: boolean;
+  /**
+   * The host's disk and network, connected only if this backup goes live; then every disk
+   * request it saw without a logged completion is issued again (DESIGN §3 go-live).
+   */
+  io?: { disk?: DiskBackend; net?: NetBackend };
   /** Inspection of this node's charts, the backup's and, after go-live, its primary's. */
   inspect?: ActorOptions<typeof backupMachine>['inspect'];
 }
@@ -238,6 +244,7 @@ export class BackupNode {
 
   private goLive(): void {
     this.opts.channel.close();
+    if (this.opts.io) this.machine.io?.attach(this.opts.io);
     const reissue = this.replayed.filter((o) => o.index >= this.releasedHint);
     this.replayed = [];
     const primary = new PrimaryNode({

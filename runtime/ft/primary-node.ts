@@ -293,6 +293,9 @@ export class PrimaryNode {
   }
 
   private emit(o: NumberedOutput): void {
+    // Released: a frame goes to the network, a disk write to the shared disk (its completion
+    // comes back as a logged input). Console and power-off go only to the subscribers.
+    this.machine.io?.execute(o.output);
     this.releasedThrough = o.index + 1;
     this.released.next({ ...o, node: this.name, generation: this.generation });
   }
