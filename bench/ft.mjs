@@ -1,6 +1,8 @@
 // `npm run bench:ft`: the cost of fault tolerance in one process (DESIGN §6): FT on vs off on
 // the bench guest under a 1 kHz timer, log bytes per 1000 instructions, output-rule delay,
 // and failover time (kill -> first output from the new primary). Needs `npm run build`.
+// Each measurement is taken with the backup in the primary's thread and in a worker thread
+// (`backupIn: 'worker'`, the other core). The worker's boot (before start()) is timed apart.
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -28,17 +30,20 @@ async function solo() {
   return { icount: r.icount, seconds: (performance.now() - t0) / 1000 };
 }
 
-async function pairRun() {
-  const pair = createPair({ image: benchImage });
+async function pairRun(backupIn = 'thread') {
+  const b0 = performance.now();
+  const pair = createPair({ image: benchImage, backupIn });
+  await pair.ready();
+  const bootMs = performance.now() - b0;
   const t0 = performance.now();
   await pair.start();
   const seconds = (performance.now() - t0) / 1000;
   const s = pair.stats();
-  return { icount: s.primary.icount, seconds, logBytes: s.logBytes, delay: s.primary.outputDelay };
+  return { icount: s.primary.icount, seconds, logBytes: s.logBytes, delay: s.primary.outputDelay, bootMs, failovers: s.generation - 1 };
 }
 
-async function failover(seed) {
-  const pair = createPair({ image: image('seq-short') });
+async function failover(seed, backupIn = 'thread') {
+  const pair = createPair({ image: image('seq-short'), backupIn });
   const checker = new SeqChecker();
   const killLine = 5 + (seed * 7) % 40;
   let killedAt, firstNew;
@@ -67,9 +72,28 @@ for (let i = 0; i < RUNS; i++) {
 const fo = [];
 for (let i = 0; i < FAILOVERS; i++) fo.push(await failover(i));
 
+// The backup in a worker thread: off and on alternate so load changes hit both alike.
+const wOffs = [], wOns = [], wLogs = [], wDelays = [], wBoots = [], wFalse = [];
+for (let i = 0; i < RUNS; i++) {
+  const off = await solo();
+  const on = await pairRun('worker');
+  wOffs.push(off.icount / off.seconds / 1e6);
+  wOns.push(on.icount / on.seconds / 1e6);
+  wLogs.push((on.logBytes * 1000) / on.icount);
+  wDelays.push(on.delay.p50Ms * 1000);
+  wBoots.push(on.bootMs);
+  wFalse.push(on.failovers);
+}
+const wFo = [];
+for (let i = 0; i < FAILOVERS; i++) wFo.push(await failover(i, 'worker'));
+const wRatios = wOns.map((on, i) => on / wOffs[i]);
+
 const ratios = ons.map((on, i) => on / offs[i]);
 console.log(`machine: ${cpus().length} x ${cpus()[0]?.model ?? '?'}, node ${process.version}`);
 console.log(`FT off: ${median(offs).toFixed(1)} MIPS; FT on (primary + backup in one thread): ${median(ons).toFixed(1)} MIPS; ratio ${median(ratios).toFixed(3)} (runs: ${ratios.map((r) => r.toFixed(3)).join(', ')})`);
 console.log(`log: ${median(logs).toFixed(3)} bytes per 1000 instructions`);
 console.log(`output-rule delay p50: ${median(delays).toFixed(1)} us`);
 console.log(`failover (kill -> first output of the new primary), ${FAILOVERS} runs: median ${median(fo).toFixed(1)} ms, max ${Math.max(...fo).toFixed(1)} ms`);
+console.log(`FT off: ${median(wOffs).toFixed(1)} MIPS; FT on (backup in a worker thread): ${median(wOns).toFixed(1)} MIPS; ratio ${median(wRatios).toFixed(3)} (runs: ${wRatios.map((r) => r.toFixed(3)).join(', ')})`);
+console.log(`  worker: log ${median(wLogs).toFixed(3)} bytes per 1000 instructions; output-rule delay p50 ${median(wDelays).toFixed(1)} us; backup boot ${median(wBoots).toFixed(0)} ms (before start, not in the ratio); runs where the primary lost its backup: ${wFalse.filter((f) => f > 0).length}`);
+console.log(`  worker: failover, ${FAILOVERS} runs: median ${median(wFo).toFixed(1)} ms, max ${Math.max(...wFo).toFixed(1)} ms`);

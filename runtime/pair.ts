@@ -80,6 +80,14 @@ export interface Pair {
 }
 
 /**
+ * Failure detection for a backup in a worker thread. Two threads are scheduled by the OS, and
+ * on a busy 2-core host one can wait 100 ms and more for a core; the default 60 + 30 ms then
+ * made the primary declare a live backup dead (it wins the arbiter, so this is safe, but the
+ * pair loses its protection). 200 + 100 ms keeps failover well under a second.
+ */
+const WORKER_TIMING: Partial<FtTiming> = { suspectMs: 200, confirmMs: 100 };
+
+/**
  * A fault-tolerant pair in one process (DESIGN §4): primary and backup machines booted from
  * one image, joined by the embedded logging channel and an arbiter. When the primary dies the
  * backup takes over and `outputs$` goes on from the new primary.
@@ -98,11 +106,12 @@ export function createPair(opts: PairOptions): Pair {
   };
   const pm = boot();
   const inWorker = opts.backupIn === 'worker';
+  const timing = inWorker ? { ...WORKER_TIMING, ...opts.timing } : opts.timing;
   const common = {
     pairId,
     generation: 1,
     arbiter,
-    ...(opts.timing ? { timing: opts.timing } : {}),
+    ...(timing ? { timing } : {}),
     ...(opts.batch === undefined ? {} : { batch: opts.batch }),
   };
   // The backup and the channel to it: in this thread, or in a worker over a MessagePort.

@@ -6,7 +6,7 @@ import { SeqChecker } from '../demo/seq-checker.js';
 import { CliError, positiveInt, readImage } from './common.js';
 import { startViews, takeViewFlags, ViewFlagError } from '../dashboard/cli.js';
 
-const USAGE = 'demo [--seed N] [--guest seq|seq-short] [--quiet] [--inspect [PORT]] [--dashboard [PORT]]';
+const USAGE = 'demo [--seed N] [--guest seq|seq-short] [--backup-in worker|thread] [--quiet] [--inspect [PORT]] [--dashboard [PORT]]';
 
 /** xorshift32: the kill moment must follow from --seed alone. */
 function prng(seed: number): () => number {
@@ -27,12 +27,17 @@ async function demo(argv: string[]): Promise<number> {
   const { rest, flags } = takeViewFlags(argv);
   const { values } = parseArgs({
     args: rest,
-    options: { seed: { type: 'string' }, guest: { type: 'string' }, quiet: { type: 'boolean', default: false } },
+    options: { seed: { type: 'string' }, guest: { type: 'string' }, 'backup-in': { type: 'string' }, quiet: { type: 'boolean', default: false } },
   });
   const seed = positiveInt('seed', values.seed, Math.floor(Math.random() * 1e6) + 1);
   const guest = values.guest ?? 'seq';
   if (guest !== 'seq' && guest !== 'seq-short') throw new CliError(`--guest must be seq or seq-short, got '${guest}'`);
   const totalLines = guest === 'seq' ? 2000 : 50;
+  // The backup replays on the other core (a worker thread), as on another host; but charts
+  // are inspected in this thread only, so --inspect and --dashboard keep it beside the primary.
+  const viewing = flags.inspect !== undefined || flags.dashboard !== undefined;
+  const backupIn = values['backup-in'] ?? (viewing ? 'thread' : 'worker');
+  if (backupIn !== 'worker' && backupIn !== 'thread') throw new CliError(`--backup-in must be worker or thread, got '${backupIn}'`);
   const say = (s: string): void => { if (!values.quiet) process.stdout.write(s); };
 
   const random = prng(seed);
@@ -44,7 +49,7 @@ async function demo(argv: string[]): Promise<number> {
   else say(`ftvm demo: guest ${guest}: press "Kill primary" on the dashboard\n`);
 
   const views = await startViews(flags);
-  const pair = createPair({ image: readImage(guestPath(guest)), ...(views.inspect ? { inspect: views.inspect } : {}) });
+  const pair = createPair({ image: readImage(guestPath(guest)), backupIn, ...(views.inspect ? { inspect: views.inspect } : {}) });
   views.attach(pair, { guest });
   const checker = new SeqChecker();
   let killedAtMs: number | undefined;
