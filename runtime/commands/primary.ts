@@ -177,6 +177,9 @@ async function primary(argv: string[]): Promise<number> {
   await arbiter.close();
   const s = node.stats();
   note(`primary stats outputs ${s.outputs} released ${s.released} entries ${s.entriesSent} bytes ${listener.end.stats().bytesSent} outputDelay p50 ${s.outputDelay.p50Ms.toFixed(3)} ms p99 ${s.outputDelay.p99Ms.toFixed(3)} ms icount ${s.icount}`);
+  // A primary that lost the arbiter halts even if its guest powered off meanwhile: the
+  // other replica is the one that finishes the guest's outputs.
+  if (node.state === 'halted') return EXIT_HALTED;
   if (outcome.reason === 'halt') return (outcome.code ?? 0) & 0xff;
   if (outcome.reason === 'fault') return 1;
   // Stopped: it lost the arbiter (the backup is live) or was told to stop.
