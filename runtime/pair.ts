@@ -1,4 +1,4 @@
-import { Subject, type Observable, type Subscription } from 'rxjs';
+import { Subject, Subscription, type Observable } from 'rxjs';
 import { Machine } from './machine.js';
 import { LiveEnv } from './env/live.js';
 import { createInProcessChannel, type InProcessChannel, type InProcessChannelOptions } from './channel/in-process.js';
@@ -10,7 +10,9 @@ import { BackupNode, type BackupOutcome, type BackupStats } from './ft/backup-no
 import { RemoteBackup } from './ft/remote-backup.js';
 import type { FtTiming } from './ft/timing.js';
 import type { RunOutcome } from './runner.js';
-import type { ActorOptions, AnyActorLogic } from 'xstate';
+import { createActor, type Actor, type ActorOptions, type AnyActorLogic } from 'xstate';
+import { pairMachine } from '../machines/pair.machine.js';
+import type { DiskBackend, NetBackend } from './io/backend.js';
 import { DEFAULT_MEMORY_MIB } from './platform.js';
 
 export interface PairOptions {
@@ -37,12 +39,21 @@ export interface PairOptions {
    * With 'worker', `inspect` sees only the charts of this thread.
    */
   backupIn?: 'thread' | 'worker';
+  /**
+   * The shared disk and the network (opened by the caller, e.g. with `openIo`). The primary
+   * uses them; a backup gets them only when it goes live. I/O backends cannot cross threads,
+   * so a pair with I/O keeps its backup in this thread.
+   */
+  disk?: DiskBackend;
+  net?: NetBackend;
 }
 
 export type PairEvent =
   | NodeEvent
   | { node: 'pair'; type: 'failover'; detail: string; atMs: number }
-  | { node: 'pair'; type: 'killed'; detail: string; atMs: number };
+  | { node: 'pair'; type: 'killed'; detail: string; atMs: number }
+  | { node: 'pair'; type: 'reprotect'; detail: string; atMs: number }
+  | { node: 'pair'; type: 'error'; detail: string; atMs: number };
 
 export interface PairStats {
   generation: number;
@@ -72,6 +83,14 @@ export interface Pair {
    * its machine). start() waits for it anyway; a benchmark awaits it to time the run alone.
    */
   ready(): Promise<void>;
+  /**
+   * Re-protection (DESIGN §3): a new backup joins the live primary from a snapshot while it
+   * keeps running; the pair is protected again once the backup has the snapshot. Only while
+   * the pair is unprotected and its live primary runs in this thread.
+   */
+  addBackup(): void;
+  /** The pair chart: starting, protected, failingOver, unprotected, reprotecting, ... */
+  readonly actor: Actor<typeof pairMachine>;
   /** Outputs as released to the outside world, numbered so a receiver can drop duplicates. */
   readonly outputs$: Observable<ReleasedOutput>;
   readonly events$: Observable<PairEvent>;
@@ -90,7 +109,9 @@ const WORKER_TIMING: Partial<FtTiming> = { suspectMs: 200, confirmMs: 100 };
 /**
  * A fault-tolerant pair in one process (DESIGN §4): primary and backup machines booted from
  * one image, joined by the embedded logging channel and an arbiter. When the primary dies the
- * backup takes over and `outputs$` goes on from the new primary.
+ * backup takes over and `outputs$` goes on from the new primary; `addBackup()` protects it
+ * again. The pair chart (machines/pair.machine.ts) follows the whole story and would catch a
+ * second live primary.
  */
 export function createPair(opts: PairOptions): Pair {
   const memoryMiB = opts.memoryMiB ?? DEFAULT_MEMORY_MIB;
@@ -99,13 +120,21 @@ export function createPair(opts: PairOptions): Pair {
   const outputs = new Subject<ReleasedOutput>();
   const events = new Subject<PairEvent>();
   const subs: Subscription[] = [];
-  const boot = (): Machine => {
-    const m = new Machine({ memoryMiB, env: new LiveEnv() });
+  const io = opts.disk || opts.net ? { ...(opts.disk ? { disk: opts.disk } : {}), ...(opts.net ? { net: opts.net } : {}) } : undefined;
+  /** A machine with the pair's devices; only the first primary's gets the backends. */
+  const machine = (withBackends: boolean): Machine => new Machine({
+    memoryMiB,
+    env: new LiveEnv(),
+    ...(opts.disk ? { disk: withBackends ? { backend: opts.disk } : { sectors: opts.disk.sectors } } : {}),
+    ...(opts.net ? { net: withBackends ? { backend: opts.net } : {} } : {}),
+  });
+  const boot = (withBackends: boolean): Machine => {
+    const m = machine(withBackends);
     m.loadElf(opts.image);
     return m;
   };
-  const pm = boot();
-  const inWorker = opts.backupIn === 'worker';
+  const pm = boot(true);
+  const inWorker = opts.backupIn === 'worker' && io === undefined;
   const timing = inWorker ? { ...WORKER_TIMING, ...opts.timing } : opts.timing;
   const common = {
     pairId,
@@ -114,13 +143,16 @@ export function createPair(opts: PairOptions): Pair {
     ...(timing ? { timing } : {}),
     ...(opts.batch === undefined ? {} : { batch: opts.batch }),
   };
+  const inspect = opts.inspect ? { inspect: opts.inspect } : {};
   // The backup and the channel to it: in this thread, or in a worker over a MessagePort.
   const remote = inWorker
     ? new RemoteBackup({ ...common, name: 'backup', image: opts.image, memoryMiB, ...(opts.channel ? { channel: opts.channel } : {}) })
     : undefined;
   const local: InProcessChannel | undefined = inWorker ? undefined : createInProcessChannel(opts.channel);
-  const channel = remote?.channel ?? local!;
-  const withInspect = { ...common, ...(opts.inspect ? { inspect: opts.inspect } : {}) };
+  let channel: { cut(): void; stats(): { bytesSent: number; entriesSent: number } } = remote?.channel ?? local!;
+  /** Log traffic of channels to backups that are gone. */
+  const logBefore = { bytes: 0, entries: 0 };
+  const withInspect = { ...common, ...inspect };
   let primary: PrimaryNode | undefined = new PrimaryNode({
     ...withInspect,
     name: 'primary',
@@ -128,32 +160,82 @@ export function createPair(opts: PairOptions): Pair {
     channel: remote ? remote.channel.primary : local!.primary,
   });
   let backup: BackupNode | undefined = local
-    ? new BackupNode({ ...withInspect, name: 'backup', machine: boot(), channel: local.backup })
+    ? new BackupNode({ ...withInspect, name: 'backup', machine: boot(false), channel: local.backup, ...(io ? { io } : {}) })
     : undefined;
   let failovers = 0;
+  let joins = 0;
   let stopping = false;
+  let lastRun: RunOutcome | undefined;
+  const running = new Set<Promise<void>>();
   const t0 = performance.now();
+  const at = (): number => performance.now() - t0;
 
-  const attach = (node: PrimaryNode | BackupNode): void => {
-    subs.push(node.events$.subscribe((e) => events.next(e)));
-    if (node instanceof PrimaryNode) subs.push(node.released$.subscribe((o) => outputs.next(o)));
+  const pairActor = createActor(
+    pairMachine.provide({
+      actions: {
+        // The failover itself is reported where it happens (failedOver); the chart only orders it.
+        announceFailover: () => {},
+        startBackup: () => joinBackup(),
+        reportSplitBrain: () => events.next({ node: 'pair', type: 'error', detail: 'two live primaries: the split-brain guard failed', atMs: at() }),
+      },
+    }),
+    { input: { generation: 1 }, id: 'pair', ...inspect },
+  );
+
+  /** Run a task to its end; the pair is over when no task is left. */
+  const track = (task: Promise<RunOutcome | undefined>): void => {
+    const p = task.then((r) => {
+      if (r) lastRun = r;
+    });
+    running.add(p);
+    void p.finally(() => running.delete(p));
   };
 
-  const runPrimary = async (node: PrimaryNode): Promise<RunOutcome | undefined> => {
-    attach(node);
+  /**
+   * Report a primary node's chart to the pair chart: entering `alone` (it won the arbiter
+   * without its backup) and entering `protected` (a joining backup caught up). A backup gone
+   * live enters `alone` once by its own road: that is `pair.backupLive`, already reported.
+   */
+  const follow = (node: PrimaryNode, promoted: boolean): void => {
+    let skipAlone = promoted;
+    let was: unknown;
+    const watch = node.actor.subscribe((snap) => {
+      const now = snap.value;
+      if (now === 'alone' && was !== 'alone') {
+        if (skipAlone) skipAlone = false;
+        else pairActor.send({ type: 'pair.primaryAlone' });
+      }
+      if (typeof now === 'object' && now !== null && 'protected' in now && !(typeof was === 'object' && was !== null && 'protected' in was)) {
+        pairActor.send({ type: 'pair.backupCaughtUp' });
+      }
+      was = now;
+    });
+    subs.push(new Subscription(() => watch.unsubscribe()));
+  };
+
+  const runPrimary = async (node: PrimaryNode, promoted: boolean): Promise<RunOutcome | undefined> => {
+    subs.push(node.events$.subscribe((e) => events.next(e)));
+    subs.push(node.released$.subscribe((o) => outputs.next(o)));
     primary = node;
+    follow(node, promoted);
     const outcome = await node.run();
     return outcome.reason === 'halt' || outcome.reason === 'fault' ? outcome : undefined;
   };
 
-  const runBackup = async (node: BackupNode): Promise<BackupOutcome> => {
-    attach(node);
-    return node.run();
-  };
-
   const failedOver = (icount: number): void => {
     failovers++;
-    events.next({ node: 'pair', type: 'failover', detail: `backup is live at icount ${icount}`, atMs: performance.now() - t0 });
+    events.next({ node: 'pair', type: 'failover', detail: `backup is live at icount ${icount}`, atMs: at() });
+    pairActor.send({ type: 'pair.backupLive' });
+  };
+
+  /** A backup in this thread: replay; if it goes live, run it as the new primary. */
+  const runBackup = async (node: BackupNode): Promise<RunOutcome | undefined> => {
+    subs.push(node.events$.subscribe((e) => events.next(e)));
+    const b: BackupOutcome = await node.run();
+    if (backup === node) backup = undefined;
+    if (b.reason !== 'live' || stopping) return undefined;
+    failedOver(b.primary.machine.icount);
+    return runPrimary(b.primary, true);
   };
 
   /** The backup in a worker: its events and, once it is live there, its outputs come through the proxy. */
@@ -167,9 +249,34 @@ export function createPair(opts: PairOptions): Pair {
     return run && (run.reason === 'halt' || run.reason === 'fault') ? run : undefined;
   };
 
+  /** Re-protection: a blank machine joins the live primary from its snapshot (chart: startBackup). */
+  const joinBackup = (): void => {
+    const live = primary;
+    if (!live) throw new Error('addBackup: no live primary');
+    const s = channel.stats();
+    logBefore.bytes += s.bytesSent;
+    logBefore.entries += s.entriesSent;
+    const ch = createInProcessChannel(opts.channel);
+    channel = ch;
+    const node = new BackupNode({
+      ...withInspect,
+      name: `backup-${++joins}`,
+      generation: live.generation,
+      machine: machine(false),
+      channel: ch.backup,
+      joining: true,
+      ...(io ? { io } : {}),
+    });
+    backup = node;
+    track(runBackup(node));
+    live.attachBackup(ch.primary);
+    events.next({ node: 'pair', type: 'reprotect', detail: `${node.name} joins ${live.name} at icount ${live.machine.icount}`, atMs: at() });
+  };
+
   return {
     outputs$: outputs.asObservable(),
     events$: events.asObservable(),
+    actor: pairActor,
 
     async ready(): Promise<void> {
       await remote?.ready();
@@ -177,6 +284,7 @@ export function createPair(opts: PairOptions): Pair {
 
     async start(): Promise<PairOutcome> {
       const first = primary!;
+      pairActor.start();
       if (remote) {
         // The primary's watchdog starts with its run: a backup still booting would look dead.
         try {
@@ -188,42 +296,50 @@ export function createPair(opts: PairOptions): Pair {
           throw err;
         }
       }
-      const primaryDone = runPrimary(first);
-      const backupDone = remote
-        ? runRemote(remote)
-        : runBackup(backup!).then(async (b) => {
-          backup = undefined;
-          if (b.reason !== 'live' || stopping) return undefined;
-          failedOver(b.primary.machine.icount);
-          return runPrimary(b.primary);
-        });
-      const [p, b] = await Promise.all([primaryDone, backupDone]);
-      const run = b ?? p;
+      pairActor.send({ type: 'pair.started' });
+      track(runPrimary(first, false));
+      track(remote ? runRemote(remote) : runBackup(backup!));
+      while (running.size > 0) await Promise.race(running);
+      if (lastRun) pairActor.send({ type: 'pair.guestExited' });
+      pairActor.stop();
       outputs.complete();
       events.complete();
-      for (const s of subs) s.unsubscribe();
-      return { code: run?.reason === 'halt' ? run.code : undefined, run, failovers };
+      for (const sub of subs) sub.unsubscribe();
+      return { code: lastRun?.reason === 'halt' ? lastRun.code : undefined, run: lastRun, failovers };
     },
 
     kill(who) {
-      events.next({ node: 'pair', type: 'killed', detail: who, atMs: performance.now() - t0 });
+      events.next({ node: 'pair', type: 'killed', detail: who, atMs: at() });
       // After a failover in the worker, the live primary is the worker's.
       if (who === 'primary') {
         if (remote?.isLive) remote.crash();
         else primary?.crash();
-      } else if (remote) {
-        if (!remote.isLive) remote.crash();
-      } else backup?.crash();
+        pairActor.send({ type: 'pair.primaryDied' });
+      } else {
+        if (remote) {
+          if (!remote.isLive) remote.crash();
+        } else backup?.crash();
+        pairActor.send({ type: 'pair.backupDied' });
+      }
       channel.cut();
     },
 
     cutChannel() {
       channel.cut();
+      pairActor.send({ type: 'pair.partitioned' });
+    },
+
+    addBackup() {
+      if (remote?.isLive) throw new Error('addBackup: the live primary runs in the worker thread; re-protection there is not supported');
+      if (!pairActor.getSnapshot().matches('unprotected')) {
+        throw new Error(`addBackup: the pair is ${JSON.stringify(pairActor.getSnapshot().value)}, not unprotected`);
+      }
+      pairActor.send({ type: 'pair.addBackup' });
     },
 
     stats(): PairStats {
       const s = channel.stats();
-      const log = { logBytes: s.bytesSent, logEntries: s.entriesSent };
+      const log = { logBytes: logBefore.bytes + s.bytesSent, logEntries: logBefore.entries + s.entriesSent };
       if (remote?.isLive) {
         return { generation: remote.generation, live: remote.name, primary: remote.primaryStats(), backup: undefined, ...log };
       }
@@ -238,6 +354,7 @@ export function createPair(opts: PairOptions): Pair {
 
     async stop() {
       stopping = true;
+      pairActor.send({ type: 'pair.stop' });
       primary?.crash();
       backup?.crash();
       remote?.crash();

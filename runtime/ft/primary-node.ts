@@ -281,7 +281,11 @@ export class PrimaryNode {
   private async finish(outcome: RunOutcome): Promise<void> {
     if (!this.alone) this.log.append({ type: 'end', code: outcome.code ?? (outcome.reason === 'fault' ? 1 : 0) }, this.machine.icount);
     // The power-off is an output too: the run is over only once everything is out.
-    while (!this.stopped && this.gate.heldCount > 0) await new Promise((r) => setTimeout(r, 1));
+    // A backup gone live may find its guest already powered off: its re-issued outputs leave
+    // only once the arbiter has said yes, so wait for `alone` too, or they would be lost.
+    while (!this.stopped && (this.gate.heldCount > 0 || (this.opts.startAlone === true && !this.alone))) {
+      await new Promise((r) => setTimeout(r, 1));
+    }
     if (this.stopped) return;
     if (!this.alone) {
       // Tell the backup everything is out, so it finishes instead of re-issuing the tail.
