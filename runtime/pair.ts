@@ -181,6 +181,7 @@ export function createPair(opts: PairOptions): Pair {
     }),
     { input: { generation: 1 }, id: 'pair', ...inspect },
   );
+  pairActor.start();
 
   /** Run a task to its end; the pair is over when no task is left. */
   const track = (task: Promise<RunOutcome | undefined>): void => {
@@ -233,6 +234,8 @@ export function createPair(opts: PairOptions): Pair {
     subs.push(node.events$.subscribe((e) => events.next(e)));
     const b: BackupOutcome = await node.run();
     if (backup === node) backup = undefined;
+    // A backup that halted, diverged or gave up joining no longer protects anyone.
+    if (b.reason === 'halted' || b.reason === 'diverged' || (b.reason === 'stopped' && !stopping)) pairActor.send({ type: 'pair.backupDied' });
     if (b.reason !== 'live' || stopping) return undefined;
     failedOver(b.primary.machine.icount);
     return runPrimary(b.primary, true);
@@ -284,7 +287,6 @@ export function createPair(opts: PairOptions): Pair {
 
     async start(): Promise<PairOutcome> {
       const first = primary!;
-      pairActor.start();
       if (remote) {
         // The primary's watchdog starts with its run: a backup still booting would look dead.
         try {
