@@ -5,6 +5,13 @@
 //   [magic u8 = 0xF8][version u8 = 1][kind u8][body][crc32c u32 LE]
 //   kind 1 = ack, body = seq (uvarint): "every entry up to seq was received";
 //   kind 2 = bye, empty body: the backup closes in order (BackupEnd.close).
+// One exception flows primary -> backup: a primary that is already running (re-protection,
+// DESIGN §3) opens every connection with one hello control frame before its log frames:
+//   kind 3 = hello, body = [mode u8: 1 join, 2 busy][generation uvarint][memory MiB uvarint]
+// `join`: this primary takes the caller as its new backup; the caller must claim `generation`
+// (the live primary's current one) and restore a snapshot into a machine of that memory size.
+// `busy`: it has a backup (or is not alone yet) and closes the connection. A primary booting a
+// pair with its first backup sends no hello: its first byte is a log frame's magic (0xF7).
 // The CRC covers everything before it. A bad control frame fails the channel: as for the log,
 // an error, never a guess (DESIGN §2). The magic differs from the log's (0xF7), so a stream
 // sent the wrong way round fails on its first byte.
@@ -18,6 +25,7 @@ export const CONTROL_MAGIC = 0xf8;
 export const CONTROL_VERSION = 1;
 const KIND_ACK = 1;
 const KIND_BYE = 2;
+const KIND_HELLO = 3;
 
 export type ControlFrame = { type: 'ack'; seq: number } | { type: 'bye' };
 
@@ -45,6 +53,52 @@ export function encodeBye(): Uint8Array {
   frame[1] = CONTROL_VERSION;
   frame[2] = KIND_BYE;
   return seal(frame, 3);
+}
+
+export interface Hello {
+  mode: 'join' | 'busy';
+  /** The generation a joining backup claims if this primary goes silent (its chart's current one). */
+  generation: number;
+  memoryMiB: number;
+}
+
+export function encodeHello(h: Hello): Uint8Array {
+  if (!(Number.isSafeInteger(h.generation) && h.generation >= 1 && Number.isSafeInteger(h.memoryMiB) && h.memoryMiB >= 1)) throw new RangeError('hello: bad generation or memory size');
+  const frame = new Uint8Array(4 + uvarintSize(h.generation) + uvarintSize(h.memoryMiB) + 4);
+  frame[0] = CONTROL_MAGIC;
+  frame[1] = CONTROL_VERSION;
+  frame[2] = KIND_HELLO;
+  frame[3] = h.mode === 'join' ? 1 : 2;
+  const at = writeUvarint(frame, writeUvarint(frame, 4, h.generation), h.memoryMiB);
+  return seal(frame, at);
+}
+
+/**
+ * A hello at the start of `buf`: the hello and the bytes it took, or undefined while
+ * incomplete. Throws LogFrameError for anything else that starts with the control magic.
+ */
+export function decodeHello(buf: Uint8Array): { hello: Hello; used: number } | undefined {
+  if (buf.length >= 1 && buf[0] !== CONTROL_MAGIC) throw new LogFrameError('magic', 0, `hello: expected 0x${CONTROL_MAGIC.toString(16)}, got 0x${buf[0]!.toString(16)}`);
+  if (buf.length >= 2 && buf[1] !== CONTROL_VERSION) throw new LogFrameError('version', 0, `hello: expected version ${CONTROL_VERSION}, got ${buf[1]}`);
+  if (buf.length >= 3 && buf[2] !== KIND_HELLO) throw new LogFrameError('type', 0, `hello: expected kind ${KIND_HELLO}, got ${buf[2]}`);
+  if (buf.length >= 4 && buf[3] !== 1 && buf[3] !== 2) throw new LogFrameError('payload', 0, `hello: unknown mode ${buf[3]}`);
+  let at = 4;
+  for (let n = 0; n < 2; n++) {
+    const start = at;
+    for (;;) {
+      if (at >= buf.length) return undefined;
+      if (at - start >= MAX_VARINT_BYTES) throw new LogFrameError('length', 0, 'hello: varint too long');
+      if (buf[at++]! < 0x80) break;
+    }
+  }
+  if (at + 4 > buf.length) return undefined;
+  const want = (buf[at]! | (buf[at + 1]! << 8) | (buf[at + 2]! << 16) | (buf[at + 3]! << 24)) >>> 0;
+  if (want !== crc32c(buf, 0, at)) throw new LogFrameError('crc', 0, 'hello: bad crc');
+  const r = new VarintReader(buf, 4, at);
+  const generation = r.uvarint();
+  const memoryMiB = r.uvarint();
+  if (!r.ok || !Number.isSafeInteger(generation) || !Number.isSafeInteger(memoryMiB)) throw new LogFrameError('payload', 0, 'hello: overflow');
+  return { hello: { mode: buf[3] === 1 ? 'join' : 'busy', generation, memoryMiB }, used: at + 4 };
 }
 
 /**

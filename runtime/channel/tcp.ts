@@ -15,7 +15,8 @@ import { Decoder, Encoder, LogFrameError } from '../log/codec.js';
 import type { LogEntry } from '../log/entry.js';
 import type { BackupEnd, ChannelEvent, ChannelStats, FlowControlOptions, Lag, PrimaryEnd } from './channel.js';
 import { SendWindow } from './send-window.js';
-import { ControlDecoder, encodeAck, encodeBye, MIN_KEY_BYTES } from './tcp-frames.js';
+import { CONTROL_MAGIC, ControlDecoder, decodeHello, encodeAck, encodeBye, encodeHello, MIN_KEY_BYTES, type Hello } from './tcp-frames.js';
+import { FRAME_MAGIC } from '../log/codec.js';
 
 export const TLS_CIPHERS = 'ECDHE-PSK-CHACHA20-POLY1305:PSK-AES256-GCM-SHA384';
 /** The PSK identity both ends name; the key, not the identity, is the secret. */
@@ -36,23 +37,44 @@ export interface TcpPrimaryEnd extends PrimaryEnd {
   stats(): ChannelStats;
 }
 
-export interface TcpListener {
-  end: TcpPrimaryEnd;
+export interface TcpBackupListener {
   /** The port actually bound (useful with port 0). */
   port: number;
-  /** Stop listening and close the end. */
+  /**
+   * A new end that the next authenticated connection attaches to (re-protection, DESIGN §3):
+   * with `hello`, the connection is first told the generation to claim and the memory size
+   * (tcp-frames.ts), and a stranger failing the handshake is only refused (`refused$`), never
+   * fatal to the running primary. Throws while the previous end is still waiting or open.
+   */
+  accept(hello?: Omit<Hello, 'mode'>): TcpPrimaryEnd;
+  /** Connections turned away: a failed handshake (wrong key) or a backup arriving while busy. */
+  readonly refused$: Observable<string>;
+  /** Stop listening and close the current end. */
   close(): Promise<void>;
+}
+
+export interface TcpListener extends TcpBackupListener {
+  /** The first end, for the backup booted together with the primary. */
+  end: TcpPrimaryEnd;
 }
 
 export interface TcpBackupOptions extends TcpChannelOptions {
   /** Keep retrying a refused or unreachable connection for this long (the primary may start later). */
   connectTimeoutMs?: number;
   retryMs?: number;
+  /**
+   * Join a running primary (re-protection): expect its hello first (tcp-frames.ts) and resolve
+   * `opened` only once it has told the generation and memory size. Without `join`, a hello
+   * (the primary is running, or busy) fails the end with a message saying so.
+   */
+  join?: boolean;
 }
 
 export interface TcpBackupEnd extends BackupEnd {
   /** Resolves once connected and authenticated; rejects with the failure otherwise. */
   readonly opened: Promise<void>;
+  /** What a running primary told a joining backup (set before `opened` resolves). */
+  readonly hello: Hello | undefined;
   stats(): { bytesReceived: number; entriesReceived: number };
 }
 
@@ -79,11 +101,84 @@ function checkKey(key: Uint8Array): Buffer {
 /**
  * Listens for one backup. Entries sent before it connects wait in memory (the caller usually
  * awaits `end.attached` before running the guest, so the backup starts at the same icount).
- * While a backup is attached, further connections are refused; once it has gone, the end is
- * closed or failed for good (re-protection builds a new end).
+ * While a backup is attached, further connections are refused; once it has gone, that end is
+ * closed or failed for good: re-protection takes the next backup on a new end (`accept`).
  */
 export async function listenPrimary(opts: TcpChannelOptions): Promise<TcpListener> {
+  const l = await listenForBackups(opts);
+  return { ...l, end: l.accept(), accept: l.accept, close: l.close };
+}
+
+interface EndSlot {
+  end: TcpPrimaryEnd;
+  waiting(): boolean;
+  open(): boolean;
+  take(s: tls.TLSSocket): void;
+  fail(e: Error): void;
+  /** The first end fails on a wrong key (loud on both sides); a re-protection end only refuses. */
+  loud: boolean;
+}
+
+/** A listener with no end yet: a backup gone live listens this way for its own new backup. */
+export async function listenForBackups(opts: TcpChannelOptions): Promise<TcpBackupListener> {
   const key = checkKey(opts.key);
+  const refused = new Subject<string>();
+  let current: EndSlot | undefined;
+
+  const server = tls.createServer({
+    ciphers: TLS_CIPHERS,
+    minVersion: 'TLSv1.2',
+    maxVersion: 'TLSv1.2',
+    pskIdentityHint: PSK_IDENTITY,
+    pskCallback: (_socket, identity) => (identity === PSK_IDENTITY ? key : null),
+  });
+  server.on('tlsClientError', (err, s) => {
+    const from = `${s.remoteAddress}:${s.remotePort}`;
+    const why = `backup ${from} failed the TLS-PSK handshake (wrong key?): ${err.message.split('\n')[0]}`;
+    // NOTE: before the first backup attached, a failed handshake fails the end so that a
+    // misconfigured key is loud on both sides; otherwise it is only refused, so a stranger
+    // cannot break a running pair.
+    if (current?.waiting() && current.loud && isTlsError(err)) current.fail(new Error(why, { cause: err }));
+    else refused.next(why);
+  });
+  server.on('secureConnection', (s: tls.TLSSocket) => {
+    if (current?.waiting()) {
+      current.take(s);
+      return;
+    }
+    // Tell a joining backup why (a booting backup sees a clear error too, see connectBackup).
+    refused.next(`backup ${s.remoteAddress}:${s.remotePort}: busy (a backup is attached or this primary is not alone yet)`);
+    s.on('error', () => undefined);
+    s.end(encodeHello({ mode: 'busy', generation: 1, memoryMiB: 1 }));
+    setTimeout(() => s.destroy(), 1000).unref();
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (err) => current?.fail(new Error(`listener: ${err.message}`, { cause: err })));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    port,
+    refused$: refused.asObservable(),
+    accept(hello?: Omit<Hello, 'mode'>): TcpPrimaryEnd {
+      if (current && (current.waiting() || current.open())) throw new Error('tcp listener: the previous backup end is still in use');
+      current = makeEnd(opts, hello);
+      return current.end;
+    },
+    close: async () => {
+      current?.end.close();
+      refused.complete();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+function makeEnd(opts: TcpChannelOptions, hello: Omit<Hello, 'mode'> | undefined): EndSlot {
   const window = new SendWindow(opts);
   const encoder = new Encoder();
   const control = new ControlDecoder();
@@ -121,31 +216,12 @@ export async function listenPrimary(opts: TcpChannelOptions): Promise<TcpListene
     sock.write(chunk);
   };
 
-  const server = tls.createServer({
-    ciphers: TLS_CIPHERS,
-    minVersion: 'TLSv1.2',
-    maxVersion: 'TLSv1.2',
-    pskIdentityHint: PSK_IDENTITY,
-    pskCallback: (_socket, identity) => (identity === PSK_IDENTITY ? key : null),
-  });
-  server.on('tlsClientError', (err, s) => {
-    const from = `${s.remoteAddress}:${s.remotePort}`;
-    // NOTE: before a backup attached, a failed handshake fails the end so that a
-    // misconfigured key is loud on both sides; afterwards it is only refused, so a stranger
-    // cannot break a running pair.
-    if (state === 'waiting' && isTlsError(err)) {
-      fail(new Error(`backup ${from} failed the TLS-PSK handshake (wrong key?): ${err.message.split('\n')[0]}`, { cause: err }));
-    }
-  });
-  server.on('secureConnection', (s: tls.TLSSocket) => {
-    if (state !== 'waiting') {
-      s.destroy();
-      return;
-    }
+  const take = (s: tls.TLSSocket): void => {
     sock = s;
     peer = `${s.remoteAddress}:${s.remotePort}`;
     state = 'open';
     s.setNoDelay(true);
+    if (hello) s.write(encodeHello({ mode: 'join', ...hello }));
     s.on('data', (chunk: Buffer) => {
       let frames;
       try {
@@ -172,7 +248,7 @@ export async function listenPrimary(opts: TcpChannelOptions): Promise<TcpListene
     events.next({ type: 'channel.open' });
     attach.resolve();
     flush();
-  });
+  };
 
   const end: TcpPrimaryEnd = {
     send(e: LogEntry): void {
@@ -220,24 +296,7 @@ export async function listenPrimary(opts: TcpChannelOptions): Promise<TcpListene
       closeTimer.unref();
     },
   };
-
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port, opts.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  server.on('error', (err) => fail(new Error(`listener: ${err.message}`, { cause: err })));
-  const port = (server.address() as AddressInfo).port;
-  return {
-    end,
-    port,
-    close: async () => {
-      end.close();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
+  return { end, waiting: () => state === 'waiting', open: () => state === 'open' || state === 'closing', take, fail, loud: hello === undefined };
 }
 
 /**
@@ -263,6 +322,9 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
   let eof = false;
   let pendingAck = -1;
   let sentAck = -1;
+  // Until the first bytes tell a booting primary (a log frame) from a running one (a hello).
+  let greeting: Uint8Array | undefined = new Uint8Array(0);
+  let hello: Hello | undefined;
   let ackScheduled = false;
   let open!: { resolve: () => void; reject: (e: Error) => void };
   const opened = new Promise<void>((resolve, reject) => { open = { resolve, reject }; });
@@ -311,6 +373,43 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
     }
   };
 
+  /** Bytes past the greeting once it is settled, or undefined while it is not (or failed). */
+  const greet = (chunk: Buffer): Buffer | undefined => {
+    const buf = Buffer.concat([greeting!, chunk]);
+    if (buf.length === 0) return undefined;
+    if (buf[0] !== CONTROL_MAGIC) {
+      greeting = undefined;
+      if (!opts.join) return buf;
+      fail(new Error(buf[0] === FRAME_MAGIC
+        ? `primary ${where} is booting a new pair, not taking a joining backup: connect with --connect`
+        : `primary ${where} sent no hello to a joining backup (first byte 0x${buf[0]!.toString(16)})`));
+      return undefined;
+    }
+    let got;
+    try {
+      got = decodeHello(buf);
+    } catch (err) {
+      fail(asError(err));
+      return undefined;
+    }
+    if (!got) {
+      greeting = buf;
+      return undefined;
+    }
+    greeting = undefined;
+    if (got.hello.mode === 'busy') {
+      fail(new Error(`primary ${where} is busy: it has a backup already or is not running alone yet`));
+      return undefined;
+    }
+    if (!opts.join) {
+      fail(new Error(`primary ${where} is running alone and takes a new backup only as a joining one (--join)`));
+      return undefined;
+    }
+    hello = got.hello;
+    open.resolve();
+    return buf.subarray(got.used);
+  };
+
   const attempt = (): void => {
     if (state !== 'connecting') return;
     const s = tls.connect({
@@ -334,12 +433,17 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
       state = 'open';
       s.setNoDelay(true);
       events.next({ type: 'channel.open' });
-      open.resolve();
+      if (!opts.join) open.resolve();
       drain();
     });
     s.on('data', (chunk: Buffer) => {
       if (state !== 'open') return;
       stats.bytesReceived += chunk.length;
+      if (greeting) {
+        const rest = greet(chunk);
+        if (!rest) return;
+        chunk = rest;
+      }
       inbox.push(chunk);
       drain();
     });
@@ -397,6 +501,9 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
     },
     events$: events.asObservable(),
     opened,
+    get hello(): Hello | undefined {
+      return hello;
+    },
     stats: () => ({ ...stats }),
     close(): void {
       if (state === 'open') {
