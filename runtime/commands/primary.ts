@@ -13,7 +13,7 @@ import { ElfError } from '../elf.js';
 import { DEFAULT_MEMORY_MIB } from '../platform.js';
 import type { Arbiter } from '../arbiter/arbiter.js';
 import { parseArbiterSpec } from '../arbiter/spec.js';
-import { listenPrimary } from '../channel/tcp.js';
+import { listenPrimary, type TcpBackupListener, type TcpPrimaryEnd } from '../channel/tcp.js';
 import { readKeyFile } from '../channel/tcp-frames.js';
 import type { ReleasedOutput } from '../ft/output-gate.js';
 import { PrimaryNode, type NodeEvent } from '../ft/primary-node.js';
@@ -21,7 +21,7 @@ import type { FtTiming } from '../ft/timing.js';
 import { OutputLogWriter } from '../faults/output-log.js';
 import { CliError, positiveInt, readImage } from './common.js';
 
-const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N]';
+const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--no-reprotect]';
 
 /** Exit code of a replica that lost the arbiter and halted (the other one is live). */
 export const EXIT_HALTED = 3;
@@ -136,9 +136,9 @@ async function primary(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { ...commonOptions, listen: { type: 'string' }, join: { type: 'boolean' } },
+    options: { ...commonOptions, listen: { type: 'string' }, join: { type: 'string' }, 'no-reprotect': { type: 'boolean' } },
   });
-  if (values.join) throw new CliError('--join: re-protection of a running primary is not yet available');
+  if (values.join !== undefined) throw new CliError('--join belongs to `ftvm backup`: a new backup joins a running primary');
   if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
   const file = positionals[0]!;
   const { host, port } = parseHostPort('listen', values.listen);
@@ -169,6 +169,7 @@ async function primary(argv: string[]): Promise<number> {
   const node = new PrimaryNode({ name: 'primary', pairId, generation: 1, machine, arbiter, channel: listener.end, timing, ...batchFlag(values) });
   reportEvents(node.events$);
   sinkOutputs(node.released$, values.outputs);
+  if (!values['no-reprotect']) serveReprotection(node, listener, memoryMiB);
   const stop = (): void => node.crash();
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
@@ -176,7 +177,7 @@ async function primary(argv: string[]): Promise<number> {
   await listener.close().catch(() => undefined);
   await arbiter.close();
   const s = node.stats();
-  note(`primary stats outputs ${s.outputs} released ${s.released} entries ${s.entriesSent} bytes ${listener.end.stats().bytesSent} outputDelay p50 ${s.outputDelay.p50Ms.toFixed(3)} ms p99 ${s.outputDelay.p99Ms.toFixed(3)} ms icount ${s.icount}`);
+  note(`primary stats outputs ${s.outputs} released ${s.released} entries ${s.entriesSent} bytes ${listener.end.stats().bytesSent} (first backup) outputDelay p50 ${s.outputDelay.p50Ms.toFixed(3)} ms p99 ${s.outputDelay.p99Ms.toFixed(3)} ms icount ${s.icount}`);
   // A primary that lost the arbiter halts even if its guest powered off meanwhile: the
   // other replica is the one that finishes the guest's outputs.
   if (node.state === 'halted') return EXIT_HALTED;
@@ -184,6 +185,65 @@ async function primary(argv: string[]): Promise<number> {
   if (outcome.reason === 'fault') return 1;
   // Stopped: it lost the arbiter (the backup is live) or was told to stop.
   return EXIT_HALTED;
+}
+
+/**
+ * Re-protection across processes (DESIGN §3): whenever `node` runs alone (its backup died and
+ * it won the arbiter, or it is a backup gone live), the listener takes the next backup that
+ * connects with `ftvm backup --join`. That connection first gets a hello with the node's
+ * current generation, the one the joiner claims if this node goes silent (an older replica
+ * can only claim an older one, so it never wins again), and the memory size. Then the node
+ * sends a snapshot between two batches: the guest stops only for that copy (machine state,
+ * compression, framing; reported as `paused`), the rest streams while it runs. Outputs wait
+ * for the joiner's ack of the snapshot, as for any entry; the pair is protected from then.
+ */
+export function serveReprotection(node: PrimaryNode, listener: TcpBackupListener, memoryMiB: number): void {
+  let current: TcpPrimaryEnd | undefined;
+  let joined: { at: number; bytes: number } | undefined;
+  let over = false;
+  listener.refused$.subscribe((why) => note(`${node.name} refused ${why}`));
+  const offer = (): void => {
+    if (over || current || node.state !== 'alone') return;
+    const end = listener.accept({ generation: node.generation, memoryMiB });
+    current = end;
+    note(`${node.name} alone: a new backup may join on port ${listener.port} (generation ${node.generation})`);
+    end.events$.subscribe((e) => {
+      if (e.type === 'channel.failed' || e.type === 'channel.closed') {
+        if (e.type === 'channel.failed') note(`${node.name} joined backup channel failed: ${e.error.message}`);
+        if (current === end) current = undefined;
+        joined = undefined;
+        // Back to `alone` (or still there if the joiner never finished its handshake).
+        queueMicrotask(offer);
+      }
+    });
+    end.attached.then(() => {
+      if (over || node.state !== 'alone') {
+        end.close();
+        return;
+      }
+      const t = performance.now();
+      node.attachBackup(end);
+      const pausedMs = performance.now() - t;
+      joined = { at: t, bytes: end.stats().bytesSent };
+      note(`${node.name} backup joining from ${end.peer}: snapshot ${end.stats().bytesSent} bytes at icount ${node.machine.icount}, guest paused ${pausedMs.toFixed(1)} ms for the copy`);
+    }, () => undefined);
+  };
+  node.events$.subscribe({
+    next: (e) => {
+      if (e.type !== 'state') return;
+      if (e.detail === '"alone"') offer();
+      else if (joined && e.detail.includes('"protected"')) {
+        note(`${node.name} re-protected: join to protected in ${(performance.now() - joined.at).toFixed(1)} ms (${joined.bytes} bytes)`);
+        joined = undefined;
+      }
+    },
+    complete: () => {
+      over = true;
+      current?.close();
+    },
+  });
+  // A node that is already alone when this is called (events report changes only).
+  queueMicrotask(offer);
 }
 
 /** Wraps a command body: expected errors become one `ftvm: ...` line and an exit code. */
