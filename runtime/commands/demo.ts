@@ -5,8 +5,10 @@ import { guestPath } from '../guests.js';
 import { SeqChecker } from '../demo/seq-checker.js';
 import { CliError, positiveInt, readImage } from './common.js';
 import { startViews, takeViewFlags, ViewFlagError } from '../dashboard/cli.js';
+import { dnsScenario, runScenario, scenarioPassed, summary } from '../demo/dns-load.js';
+import { kvScenario } from '../demo/kv-load.js';
 
-const USAGE = 'demo [--seed N] [--guest seq|seq-short] [--backup-in worker|thread] [--quiet] [--inspect [PORT]] [--dashboard [PORT]]';
+const USAGE = 'demo [--seed N] [--guest seq|seq-short|dns|kv] [--backup-in worker|thread] [--quiet] [--inspect [PORT]] [--dashboard [PORT]]';
 
 /** xorshift32: the kill moment must follow from --seed alone. */
 function prng(seed: number): () => number {
@@ -31,7 +33,8 @@ async function demo(argv: string[]): Promise<number> {
   });
   const seed = positiveInt('seed', values.seed, Math.floor(Math.random() * 1e6) + 1);
   const guest = values.guest ?? 'seq';
-  if (guest !== 'seq' && guest !== 'seq-short') throw new CliError(`--guest must be seq or seq-short, got '${guest}'`);
+  if (guest === 'dns' || guest === 'kv') return ioDemo(guest, seed, values.quiet === true, flags.inspect !== undefined || flags.dashboard !== undefined);
+  if (guest !== 'seq' && guest !== 'seq-short') throw new CliError(`--guest must be seq, seq-short, dns or kv, got '${guest}'`);
   const totalLines = guest === 'seq' ? 2000 : 50;
   // The backup replays on the other core (a worker thread), as on another host; but charts
   // are inspected in this thread only, so --inspect and --dashboard keep it beside the primary.
@@ -117,6 +120,23 @@ async function demo(argv: string[]): Promise<number> {
   }
   await views.close();
   return passed ? 0 : 1;
+}
+
+/**
+ * `--guest dns|kv`: the pair gets a disk (a temp copy of the zone, or a zeroed kv store) and a
+ * UDP forward on a free port; clients load it through the forward, the primary is killed at a
+ * seeded moment under that load, and the checker looks at what the clients got (and the disk).
+ */
+async function ioDemo(guest: 'dns' | 'kv', seed: number, quiet: boolean, viewing: boolean): Promise<number> {
+  if (viewing) throw new CliError(`--inspect and --dashboard are for the seq demo, not --guest ${guest}`);
+  const say = (s: string): void => { if (!quiet) process.stdout.write(`${s}\n`); };
+  say(`ftvm demo: guest ${guest}, seed ${seed}: a pair with a file disk and a UDP forward; the primary is killed under ${guest === 'dns' ? 'dns queries' : 'kv requests'}`);
+  const r = guest === 'dns'
+    ? await runScenario(dnsScenario, { seed, say })
+    : await runScenario(kvScenario, { seed, say });
+  say(`killed ${r.killDelayMs} ms after answer ${r.killAfterAnswers}; run took ${(r.durationMs / 1000).toFixed(2)} s`);
+  process.stdout.write(summary(r, guest === 'dns' ? 'queries' : 'requests').join('\n') + '\n');
+  return scenarioPassed(r) ? 0 : 1;
 }
 
 export const command: Command = {
