@@ -89,6 +89,12 @@ export interface Pair {
    * the pair is unprotected and its live primary runs in this thread.
    */
   addBackup(): void;
+  /**
+   * Fault injection for divergence detection: flip one byte of the backup's RAM. The next
+   * digest comparison reports it, the backup is dropped, and a new one is rebuilt from a
+   * snapshot of the primary (DESIGN §3 Divergence).
+   */
+  corruptBackup(): void;
   /** The pair chart: starting, protected, failingOver, unprotected, reprotecting, ... */
   readonly actor: Actor<typeof pairMachine>;
   /** Outputs as released to the outside world, numbered so a receiver can drop duplicates. */
@@ -164,6 +170,8 @@ export function createPair(opts: PairOptions): Pair {
     : undefined;
   let failovers = 0;
   let joins = 0;
+  /** A backup diverged: once the primary runs alone again, join a fresh one. */
+  let rebuild = false;
   let stopping = false;
   let lastRun: RunOutcome | undefined;
   const running = new Set<Promise<void>>();
@@ -205,6 +213,13 @@ export function createPair(opts: PairOptions): Pair {
       if (now === 'alone' && was !== 'alone') {
         if (skipAlone) skipAlone = false;
         else pairActor.send({ type: 'pair.primaryAlone' });
+        if (rebuild && !stopping) {
+          rebuild = false;
+          // After the chart's own step: the primary takes the backup between two batches.
+          setImmediate(() => {
+            if (!stopping && pairActor.getSnapshot().matches('unprotected')) pairActor.send({ type: 'pair.addBackup' });
+          });
+        }
       }
       if (typeof now === 'object' && now !== null && 'protected' in now && !(typeof was === 'object' && was !== null && 'protected' in was)) {
         pairActor.send({ type: 'pair.backupCaughtUp' });
@@ -235,6 +250,10 @@ export function createPair(opts: PairOptions): Pair {
     const b: BackupOutcome = await node.run();
     if (backup === node) backup = undefined;
     // A backup that halted, diverged or gave up joining no longer protects anyone.
+    if (b.reason === 'diverged') {
+      rebuild = true;
+      events.next({ node: 'pair', type: 'error', detail: `${node.name} diverged (${b.detail}); rebuilding the backup from a snapshot`, atMs: at() });
+    }
     if (b.reason === 'halted' || b.reason === 'diverged' || (b.reason === 'stopped' && !stopping)) pairActor.send({ type: 'pair.backupDied' });
     if (b.reason !== 'live' || stopping) return undefined;
     failedOver(b.primary.machine.icount);
@@ -337,6 +356,15 @@ export function createPair(opts: PairOptions): Pair {
         throw new Error(`addBackup: the pair is ${JSON.stringify(pairActor.getSnapshot().value)}, not unprotected`);
       }
       pairActor.send({ type: 'pair.addBackup' });
+    },
+
+    corruptBackup() {
+      const m = backup?.machine;
+      if (!m) throw new Error('corruptBackup: no backup in this thread');
+      // A byte in the middle of RAM: the guest may never read it, only the digest notices.
+      const at = m.bus.ramBase + (m.bus.ramBytes >>> 1);
+      const [b] = m.bus.readRam(at, 1);
+      m.bus.writeRam(at, Uint8Array.of((b ?? 0) ^ 0x5a));
     },
 
     stats(): PairStats {

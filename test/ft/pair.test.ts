@@ -155,3 +155,34 @@ describe('fault-tolerant pair (in process)', () => {
     );
   });
 });
+
+describe('divergence', () => {
+  it('detects a corrupted backup by digest, drops it, and rebuilds a backup from a snapshot', async () => {
+    const pair = createPair({ image: readFileSync(guestPath('seq')), timing: { digestEveryMs: 20 } });
+    const checker = new SeqChecker();
+    const events: PairEvent[] = [];
+    const states: string[] = [];
+    pair.events$.subscribe((e) => events.push(e));
+    pair.outputs$.subscribe((o) => {
+      checker.accept(o);
+      if (checker.lines === 5 && !events.some((e) => e.detail === 'corrupt')) {
+        events.push({ node: 'pair', type: 'killed', detail: 'corrupt', atMs: 0 });
+        pair.corruptBackup();
+      }
+    });
+    pair.actor.subscribe((snap) => {
+      states.push(JSON.stringify(snap.value));
+      // Protected again by the rebuilt backup: the test has seen what it needs.
+      if (states.includes('"reprotecting"') && snap.value === 'protected') void pair.stop();
+    });
+    const outcome = await pair.start();
+    expect(events.some((e) => e.type === 'divergence' && /expected digest [0-9a-f]+, got digest/.test(e.detail))).toBe(true);
+    expect(events.some((e) => e.type === 'reprotect')).toBe(true);
+    // Protected, then the diverged backup is dropped, then protected again by a new one.
+    expect(states.indexOf('"reprotecting"')).toBeGreaterThan(states.indexOf('"protected"'));
+    expect(states.lastIndexOf('"protected"')).toBeGreaterThan(states.indexOf('"reprotecting"'));
+    expect(outcome.failovers).toBe(0);
+    expect(checker.lost).toBe(0);
+    expect(checker.errors).toEqual([]);
+  });
+});
