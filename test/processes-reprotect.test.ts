@@ -1,0 +1,123 @@
+// Re-protection across processes (DESIGN §3): `ftvm primary` + `ftvm backup` as processes,
+// kill -9 of the primary, a new `ftvm backup --join` against the backup gone live, then kill -9
+// of that one too: the joined backup finishes the guest. The fault checker reads what the
+// world saw (every process's --outputs, deduplicated by index). Runs the built CLI (dist/).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { FileArbiter } from '../runtime/arbiter/file.js';
+import { checkHistory } from '../runtime/faults/checker.js';
+import { readOutputLog } from '../runtime/faults/output-log.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const cli = join(root, 'bin/ftvm.js');
+const seq = join(root, 'guests/seq/seq.elf');
+// Well above the stalls of a loaded machine: a spurious failover would change the scenario.
+const SUSPECT_MS = '1000';
+const dirs: string[] = [];
+const procs: ChildProcess[] = [];
+afterAll(() => {
+  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+interface Proc {
+  child: ChildProcess;
+  err: () => string;
+  /** Resolves with the first match of `re` in its stderr. */
+  waitErr: (re: RegExp, ms?: number) => Promise<RegExpExecArray>;
+  exit: Promise<string>;
+}
+
+function start(args: string[]): Proc {
+  const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  procs.push(child);
+  let text = '';
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => { text += s; });
+  const exit = new Promise<string>((resolve) => child.once('exit', (code, sig) => resolve(sig ?? String(code))));
+  const waitErr = async (re: RegExp, ms = 20_000): Promise<RegExpExecArray> => {
+    const t0 = Date.now();
+    for (;;) {
+      const m = re.exec(text);
+      if (m) return m;
+      if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${re} in:\n${text}`);
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`exited before ${re}:\n${text}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  return { child, err: () => text, waitErr, exit };
+}
+
+const outputsIn = (file: string): number => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').length - 1 : 0);
+const waitOutputs = async (file: string, n: number, ms = 20_000): Promise<void> => {
+  const t0 = Date.now();
+  while (outputsIn(file) < n) {
+    if (Date.now() - t0 > ms) throw new Error(`${file}: fewer than ${n} outputs after ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+describe('re-protection across processes', () => {
+  it('a backup joins the survivor of a kill -9, is protected, and survives the next kill -9', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'ftvm-reprotect-'));
+    dirs.push(d);
+    writeFileSync(join(d, 'key'), 'ab'.repeat(32));
+    writeFileSync(join(d, 'wrong'), 'cd'.repeat(32));
+    const common = (out: string, key = 'key'): string[] => ['--key-file', join(d, key), '--arbiter', `file:${d}`, '--pair-id', 'rp', '--suspect-ms', SUSPECT_MS, '--outputs', join(d, out)];
+
+    const p = start(['primary', seq, '--listen', '127.0.0.1:0', ...common('p.jsonl')]);
+    const port = (await p.waitErr(/primary listening 127\.0\.0\.1:(\d+)/))[1];
+    const b = start(['backup', seq, '--connect', `127.0.0.1:${port}`, '--listen', '127.0.0.1:0', ...common('b.jsonl')]);
+    await p.waitErr(/primary state \{"protected"/);
+    await waitOutputs(join(d, 'p.jsonl'), 3000);
+    p.child.kill('SIGKILL');
+
+    // The backup wins generation 1, goes live in generation 2 and listens for a new backup.
+    const bPort = (await b.waitErr(/backup listening 127\.0\.0\.1:(\d+)/))[1];
+    await b.waitErr(/backup alone: a new backup may join on port \d+ \(generation 2\)/);
+
+    // A joiner with the wrong key is refused on both sides; the live one goes on untouched.
+    const w = start(['backup', seq, '--join', `127.0.0.1:${bPort}`, ...common('w.jsonl', 'wrong')]);
+    expect(await w.exit).toBe('1');
+    expect(w.err()).toMatch(/ftvm: no primary: primary 127\.0\.0\.1:\d+ refused the TLS-PSK handshake \(wrong key\?\)/);
+    await b.waitErr(/backup refused backup .* failed the TLS-PSK handshake \(wrong key\?\)/);
+
+    // The real joiner: told generation 2 in the primary's hello, it restores the snapshot.
+    const j = start(['backup', seq, '--join', `127.0.0.1:${bPort}`, '--listen', '127.0.0.1:0', '--name', 'joiner', ...common('j.jsonl')]);
+    await j.waitErr(/backup joined 127\.0\.0\.1:\d+ pair rp as joiner, generation 2/);
+    await b.waitErr(/backup re-protected: join to protected in [\d.]+ ms/);
+    await b.waitErr(/backup state \{"protected"/);
+    expect(j.err()).toMatch(/joiner state "replaying"/);
+    const pause = /guest paused ([\d.]+) ms for the copy/.exec(b.err());
+    expect(pause).not.toBeNull();
+
+    // Kill the live one again: the joiner claims generation 2, goes live and finishes.
+    const before = outputsIn(join(d, 'b.jsonl'));
+    await waitOutputs(join(d, 'b.jsonl'), before + 500);
+    b.child.kill('SIGKILL');
+    await j.waitErr(/joiner arbiter won generation 2: live without a backup/);
+    expect(await j.exit).toBe('0');
+    expect(await p.exit).toBe('SIGKILL');
+    expect(await b.exit).toBe('SIGKILL');
+
+    const history = ['p', 'b', 'j'].flatMap((n) => readOutputLog(join(d, `${n}.jsonl`)));
+    const arbiter = new FileArbiter(d);
+    const claims = new Map<number, string>();
+    for (const g of [1, 2, 3]) {
+      const h = await arbiter.holder('rp', g);
+      if (h !== undefined) claims.set(g, h);
+    }
+    await arbiter.close();
+    expect(Object.fromEntries(claims)).toEqual({ 1: 'backup', 2: 'joiner' });
+    const check = checkHistory(history, claims);
+    expect(check.errors).toEqual([]);
+    expect(check.ok).toBe(true);
+    expect(check.lost).toBe(0);
+    expect(check.lines).toBe(2000);
+    // Every process released some of them.
+    for (const n of ['primary', 'backup', 'joiner']) expect(history.some((o) => o.node === n)).toBe(true);
+  }, 90_000);
+});
