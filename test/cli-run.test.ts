@@ -53,14 +53,9 @@ function elfOf(words: number[]): Uint8Array {
 
 describe('ftvm run', () => {
   beforeAll(() => {
-    // tsc emits even when some file fails to typecheck; a colleague's half-written module
-    // elsewhere in the tree must not stop this suite, so only a missing CLI counts.
-    try {
-      execFileSync('npm', ['run', 'build'], { cwd: root, stdio: 'ignore' });
-    } catch {
-      expect(existsSync(join(root, 'dist/runtime/cli.js'))).toBe(true);
-    }
-  }, 120_000);
+    // test/global-setup.ts built dist/ before any suite started.
+    expect(existsSync(join(root, 'dist/runtime/cli.js'))).toBe(true);
+  });
 
   it('runs hello: its console on stdout, its exit code', () => {
     const r = ftvm('run', 'guests/hello/hello.elf');

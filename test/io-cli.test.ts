@@ -1,10 +1,10 @@
 // `ftvm run|record|replay --disk SPEC --net udp:H:G` end to end, through the built CLI:
 // the dns guest serves dig-style clients from a file disk, and blkcheck recorded on a disk
 // replays to the same digest with no disk at all (the log carries the device shape).
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,21 +15,9 @@ let dir: string;
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'ftvm-io-cli-'));
-  // bin/ftvm.js runs the compiled CLI: rebuild it when any source is newer than the build.
-  if (newest(['runtime', 'devices', 'machines']) > builtAt()) execFileSync('npm', ['run', 'build'], { cwd: root, stdio: 'ignore' });
+  // bin/ftvm.js runs the compiled CLI, built once by test/global-setup.ts.
 }, 120_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-function newest(dirs: string[]): number {
-  let t = 0;
-  for (const d of dirs) {
-    for (const f of readdirSync(join(root, d), { recursive: true, encoding: 'utf8' })) {
-      if (f.endsWith('.ts')) t = Math.max(t, statSync(join(root, d, f)).mtimeMs);
-    }
-  }
-  return t;
-}
-const builtAt = (): number => (existsSync(join(root, 'dist/runtime/cli.js')) ? statSync(join(root, 'dist/runtime/cli.js')).mtimeMs : 0);
 
 async function freeUdpPort(): Promise<number> {
   const s = createSocket('udp4');

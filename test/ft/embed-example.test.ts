@@ -1,13 +1,10 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 
 const run = promisify(execFile);
 const root = new URL('../../', import.meta.url).pathname;
 
-beforeAll(async () => {
-  await run('npm', ['run', 'build'], { cwd: root });
-}, 120_000);
 
 it('the README embedding example fails over and loses nothing', async () => {
   const { stdout } = await run('node', ['examples/embed.mjs'], { cwd: root });

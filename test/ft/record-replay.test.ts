@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { Machine } from '../../runtime/machine.js';
 import { DeterministicEnv } from '../../runtime/env/deterministic.js';
@@ -99,9 +99,6 @@ describe('record and replay', () => {
 
 describe('ftvm record / replay (CLI)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'ftvm-rr-'));
-  beforeAll(async () => {
-    await run('npm', ['run', 'build'], { cwd: root });
-  }, 120_000);
 
   it('replays the console output byte for byte with the same final digest', async () => {
     const elf = guestPath('seq-short');
