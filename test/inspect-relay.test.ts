@@ -54,22 +54,26 @@ describe('inspection relay', () => {
     }
   });
 
-  it("a viewer sees the pair's primary and backup charts with their definitions and states", async () => {
+  it("a viewer sees the pair's, primary's and backup's charts with their definitions and states", async () => {
     inspection = await startInspection();
     const viewer = await attach(inspection.url);
     const pair = createPair({ image: readFileSync(guestPath('seq-short')), inspect: inspection.inspect });
     const outcome = await pair.start();
     expect(outcome.code).toBe(0);
     const actors = (): Msg[] => viewer.got.filter((m) => m.type === '@xstate.actor');
-    await until(() => actors().length >= 2 && viewer.got.some((m) => m.type === '@xstate.snapshot' && JSON.stringify(m.snapshot?.value) === '"finished"'), 5000);
+    await until(() => actors().length >= 3 && viewer.got.some((m) => m.type === '@xstate.snapshot' && JSON.stringify(m.snapshot?.value) === '"finished"'), 5000);
     const names = actors().map((m) => m.name).sort();
-    expect(names).toEqual(['backup', 'primary']);
+    // The pair chart (actor id 'pair') runs beside the nodes' charts.
+    expect(names).toEqual(['backup', 'pair', 'primary']);
     // The definition travels with the actor, so a viewer can draw the chart.
     const primaryDef = JSON.parse(actors().find((m) => m.name === 'primary')!.definition!) as { states: Record<string, unknown> };
     expect(Object.keys(primaryDef.states)).toEqual(expect.arrayContaining(['unprotected', 'protected', 'claiming', 'alone']));
     const primarySession = actors().find((m) => m.name === 'primary')!.sessionId;
     const values = viewer.got.filter((m) => m.type === '@xstate.snapshot' && m.sessionId === primarySession).map((m) => JSON.stringify(m.snapshot?.value));
     expect(values).toContain('{"protected":"flowing"}');
+    const pairSession = actors().find((m) => m.name === 'pair')!.sessionId;
+    const pairValues = viewer.got.filter((m) => m.type === '@xstate.snapshot' && m.sessionId === pairSession).map((m) => JSON.stringify(m.snapshot?.value));
+    expect(pairValues).toEqual(expect.arrayContaining(['"starting"', '"protected"', '"finished"']));
     viewer.ws.close();
   });
 

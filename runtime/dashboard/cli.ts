@@ -1,26 +1,38 @@
 // `--inspect [PORT]` and `--dashboard [PORT]` for the commands that run charts (demo, run,
 // and later pair/primary/backup). Both take an optional port, which node:util's parseArgs
-// cannot express, so they are taken out of argv before the command parses the rest.
+// cannot express, so they are taken out of argv before the command parses the rest; so is
+// `--pace PERCENT`, which slows the run down for a person watching the dashboard (pace.ts).
 import type { Pair } from '../pair.js';
 import { fanOut, startInspection, type InspectObserver, type Inspection } from '../inspect/index.js';
 import { startDashboard, type Dashboard } from './server.js';
+import { startPacer, type Pacer } from './pace.js';
 
 export interface ViewFlags {
   /** The port for the inspection relay (0: any free one), or undefined without --inspect. */
   inspect: number | undefined;
   dashboard: number | undefined;
+  /** `--pace PERCENT`: run this thread at PERCENT (1-100) of host speed; undefined: full speed. */
+  pace?: number | undefined;
 }
 
 export class ViewFlagError extends Error {}
 
 const DEFAULT_DASHBOARD_PORT = 8080;
 
-/** Remove `--inspect [PORT]` / `--dashboard [PORT]` (also `--dashboard=PORT`) from argv. */
+/** Remove `--inspect [PORT]` / `--dashboard [PORT]` (also `--dashboard=PORT`) and `--pace PERCENT` from argv. */
 export function takeViewFlags(argv: readonly string[]): { rest: string[]; flags: ViewFlags } {
   const rest: string[] = [];
   const flags: ViewFlags = { inspect: undefined, dashboard: undefined };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
+    const p = /^--pace(?:=(.*))?$/.exec(a);
+    if (p) {
+      const text = p[1] ?? argv[++i];
+      const percent = Number(text);
+      if (text === undefined || !/^\d+$/.test(text) || percent < 1 || percent > 100) throw new ViewFlagError(`--pace wants a percentage of host speed from 1 to 100, got '${text ?? ''}'`);
+      flags.pace = percent;
+      continue;
+    }
     const m = /^--(inspect|dashboard)(?:=(.*))?$/.exec(a);
     if (!m) {
       rest.push(a);
@@ -51,12 +63,16 @@ export async function startViews(flags: ViewFlags, say: (s: string) => void = (s
   const dashboard = flags.dashboard === undefined ? undefined : await startDashboard({ port: flags.dashboard });
   if (inspection) say(`ftvm: inspecting every chart at ${inspection.url} (@statelyai/inspect WebSocket events; attach any WebSocket client)\n`);
   if (dashboard) say(`ftvm: dashboard at ${dashboard.url}\n`);
+  // A person needs time to press "Kill primary", then "Add backup", then "Kill primary" again.
+  const pacer: Pacer | undefined = flags.pace === undefined || flags.pace === 100 ? undefined : startPacer(flags.pace / 100);
+  if (pacer) say(`ftvm: pacing this thread (pair and dashboard) at ${flags.pace}% of host speed\n`);
   return {
     inspect: fanOut(inspection?.inspect, dashboard?.inspect),
     inspection,
     dashboard,
     attach: (pair, info) => dashboard?.attach(pair, info),
     async close() {
+      pacer?.stop();
       await inspection?.stop();
       await dashboard?.close();
     },

@@ -89,8 +89,8 @@ export async function startDashboard(opts: DashboardOptions = {}): Promise<Dashb
   const machines = opts.machines ?? (await loadMachines());
   const charts: { name: string; machineId: string; svg: string; states: string[] }[] = [];
   const chartOfMachineId = new Map<string, string>();
-  // The FT protocol's charts first, then the rest (devices) by name.
-  const FIRST = ['primary', 'backup', 'cpu', 'channel', 'arbiter-client', 'pair'];
+  // The pair (the whole story) and the FT protocol's charts first, then the rest (devices) by name.
+  const FIRST = ['pair', 'primary', 'backup', 'channel', 'arbiter-client', 'cpu'];
   const rank = (n: string): number => (FIRST.includes(n) ? FIRST.indexOf(n) : FIRST.length);
   const ordered = [...machines].sort(([a], [b]) => rank(a) - rank(b) || a.localeCompare(b));
   const drawn = await Promise.all(ordered.map(([name, m]) => drawChart(m, name)));
@@ -218,9 +218,16 @@ export async function startDashboard(opts: DashboardOptions = {}): Promise<Dashb
       case 'cut-channel':
         pair.cutChannel();
         return { status: 200, message: 'cut the logging channel: exactly one side goes on' };
-      case 'add-backup':
-        // Honest until re-protection lands (DESIGN §3): the pair cannot take a new backup yet.
-        return { status: 501, message: 'not available yet: re-protection (a new backup joining a running primary) has not landed in the runtime' };
+      case 'add-backup': {
+        // Re-protection (DESIGN §3): a new backup joins the live primary from a snapshot. The
+        // pair refuses (and says why) unless its chart is `unprotected` with the primary here.
+        try {
+          pair.addBackup();
+        } catch (e) {
+          return { status: 409, message: (e as Error).message };
+        }
+        return { status: 200, message: `adding a backup to ${pair.stats().live ?? 'the live primary'}: it joins from a snapshot` };
+      }
       default:
         return { status: 404, message: `no such command: ${name}` };
     }

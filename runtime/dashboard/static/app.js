@@ -26,7 +26,15 @@ function activeStateIds(value, prefix = []) {
 const fmtValue = (v) => (typeof v === 'string' ? v : JSON.stringify(v));
 const fmtNum = (n) => (n >= 1e9 ? (n / 1e9).toFixed(2) + ' G' : n >= 1e6 ? (n / 1e6).toFixed(1) + ' M' : n >= 1e3 ? (n / 1e3).toFixed(1) + ' k' : String(Math.round(n)));
 const fmtBytes = (n) => (n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1 << 20)).toFixed(2)} MiB`);
-const nodeClass = (node) => (node === 'primary' || node === 'backup' ? node : 'other');
+/**
+ * A colour per node: the first primary, the first backup, backups that joined later by
+ * re-protection (`backup-1`, `backup-2`, ...: runtime/pair.ts names them), and the pair chart.
+ */
+const nodeClass = (node) => (node === 'primary' || node === 'backup' || node === 'pair' ? node : /^backup-\d+$/.test(node) ? 'joined' : 'other');
+/** Why a chart has no actor: the CPU chart exists (runtime/cpu-actor.ts) but the FT nodes run batches directly. */
+const IDLE_NOTE = {
+  cpu: "not driven by this runtime's nodes yet: the FT nodes run the machine's batches directly, without the CPU chart",
+};
 
 function buildCharts(list) {
   charts = list;
@@ -53,7 +61,7 @@ function lightCharts(actorList) {
   for (const c of charts) {
     const card = document.querySelector(`.card[data-chart="${c.name}"]`);
     if (!card) continue;
-    for (const g of card.querySelectorAll('g.state')) g.classList.remove('lit', 'lit-primary', 'lit-backup', 'lit-other', 'stopped');
+    for (const g of card.querySelectorAll('g.state')) g.classList.remove('lit', 'lit-primary', 'lit-backup', 'lit-joined', 'lit-pair', 'lit-other', 'stopped');
     const mine = actorList.filter((a) => a.chart === c.name);
     const actorsBox = card.querySelector('.actors');
     actorsBox.textContent = '';
@@ -61,22 +69,33 @@ function lightCharts(actorList) {
     if (mine.length === 0) {
       const none = document.createElement('span');
       none.className = 'none';
-      none.textContent = 'no running actor of this chart in this runtime yet';
+      none.textContent = IDLE_NOTE[c.name] ?? 'no running actor of this chart in this runtime yet';
       actorsBox.append(none);
       continue;
     }
-    // Older actors first, so the newest one's colours win where two share a state.
-    for (const a of [...mine].sort((x, y) => x.startedMs - y.startedMs)) {
+    // Listed oldest first. Stopped actors are lit first; a running actor's colour then
+    // replaces a stopped one's in a state both light (a node killed in `protected.flowing` and its successor there now), so a mixed
+    // colour only ever means two running actors in one state.
+    const byAge = [...mine].sort((x, y) => x.startedMs - y.startedMs);
+    for (const a of byAge) {
       const line = document.createElement('div');
       line.className = `a-${nodeClass(a.node)}`;
       line.dataset.node = a.node;
       line.textContent = `${a.node} node: ${fmtValue(a.value)}${a.status !== 'active' ? ` (${a.status})` : ''}`;
       actorsBox.append(line);
+    }
+    const running = (a) => a.status === 'active';
+    const litByRunning = new Set();
+    for (const a of [...byAge.filter((x) => !running(x)), ...byAge.filter(running)]) {
       for (const id of activeStateIds(a.value)) {
         const g = card.querySelector(`g.state[data-state="${CSS.escape(id)}"]`);
         if (!g) continue;
+        if (running(a) && !litByRunning.has(id)) {
+          g.classList.remove('lit-primary', 'lit-backup', 'lit-joined', 'lit-pair', 'lit-other', 'stopped');
+          litByRunning.add(id);
+        }
         g.classList.add('lit', `lit-${nodeClass(a.node)}`);
-        if (a.status !== 'active') g.classList.add('stopped');
+        if (!running(a)) g.classList.add('stopped');
       }
     }
   }
@@ -109,9 +128,12 @@ function drawTimeline() {
   out += lane(samples.map((s) => s.unacked ?? 0), 32, 26, '#c85a00');
   out += lane(outRate, 62, 26, '#36c');
   out += '<text x="4" y="10" font-size="10" fill="#2a7">log entries/s</text><text x="4" y="40" font-size="10" fill="#c85a00">entries awaiting ack</text><text x="4" y="70" font-size="10" fill="#36c">outputs/s</text>';
-  for (const e of timeline) {
-    if (e.atMs < t0 || e.type === 'state') continue;
-    const color = e.type === 'failover' || e.type === 'killed' ? '#c00' : e.type === 'arbiter' ? '#a0a' : '#888';
+  const colorOf = (type) => (type === 'failover' || type === 'killed' ? '#c00' : type === 'arbiter' ? '#a0a' : type === 'reprotect' ? '#1b8a5a' : '#888');
+  // Grey marks (the dashboard's own commands, ...) first, so that a kill, a failover or a join
+  // at the same moment is drawn over them, not hidden.
+  const marks = timeline.filter((e) => e.atMs >= t0 && e.type !== 'state');
+  for (const e of [...marks.filter((m) => colorOf(m.type) === '#888'), ...marks.filter((m) => colorOf(m.type) !== '#888')]) {
+    const color = colorOf(e.type);
     out += `<line x1="${x(e.atMs)}" x2="${x(e.atMs)}" y1="0" y2="90" stroke="${color}" stroke-width="2" vector-effect="non-scaling-stroke"><title>${e.node} ${e.type}: ${e.detail}</title></line>`;
   }
   svg.innerHTML = out;
@@ -157,9 +179,15 @@ function showView(v) {
   const atBottom = con.scrollTop + con.clientHeight >= con.scrollHeight - 4;
   con.textContent = v.console;
   if (atBottom) con.scrollTop = con.scrollHeight;
+  // Re-protection needs the pair chart in `unprotected` (the server checks too, and says why not).
+  const pairActor = v.actors.filter((a) => a.chart === 'pair' && a.status === 'active').pop();
+  const canAdd = pairActor?.value === 'unprotected';
   for (const b of document.querySelectorAll('button[data-command]')) {
-    if (b.dataset.command !== 'add-backup') b.disabled = !v.attached || Boolean(v.finished);
+    b.disabled = !v.attached || Boolean(v.finished) || (b.dataset.command === 'add-backup' && !canAdd);
   }
+  $('add-backup').title = canAdd
+    ? 'Re-protect: a new backup joins the live primary from a snapshot'
+    : `Possible once the pair is unprotected (after a failover); the pair is ${pairActor ? fmtValue(pairActor.value) : 'not running'}`;
   lightCharts(v.actors);
 }
 
