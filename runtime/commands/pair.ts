@@ -2,6 +2,9 @@
 // command: a generated key, a file arbiter in a temp directory unless one is given, the
 // primary and the backup as child processes on loopback. Their state changes are relayed
 // to stderr with the child's name; the guest's console comes from whichever one is live.
+// With --reprotect, whenever one replica is left alone (the other died, it won the arbiter
+// and listens), a new backup process joins it (`ftvm backup --join`, DESIGN §3), so a pair
+// under repeated kills stays protected.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -14,7 +17,7 @@ import type { Command } from '../cli.js';
 import { CliError } from './common.js';
 import { cliRun } from './primary.js';
 
-const USAGE = 'pair <elf> [--arbiter SPEC] [--pair-id ID] [--mem MiB] [--suspect-ms N]';
+const USAGE = 'pair <elf> [--arbiter SPEC] [--pair-id ID] [--mem MiB] [--suspect-ms N] [--reprotect]';
 
 /**
  * The children report released outputs as JSON lines on fd 3 (their --outputs); this process
@@ -50,13 +53,27 @@ const exited = (c: ChildProcess): Promise<number> =>
     else c.once('exit', (code, sig) => resolve(code ?? (sig ? 128 : 1)));
   });
 
+interface Replica {
+  name: string;
+  child: ChildProcess;
+  /** Where it takes a joining backup: the primary from the start, a backup once live. */
+  port?: number;
+  joined: boolean;
+  done: Promise<number>;
+}
+
 async function pair(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { arbiter: { type: 'string' }, 'pair-id': { type: 'string' }, mem: { type: 'string' }, 'suspect-ms': { type: 'string' }, batch: { type: 'string' } },
+    options: {
+      arbiter: { type: 'string' }, 'pair-id': { type: 'string' }, mem: { type: 'string' }, 'suspect-ms': { type: 'string' }, batch: { type: 'string' },
+      reprotect: { type: 'boolean' },
+    },
   });
   if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
+  const elf = positionals[0]!;
+  const reprotect = values.reprotect === true;
   const dir = mkdtempSync(join(tmpdir(), 'ftvm-pair-'));
   try {
     const keyFile = join(dir, 'key');
@@ -72,28 +89,71 @@ async function pair(argv: string[]): Promise<number> {
     const client = new Client();
     const stdio: ['ignore', 'ignore', 'pipe', 'pipe'] = ['ignore', 'ignore', 'pipe', 'pipe'];
     const cli = process.argv[1]!;
-    const primary = spawn(process.execPath, [cli, 'primary', positionals[0]!, '--listen', '127.0.0.1:0', ...common], { stdio });
-    const port = await new Promise<number | undefined>((resolve) => {
-      relay(primary, 'primary', client, (line) => {
-        const m = / primary listening [^ ]+:(\d+) /.exec(line);
-        if (m) resolve(Number(m[1]));
+    const replicas: Replica[] = [];
+    const codes: number[] = [];
+    let finished = false;
+    let joins = 0;
+    // No joiner before the first backup has been started (the primary alone waits for it).
+    let paired = false;
+    let retry: NodeJS.Timeout | undefined;
+
+    const launch = (name: string, args: string[]): Replica => {
+      const child = spawn(process.execPath, [cli, ...args], { stdio });
+      const r: Replica = { name, child, joined: false, done: exited(child) };
+      relay(child, name, client, (line) => {
+        const m = / (?:primary|backup) listening [^ ]+:(\d+) /.exec(line);
+        if (m) {
+          r.port = Number(m[1]);
+          maybeJoin();
+        }
+        if (/ joined [^ ]+ pair /.test(line)) r.joined = true;
       });
-      primary.once('exit', () => resolve(undefined));
+      replicas.push(r);
+      void r.done.then((code) => {
+        codes.push(code);
+        if (code === 0) finished = true;
+        replicas.splice(replicas.indexOf(r), 1);
+        // A joiner turned away (the survivor not alone yet: busy) is tried again shortly.
+        if (!finished) {
+          clearTimeout(retry);
+          retry = setTimeout(maybeJoin, r.joined || r.name === 'primary' || r.name === 'backup' ? 0 : 200);
+        }
+      });
+      return r;
+    };
+    /** One replica left, live and listening: give it a new backup. */
+    const maybeJoin = (): void => {
+      if (!reprotect || !paired || finished || replicas.length !== 1 || replicas[0]!.port === undefined) return;
+      const survivor = replicas[0]!;
+      joins++;
+      process.stderr.write(`pair| re-protecting: backup${joins + 1} joins ${survivor.name} on port ${survivor.port}\n`);
+      launch(`backup${joins + 1}`, ['backup', elf, '--join', `127.0.0.1:${survivor.port}`, '--listen', '127.0.0.1:0', '--name', `backup${joins + 1}`, ...common]);
+    };
+
+    const primary = launch('primary', ['primary', elf, '--listen', '127.0.0.1:0', ...common]);
+    const port = await new Promise<number | undefined>((resolve) => {
+      const t = setInterval(() => {
+        if (primary.port !== undefined) resolve(primary.port);
+        else if (primary.child.exitCode !== null || primary.child.signalCode !== null) resolve(undefined);
+        if (primary.port !== undefined || primary.child.exitCode !== null || primary.child.signalCode !== null) clearInterval(t);
+      }, 5);
     });
-    if (port === undefined) return (await exited(primary)) || 1;
-    const backup = spawn(process.execPath, [cli, 'backup', positionals[0]!, '--connect', `127.0.0.1:${port}`, ...common], { stdio });
-    relay(backup, 'backup', client);
+    if (port === undefined) return (await primary.done) || 1;
+    launch('backup', ['backup', elf, '--connect', `127.0.0.1:${port}`, ...(reprotect ? ['--listen', '127.0.0.1:0'] : []), ...common]);
+    paired = true;
     const stop = (): void => {
-      primary.kill('SIGTERM');
-      backup.kill('SIGTERM');
+      finished = true;
+      for (const r of replicas) r.child.kill('SIGTERM');
     };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
-    const [p, b] = await Promise.all([exited(primary), exited(backup)]);
+    // Until no replica is left (a joiner may be started while we wait).
+    while (replicas.length > 0) await Promise.all(replicas.map((r) => r.done));
+    clearTimeout(retry);
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
     // The guest's exit code is whichever replica finished it; a halted replica exits with 3.
-    return p === 0 || b === 0 ? 0 : p !== 3 ? p : b;
+    return codes.includes(0) ? 0 : codes.find((c) => c !== 3 && c !== 1) ?? codes[0] ?? 1;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
