@@ -3,6 +3,7 @@ import { cpuMachine, type BatchExit, type CpuMode } from '../machines/cpu.machin
 import type { Machine } from './machine.js';
 import type { Env } from './env/env.js';
 import { Exit, exitName } from './types.js';
+import type { RunOutcome } from './runner.js';
 
 export interface CpuActorOptions {
   /** Largest batch of instructions (one `cpu.batchEnded` each); read before every batch. */
@@ -16,6 +17,8 @@ export interface CpuActorOptions {
   /** Called once per batch with its exit, after the event was sent. */
   onBatch?: (exit: BatchExit) => void;
   inspect?: Observer<InspectionEvent> | ((e: InspectionEvent) => void);
+  /** Actor id, for inspection. */
+  id?: string;
 }
 
 const DEFAULT_BATCH = 1_000_000;
@@ -67,7 +70,7 @@ export function createCpuActor(m: Machine, opts: CpuActorOptions = {}): Actor<ty
         reportFault: () => opts.onFault?.(m.hart.fault?.message ?? 'unknown fault'),
       },
     }),
-    opts.inspect ? { inspect: opts.inspect } : {},
+    { ...(opts.inspect ? { inspect: opts.inspect } : {}), ...(opts.id === undefined ? {} : { id: opts.id }) },
   );
   actor.subscribe({ complete: () => { stopped = true; } });
   const stop = actor.stop.bind(actor);
@@ -79,3 +82,53 @@ export function createCpuActor(m: Machine, opts: CpuActorOptions = {}): Actor<ty
 }
 
 export type { CpuMode };
+
+export interface CpuRunOptions extends Omit<CpuActorOptions, 'onHalt' | 'onFault' | 'onBatch'> {
+  mode: CpuMode;
+  signal?: AbortSignal;
+  /** Once per batch with the machine's exit, after the chart took its step. */
+  onBatch?: (exit: Exit) => void;
+  /** Actor id, for inspection. */
+  id?: string;
+}
+
+const EXIT_OF: Record<BatchExit, Exit> = {
+  budget: Exit.Budget, request: Exit.Request, wfi: Exit.Wfi, halt: Exit.Halt, fault: Exit.Fault, target: Exit.Budget,
+};
+
+/**
+ * Run a machine under its CPU chart until the guest halts or faults, or `signal` aborts: the
+ * same outcome as `runMachine`, with every batch decided by the chart. The returned actor
+ * takes `cpu.pause` / `cpu.resume` (flow control) while it runs.
+ */
+export function runOnCpuActor(m: Machine, opts: CpuRunOptions): { actor: Actor<typeof cpuMachine>; done: Promise<RunOutcome> } {
+  const t0 = performance.now();
+  let settle!: (o: RunOutcome) => void;
+  const done = new Promise<RunOutcome>((resolve) => { settle = resolve; });
+  let over = false;
+  const finish = (o: Omit<RunOutcome, 'icount' | 'seconds'>): void => {
+    if (over) return;
+    over = true;
+    settle({ ...o, icount: m.icount, seconds: (performance.now() - t0) / 1000 });
+  };
+  const { signal, onBatch, id, mode, ...rest } = opts;
+  const actor = createCpuActor(m, {
+    ...rest,
+    onBatch: (exit) => onBatch?.(EXIT_OF[exit]),
+    onHalt: (code) => finish({ reason: 'halt', code }),
+    onFault: () => finish({ reason: 'fault', ...(m.hart.fault ? { fault: m.hart.fault } : {}) }),
+    ...(id === undefined ? {} : { id }),
+  });
+  const abort = (): void => {
+    actor.stop();
+    finish({ reason: 'aborted' });
+  };
+  if (signal?.aborted) abort();
+  else {
+    signal?.addEventListener('abort', abort, { once: true });
+    void done.then(() => signal?.removeEventListener('abort', abort));
+    actor.start();
+    actor.send({ type: 'cpu.start', mode });
+  }
+  return { actor, done };
+}

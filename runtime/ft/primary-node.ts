@@ -6,7 +6,9 @@ import { RecordingEnv } from '../env/recording.js';
 import type { PrimaryEnd } from '../channel/channel.js';
 import type { Arbiter } from '../arbiter/arbiter.js';
 import { ArbiterUnavailableError } from '../arbiter/arbiter.js';
-import { runMachine, type RunOutcome } from '../runner.js';
+import type { RunOutcome } from '../runner.js';
+import { runOnCpuActor } from '../cpu-actor.js';
+import type { cpuMachine } from '../../machines/cpu.machine.js';
 import { Exit, type Output } from '../types.js';
 import { OutputGate, type NumberedOutput, type ReleasedOutput } from './output-gate.js';
 import { SeqLog } from './seq-log.js';
@@ -86,7 +88,9 @@ export class PrimaryNode {
   private pending: NumberedOutput[] = [];
   private alone = false;
   private stopped = false;
-  private paused: { promise: Promise<void>; resume: () => void } | undefined;
+  private paused = false;
+  /** The CPU chart running this node's machine, while it runs. */
+  private cpu: Actor<typeof cpuMachine> | undefined;
   private readonly abort = new AbortController();
   private lastSendMs = 0;
   private nextDigestMs = 0;
@@ -173,17 +177,30 @@ export class PrimaryNode {
       // A backup may go live on a guest that already powered off in replay: only its outputs remain.
       const outcome: RunOutcome = haltCode !== undefined
         ? { reason: 'halt', code: haltCode, icount: this.machine.icount, seconds: 0 }
-        : await runMachine(this.machine, {
-        signal: this.abort.signal,
-        gate: () => this.paused?.promise,
-        onBatch: (exit) => this.afterBatch(exit),
-        ...(this.opts.batch === undefined ? {} : { batch: this.opts.batch }),
-        });
+        : await this.runCpu();
       if (outcome.reason === 'halt' || outcome.reason === 'fault') await this.finish(outcome);
       return outcome;
     } finally {
       this.teardown();
     }
+  }
+
+  /**
+   * The guest runs under this node's CPU chart (DESIGN §4): one batch per chart step, flow
+   * control as `cpu.pause`/`cpu.resume`, the mode 'record' since every input is logged.
+   */
+  private runCpu(): Promise<RunOutcome> {
+    const { actor, done } = runOnCpuActor(this.machine, {
+      mode: 'record',
+      signal: this.abort.signal,
+      onBatch: (exit) => this.afterBatch(exit),
+      id: `${this.name}.cpu`,
+      ...(this.opts.batch === undefined ? {} : { batch: this.opts.batch }),
+      ...(this.opts.inspect ? { inspect: this.opts.inspect as never } : {}),
+    });
+    this.cpu = actor;
+    if (this.paused) actor.send({ type: 'cpu.pause' });
+    return done;
   }
 
   /**
@@ -237,7 +254,7 @@ export class PrimaryNode {
       lagBytes: this.channel?.lag.bytes ?? 0,
       entriesSent: this.entriesSent,
       outputDelay: this.gate.latency(),
-      paused: this.paused !== undefined,
+      paused: this.paused,
     };
   }
 
@@ -331,15 +348,14 @@ export class PrimaryNode {
 
   private pause(): void {
     if (this.paused) return;
-    let resume!: () => void;
-    const promise = new Promise<void>((r) => { resume = r; });
-    this.paused = { promise, resume };
+    this.paused = true;
+    this.cpu?.send({ type: 'cpu.pause' });
   }
 
   private resume(): void {
-    const p = this.paused;
-    this.paused = undefined;
-    p?.resume();
+    if (!this.paused) return;
+    this.paused = false;
+    this.cpu?.send({ type: 'cpu.resume' });
   }
 
   private note(type: NodeEvent['type'], detail: string): void {
