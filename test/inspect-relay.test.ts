@@ -63,8 +63,10 @@ describe('inspection relay', () => {
     const actors = (): Msg[] => viewer.got.filter((m) => m.type === '@xstate.actor');
     await until(() => actors().length >= 3 && viewer.got.some((m) => m.type === '@xstate.snapshot' && JSON.stringify(m.snapshot?.value) === '"finished"'), 5000);
     const names = actors().map((m) => m.name).sort();
-    // The pair chart (actor id 'pair') runs beside the nodes' charts.
-    expect(names).toEqual(['backup', 'pair', 'primary']);
+    // The pair chart (actor id 'pair') runs beside the nodes' charts; a node's inner actors
+    // (its CPU chart, where a node runs one) are named after it: `primary.cpu`.
+    expect(names).toEqual(expect.arrayContaining(['backup', 'pair', 'primary']));
+    for (const n of names.filter((x) => !['backup', 'pair', 'primary'].includes(x!))) expect(n).toMatch(/^(primary|backup)\.[a-z-]+$/);
     // The definition travels with the actor, so a viewer can draw the chart.
     const primaryDef = JSON.parse(actors().find((m) => m.name === 'primary')!.definition!) as { states: Record<string, unknown> };
     expect(Object.keys(primaryDef.states)).toEqual(expect.arrayContaining(['unprotected', 'protected', 'claiming', 'alone']));

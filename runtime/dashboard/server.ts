@@ -25,7 +25,7 @@ export interface DashboardOptions {
 
 export interface ActorView {
   sessionId: string;
-  /** The node it belongs to (the actor's id: PrimaryNode and BackupNode use their name). */
+  /** The actor's id: the node's name for PrimaryNode and BackupNode, `pair` for the pair chart, `<node>.cpu` for a node's CPU chart. */
   node: string;
   /** The chart's name (its `allMachines` key), or undefined if it is not one of ours. */
   chart: string | undefined;
@@ -90,7 +90,7 @@ export async function startDashboard(opts: DashboardOptions = {}): Promise<Dashb
   const charts: { name: string; machineId: string; svg: string; states: string[] }[] = [];
   const chartOfMachineId = new Map<string, string>();
   // The pair (the whole story) and the FT protocol's charts first, then the rest (devices) by name.
-  const FIRST = ['pair', 'primary', 'backup', 'channel', 'arbiter-client', 'cpu'];
+  const FIRST = ['pair', 'primary', 'backup', 'cpu', 'channel', 'arbiter-client'];
   const rank = (n: string): number => (FIRST.includes(n) ? FIRST.indexOf(n) : FIRST.length);
   const ordered = [...machines].sort(([a], [b]) => rank(a) - rank(b) || a.localeCompare(b));
   const drawn = await Promise.all(ordered.map(([name, m]) => drawChart(m, name)));

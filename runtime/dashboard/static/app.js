@@ -29,11 +29,20 @@ const fmtBytes = (n) => (n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFix
 /**
  * A colour per node: the first primary, the first backup, backups that joined later by
  * re-protection (`backup-1`, `backup-2`, ...: runtime/pair.ts names them), and the pair chart.
+ * A node's inner actors (`backup-1.cpu`) take the node's colour.
  */
-const nodeClass = (node) => (node === 'primary' || node === 'backup' || node === 'pair' ? node : /^backup-\d+$/.test(node) ? 'joined' : 'other');
-/** Why a chart has no actor: the CPU chart exists (runtime/cpu-actor.ts) but the FT nodes run batches directly. */
+const nodeClass = (actorId) => {
+  const node = actorId.split('.')[0];
+  return node === 'primary' || node === 'backup' || node === 'pair' ? node : /^backup-\d+$/.test(node) ? 'joined' : 'other';
+};
+/** `backup-1.cpu` -> 'backup-1 node (cpu)'. */
+const actorLabel = (actorId) => {
+  const [node, ...inner] = actorId.split('.');
+  return inner.length > 0 ? `${node} node (${inner.join('.')})` : `${node} node`;
+};
+/** Why a chart has no actor, where the reason is known. */
 const IDLE_NOTE = {
-  cpu: "not driven by this runtime's nodes yet: the FT nodes run the machine's batches directly, without the CPU chart",
+  cpu: 'no node runs its batches under the CPU chart (runtime/cpu-actor.ts) in this runtime yet',
 };
 
 function buildCharts(list) {
@@ -73,15 +82,15 @@ function lightCharts(actorList) {
       actorsBox.append(none);
       continue;
     }
-    // Listed oldest first. Stopped actors are lit first; a running actor's colour then
-    // replaces a stopped one's in a state both light (a node killed in `protected.flowing` and its successor there now), so a mixed
-    // colour only ever means two running actors in one state.
+    // Listed oldest first. Lit stopped actors first, then running ones, each oldest first: in a
+    // state several light, the newest colour wins (a node killed in `protected.flowing`, its
+    // successor there now), unless two running actors share it, which mixes their colours.
     const byAge = [...mine].sort((x, y) => x.startedMs - y.startedMs);
     for (const a of byAge) {
       const line = document.createElement('div');
       line.className = `a-${nodeClass(a.node)}`;
       line.dataset.node = a.node;
-      line.textContent = `${a.node} node: ${fmtValue(a.value)}${a.status !== 'active' ? ` (${a.status})` : ''}`;
+      line.textContent = `${actorLabel(a.node)}: ${fmtValue(a.value)}${a.status !== 'active' ? ` (${a.status})` : ''}`;
       actorsBox.append(line);
     }
     const running = (a) => a.status === 'active';
@@ -90,10 +99,9 @@ function lightCharts(actorList) {
       for (const id of activeStateIds(a.value)) {
         const g = card.querySelector(`g.state[data-state="${CSS.escape(id)}"]`);
         if (!g) continue;
-        if (running(a) && !litByRunning.has(id)) {
-          g.classList.remove('lit-primary', 'lit-backup', 'lit-joined', 'lit-pair', 'lit-other', 'stopped');
-          litByRunning.add(id);
-        }
+        // The newer actor's colour replaces an older stopped one's; two running ones mix.
+        if (!litByRunning.has(id)) g.classList.remove('lit-primary', 'lit-backup', 'lit-joined', 'lit-pair', 'lit-other', 'stopped');
+        if (running(a)) litByRunning.add(id);
         g.classList.add('lit', `lit-${nodeClass(a.node)}`);
         if (!running(a)) g.classList.add('stopped');
       }
