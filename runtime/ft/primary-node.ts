@@ -98,6 +98,9 @@ export class PrimaryNode {
   private entriesSent = 0;
   /** Outputs released so far, counted from the guest's first output (they leave in order). */
   private releasedThrough: number;
+  /** The released count the backup was last told, and when. */
+  private releasedSent = -1;
+  private lastProgressMs = 0;
   private claimTimer: NodeJS.Timeout | undefined;
   /** The generation this node went live in (set before the chart's snapshot shows it). */
   private liveGeneration: number | undefined;
@@ -281,11 +284,17 @@ export class PrimaryNode {
       this.log.append({ type: 'digest', digest: this.machine.digest() }, icount);
       this.nextDigestMs = now + this.timing.digestEveryMs;
     }
-    if (!this.alone && now - this.lastSendMs >= this.timing.heartbeatMs) this.progress();
+    // A heartbeat when the log was quiet; and, under steady traffic, whenever the released
+    // count moved: it bounds what a backup going live must re-issue (DESIGN §3 duplicates).
+    const quiet = now - this.lastSendMs >= this.timing.heartbeatMs;
+    const releaseNews = this.releasedThrough !== this.releasedSent && now - this.lastProgressMs >= this.timing.heartbeatMs;
+    if (!this.alone && (quiet || releaseNews)) this.progress();
     return held;
   }
 
   private progress(): void {
+    this.releasedSent = this.releasedThrough;
+    this.lastProgressMs = performance.now();
     this.log.append({ type: 'progress', released: this.releasedThrough }, this.machine.icount);
   }
 
