@@ -204,7 +204,14 @@ export function serveReprotection(node: PrimaryNode, listener: TcpBackupListener
   listener.refused$.subscribe((why) => note(`${node.name} refused ${why}`));
   const offer = (): void => {
     if (over || current || node.state !== 'alone') return;
-    const end = listener.accept({ generation: node.generation, memoryMiB });
+    let end: TcpPrimaryEnd;
+    try {
+      end = listener.accept({ generation: node.generation, memoryMiB });
+    } catch {
+      // The backup this node just gave up is still closing its end: offer again shortly.
+      setTimeout(offer, 50);
+      return;
+    }
     current = end;
     note(`${node.name} alone: a new backup may join on port ${listener.port} (generation ${node.generation})`);
     end.events$.subscribe((e) => {
