@@ -10,15 +10,9 @@ export interface RunOptions {
   batch?: number;
   signal?: AbortSignal;
   /** Called once per batch (never per instruction): the CPU actor's `cpu.batchEnded`. */
-  /** Return true to yield to the event loop now (e.g. an output waits for an ack that is due). */
-  onBatch?: (exit: Exit) => boolean | void;
+  onBatch?: (exit: Exit) => void;
   /** Yield to the event loop at least this often while the guest computes. */
   yieldMs?: number;
-  /**
-   * Asked before every batch: a promise holds the machine until it settles (flow control
-   * pauses the primary while its backup lags, DESIGN §3); undefined runs at once.
-   */
-  gate?: () => Promise<void> | undefined;
 }
 
 export interface RunOutcome {
@@ -55,7 +49,7 @@ export async function runMachine(m: Machine, opts: RunOptions = {}): Promise<Run
   const until = opts.untilIcount ?? Infinity;
   const batch = opts.batch ?? DEFAULT_BATCH;
   const yieldMs = opts.yieldMs ?? DEFAULT_YIELD_MS;
-  const { signal, onBatch, gate } = opts;
+  const { signal, onBatch } = opts;
   const done = (reason: RunOutcome['reason'], extra: Partial<RunOutcome> = {}): RunOutcome =>
     ({ reason, ...extra, icount: m.icount, seconds: (performance.now() - t0) / 1000 });
 
@@ -64,22 +58,16 @@ export async function runMachine(m: Machine, opts: RunOptions = {}): Promise<Run
     if (signal?.aborted) return done('aborted');
     if (m.icount >= until) return done('until');
     if (m.icount >= limit) return done('limit');
-    const held = gate?.();
-    if (held) {
-      await abortable(held, signal);
-      lastYield = performance.now();
-      continue;
-    }
     const before = m.icount;
     const exit = m.step(Math.min(batch, until - before, limit - before));
-    const yieldNow = onBatch?.(exit) === true;
+    onBatch?.(exit);
     if (exit === Exit.Halt) return done('halt', { code: m.hart.haltCode ?? 0 });
     if (exit === Exit.Fault) return done('fault', m.hart.fault ? { fault: m.hart.fault } : {});
     // A zero-length batch means the env's horizon is now (replay waiting for the log): sleep like wfi.
     if (exit === Exit.Wfi || (exit === Exit.Budget && m.icount === before)) {
       await abortable(m.env.idle(m), signal);
       lastYield = performance.now();
-    } else if (yieldNow || performance.now() - lastYield >= yieldMs) {
+    } else if (performance.now() - lastYield >= yieldMs) {
       await yieldToHost();
       lastYield = performance.now();
     }

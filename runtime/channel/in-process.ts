@@ -7,6 +7,7 @@ import { Decoder, Encoder, LogFrameError } from '../log/codec.js';
 import type { LogEntry } from '../log/entry.js';
 import type { BackupEnd, ChannelEvent, ChannelStats, FlowControlOptions, Lag, PrimaryEnd } from './channel.js';
 import { SendWindow } from './send-window.js';
+import { concatBytes } from './bytes.js';
 
 export interface InProcessChannelOptions extends FlowControlOptions {
   /** One-way delay of entries and acks. 0 still delivers asynchronously (a microtask later). */
@@ -23,15 +24,6 @@ export interface InProcessChannel {
   stats(): ChannelStats;
 }
 
-const concatBytes = (parts: readonly Uint8Array[]): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-};
 
 /** Runs `fn` after `ms` (a microtask when 0), preserving order among equal delays. */
 const later = (ms: number, fn: () => void): void => {

@@ -17,6 +17,7 @@ import { Decoder, Encoder, LogFrameError } from '../log/codec.js';
 import type { LogEntry } from '../log/entry.js';
 import type { BackupEnd, ChannelEvent, ChannelStats, FlowControlOptions, Lag, PrimaryEnd } from './channel.js';
 import { SendWindow } from './send-window.js';
+import { concatBytes } from './bytes.js';
 
 /** What the channel needs of a port: node:worker_threads' MessagePort and parentPort fit. */
 export interface PortLike {
@@ -65,15 +66,6 @@ type Wire =
 
 const isWire = (m: unknown): m is Wire => typeof m === 'object' && m !== null && typeof (m as { ftlog?: unknown }).ftlog === 'string';
 
-const concatBytes = (parts: readonly Uint8Array[]): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-};
 
 /** A chunk whose buffer is exactly its bytes, so transferring the buffer moves nothing else. */
 const ownBuffer = (b: Uint8Array): Uint8Array =>

@@ -17,6 +17,7 @@ import type { BackupEnd, ChannelEvent, ChannelStats, FlowControlOptions, Lag, Pr
 import { SendWindow } from './send-window.js';
 import { CONTROL_MAGIC, ControlDecoder, decodeHello, encodeAck, encodeBye, encodeHello, MIN_KEY_BYTES, type Hello } from './tcp-frames.js';
 import { FRAME_MAGIC } from '../log/codec.js';
+import { concatBytes } from './bytes.js';
 
 export const TLS_CIPHERS = 'ECDHE-PSK-CHACHA20-POLY1305:PSK-AES256-GCM-SHA384';
 /** The PSK identity both ends name; the key, not the identity, is the secret. */
@@ -78,16 +79,6 @@ export interface TcpBackupEnd extends BackupEnd {
   stats(): { bytesReceived: number; entriesReceived: number };
 }
 
-const concatBytes = (parts: readonly Uint8Array[]): Uint8Array => {
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-};
 
 const asError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
 /** OpenSSL reports handshake failures (a wrong key among them) with ERR_SSL_* codes. */

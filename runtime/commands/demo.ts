@@ -5,23 +5,11 @@ import { guestPath } from '../guests.js';
 import { SeqChecker } from '../demo/seq-checker.js';
 import { CliError, positiveInt, readImage } from './common.js';
 import { startViews, takeViewFlags, ViewFlagError } from '../dashboard/cli.js';
-import { dnsScenario, runScenario, scenarioPassed, summary } from '../demo/dns-load.js';
+import { dnsScenario, prng, runScenario, scenarioPassed, summary } from '../demo/dns-load.js';
 import { kvScenario } from '../demo/kv-load.js';
 
 const USAGE = 'demo [--seed N] [--guest seq|seq-short|dns|kv] [--backup-in worker|thread] [--quiet] [--inspect [PORT]] [--dashboard [PORT]]';
 
-/** xorshift32: the kill moment must follow from --seed alone. */
-function prng(seed: number): () => number {
-  let x = (seed * 0x9e3779b1) >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 0x1_0000_0000;
-  };
-}
 
 const fmtBytes = (n: number): string => (n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1 << 20)).toFixed(2)} MiB`);
 

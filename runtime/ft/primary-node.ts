@@ -261,11 +261,14 @@ export class PrimaryNode {
     };
   }
 
-  /** Returns true when outputs wait for an ack: yielding lets the ack in at once. */
-  private afterBatch(exit: Exit): boolean {
-    if (this.stopped) return false;
+  /**
+   * Between two batches: mark the batch's outputs and hold them (output rule), log a digest
+   * now and then, and a heartbeat. Each batch runs on its own event-loop turn (the CPU actor
+   * schedules it), so an ack that is due arrives before the next one.
+   */
+  private afterBatch(exit: Exit): void {
+    if (this.stopped) return;
     const icount = this.machine.icount;
-    const held = this.pending.length > 0 && !this.alone;
     if (this.pending.length > 0) {
       const batch = this.pending;
       this.pending = [];
@@ -278,7 +281,7 @@ export class PrimaryNode {
         this.gate.acked(this.channel?.ackedSeq ?? -1);
       }
     }
-    if (exit === Exit.Halt || exit === Exit.Fault) return held;
+    if (exit === Exit.Halt || exit === Exit.Fault) return;
     const now = performance.now();
     if (!this.alone && now >= this.nextDigestMs) {
       this.log.append({ type: 'digest', digest: this.machine.digest() }, icount);
@@ -289,7 +292,6 @@ export class PrimaryNode {
     const quiet = now - this.lastSendMs >= this.timing.heartbeatMs;
     const releaseNews = this.releasedThrough !== this.releasedSent && now - this.lastProgressMs >= this.timing.heartbeatMs;
     if (!this.alone && (quiet || releaseNews)) this.progress();
-    return held;
   }
 
   private progress(): void {

@@ -10,6 +10,7 @@ import { DeterministicEnv } from '../../runtime/env/deterministic.js';
 import { DivergenceError, ReplayEnv } from '../../runtime/env/replay.js';
 import type { LogEntry, LogPayload } from '../../runtime/log/entry.js';
 import { SeqLog } from '../../runtime/ft/seq-log.js';
+import { LoggedDeterministicEnv } from '../helpers/logged-env.js';
 import { runMachine } from '../../runtime/runner.js';
 import { guestPath } from '../../runtime/guests.js';
 import type { ValueKind } from '../../runtime/types.js';
@@ -18,28 +19,6 @@ const run = promisify(execFile);
 const root = new URL('../../', import.meta.url).pathname;
 const ftvm = join(root, 'bin/ftvm.js');
 
-/**
- * A deterministic world whose inputs are shaped by fast-check (timer rate, entropy, console
- * bytes), logged at the point each is applied, exactly as RecordingEnv logs the live world.
- */
-class LoggedDeterministicEnv extends DeterministicEnv {
-  constructor(private readonly sink: (p: LogPayload, icount: number) => void, opts: ConstructorParameters<typeof DeterministicEnv>[0]) {
-    super(opts);
-  }
-  override value(kind: ValueKind, icount: number): number {
-    const v = super.value(kind, icount);
-    this.sink({ type: 'value', kind, value: v }, icount);
-    return v;
-  }
-  override applyTimer(m: Machine): void {
-    this.sink({ type: 'timer' }, m.icount);
-    super.applyTimer(m);
-  }
-  override applyConsole(m: Machine, byte: number): void {
-    this.sink({ type: 'console', byte }, m.icount);
-    super.applyConsole(m, byte);
-  }
-}
 
 async function recordThenReplay(guest: string, opts: ConstructorParameters<typeof DeterministicEnv>[0], batch: number) {
   const image = readFileSync(guestPath(guest));

@@ -17,21 +17,14 @@ import { runMachine } from '../../runtime/runner.js';
 import { guestPath } from '../../runtime/guests.js';
 import type { ValueKind } from '../../runtime/types.js';
 import { everyTransition } from './harness.js';
+import { LoggedDeterministicEnv } from '../helpers/logged-env.js';
 
 type Guest = 'hello' | 'timer' | 'fault';
 
-class LoggedEnv extends DeterministicEnv {
-  constructor(private readonly sink: (p: LogPayload, icount: number) => void) {
-    super({ seed: 7 });
-  }
-  override value(kind: ValueKind, icount: number): number {
-    const v = super.value(kind, icount);
-    this.sink({ type: 'value', kind, value: v }, icount);
-    return v;
-  }
-  override applyTimer(m: Machine): void {
-    this.sink({ type: 'timer' }, m.icount);
-    super.applyTimer(m);
+/** Seed 7: the chart's 'record' mode runs on a logged deterministic world. */
+class LoggedEnv extends LoggedDeterministicEnv {
+  constructor(sink: (p: LogPayload, icount: number) => void) {
+    super(sink, { seed: 7 });
   }
 }
 
