@@ -14,12 +14,23 @@ import { BackupNode } from '../ft/backup-node.js';
 import { CliError, positiveInt, readImage } from './common.js';
 import {
   batchFlag, bootMachine, cliRun, commonOptions, defaultPairId, EXIT_DIVERGED, EXIT_HALTED, loadArbiter, loadKey, note,
-  parseHostPort, reportEvents, serveReprotection, sinkOutputs, timingFlags,
+  parseHostPort, reportEvents, serveReprotection, sinkOutputs, startInspect, takeInspectFlag, timingFlags,
 } from './primary.js';
+import type { Views } from '../dashboard/cli.js';
 
-const USAGE = 'backup <elf> (--connect HOST:PORT | --join HOST:PORT) --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--connect-timeout-ms N] [--listen HOST:PORT] [--name NAME]';
+const USAGE = 'backup <elf> (--connect HOST:PORT | --join HOST:PORT) --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--connect-timeout-ms N] [--listen HOST:PORT] [--name NAME] [--inspect [PORT]]';
 
 async function backup(argv: string[]): Promise<number> {
+  const { rest, inspect: inspectPort } = takeInspectFlag(argv);
+  let views: Views | undefined;
+  try {
+    return await backupWith(rest, inspectPort, (v) => { views = v; });
+  } finally {
+    await views?.close();
+  }
+}
+
+async function backupWith(argv: string[], inspectPort: number | undefined, started: (v: Views | undefined) => void): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -46,6 +57,8 @@ async function backup(argv: string[]): Promise<number> {
   // needs its own, or two of them could both win one generation.
   const name = values.name ?? (joining ? `backup-${hostname()}-${process.pid}` : 'backup');
   let machine = joining ? undefined : bootMachine(image, file, memoryMiB);
+  const views = await startInspect(inspectPort);
+  started(views);
 
   const end = connectBackup({ host, port, key, connectTimeoutMs, join: joining });
   end.events$.subscribe((e) => note(`backup channel ${e.type}${e.type === 'channel.failed' ? ` ${e.error.message}` : e.type === 'channel.closed' ? ` by ${e.by}` : ''}`));
@@ -66,7 +79,7 @@ async function backup(argv: string[]): Promise<number> {
   }
   note(`backup ${joining ? 'joined' : 'connected to'} ${host}:${port} pair ${pairId}${joining ? ` as ${name}, generation ${generation}` : ''}`);
 
-  const node = new BackupNode({ name, pairId, generation, machine: machine!, channel: end, arbiter, timing, joining, ...batchFlag(values) });
+  const node = new BackupNode({ name, pairId, generation, machine: machine!, channel: end, arbiter, timing, joining, ...batchFlag(values), ...(views?.inspect ? { inspect: views.inspect } : {}) });
   reportEvents(node.events$);
   const stopBackup = (): void => node.crash();
   process.once('SIGTERM', stopBackup);

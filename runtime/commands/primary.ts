@@ -20,8 +20,9 @@ import { PrimaryNode, type NodeEvent } from '../ft/primary-node.js';
 import type { FtTiming } from '../ft/timing.js';
 import { OutputLogWriter } from '../faults/output-log.js';
 import { CliError, positiveInt, readImage } from './common.js';
+import { startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
 
-const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--no-reprotect]';
+const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--no-reprotect] [--inspect [PORT]]';
 
 /** Exit code of a replica that lost the arbiter and halted (the other one is live). */
 export const EXIT_HALTED = 3;
@@ -132,9 +133,30 @@ export const commonOptions = {
  */
 export const PROCESS_SUSPECT_MS = 250;
 
+/**
+ * `--inspect [PORT]` for primary and backup: taken out of argv (its port is optional, which
+ * parseArgs cannot express); --dashboard and --pace belong to `ftvm demo`.
+ */
+export function takeInspectFlag(argv: string[]): { rest: string[]; inspect: number | undefined } {
+  let taken;
+  try {
+    taken = takeViewFlags(argv);
+  } catch (e) {
+    throw new CliError((e as Error).message);
+  }
+  if (taken.flags.dashboard !== undefined || taken.flags.pace !== undefined) throw new CliError('--dashboard and --pace are for `ftvm demo`');
+  return { rest: taken.rest, inspect: taken.flags.inspect };
+}
+
+/** Start the inspection relay if asked (its URL goes to stderr); the node's charts report to it. */
+export async function startInspect(port: number | undefined): Promise<Views | undefined> {
+  return port === undefined ? undefined : startViews({ inspect: port, dashboard: undefined }, (s) => writeSync(2, s));
+}
+
 async function primary(argv: string[]): Promise<number> {
+  const { rest, inspect: inspectPort } = takeInspectFlag(argv);
   const { values, positionals } = parseArgs({
-    args: argv,
+    args: rest,
     allowPositionals: true,
     options: { ...commonOptions, listen: { type: 'string' }, join: { type: 'string' }, 'no-reprotect': { type: 'boolean' } },
   });
@@ -148,7 +170,21 @@ async function primary(argv: string[]): Promise<number> {
   const memoryMiB = positiveInt('mem', values.mem, DEFAULT_MEMORY_MIB);
   const timing = timingFlags(values);
   const machine = bootMachine(readImage(file), file, memoryMiB);
+  const views = await startInspect(inspectPort);
+  try {
+    return await runPrimary(views, { host, port, key, arbiter, pairId, memoryMiB, timing, machine, values });
+  } finally {
+    await views?.close();
+  }
+}
 
+async function runPrimary(
+  views: Views | undefined,
+  { host, port, key, arbiter, pairId, memoryMiB, timing, machine, values }: {
+    host: string; port: number; key: Buffer; arbiter: Arbiter; pairId: string; memoryMiB: number; timing: Partial<FtTiming>; machine: Machine;
+    values: { outputs?: string | undefined; batch?: string | undefined; 'no-reprotect'?: boolean | undefined };
+  },
+): Promise<number> {
   let listener;
   try {
     listener = await listenPrimary({ host, port, key });
@@ -166,7 +202,7 @@ async function primary(argv: string[]): Promise<number> {
   }
   note(`primary backup attached from ${listener.end.peer}`);
 
-  const node = new PrimaryNode({ name: 'primary', pairId, generation: 1, machine, arbiter, channel: listener.end, timing, ...batchFlag(values) });
+  const node = new PrimaryNode({ name: 'primary', pairId, generation: 1, machine, arbiter, channel: listener.end, timing, ...batchFlag(values), ...(views?.inspect ? { inspect: views.inspect } : {}) });
   reportEvents(node.events$);
   sinkOutputs(node.released$, values.outputs);
   if (!values['no-reprotect']) serveReprotection(node, listener, memoryMiB);

@@ -9,9 +9,11 @@ import { runMachine, type RunOutcome } from '../runner.js';
 import { DEFAULT_MEMORY_MIB } from '../platform.js';
 import type { Output } from '../types.js';
 import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
+import { runOnCpuActor } from '../cpu-actor.js';
+import { startViews, takeViewFlags, type ViewFlags } from '../dashboard/cli.js';
 
 const USAGE = 'run <elf> [--mem MiB] [--max-instructions N] [--stats] [--deterministic [--seed N]]\n' +
-  '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]...';
+  '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--inspect [PORT]]';
 
 /** Exit code when --max-instructions stops the guest (as timeout(1) does). */
 export const EXIT_LIMIT = 124;
@@ -118,9 +120,13 @@ function report(o: RunOutcome, file: string, stats: boolean, abortCode: number):
 
 async function run(argv: string[]): Promise<number> {
   let values, positionals;
+  let flags: ViewFlags;
   try {
+    let rest: string[];
+    ({ rest, flags } = takeViewFlags(argv));
+    if (flags.dashboard !== undefined || flags.pace !== undefined) throw new UsageError('--dashboard and --pace are for `ftvm demo`');
     ({ values, positionals } = parseArgs({
-      args: argv,
+      args: rest,
       allowPositionals: true,
       options: {
         mem: { type: 'string' },
@@ -136,6 +142,8 @@ async function run(argv: string[]): Promise<number> {
     if (values.deterministic && (values.disk !== undefined || values.net !== undefined)) throw new UsageError('--disk and --net need a live run (not --deterministic)');
     if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
     if (values.seed !== undefined && !values.deterministic) throw new UsageError('--seed needs --deterministic');
+    // The CPU chart has no instruction budget of its own (a run-until pauses, it does not stop).
+    if (flags.inspect !== undefined && values['max-instructions'] !== undefined) throw new UsageError('--max-instructions cannot be combined with --inspect');
   } catch (e) {
     process.stderr.write(`ftvm: ${(e as Error).message}\nusage: ftvm ${USAGE}\n`);
     return 2;
@@ -200,12 +208,17 @@ async function run(argv: string[]): Promise<number> {
     abort.abort();
   };
   process.stdout.on('error', onStdoutError);
+  // --inspect: the guest runs under its CPU chart (actor id `cpu`), which reports every
+  // state to the relay; without it, the plain loop (no chart, no inspection cost).
+  const views = flags.inspect === undefined ? undefined : await startViews({ inspect: flags.inspect, dashboard: undefined });
   try {
-    const outcome = await runMachine(machine, {
-      ...(maxInstructions === undefined ? {} : { maxInstructions }),
-      signal: abort.signal,
-      onBatch: () => sink.flush(),
-    });
+    const outcome = views?.inspect
+      ? await runOnCpuActor(machine, { mode: 'live', inspect: views.inspect, id: 'cpu', signal: abort.signal, onBatch: () => sink.flush() }).done
+      : await runMachine(machine, {
+        ...(maxInstructions === undefined ? {} : { maxInstructions }),
+        signal: abort.signal,
+        onBatch: () => sink.flush(),
+      });
     sink.flush();
     if (sink.broken) return EXIT_BROKEN_PIPE;
     if (values.stats && machine.io) process.stderr.write(`io ${JSON.stringify(machine.io.stats)}${io.udp ? ` net ${JSON.stringify(io.udp.stats)}` : ''}\n`);
@@ -221,6 +234,7 @@ async function run(argv: string[]): Promise<number> {
     // NOTE the stdout error listener stays: writes already queued may still fail after we return.
     detach();
     await (machine.io?.close() ?? io.close());
+    await views?.close();
   }
 }
 
