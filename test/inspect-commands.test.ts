@@ -129,4 +129,11 @@ describe('--inspect on the process commands', () => {
     pv.ws.close();
     bv.ws.close();
   }, 60_000);
+
+  it('`ftvm pair --inspect` gives each replica its relay and relays their URLs', async () => {
+    const p = start(['pair', join(root, 'guests/seq-short/seq-short.elf'), '--inspect']);
+    expect(await p.exit).toBe(0);
+    const urls = [...p.err().matchAll(/^(primary|backup)\| ftvm: inspecting every chart at (ws:\/\/127\.0\.0\.1:\d+)/gm)].map((m) => m[1]);
+    expect(urls.sort()).toEqual(['backup', 'primary']);
+  }, 60_000);
 });

@@ -15,9 +15,13 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import type { Command } from '../cli.js';
 import { CliError } from './common.js';
-import { cliRun } from './primary.js';
+import { cliRun, takeInspectFlag } from './primary.js';
 
-const USAGE = 'pair <elf> [--arbiter SPEC] [--pair-id ID] [--mem MiB] [--suspect-ms N] [--reprotect]';
+// --inspect PORT: one relay per replica process (each inspects its own charts): the primary's
+// on PORT, the backup's on PORT+1, a re-protecting backupN's on PORT+N; without PORT (or 0,
+// or past 65535) each takes any free port. Every replica prints its ws:// URL, relayed here with its name.
+const USAGE = 'pair <elf> [--arbiter SPEC] [--pair-id ID] [--mem MiB] [--suspect-ms N] [--reprotect]\n' +
+  '      [--inspect [PORT]]  (primary on PORT, backup on PORT+1, backupN on PORT+N)';
 
 /**
  * The children report released outputs as JSON lines on fd 3 (their --outputs); this process
@@ -63,8 +67,11 @@ interface Replica {
 }
 
 async function pair(argv: string[]): Promise<number> {
+  const { rest, inspect } = takeInspectFlag(argv);
+  /** The --inspect flag for the replica that is the `n`th (0: primary, 1: backup, N: backupN). */
+  const inspectFor = (n: number): string[] => (inspect === undefined ? [] : ['--inspect', String(inspect === 0 || inspect + n > 65535 ? 0 : inspect + n)]);
   const { values, positionals } = parseArgs({
-    args: argv,
+    args: rest,
     allowPositionals: true,
     options: {
       arbiter: { type: 'string' }, 'pair-id': { type: 'string' }, mem: { type: 'string' }, 'suspect-ms': { type: 'string' }, batch: { type: 'string' },
@@ -127,10 +134,10 @@ async function pair(argv: string[]): Promise<number> {
       const survivor = replicas[0]!;
       joins++;
       process.stderr.write(`pair| re-protecting: backup${joins + 1} joins ${survivor.name} on port ${survivor.port}\n`);
-      launch(`backup${joins + 1}`, ['backup', elf, '--join', `127.0.0.1:${survivor.port}`, '--listen', '127.0.0.1:0', '--name', `backup${joins + 1}`, ...common]);
+      launch(`backup${joins + 1}`, ['backup', elf, '--join', `127.0.0.1:${survivor.port}`, '--listen', '127.0.0.1:0', '--name', `backup${joins + 1}`, ...inspectFor(joins + 1), ...common]);
     };
 
-    const primary = launch('primary', ['primary', elf, '--listen', '127.0.0.1:0', ...common]);
+    const primary = launch('primary', ['primary', elf, '--listen', '127.0.0.1:0', ...inspectFor(0), ...common]);
     const port = await new Promise<number | undefined>((resolve) => {
       const t = setInterval(() => {
         if (primary.port !== undefined) resolve(primary.port);
@@ -139,7 +146,7 @@ async function pair(argv: string[]): Promise<number> {
       }, 5);
     });
     if (port === undefined) return (await primary.done) || 1;
-    launch('backup', ['backup', elf, '--connect', `127.0.0.1:${port}`, ...(reprotect ? ['--listen', '127.0.0.1:0'] : []), ...common]);
+    launch('backup', ['backup', elf, '--connect', `127.0.0.1:${port}`, ...(reprotect ? ['--listen', '127.0.0.1:0'] : []), ...inspectFor(1), ...common]);
     paired = true;
     const stop = (): void => {
       finished = true;
