@@ -1,6 +1,7 @@
 import { Subject, filter, take, type Observable, type Subscription } from 'rxjs';
 import { createActor, type Actor, type ActorOptions } from 'xstate';
 import { primaryMachine } from '../../machines/primary.machine.js';
+import { channelMachine } from '../../machines/channel.machine.js';
 import type { Machine } from '../machine.js';
 import { RecordingEnv } from '../env/recording.js';
 import type { PrimaryEnd } from '../channel/channel.js';
@@ -83,6 +84,8 @@ export class PrimaryNode {
   private readonly subs: Subscription[] = [];
   /** Subscriptions to the current backup's channel, dropped when that backup is given up. */
   private channelSubs: Subscription[] = [];
+  /** Channel charts of this node's backups, stopped with the node. */
+  private readonly links: Actor<typeof channelMachine>[] = [];
   private channel: PrimaryEnd | undefined;
   private outputs: number;
   private pending: NumberedOutput[] = [];
@@ -232,12 +235,50 @@ export class PrimaryNode {
   }
 
   private watchChannel(ch: PrimaryEnd): void {
+    const link = this.channelChart();
+    // The ends a node is given are connected and authenticated already (TCP: after TLS-PSK).
+    link.send({ type: 'channel.connected' });
+    link.send({ type: 'channel.authenticated' });
     this.channelSubs.push(
       ch.acked$.subscribe(() => this.actor.send({ type: 'channel.acked' })),
-      ch.pressure$.subscribe((p) => this.actor.send({ type: p ? 'channel.highWater' : 'channel.lowWater' })),
-      ch.events$.subscribe((e) => { if (e.type === 'channel.failed') this.actor.send({ type: 'channel.failed' }); }),
-      watchPeer(ch.acked$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e)),
+      ch.pressure$.subscribe((p) => {
+        const type = p ? 'channel.highWater' : 'channel.lowWater';
+        this.actor.send({ type });
+        link.send({ type });
+      }),
+      ch.events$.subscribe((e) => {
+        if (e.type === 'channel.failed') {
+          this.actor.send({ type: 'channel.failed' });
+          link.send({ type: 'channel.failed' });
+        } else if (e.type === 'channel.closed') link.send({ type: 'channel.close' });
+      }),
+      watchPeer(ch.acked$, this.timing.suspectMs, this.timing.confirmMs, (e) => {
+        this.actor.send(e);
+        if (e.type !== 'suspect.expired') link.send(e);
+      }),
     );
+  }
+
+  /**
+   * The logging channel's own chart (connecting, open: flowing/backpressured and
+   * responsive/suspect, closed), one per backup this node logs to, for inspection and the
+   * dashboard. NOTE flow control acts through the primary chart's `throttled` state (it also
+   * lets go when the backup is given up), so this chart's pauseVm/resumeVm only record.
+   */
+  private channelChart(): Actor<typeof channelMachine> {
+    const link = createActor(
+      channelMachine.provide({
+        actions: {
+          pauseVm: () => {},
+          resumeVm: () => {},
+          reportSuspect: () => this.note('state', 'channel: the backup is silent'),
+        },
+      }),
+      { id: `${this.name}.channel`, ...(this.opts.inspect ? { inspect: this.opts.inspect as never } : {}) },
+    );
+    link.start();
+    this.links.push(link);
+    return link;
   }
 
   /** Fail-stop: the host died. Nothing more is sent or released. */
@@ -338,6 +379,7 @@ export class PrimaryNode {
     // outputs released here would be labelled with the generation this node just won.
     this.liveGeneration = generation;
     this.alone = true;
+    this.links.at(-1)?.send({ type: 'channel.close' });
     for (const sub of this.channelSubs) sub.unsubscribe();
     this.channelSubs = [];
     this.channel?.close();
@@ -385,6 +427,7 @@ export class PrimaryNode {
     clearInterval(this.heartbeat);
     clearTimeout(this.claimTimer);
     for (const s of [...this.subs, ...this.channelSubs]) s.unsubscribe();
+    for (const link of this.links) link.stop();
     this.actor.stop();
     this.released.complete();
     this.events.complete();

@@ -186,3 +186,21 @@ describe('divergence', () => {
     expect(checker.errors).toEqual([]);
   });
 });
+
+describe('the logging channel chart', () => {
+  it('follows the primary\'s link: open and flowing, suspect when the backup dies, closed once alone', async () => {
+    const seen: string[] = [];
+    const r = pairRun({
+      inspect: (ev) => {
+        if (ev.type === '@xstate.snapshot' && ev.actorRef.id === 'primary.channel') {
+          seen.push(JSON.stringify((ev.snapshot as { value: unknown }).value));
+        }
+      },
+    }, killAfterLine('backup', 10));
+    const outcome = await r.pair.start();
+    expect(outcome.code).toBe(0);
+    expect(seen).toContain(JSON.stringify({ open: { flow: 'flowing', peer: 'responsive' } }));
+    expect(seen).toContain(JSON.stringify({ open: { flow: 'flowing', peer: 'suspect' } }));
+    expect(seen.at(-1)).toBe('"closed"');
+  });
+});
