@@ -3,7 +3,7 @@
 // exercises the codec, counts real bytes, and fails on a corrupt frame as TCP would.
 
 import { Observable, ReplaySubject, Subject } from 'rxjs';
-import { Decoder, Encoder, LogFrameError } from '../log/codec.js';
+import { Decoder, LogFrameError } from '../log/codec.js';
 import type { LogEntry } from '../log/entry.js';
 import type { BackupEnd, ChannelEvent, ChannelStats, FlowControlOptions, Lag, PrimaryEnd } from './channel.js';
 import { SendWindow } from './send-window.js';
@@ -34,12 +34,10 @@ const later = (ms: number, fn: () => void): void => {
 export function createInProcessChannel(opts: InProcessChannelOptions = {}): InProcessChannel {
   const latencyMs = opts.latencyMs ?? 0;
   const window = new SendWindow(opts);
-  const encoder = new Encoder();
   const decoder = new Decoder();
   const primaryEvents = new ReplaySubject<ChannelEvent>();
   const backupEvents = new ReplaySubject<ChannelEvent>();
   const entries = new Subject<LogEntry>();
-  const stats: ChannelStats = { bytesSent: 0, entriesSent: 0 };
 
   let state: 'open' | 'closed' | 'failed' = 'open';
   let isCut = false;
@@ -111,10 +109,7 @@ export function createInProcessChannel(opts: InProcessChannelOptions = {}): InPr
   const primary: PrimaryEnd = {
     send(e: LogEntry): void {
       if (state !== 'open' || closing) return;
-      const frame = encoder.encode(e);
-      stats.bytesSent += frame.length;
-      stats.entriesSent++;
-      window.sent(e.seq, frame.length);
+      const frame = window.frame(e);
       if (isCut) return;
       outbound.push(frame);
       if (!outboundScheduled) {
@@ -186,6 +181,6 @@ export function createInProcessChannel(opts: InProcessChannelOptions = {}): InPr
     corrupt(): void {
       corruptNext = true;
     },
-    stats: () => ({ ...stats }),
+    stats: () => window.stats(),
   };
 }

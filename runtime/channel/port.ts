@@ -13,7 +13,7 @@
 // transport failure, as a reset connection is on TCP.
 
 import { Observable, ReplaySubject, Subject } from 'rxjs';
-import { Decoder, Encoder, LogFrameError } from '../log/codec.js';
+import { Decoder, LogFrameError } from '../log/codec.js';
 import type { LogEntry } from '../log/entry.js';
 import type { BackupEnd, ChannelEvent, ChannelStats, FlowControlOptions, Lag, PrimaryEnd } from './channel.js';
 import { SendWindow } from './send-window.js';
@@ -80,9 +80,7 @@ const later = (ms: number, fn: () => void): void => {
 export function createPortPrimary(port: PortLike, opts: PortChannelOptions = {}): PortPrimaryChannel {
   const latencyMs = opts.latencyMs ?? 0;
   const window = new SendWindow(opts);
-  const encoder = new Encoder();
   const events = new ReplaySubject<ChannelEvent>();
-  const stats: ChannelStats = { bytesSent: 0, entriesSent: 0 };
   let state: 'open' | 'closing' | 'done' = 'open';
   let isCut = false;
   let corruptNext = false;
@@ -167,10 +165,7 @@ export function createPortPrimary(port: PortLike, opts: PortChannelOptions = {})
   const primary: PrimaryEnd = {
     send(e: LogEntry): void {
       if (state !== 'open') return;
-      const frame = encoder.encode(e);
-      stats.bytesSent += frame.length;
-      stats.entriesSent++;
-      window.sent(e.seq, frame.length);
+      const frame = window.frame(e);
       if (isCut) return;
       outbound.push(frame);
       if (!flushScheduled) {
@@ -210,7 +205,7 @@ export function createPortPrimary(port: PortLike, opts: PortChannelOptions = {})
     corrupt(): void {
       corruptNext = true;
     },
-    stats: () => ({ ...stats }),
+    stats: () => window.stats(),
     dispose,
   };
 }

@@ -1,5 +1,7 @@
 import { BehaviorSubject, distinctUntilChanged, type Observable } from 'rxjs';
-import type { FlowControlOptions, Lag } from './channel.js';
+import type { ChannelStats, FlowControlOptions, Lag } from './channel.js';
+import { Encoder } from '../log/codec.js';
+import type { LogEntry } from '../log/entry.js';
 
 export const DEFAULT_HIGH_WATER_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_HIGH_WATER_ENTRIES = 100_000;
@@ -20,6 +22,8 @@ export class SendWindow {
   private readonly highEntries: number;
   private readonly lowEntries: number;
   private lastSent = -1;
+  private readonly encoder = new Encoder();
+  private readonly counts: ChannelStats = { bytesSent: 0, entriesSent: 0 };
 
   readonly acked$: Observable<number> = this.acked.asObservable();
   readonly pressure$: Observable<boolean> = this.pressure.pipe(distinctUntilChanged());
@@ -40,6 +44,24 @@ export class SendWindow {
 
   get lag(): Lag {
     return { entries: this.seqs.length - this.head, bytes: this.bytes };
+  }
+
+  /**
+   * Encode `e` as the next frame of this stream (delta-coded against the previous one) and
+   * count it as sent and unacknowledged. Every channel sends its frames through here, so the
+   * lag flow control bounds and the bytes reported are the bytes that really leave.
+   */
+  frame(e: LogEntry): Uint8Array {
+    const frame = this.encoder.encode(e);
+    this.counts.bytesSent += frame.length;
+    this.counts.entriesSent++;
+    this.sent(e.seq, frame.length);
+    return frame;
+  }
+
+  /** Everything framed so far, acknowledged or not. */
+  stats(): ChannelStats {
+    return { ...this.counts };
   }
 
   sent(seq: number, size: number): void {

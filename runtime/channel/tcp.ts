@@ -11,7 +11,7 @@
 import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { Observable, ReplaySubject, Subject } from 'rxjs';
-import { Decoder, Encoder, LogFrameError } from '../log/codec.js';
+import { Decoder, LogFrameError } from '../log/codec.js';
 import type { LogEntry } from '../log/entry.js';
 import type { BackupEnd, ChannelEvent, ChannelStats, FlowControlOptions, Lag, PrimaryEnd } from './channel.js';
 import { SendWindow } from './send-window.js';
@@ -171,10 +171,8 @@ export async function listenForBackups(opts: TcpChannelOptions): Promise<TcpBack
 
 function makeEnd(opts: TcpChannelOptions, hello: Omit<Hello, 'mode'> | undefined): EndSlot {
   const window = new SendWindow(opts);
-  const encoder = new Encoder();
   const control = new ControlDecoder();
   const events = new ReplaySubject<ChannelEvent>();
-  const stats: ChannelStats = { bytesSent: 0, entriesSent: 0 };
   let state: 'waiting' | 'open' | 'closing' | 'closed' | 'failed' = 'waiting';
   let sock: tls.TLSSocket | undefined;
   let peer: string | undefined;
@@ -244,10 +242,7 @@ function makeEnd(opts: TcpChannelOptions, hello: Omit<Hello, 'mode'> | undefined
   const end: TcpPrimaryEnd = {
     send(e: LogEntry): void {
       if (state !== 'waiting' && state !== 'open') return;
-      const frame = encoder.encode(e);
-      stats.bytesSent += frame.length;
-      stats.entriesSent++;
-      window.sent(e.seq, frame.length);
+      const frame = window.frame(e);
       outbound.push(frame);
       // Entries of one tick leave in one write, as the embedded channel sends one chunk.
       if (!flushScheduled) {
@@ -268,7 +263,7 @@ function makeEnd(opts: TcpChannelOptions, hello: Omit<Hello, 'mode'> | undefined
     get peer(): string | undefined {
       return peer;
     },
-    stats: () => ({ ...stats }),
+    stats: () => window.stats(),
     close(): void {
       if (state === 'waiting') {
         finish({ type: 'channel.closed', by: 'local' });

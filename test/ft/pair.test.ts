@@ -192,8 +192,8 @@ describe('the logging channel chart', () => {
     const seen: string[] = [];
     const r = pairRun({
       inspect: (ev) => {
-        if (ev.type === '@xstate.snapshot' && ev.actorRef.id === 'primary.channel') {
-          seen.push(JSON.stringify((ev.snapshot as { value: unknown }).value));
+        if (ev.type === '@xstate.snapshot' && (ev.actorRef as { id?: string }).id === 'primary.channel') {
+          seen.push(JSON.stringify((ev.snapshot as unknown as { value: unknown }).value));
         }
       },
     }, killAfterLine('backup', 10));
