@@ -8,33 +8,53 @@ import type { IoInput } from '../io/machine-io.js';
 /** Where a recording env puts each input: the primary's log (channel or file) assigns seq. */
 export type LogSink = (payload: LogPayload, icount: number) => void;
 
+/** An env that applies its inputs through these named steps (LiveEnv, DeterministicEnv). */
+export interface InputApplier extends Env {
+  applyTimer(m: Machine): void;
+  applyConsole(m: Machine, byte: number): void;
+}
+
+// A mixin's base must take any constructor arguments (TypeScript's rule for mixins).
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type EnvClass<T> = abstract new (...args: any[]) => T;
+
 /**
- * The primary's environment: the real world, with every input it hands the guest logged at
- * the icount where it takes effect (DESIGN §2). LiveEnv decides what is due; this class only
- * adds the logging at the single point where each input is applied, so nothing applied can
- * escape the log.
+ * Log every input an env hands the guest at the icount where it takes effect (DESIGN §2):
+ * the base decides what is due; this only adds the logging at the single point where each
+ * input is applied, so nothing applied can escape the log. `sink` must be set before use.
  */
-export class RecordingEnv extends LiveEnv {
+export function logsInputs<B extends EnvClass<InputApplier>>(Base: B) {
+  abstract class Logging extends Base {
+    sink: LogSink = () => {
+      throw new Error('logsInputs: no sink');
+    };
+
+    override value(kind: ValueKind, icount: number): number {
+      const v = super.value(kind, icount);
+      this.sink({ type: 'value', kind, value: v }, icount);
+      return v;
+    }
+
+    override applyTimer(m: Machine): void {
+      this.sink({ type: 'timer' }, m.icount);
+      super.applyTimer(m);
+    }
+
+    override applyConsole(m: Machine, byte: number): void {
+      this.sink({ type: 'console', byte }, m.icount);
+      super.applyConsole(m, byte);
+    }
+  }
+  return Logging;
+}
+
+/** The primary's environment: the real world, logged (LiveEnv + logsInputs). */
+export class RecordingEnv extends logsInputs(LiveEnv) {
   override readonly mode: Env['mode'] = 'record';
 
-  constructor(private readonly sink: LogSink, opts: LiveEnvOptions = {}) {
+  constructor(sink: LogSink, opts: LiveEnvOptions = {}) {
     super(opts);
-  }
-
-  override value(kind: ValueKind, icount: number): number {
-    const v = super.value(kind, icount);
-    this.sink({ type: 'value', kind, value: v }, icount);
-    return v;
-  }
-
-  override applyTimer(m: Machine): void {
-    this.sink({ type: 'timer' }, m.icount);
-    super.applyTimer(m);
-  }
-
-  override applyConsole(m: Machine, byte: number): void {
-    this.sink({ type: 'console', byte }, m.icount);
-    super.applyConsole(m, byte);
+    this.sink = sink;
   }
 
   /** disk-read {tag,data}, disk-done {tag,status}, net-rx {frame}: logged as applied. */
