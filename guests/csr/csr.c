@@ -4,8 +4,9 @@
  *
  * Part 1, the map: every CSR number 0x000..0xfff is read with
  * `csrrs a0, n, x0` and, if that did not trap, written back with its own
- * value by `csrrw a0, n, a1` (seed, which must not be read with a read-only
- * form, is tried with csrrw alone). Numbers are printed as ranges of one
+ * value by `csrrw a0, n, a1`; a number whose read trapped is still tried
+ * with csrrw, which only seed accepts (Zkr forbids reading it with a
+ * read-only form). Numbers are printed as ranges of one
  * class: `-` does not exist, `r` read-only, `w` read-write, `s` read-write
  * but only through a write form.
  *
