@@ -230,6 +230,35 @@ describe('replay of a log that lacks its end', () => {
   });
 });
 
+/** An ELF32 RISC-V executable holding `words` at 0x80000000 (as in test/cli-run.test.ts). */
+function elfOf(words: number[]): Buffer {
+  const b = Buffer.alloc(84 + words.length * 4);
+  b.set([0x7f, 0x45, 0x4c, 0x46, 1, 1, 1]);
+  b.writeUInt16LE(2, 16); b.writeUInt16LE(243, 18); b.writeUInt32LE(1, 20);
+  b.writeUInt32LE(0x8000_0000, 24); b.writeUInt32LE(52, 28);
+  b.writeUInt16LE(52, 40); b.writeUInt16LE(32, 42); b.writeUInt16LE(1, 44);
+  b.writeUInt32LE(1, 52); b.writeUInt32LE(84, 56); b.writeUInt32LE(0x8000_0000, 60); b.writeUInt32LE(0x8000_0000, 64);
+  b.writeUInt32LE(words.length * 4, 68); b.writeUInt32LE(words.length * 4, 72);
+  words.forEach((w, i) => b.writeInt32LE(w | 0, 84 + 4 * i));
+  return b;
+}
+
+describe('a guest fault', () => {
+  it('ends the log with a fault end record; replay reaches the same state and says so', async () => {
+    const elf = join(dir, 'fault.elf');
+    writeFileSync(elf, elfOf([0x0000_0067])); // jr zero: fetch from 0, and mtvec is 0 too
+    const log = join(dir, 'fault.log');
+    const rec = ftvmSync('record', elf, '--log', log);
+    expect(rec.code).toBe(1);
+    expect(ftvmLines(rec.stderr)).toEqual([expect.stringMatching(/^ftvm: guest fault: .*no trap handler/)]);
+    expect((await scanLogFile(log)).entries.at(-1)).toMatchObject({ type: 'end', reason: 'fault', code: 1 });
+    const rep = ftvmSync('replay', elf, '--log', log);
+    expect(rep.code).toBe(1);
+    expect(digestOf(rep.stderr)).toBe(digestOf(rec.stderr));
+    expect(ftvmLines(rep.stderr)).toEqual([expect.stringMatching(/^ftvm: the recording ended in a guest fault at icount \d+$/)]);
+  });
+});
+
 describe('replay error lines', () => {
   it('a corrupt frame: its offset counts from the start of the file, and no usage line follows', async () => {
     const k = Math.floor(whole.entries.length / 2);
