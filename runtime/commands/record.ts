@@ -41,7 +41,7 @@ async function record(argv: string[]): Promise<number> {
   const digestEvery = positiveInt('digest-every', values['digest-every'], DEFAULT_DIGEST_EVERY);
   const image = readImage(file);
   const io = await openIo({ disk: values.disk, net: values.net }).catch((e: Error) => {
-    throw e instanceof IoOpenError ? new CliError(e.message) : e;
+    throw e instanceof IoOpenError ? new CliError(e.message, e.exitCode) : e;
   });
 
   const writer = await LogFileWriter.create(values.log, { imageDigest: imageDigest(image), memorySize: memoryMiB * 1024 * 1024 })

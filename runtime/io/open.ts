@@ -2,6 +2,7 @@ import type { DiskOptions, NetOptions } from './machine-io.js';
 import { openDisk, parseDiskSpec, parseNetSpec } from './spec.js';
 import { UdpNet } from './net-udp.js';
 import type { DiskBackend } from './backend.js';
+import { DiskInUseError } from './image-lock.js';
 
 /** What `--disk` / `--net` opened, ready for `new Machine({ ...io })`. */
 export interface OpenedIo {
@@ -13,8 +14,15 @@ export interface OpenedIo {
   close(): Promise<void>;
 }
 
-/** An expected failure to open a backend: one clear line for the user. */
-export class IoOpenError extends Error {}
+/** Exit code of a guest refused because its disk image is in use (DESIGN §3 one writer per disk). */
+export const EXIT_DISK_IN_USE = 4;
+
+/** An expected failure to open a backend: one clear line for the user, and the exit code to give. */
+export class IoOpenError extends Error {
+  constructor(message: string, readonly exitCode = 2) {
+    super(message);
+  }
+}
 
 /** Parse and open the command-line specs; throws IoOpenError with a readable message. */
 export async function openIo(specs: { disk?: string | undefined; net?: string[] | undefined }): Promise<OpenedIo> {
@@ -27,7 +35,7 @@ export async function openIo(specs: { disk?: string | undefined; net?: string[] 
     if (forwards.length > 0) udp = await UdpNet.open(forwards);
   } catch (e) {
     await disk?.close().catch(() => {});
-    throw new IoOpenError((e as Error).message);
+    throw new IoOpenError((e as Error).message, e instanceof DiskInUseError ? EXIT_DISK_IN_USE : 2);
   }
   return {
     ...(disk ? { disk: { backend: disk } } : {}),
