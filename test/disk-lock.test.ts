@@ -4,13 +4,14 @@
 // QEMUs do (QEMU's byte-range image locks); and inside one process a second open is refused.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readlinkSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KvClient } from '../runtime/clients/kv-client.js';
 import { FileDisk } from '../runtime/io/disk-file.js';
 import { DiskInUseError } from '../runtime/io/image-lock.js';
+import { DeferredDisk } from '../runtime/io/deferred-disk.js';
 
 const root = new URL('../', import.meta.url).pathname;
 const ftvm = join(root, 'bin/ftvm.js');
@@ -141,4 +142,38 @@ describe('disk image locking', () => {
     await b.close();
     await b.close(); // closing twice is harmless
   });
+
+  it('a replica not yet live opens nothing; at go-live it waits for the old primary to let go', async () => {
+    const disk = image('golive.img');
+    // The old primary: a guest in another process, holding the image.
+    const old = kvFtvm(disk, await freeUdpPort());
+    await until(old, /kv: replayed 0 log records/, 'old primary');
+    const lines: string[] = [];
+    const d = new DeferredDisk({ kind: 'file', path: disk }, { report: (l) => lines.push(l) });
+    const openHere = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`) === disk; } catch { return false; } });
+    try {
+      expect(d.sectors).toBe(8192);
+      expect(d.isOpen).toBe(false);
+      expect(openHere()).toEqual([]); // replaying: not even opened
+      // Go-live: the first request opens it, and waits while the old primary holds the lock.
+      let got: Uint8Array | undefined;
+      const read = d.read(0, 1).then((b) => (got = b));
+      await new Promise((r) => setTimeout(r, 400));
+      expect(got).toBeUndefined();
+      expect(lines).toEqual([`disk ${disk} is in use by another guest (pid ${old.child.pid} node): cannot get the "write" lock; the old primary may still hold it: retrying, the guest's disk I/O waits`]);
+      // The old primary dies for real: the kernel drops its lock and the new primary takes it.
+      old.child.kill('SIGKILL');
+      await read;
+      expect(got).toEqual(new Uint8Array(512));
+      expect(lines[1]).toMatch(new RegExp(`^disk ${disk} locked after \\d+ ms$`));
+      // Now this process is the one writer: another guest is refused.
+      const late = kvFtvm(disk, await freeUdpPort());
+      expect(await late.exited).toBe(4);
+      expect(late.err()).toMatch(new RegExp(`in use by another guest \\(pid ${process.pid} `));
+    } finally {
+      old.child.kill('SIGKILL');
+      await d.close();
+    }
+    expect(openHere()).toEqual([]);
+  }, 60_000);
 });

@@ -3,6 +3,7 @@ import { openDisk, parseDiskSpec, parseNetSpec } from './spec.js';
 import { UdpNet } from './net-udp.js';
 import type { DiskBackend } from './backend.js';
 import { DiskInUseError } from './image-lock.js';
+import { DeferredDisk } from './deferred-disk.js';
 
 /** What `--disk` / `--net` opened, ready for `new Machine({ ...io })`. */
 export interface OpenedIo {
@@ -24,14 +25,22 @@ export class IoOpenError extends Error {
   }
 }
 
-/** Parse and open the command-line specs; throws IoOpenError with a readable message. */
-export async function openIo(specs: { disk?: string | undefined; net?: string[] | undefined }): Promise<OpenedIo> {
+/**
+ * Parse and open the command-line specs; throws IoOpenError with a readable message. With
+ * `deferDisk` (a replica that is not live yet), the disk is opened and locked only on its first
+ * request, after go-live (DeferredDisk); `sectors` gives its size where it cannot be read first.
+ */
+export async function openIo(
+  specs: { disk?: string | undefined; net?: string[] | undefined },
+  opts: { deferDisk?: { sectors?: number } } = {},
+): Promise<OpenedIo> {
   let disk: DiskBackend | undefined;
   let udp: UdpNet | undefined;
   try {
     const forwards = (specs.net ?? []).map(parseNetSpec);
     const diskSpec = specs.disk === undefined ? undefined : parseDiskSpec(specs.disk);
-    if (diskSpec) disk = await openDisk(diskSpec);
+    if (diskSpec && opts.deferDisk) disk = new DeferredDisk(diskSpec, opts.deferDisk);
+    else if (diskSpec) disk = await openDisk(diskSpec);
     if (forwards.length > 0) udp = await UdpNet.open(forwards);
   } catch (e) {
     await disk?.close().catch(() => {});
