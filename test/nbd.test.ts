@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NbdDisk, NbdError } from '../runtime/io/disk-nbd.js';
+import { parseDiskSpec, SpecError } from '../runtime/io/spec.js';
 import { freeTcpPort, startNbdServer, type NbdServer } from './nbd-server.js';
 
 describe('NBD disk backend against nbd-server', () => {
@@ -149,5 +150,14 @@ describe('NBD disk backend against nbd-server', () => {
     } finally {
       await srv.stop();
     }
+  });
+});
+
+describe('--disk nbd:// spec', () => {
+  it('takes reconnect-delay in seconds, as QEMU names it, and refuses other options', () => {
+    expect(parseDiskSpec('nbd://10.0.0.1:10810/disk')).toEqual({ kind: 'nbd', host: '10.0.0.1', port: 10810, export: 'disk' });
+    expect(parseDiskSpec('nbd://[::1]/a%20b?reconnect-delay=2.5')).toEqual({ kind: 'nbd', host: '::1', port: 10809, export: 'a b', reconnectDelayMs: 2500 });
+    expect(() => parseDiskSpec('nbd://h/x?reconnect-delay=soon')).toThrow(SpecError);
+    expect(() => parseDiskSpec('nbd://h/x?timeout=1')).toThrow(/unknown option 'timeout'/);
   });
 });
