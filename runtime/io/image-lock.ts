@@ -85,6 +85,12 @@ export async function lockImage(fd: number, path: string, opts: { readOnly?: boo
     for (const bit of mode.unshared) await test(fd, PERM_BASE + bit, held, `shared "${PERM_NAMES[bit]}" lock`);
   } catch (e) {
     await releaseAll();
+    if (!(e instanceof Conflict) && NO_LOCKS.has((e as NodeJS.ErrnoException).code ?? '')) {
+      // A file system without record locks (some FUSE and network mounts): as QEMU with
+      // locking=auto, run unlocked, and say so; the registry still guards this process.
+      process.stderr.write(`ftvm: disk ${path}: cannot lock the image (${(e as NodeJS.ErrnoException).code}); another guest could open it too\n`);
+      return { release: async () => { heldHere.delete(key); } };
+    }
     heldHere.delete(key);
     if (!(e instanceof Conflict)) throw e;
     const holders = findHolders(opts.dev, opts.ino);
@@ -105,6 +111,9 @@ export async function lockImage(fd: number, path: string, opts: { readOnly?: boo
 }
 
 class Conflict extends Error {}
+
+/** Errors of a file system that has no record locks at all. */
+const NO_LOCKS = new Set(['ENOLCK', 'EOPNOTSUPP', 'ENOTSUP', 'ENOSYS']);
 
 function isConflict(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException).code;
