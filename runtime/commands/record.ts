@@ -76,7 +76,7 @@ async function record(o: RecordOptions): Promise<number> {
   const { file, logPath, memoryMiB, maxInstructions, snapshotEvery, digestEvery } = o;
   const image = readImage(file);
   const io = await openIo({ disk: o.disk, net: o.net }).catch((e: Error) => {
-    throw e instanceof IoOpenError ? new CliError(e.message) : e;
+    throw e instanceof IoOpenError ? new CliError(e.message, e.exitCode) : e;
   });
 
   const writer = await LogFileWriter.create(logPath, { imageDigest: imageDigest(image), memorySize: memoryMiB * 1024 * 1024 })
