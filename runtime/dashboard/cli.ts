@@ -15,7 +15,9 @@ export interface ViewFlags {
   pace?: number | undefined;
 }
 
-export class ViewFlagError extends Error {}
+export class ViewFlagError extends Error {
+  override readonly name = 'ViewFlagError';
+}
 
 const DEFAULT_DASHBOARD_PORT = 8080;
 

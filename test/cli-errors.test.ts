@@ -1,0 +1,62 @@
+// Operator errors at the CLI (issue 11, items 9 and 10): each gets one `ftvm: ...` line on
+// stderr, never a stack trace, and the exit code the README gives.
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const HELLO = join(root, 'guests/hello/hello.elf');
+
+/** Runs `node bin/ftvm.js ...` as a direct child; spawnSync kills it (by its PID) at the timeout. */
+export function ftvm(args: string[], timeoutMs = 20_000): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [join(root, 'bin/ftvm.js'), ...args], { cwd: root, encoding: 'utf8', input: '', timeout: timeoutMs, killSignal: 'SIGKILL' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The error is one `ftvm:` line (a usage line may follow), and no stack frame. */
+export function expectOneLine(stderr: string, pattern: RegExp): void {
+  const lines = stderr.split('\n').filter((l) => l.startsWith('ftvm:'));
+  expect(lines, stderr).toHaveLength(1);
+  expect(lines[0]).toMatch(pattern);
+  expect(stderr).not.toMatch(/^\s+at /m);
+  expect(stderr).not.toMatch(/node:internal|Error: /);
+}
+
+describe('--help and -h', () => {
+  const commands = ['run', 'record', 'replay', 'demo', 'diagram', 'primary', 'backup', 'pair'];
+  for (const name of commands) {
+    it(`${name} --help / -h print its usage on stdout and exit 0`, () => {
+      for (const flag of ['--help', '-h']) {
+        // Other flags, even bad ones, do not matter: help is asked for.
+        const r = ftvm([name, 'some.elf', '--mem', '7', flag]);
+        expect(r.stderr).toBe('');
+        expect(r.status).toBe(0);
+        expect(r.stdout).toMatch(new RegExp(`^usage: ftvm ${name}\\b`));
+      }
+    });
+  }
+
+  it('a --help after -- is a positional, not a request for help', () => {
+    const r = ftvm(['run', '--', '--help']);
+    expect(r.status).toBe(2);
+    expectOneLine(r.stderr, /^ftvm: --help: no such file$/);
+  });
+});
+
+describe('negative numbers get the command\'s own message', () => {
+  const cases: [string[], string][] = [
+    [['run', HELLO, '--mem', '-5'], "--mem wants a positive integer, got '-5'"],
+    [['run', HELLO, '--max-instructions', '-1'], "--max-instructions wants a positive integer, got '-1'"],
+    [['record', HELLO, '--log', '/nonexistent/x', '--mem', '-2'], "--mem wants a positive integer, got '-2'"],
+    [['run', HELLO, '--inspect', '-1'], "--inspect wants a port number, got '-1'"],
+  ];
+  for (const [args, message] of cases) {
+    it(args.join(' '), () => {
+      const r = ftvm(args);
+      expect(r.status).toBe(2);
+      expectOneLine(r.stderr, new RegExp(`^ftvm: ${message.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`));
+      expect(r.stderr).not.toMatch(/ambiguous/);
+    });
+  }
+});
