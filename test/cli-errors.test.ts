@@ -48,7 +48,9 @@ describe('negative numbers get the command\'s own message', () => {
   const cases: [string[], string][] = [
     [['run', HELLO, '--mem', '-5'], "--mem wants a positive integer, got '-5'"],
     [['run', HELLO, '--max-instructions', '-1'], "--max-instructions wants a positive integer, got '-1'"],
+    [['run', HELLO, '--deterministic', '--seed', '-3'], "--seed wants a non-negative integer, got '-3'"],
     [['record', HELLO, '--log', '/nonexistent/x', '--mem', '-2'], "--mem wants a positive integer, got '-2'"],
+    [['demo', '--seed', '-3'], "--seed wants a non-negative integer, got '-3'"],
     [['run', HELLO, '--inspect', '-1'], "--inspect wants a port number, got '-1'"],
   ];
   for (const [args, message] of cases) {
@@ -59,4 +61,14 @@ describe('negative numbers get the command\'s own message', () => {
       expect(r.stderr).not.toMatch(/ambiguous/);
     });
   }
+});
+
+describe('--seed 0', () => {
+  it('is a valid seed for run --deterministic, and a run is a function of it', () => {
+    const a = ftvm(['run', HELLO, '--deterministic', '--seed', '0']);
+    expect(a.stderr).toBe('');
+    expect(a.status).toBe(0);
+    expect(a.stdout).toContain('hello');
+    expect(ftvm(['run', HELLO, '--deterministic', '--seed', '0']).stdout).toBe(a.stdout);
+  });
 });

@@ -3,7 +3,7 @@ import type { Command } from '../cli.js';
 import { createPair, type PairEvent } from '../pair.js';
 import { guestPath } from '../guests.js';
 import { SeqChecker } from '../demo/seq-checker.js';
-import { CliError, positiveInt, readImage } from './common.js';
+import { CliError, nonNegativeInt, readImage } from './common.js';
 import { startViews, takeViewFlags, ViewFlagError } from '../dashboard/cli.js';
 import { dnsScenario, prng, runScenario, scenarioPassed, summary } from '../demo/dns-load.js';
 import { kvScenario } from '../demo/kv-load.js';
@@ -19,7 +19,7 @@ async function demo(argv: string[]): Promise<number> {
     args: rest,
     options: { seed: { type: 'string' }, guest: { type: 'string' }, 'backup-in': { type: 'string' }, quiet: { type: 'boolean', default: false } },
   });
-  const seed = positiveInt('seed', values.seed, Math.floor(Math.random() * 1e6) + 1);
+  const seed = nonNegativeInt('seed', values.seed, Math.floor(Math.random() * 1e6) + 1);
   const guest = values.guest ?? 'seq';
   if (guest === 'dns' || guest === 'kv') return ioDemo(guest, seed, values.quiet === true, flags.inspect !== undefined || flags.dashboard !== undefined);
   if (guest !== 'seq' && guest !== 'seq-short') throw new CliError(`--guest must be seq, seq-short, dns or kv, got '${guest}'`);

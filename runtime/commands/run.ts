@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { Command } from '../cli.js';
 import { Machine } from '../machine.js';
@@ -11,6 +10,7 @@ import type { Output } from '../types.js';
 import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import { runOnCpuActor } from '../cpu-actor.js';
 import { startViews, takeViewFlags, type ViewFlags } from '../dashboard/cli.js';
+import { nonNegativeInt, readImage } from './common.js';
 
 const USAGE = 'run <elf> [--mem MiB] [--max-instructions N] [--stats] [--deterministic [--seed N]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--inspect [PORT]]';
@@ -153,7 +153,7 @@ async function run(argv: string[]): Promise<number> {
   try {
     memoryMiB = positiveInt('mem', values.mem, DEFAULT_MEMORY_MIB);
     maxInstructions = values['max-instructions'] === undefined ? undefined : positiveInt('max-instructions', values['max-instructions'], 0);
-    seed = positiveInt('seed', values.seed, 1);
+    seed = nonNegativeInt('seed', values.seed, 1);
   } catch (e) {
     process.stderr.write(`ftvm: ${(e as Error).message}\nusage: ftvm ${USAGE}\n`);
     return 2;
@@ -161,10 +161,9 @@ async function run(argv: string[]): Promise<number> {
 
   let image: Uint8Array;
   try {
-    image = readFileSync(file);
+    image = readImage(file);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    process.stderr.write(`ftvm: ${file}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message}\n`);
+    process.stderr.write(`ftvm: ${(e as Error).message}\n`);
     return 2;
   }
 
