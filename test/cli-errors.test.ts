@@ -52,6 +52,7 @@ describe('negative numbers get the command\'s own message', () => {
     [['record', HELLO, '--log', '/nonexistent/x', '--mem', '-2'], "--mem wants a positive integer, got '-2'"],
     [['demo', '--seed', '-3'], "--seed wants a non-negative integer, got '-3'"],
     [['run', HELLO, '--inspect', '-1'], "--inspect wants a port number, got '-1'"],
+    [['pair', HELLO, '--suspect-ms', '-10'], "--suspect-ms wants a positive integer, got '-10'"],
   ];
   for (const [args, message] of cases) {
     it(args.join(' '), () => {

@@ -14,7 +14,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import type { Command } from '../cli.js';
-import { CliError } from './common.js';
+import { checkImage, CliError, positiveInt } from './common.js';
+import { DEFAULT_MEMORY_MIB } from '../platform.js';
 import { cliRun, takeInspectFlag } from './primary.js';
 
 // --inspect PORT: one relay per replica process (each inspects its own charts): the primary's
@@ -80,6 +81,11 @@ async function pair(argv: string[]): Promise<number> {
   });
   if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
   const elf = positionals[0]!;
+  // Checked here, not by the children: a bad flag or image is one `ftvm:` line of this command.
+  const memoryMiB = positiveInt('mem', values.mem, DEFAULT_MEMORY_MIB);
+  positiveInt('suspect-ms', values['suspect-ms'], 1);
+  positiveInt('batch', values.batch, 1);
+  checkImage(elf, memoryMiB);
   const reprotect = values.reprotect === true;
   const dir = mkdtempSync(join(tmpdir(), 'ftvm-pair-'));
   try {
