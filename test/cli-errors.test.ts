@@ -73,3 +73,16 @@ describe('--seed 0', () => {
     expect(ftvm(['run', HELLO, '--deterministic', '--seed', '0']).stdout).toBe(a.stdout);
   });
 });
+
+describe('an image built for another RISC-V', () => {
+  for (const isa of ['rv32imac', 'rv32imafc']) {
+    it(`run refuses a ${isa} ELF at load with one line, before running it`, () => {
+      const elf = join(root, `test/fixtures/hello-${isa}.elf`);
+      const r = ftvm(['run', elf]);
+      expect(r.status).toBe(2);
+      expect(r.stdout).toBe('');
+      expectOneLine(r.stderr, /^ftvm: .*hello-rv32imac?f?c?\.elf: built for another RISC-V: it needs compressed instructions \(e_flags RVC\)/);
+      expect(r.stderr).not.toMatch(/guest fault/);
+    });
+  }
+});
