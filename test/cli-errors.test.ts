@@ -1,12 +1,18 @@
 // Operator errors at the CLI (issue 11, items 9 and 10): each gets one `ftvm: ...` line on
 // stderr, never a stack trace, and the exit code the README gives.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { Resolver } from 'node:dns/promises';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const HELLO = join(root, 'guests/hello/hello.elf');
+const dir = mkdtempSync(join(tmpdir(), 'ftvm-cli-errors-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Runs `node bin/ftvm.js ...` as a direct child; spawnSync kills it (by its PID) at the timeout. */
 export function ftvm(args: string[], timeoutMs = 20_000): { status: number | null; stdout: string; stderr: string } {
@@ -85,4 +91,49 @@ describe('an image built for another RISC-V', () => {
       expect(r.stderr).not.toMatch(/guest fault/);
     });
   }
+});
+
+describe('--net forwards', () => {
+  it('say which host port each rule bound, port 0 included, and that port reaches the guest', async () => {
+    const disk = join(dir, 'zone.img');
+    copyFileSync(join(root, 'guests/dns/zone.img'), disk);
+    const child = spawn(process.execPath, [join(root, 'bin/ftvm.js'), 'run', 'guests/dns/dns.elf', '--disk', `file:${disk}`, '--net', 'udp:0:53', '--net', 'udp:127.0.0.1:0:53'],
+      { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    try {
+      const deadline = Date.now() + 20_000;
+      while (!out.includes('dns: serving')) {
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`no dns: ${out} ${err}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const lines = [...err.matchAll(/^ftvm: forwarding udp 127\.0\.0\.1:(\d+) -> guest port 53$/gm)];
+      expect(lines, err).toHaveLength(2);
+      for (const [, port] of lines) {
+        expect(Number(port)).toBeGreaterThan(0);
+        const r = new Resolver({ timeout: 1000, tries: 3 });
+        r.setServers([`127.0.0.1:${port}`]);
+        expect(await r.resolve4('ns2.example.test')).toEqual(['192.0.2.54']);
+      }
+    } finally {
+      child.kill('SIGINT');
+    }
+    expect(await exited).toBe(130);
+  });
+
+  it('a host port in use is one line', async () => {
+    const s = createSocket('udp4');
+    await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+    try {
+      const port = s.address().port;
+      const r = ftvm(['run', HELLO, '--net', `udp:${port}:53`]);
+      expect(r.status).toBe(2);
+      expectOneLine(r.stderr, new RegExp(`^ftvm: --net: udp 127\\.0\\.0\\.1:${port} is in use$`));
+    } finally {
+      s.close();
+    }
+  });
 });

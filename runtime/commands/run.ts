@@ -175,6 +175,8 @@ async function run(argv: string[]): Promise<number> {
     process.stderr.write(`ftvm: ${e.message}\n`);
     return 2;
   }
+  // Where clients reach the guest: a rule for port 0 gets its port from the host.
+  for (const line of io.udp?.describe() ?? []) process.stderr.write(`ftvm: ${line}\n`);
 
   const live = values.deterministic ? undefined : new LiveEnv();
   // Deterministic runs are a function of image, seed and input, so the input must be known
