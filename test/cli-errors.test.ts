@@ -3,7 +3,8 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
-import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -134,6 +135,49 @@ describe('--net forwards', () => {
       expectOneLine(r.stderr, new RegExp(`^ftvm: --net: udp 127\\.0\\.0\\.1:${port} is in use$`));
     } finally {
       s.close();
+    }
+  });
+});
+
+describe('a port in use for --inspect or --dashboard', () => {
+  const keyDir = mkdtempSync(join(dir, 'pair-'));
+  const key = join(keyDir, 'key');
+  writeFileSync(key, 'ab'.repeat(32) + '\n');
+  const fileArbiter = `file:${keyDir}`;
+  const cases: [string, (port: number) => string[]][] = [
+    ['--inspect', (p) => ['run', HELLO, '--inspect', String(p)]],
+    ['--inspect', (p) => ['demo', '--guest', 'seq-short', '--inspect', String(p)]],
+    ['--dashboard', (p) => ['demo', '--guest', 'seq-short', '--dashboard', String(p)]],
+    ['--inspect', (p) => ['primary', HELLO, '--listen', '127.0.0.1:0', '--key-file', key, '--arbiter', fileArbiter, '--inspect', String(p)]],
+    ['--inspect', (p) => ['backup', HELLO, '--connect', '127.0.0.1:1', '--key-file', key, '--arbiter', fileArbiter, '--inspect', String(p)]],
+    ['--inspect', (p) => ['pair', HELLO, '--inspect', String(p)]],
+  ];
+  for (const [flag, args] of cases) {
+    it(`${args(0)[0]} ${flag}: one line, exit 1, and the process ends`, async () => {
+      const taken = createServer();
+      await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+      const port = (taken.address() as AddressInfo).port;
+      try {
+        const r = ftvm(args(port));
+        expect(r.status, r.stderr).toBe(1);
+        expectOneLine(r.stderr, new RegExp(`^ftvm: ${flag}: port ${port} is in use$`));
+        expect(r.stderr).not.toMatch(/usage:/);
+      } finally {
+        await new Promise((r) => taken.close(r));
+      }
+    });
+  }
+
+  it('pair checks the backup\'s port (PORT+1) too', async () => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      const r = ftvm(['pair', HELLO, '--inspect', String(port - 1)]);
+      expect(r.status).toBe(1);
+      expectOneLine(r.stderr, new RegExp(`^ftvm: --inspect: port ${port} is in use$`));
+    } finally {
+      await new Promise((r) => taken.close(r));
     }
   });
 });

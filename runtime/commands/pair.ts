@@ -17,6 +17,7 @@ import type { Command } from '../cli.js';
 import { checkImage, CliError, positiveInt } from './common.js';
 import { DEFAULT_MEMORY_MIB } from '../platform.js';
 import { cliRun, takeInspectFlag } from './primary.js';
+import { checkPortFree } from '../dashboard/cli.js';
 
 // --inspect PORT: one relay per replica process (each inspects its own charts): the primary's
 // on PORT, the backup's on PORT+1, a re-protecting backupN's on PORT+N; without PORT (or 0,
@@ -86,6 +87,11 @@ async function pair(argv: string[]): Promise<number> {
   positiveInt('suspect-ms', values['suspect-ms'], 1);
   positiveInt('batch', values.batch, 1);
   checkImage(elf, memoryMiB);
+  // Each child would fail on a taken port with a relayed line: check the first two here.
+  if (inspect !== undefined && inspect !== 0) {
+    await checkPortFree('--inspect', inspect);
+    if (inspect < 65535) await checkPortFree('--inspect', inspect + 1);
+  }
   const reprotect = values.reprotect === true;
   const dir = mkdtempSync(join(tmpdir(), 'ftvm-pair-'));
   try {

@@ -292,16 +292,18 @@ export function serveReprotection(node: PrimaryNode, listener: TcpBackupListener
 /** Wraps a command body: expected errors become one `ftvm: ...` line and an exit code. */
 export function cliRun(usage: string, body: (argv: string[]) => Promise<number>): (argv: string[]) => Promise<number> {
   return async (argv) => {
-    try {
-      const code = await body(argv);
-      // The run is over: a socket to a lost host or a gRPC channel must not keep the
-      // process (and with it a supervisor waiting for its exit) alive.
+    // The run is over: a socket to a lost host or a gRPC channel (an arbiter opened before a
+    // later check failed, too) must not keep the process, and a supervisor waiting for it, alive.
+    const exitSoon = (code: number): number => {
       setTimeout(() => process.exit(code), 2000).unref();
       return code;
+    };
+    try {
+      return exitSoon(await body(argv));
     } catch (e) {
       if (e instanceof CliError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
         process.stderr.write(`ftvm: ${(e as Error).message}\n${(e as CliError).exitCode === 1 ? '' : `usage: ftvm ${usage}\n`}`);
-        return (e as CliError).exitCode ?? 2;
+        return exitSoon((e as CliError).exitCode ?? 2);
       }
       throw e;
     }

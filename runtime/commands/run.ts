@@ -10,7 +10,7 @@ import type { Output } from '../types.js';
 import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import { runOnCpuActor } from '../cpu-actor.js';
 import { startViews, takeViewFlags, type ViewFlags } from '../dashboard/cli.js';
-import { nonNegativeInt, readImage } from './common.js';
+import { type CliError, nonNegativeInt, readImage } from './common.js';
 
 const USAGE = 'run <elf> [--mem MiB] [--max-instructions N] [--stats] [--deterministic [--seed N]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--inspect [PORT]]';
@@ -198,6 +198,17 @@ async function run(argv: string[]): Promise<number> {
     throw e;
   }
 
+  // --inspect: the guest runs under its CPU chart (actor id `cpu`), which reports every
+  // state to the relay; without it, the plain loop (no chart, no inspection cost). Started
+  // before the console is attached, so a port in use leaves the terminal as it was.
+  let views;
+  try {
+    views = flags.inspect === undefined ? undefined : await startViews({ inspect: flags.inspect, dashboard: undefined });
+  } catch (e) {
+    await (machine.io?.close() ?? io.close());
+    process.stderr.write(`ftvm: ${(e as Error).message}\n`);
+    return (e as CliError).exitCode ?? 1;
+  }
   const abort = new AbortController();
   let abortCode = EXIT_INTERRUPTED;
   const detach = attachConsole(live, (code) => {
@@ -209,9 +220,6 @@ async function run(argv: string[]): Promise<number> {
     abort.abort();
   };
   process.stdout.on('error', onStdoutError);
-  // --inspect: the guest runs under its CPU chart (actor id `cpu`), which reports every
-  // state to the relay; without it, the plain loop (no chart, no inspection cost).
-  const views = flags.inspect === undefined ? undefined : await startViews({ inspect: flags.inspect, dashboard: undefined });
   try {
     const outcome = views?.inspect
       ? await runOnCpuActor(machine, { mode: 'live', inspect: views.inspect, id: 'cpu', signal: abort.signal, onBatch: () => sink.flush() }).done
