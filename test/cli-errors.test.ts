@@ -3,7 +3,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -179,5 +179,42 @@ describe('a port in use for --inspect or --dashboard', () => {
     } finally {
       await new Promise((r) => taken.close(r));
     }
+  });
+});
+
+describe('diagram --out', () => {
+  const refused: [string, () => string, RegExp][] = [
+    ['an existing regular file', () => join(root, 'README.md'), /exists and is not a directory$/],
+    ['a path under a regular file', () => join(root, 'README.md/sub'), /README\.md is not a directory$/],
+    ['a directory under /sys', () => '/sys/ftvm-diagrams', /on the sysfs pseudo filesystem/],
+    ['a directory under /proc (it used to hang)', () => '/proc/ftvm-diagrams', /on the proc pseudo filesystem/],
+    ['/proc itself', () => '/proc', /on the proc pseudo filesystem/],
+  ];
+  for (const [what, out, why] of refused) {
+    it(`refuses ${what} in one line, before writing`, () => {
+      const r = ftvm(['diagram', '--format', 'mermaid', '--out', out()]);
+      expect(r.status, r.stderr).toBe(1);
+      expect(r.stdout).toBe('');
+      expectOneLine(r.stderr, why);
+    });
+  }
+
+  it('a write that fails is one line too', () => {
+    // A directory where a chart's file would go: the check passes, the write fails (EISDIR).
+    const out = mkdtempSync(join(dir, 'diagrams-'));
+    mkdirSync(join(out, 'cpu.mmd'));
+    const r = ftvm(['diagram', '--format', 'mermaid', '--out', out]);
+    expect(r.status).toBe(1);
+    expectOneLine(r.stderr, /^ftvm: --out .*cpu\.mmd/);
+  });
+
+  it('makes a missing directory and writes every chart there', () => {
+    const out = join(dir, 'new/diagrams');
+    const r = ftvm(['diagram', '--format', 'mermaid', '--out', out]);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const n = Number(/wrote (\d+) files/.exec(r.stdout)?.[1]);
+    expect(n).toBeGreaterThan(0);
+    expect(readdirSync(out)).toHaveLength(n);
   });
 });
