@@ -3,7 +3,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -216,5 +216,54 @@ describe('diagram --out', () => {
     const n = Number(/wrote (\d+) files/.exec(r.stdout)?.[1]);
     expect(n).toBeGreaterThan(0);
     expect(readdirSync(out)).toHaveLength(n);
+  });
+});
+
+describe('bad images and flags, every command that takes an image', () => {
+  const keyDir = mkdtempSync(join(dir, 'images-'));
+  const key = join(keyDir, 'key');
+  writeFileSync(key, 'cd'.repeat(32) + '\n');
+  const empty = join(keyDir, 'empty.elf');
+  writeFileSync(empty, '');
+  const truncated = join(keyDir, 'truncated.elf');
+  writeFileSync(truncated, readFileSync(HELLO).subarray(0, 3000));
+  const pairFlags = ['--key-file', key, '--arbiter', `file:${keyDir}`];
+  const commands: [string, (elf: string) => string[]][] = [
+    ['run', (elf) => ['run', elf]],
+    ['primary', (elf) => ['primary', elf, '--listen', '127.0.0.1:0', ...pairFlags]],
+    ['backup', (elf) => ['backup', elf, '--connect', '127.0.0.1:1', ...pairFlags]],
+    ['pair', (elf) => ['pair', elf]],
+  ];
+  const images: [string, () => string, RegExp][] = [
+    ['a missing file', () => join(keyDir, 'nope.elf'), /nope\.elf: no such file$/],
+    ['a directory', () => keyDir, /: is a directory, not a file$/],
+    ['an empty file', () => empty, /empty\.elf: not an ELF file/],
+    ['a truncated ELF', () => truncated, /truncated\.elf: truncated: segment \d+ data ends at byte \d+, file has 3000$/],
+  ];
+  for (const [name, args] of commands) {
+    it(`${name}: a missing, directory, empty or truncated image is one line, exit 2`, () => {
+      for (const [, image, why] of images) {
+        const r = ftvm(args(image()));
+        expect(r.status, r.stderr).toBe(2);
+        expectOneLine(r.stderr, why);
+        // pair checks the image itself: no child's relayed line.
+        expect(r.stderr).not.toMatch(/^primary\|/m);
+      }
+    });
+
+    it(`${name}: --mem beyond what the machine takes is the flag's error`, () => {
+      const r = ftvm([...args(HELLO), '--mem', '4096']);
+      expect(r.status).toBe(2);
+      expectOneLine(r.stderr, /^ftvm: --mem wants 1 to 2048 MiB, got '4096'$/);
+    });
+  }
+
+  it('pair refuses a bad --arbiter itself, before starting children', () => {
+    for (const [spec, why] of [['bogus:x', /^ftvm: arbiter spec "bogus:x": expected/], ['memory', /^ftvm: --arbiter memory cannot protect a pair across processes/]] as const) {
+      const r = ftvm(['pair', HELLO, '--arbiter', spec]);
+      expect(r.status).toBe(2);
+      expectOneLine(r.stderr, why);
+      expect(r.stderr).not.toMatch(/^primary\|/m);
+    }
   });
 });

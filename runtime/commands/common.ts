@@ -3,7 +3,7 @@ import { accessSync, constants, readFileSync, realpathSync, statfsSync, statSync
 import { dirname, resolve, sep } from 'node:path';
 import type { Machine } from '../machine.js';
 import { checkFitsRam, ElfError, parseElf } from '../elf.js';
-import { DEFAULT_MEMORY_MIB, RAM_BASE } from '../platform.js';
+import { DEFAULT_MEMORY_MIB, MAX_MEMORY_MIB, RAM_BASE } from '../platform.js';
 export { packSnapshot, unpackSnapshot } from '../ft/snapshot-wire.js';
 
 /** An expected, user-facing failure: printed as one `ftvm: ...` line, never a stack trace. */
@@ -83,6 +83,13 @@ export function positiveInt(name: string, text: string | undefined, fallback: nu
   const n = Number(text);
   if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n <= 0) throw new CliError(`--${name} wants a positive integer, got '${text}'`);
   return n;
+}
+
+/** `--mem MiB`: checked here, so that a size the machine cannot have is a flag error, not the image's. */
+export function memoryFlag(text: string | undefined): number {
+  const mib = positiveInt('mem', text, DEFAULT_MEMORY_MIB);
+  if (mib > MAX_MEMORY_MIB) throw new CliError(`--mem wants 1 to ${MAX_MEMORY_MIB} MiB, got '${text}'`);
+  return mib;
 }
 
 /** For a value where 0 means something (a seed): any integer from 0 up. */

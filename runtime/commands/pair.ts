@@ -14,9 +14,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import type { Command } from '../cli.js';
-import { checkImage, CliError, positiveInt } from './common.js';
-import { DEFAULT_MEMORY_MIB } from '../platform.js';
-import { cliRun, takeInspectFlag } from './primary.js';
+import { checkImage, CliError, memoryFlag, positiveInt } from './common.js';
+import { cliRun, loadArbiter, takeInspectFlag } from './primary.js';
 import { checkPortFree } from '../dashboard/cli.js';
 
 // --inspect PORT: one relay per replica process (each inspects its own charts): the primary's
@@ -83,10 +82,11 @@ async function pair(argv: string[]): Promise<number> {
   if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
   const elf = positionals[0]!;
   // Checked here, not by the children: a bad flag or image is one `ftvm:` line of this command.
-  const memoryMiB = positiveInt('mem', values.mem, DEFAULT_MEMORY_MIB);
+  const memoryMiB = memoryFlag(values.mem);
   positiveInt('suspect-ms', values['suspect-ms'], 1);
   positiveInt('batch', values.batch, 1);
   checkImage(elf, memoryMiB);
+  if (values.arbiter !== undefined) await loadArbiter(values.arbiter).close();
   // Each child would fail on a taken port with a relayed line: check the first two here.
   if (inspect !== undefined && inspect !== 0) {
     await checkPortFree('--inspect', inspect);

@@ -10,7 +10,6 @@ import type { Command } from '../cli.js';
 import { Machine } from '../machine.js';
 import { LiveEnv } from '../env/live.js';
 import { ElfError } from '../elf.js';
-import { DEFAULT_MEMORY_MIB } from '../platform.js';
 import type { Arbiter } from '../arbiter/arbiter.js';
 import { parseArbiterSpec } from '../arbiter/spec.js';
 import { listenPrimary, type TcpBackupListener, type TcpPrimaryEnd } from '../channel/tcp.js';
@@ -19,7 +18,7 @@ import type { ReleasedOutput } from '../ft/output-gate.js';
 import { PrimaryNode, type NodeEvent } from '../ft/primary-node.js';
 import type { FtTiming } from '../ft/timing.js';
 import { OutputLogWriter } from '../faults/output-log.js';
-import { CliError, positiveInt, readImage } from './common.js';
+import { CliError, memoryFlag, positiveInt, readImage } from './common.js';
 import { startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
 
 const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--no-reprotect] [--inspect [PORT]]';
@@ -167,7 +166,7 @@ async function primary(argv: string[]): Promise<number> {
   const key = loadKey(values['key-file']);
   const arbiter = loadArbiter(values.arbiter);
   const pairId = values['pair-id'] ?? defaultPairId(key);
-  const memoryMiB = positiveInt('mem', values.mem, DEFAULT_MEMORY_MIB);
+  const memoryMiB = memoryFlag(values.mem);
   const timing = timingFlags(values);
   const machine = bootMachine(readImage(file), file, memoryMiB);
   const views = await startInspect(inspectPort);

@@ -5,12 +5,11 @@ import { ElfError } from '../elf.js';
 import { LiveEnv } from '../env/live.js';
 import { DeterministicEnv, GuestDeadlock } from '../env/deterministic.js';
 import { runMachine, type RunOutcome } from '../runner.js';
-import { DEFAULT_MEMORY_MIB } from '../platform.js';
 import type { Output } from '../types.js';
 import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import { runOnCpuActor } from '../cpu-actor.js';
 import { startViews, takeViewFlags, type ViewFlags } from '../dashboard/cli.js';
-import { type CliError, nonNegativeInt, readImage } from './common.js';
+import { type CliError, memoryFlag, nonNegativeInt, readImage } from './common.js';
 
 const USAGE = 'run <elf> [--mem MiB] [--max-instructions N] [--stats] [--deterministic [--seed N]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--inspect [PORT]]';
@@ -151,7 +150,7 @@ async function run(argv: string[]): Promise<number> {
   const file = positionals[0]!;
   let memoryMiB: number, maxInstructions: number | undefined, seed: number;
   try {
-    memoryMiB = positiveInt('mem', values.mem, DEFAULT_MEMORY_MIB);
+    memoryMiB = memoryFlag(values.mem);
     maxInstructions = values['max-instructions'] === undefined ? undefined : positiveInt('max-instructions', values['max-instructions'], 0);
     seed = nonNegativeInt('seed', values.seed, 1);
   } catch (e) {
