@@ -76,7 +76,22 @@ function operatorError(e: unknown): { line: string; exitCode: number } | undefin
   return undefined;
 }
 
+/** 128 + SIGPIPE, as a shell reports a writer whose reader went away (`ftvm demo | head`). */
+const EXIT_BROKEN_PIPE = 141;
+
+/**
+ * Stdout failing (its reader gone: EPIPE) would otherwise be an unhandled 'error' event and a
+ * stack trace. A command with cleanup to do (run closes its disk; pair stops its children)
+ * listens itself and this one stands back; any other command ends as SIGPIPE would end it.
+ */
+function onStdoutError(e: NodeJS.ErrnoException): void {
+  if (process.stdout.listenerCount('error') > 1) return;
+  if (e.code !== 'EPIPE') process.stderr.write(`ftvm: stdout: ${e.message}\n`);
+  process.exit(e.code === 'EPIPE' ? EXIT_BROKEN_PIPE : 1);
+}
+
 export async function main(argv: string[]): Promise<number> {
+  process.stdout.on('error', onStdoutError);
   const [name, ...rest] = argv;
   if (name === '-h' || name === '--help' || name === 'help') {
     process.stdout.write(await usage());

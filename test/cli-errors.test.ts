@@ -267,3 +267,26 @@ describe('bad images and flags, every command that takes an image', () => {
     }
   });
 });
+
+describe('stdout closed by its reader (`ftvm ... | head`)', () => {
+  /** Starts ftvm, closes its stdout after the first bytes, and returns its exit code and stderr. */
+  async function closeEarly(args: string[]): Promise<{ code: number | null; stderr: string }> {
+    const child = spawn(process.execPath, [join(root, 'bin/ftvm.js'), ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.stdout.once('data', () => child.stdout.destroy());
+    const code = await exited;
+    clearTimeout(timer);
+    return { code, stderr };
+  }
+
+  for (const args of [['demo', '--guest', 'seq-short'], ['pair', 'guests/seq-short/seq-short.elf']]) {
+    it(`${args[0]} ends as SIGPIPE would (exit 141), without a stack trace`, async () => {
+      const r = await closeEarly(args);
+      expect(r.code, r.stderr).toBe(141);
+      expect(r.stderr).not.toMatch(/EPIPE|^\s+at /m);
+    });
+  }
+});

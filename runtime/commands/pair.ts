@@ -24,6 +24,9 @@ import { checkPortFree } from '../dashboard/cli.js';
 const USAGE = 'pair <elf> [--arbiter SPEC] [--pair-id ID] [--mem MiB] [--suspect-ms N] [--reprotect]\n' +
   '      [--inspect [PORT]]  (primary on PORT, backup on PORT+1, backupN on PORT+N)';
 
+/** 128 + SIGPIPE, as `ftvm run` exits when its reader goes away. */
+const EXIT_BROKEN_PIPE = 141;
+
 /**
  * The children report released outputs as JSON lines on fd 3 (their --outputs); this process
  * is their client: it prints each console byte once, dropping by output index the duplicates
@@ -31,6 +34,8 @@ const USAGE = 'pair <elf> [--arbiter SPEC] [--pair-id ID] [--mem MiB] [--suspect
  */
 class Client {
   private next = 0;
+  /** Set once stdout failed (EPIPE): whoever read the console is gone. */
+  broken = false;
   take(line: string): void {
     let o: { i: number; k: string; v: number };
     try {
@@ -40,7 +45,7 @@ class Client {
     }
     if (o.i < this.next) return;
     this.next = o.i + 1;
-    if (o.k === 'console') process.stdout.write(Buffer.of(o.v));
+    if (o.k === 'console' && !this.broken) process.stdout.write(Buffer.of(o.v));
   }
 }
 
@@ -164,13 +169,21 @@ async function pair(argv: string[]): Promise<number> {
       finished = true;
       for (const r of replicas) r.child.kill('SIGTERM');
     };
+    // The console's reader went away (`ftvm pair ... | head`): stop the children, as SIGPIPE would stop us.
+    const onStdoutError = (): void => {
+      client.broken = true;
+      stop();
+    };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
+    process.stdout.on('error', onStdoutError);
     // Until no replica is left (a joiner may be started while we wait).
     while (replicas.length > 0) await Promise.all(replicas.map((r) => r.done));
     clearTimeout(retry);
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
+    // NOTE the stdout listener stays: writes already queued may still fail after we return.
+    if (client.broken) return EXIT_BROKEN_PIPE;
     // The guest's exit code is whichever replica finished it; a halted replica exits with 3.
     return codes.includes(0) ? 0 : codes.find((c) => c !== 3 && c !== 1) ?? codes[0] ?? 1;
   } finally {
