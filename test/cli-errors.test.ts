@@ -290,3 +290,17 @@ describe('stdout closed by its reader (`ftvm ... | head`)', () => {
     });
   }
 });
+
+describe('--key-file', () => {
+  it('a missing key file or a directory is named in plain words', () => {
+    const keyDir = mkdtempSync(join(dir, 'keys-'));
+    for (const cmd of [['primary', HELLO, '--listen', '127.0.0.1:0'], ['backup', HELLO, '--connect', '127.0.0.1:1']]) {
+      let r = ftvm([...cmd, '--key-file', join(keyDir, 'nokey'), '--arbiter', `file:${keyDir}`]);
+      expect(r.status).toBe(2);
+      expectOneLine(r.stderr, /nokey: no such file$/);
+      r = ftvm([...cmd, '--key-file', keyDir, '--arbiter', `file:${keyDir}`]);
+      expect(r.status).toBe(2);
+      expectOneLine(r.stderr, /: is a directory, not a file$/);
+    }
+  });
+});

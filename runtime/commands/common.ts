@@ -15,12 +15,14 @@ export class CliError extends Error {
 
 const READ_ERRORS: Record<string, string> = { ENOENT: 'no such file', EISDIR: 'is a directory, not a file', EACCES: 'permission denied' };
 
+/** Why a file named on the command line could not be read, in plain words where they exist. */
+export const readErrorText = (e: unknown): string => READ_ERRORS[(e as NodeJS.ErrnoException).code ?? ''] ?? (e as Error).message;
+
 export function readImage(file: string): Uint8Array {
   try {
     return readFileSync(file);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new CliError(`${file}: ${READ_ERRORS[code ?? ''] ?? (e as Error).message}`);
+    throw new CliError(`${file}: ${readErrorText(e)}`);
   }
 }
 

@@ -18,7 +18,7 @@ import type { ReleasedOutput } from '../ft/output-gate.js';
 import { PrimaryNode, type NodeEvent } from '../ft/primary-node.js';
 import type { FtTiming } from '../ft/timing.js';
 import { OutputLogWriter } from '../faults/output-log.js';
-import { CliError, memoryFlag, positiveInt, readImage } from './common.js';
+import { CliError, memoryFlag, positiveInt, readErrorText, readImage } from './common.js';
 import { startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
 
 const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--no-reprotect] [--inspect [PORT]]';
@@ -40,7 +40,7 @@ export function loadKey(file: string | undefined): Buffer {
   try {
     return readKeyFile(file);
   } catch (e) {
-    throw new CliError(`${file}: ${(e as Error).message}`);
+    throw new CliError(`${file}: ${readErrorText(e)}`);
   }
 }
 
