@@ -282,6 +282,39 @@ describe('stdout closed by its reader (`ftvm ... | head`)', () => {
     return { code, stderr };
   }
 
+  it('primary ends as SIGPIPE would (exit 141), and its backup carries on', async () => {
+    const keyDir = mkdtempSync(join(dir, 'pipe-'));
+    const key = join(keyDir, 'key');
+    writeFileSync(key, 'ef'.repeat(32) + '\n');
+    const flags = ['--key-file', key, '--arbiter', `file:${keyDir}`];
+    const primary = spawn(process.execPath, [join(root, 'bin/ftvm.js'), 'primary', 'guests/seq-short/seq-short.elf', '--listen', '127.0.0.1:0', ...flags], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let backup: ReturnType<typeof spawn> | undefined;
+    let err = '';
+    const timer = setTimeout(() => { primary.kill('SIGKILL'); backup?.kill('SIGKILL'); }, 40_000);
+    try {
+      const primaryExit = new Promise<number | null>((r) => primary.on('exit', (c) => r(c)));
+      primary.stdout.once('data', () => primary.stdout.destroy());
+      const port = await new Promise<string>((resolve, reject) => {
+        primary.stderr.on('data', (d: Buffer) => {
+          err += d.toString();
+          const m = / listening 127\.0\.0\.1:(\d+) /.exec(err);
+          if (m) resolve(m[1]!);
+        });
+        primary.once('exit', () => reject(new Error(`primary ended: ${err}`)));
+      });
+      backup = spawn(process.execPath, [join(root, 'bin/ftvm.js'), 'backup', 'guests/seq-short/seq-short.elf', '--connect', `127.0.0.1:${port}`, ...flags], { cwd: root, stdio: ['ignore', 'ignore', 'ignore'] });
+      const backupExit = new Promise<number | null>((r) => backup!.on('exit', (c) => r(c)));
+      expect(await primaryExit, err).toBe(141);
+      expect(err).not.toMatch(/EPIPE|^\s+at /m);
+      // The backup goes live and finishes the guest.
+      expect(await backupExit).toBe(0);
+    } finally {
+      clearTimeout(timer);
+      primary.kill('SIGKILL');
+      backup?.kill('SIGKILL');
+    }
+  });
+
   for (const args of [['demo', '--guest', 'seq-short'], ['pair', 'guests/seq-short/seq-short.elf']]) {
     it(`${args[0]} ends as SIGPIPE would (exit 141), without a stack trace`, async () => {
       const r = await closeEarly(args);

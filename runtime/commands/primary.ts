@@ -98,7 +98,13 @@ export function sinkOutputs(released$: Observable<ReleasedOutput>, file: string 
     log?.write(o);
     if (o.output.kind === 'console') {
       one[0] = o.output.byte;
-      writeSync(1, one);
+      try {
+        writeSync(1, one);
+      } catch (e) {
+        // The reader went away (`ftvm primary ... | head`): end as SIGPIPE would, not with a stack trace.
+        if ((e as NodeJS.ErrnoException).code === 'EPIPE') process.exit(141);
+        throw e;
+      }
     }
   });
 }
