@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { accessSync, constants, readFileSync, realpathSync, statfsSync, statSync } from 'node:fs';
+import { accessSync, constants, readFileSync, realpathSync, statfsSync, statSync, writeSync } from 'node:fs';
 import { dirname, resolve, sep } from 'node:path';
 import type { Machine } from '../machine.js';
 import { checkFitsRam, ElfError, parseElf } from '../elf.js';
@@ -121,3 +121,21 @@ export class ConsoleWriter {
 
 /** The line `record` and `replay` both end with, so two runs can be compared with diff. */
 export const digestLine = (m: Machine): string => `digest ${m.digest()} icount ${m.icount}\n`;
+
+const pauseCell = new Int32Array(new SharedArrayBuffer(4));
+/**
+ * Writes all of `buf` to `fd` before returning, as an output released to the world must be.
+ * NOTE once process.stdout or stderr exists, libuv has set its pipe non-blocking, so a plain
+ * writeSync to a full pipe fails with EAGAIN: wait a millisecond and go on.
+ */
+export function writeAllSync(fd: number, buf: Uint8Array): void {
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += writeSync(fd, buf, off, buf.length - off);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      Atomics.wait(pauseCell, 0, 0, 1);
+    }
+  }
+}

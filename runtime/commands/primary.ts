@@ -2,7 +2,6 @@
 // on TCP (TLS-PSK), runs the guest once the backup is attached, logs every input to it, and
 // prints the guest's console output as the output rule releases it (DESIGN §3).
 
-import { writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { Observable } from 'rxjs';
 import type { Command } from '../cli.js';
@@ -18,7 +17,7 @@ import { PrimaryNode, type NodeEvent } from '../ft/primary-node.js';
 import { newPairInstance } from '../ft/identity.js';
 import type { FtTiming } from '../ft/timing.js';
 import { OutputLogWriter } from '../faults/output-log.js';
-import { CliError, imageDigest, memoryFlag, positiveInt, readErrorText, readImage } from './common.js';
+import { CliError, imageDigest, memoryFlag, positiveInt, readErrorText, readImage, writeAllSync } from './common.js';
 import { startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
 
 const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--no-reprotect] [--inspect [PORT]]';
@@ -137,7 +136,7 @@ export function reportEvents(events$: Observable<NodeEvent>): void {
 }
 
 export function note(text: string): void {
-  writeSync(2, `[${((performance.now() - t0) / 1000).toFixed(3)}] ${text}\n`);
+  writeAllSync(2, Buffer.from(`[${((performance.now() - t0) / 1000).toFixed(3)}] ${text}\n`));
 }
 
 /**
@@ -152,7 +151,7 @@ export function sinkOutputs(released$: Observable<ReleasedOutput>, log: OutputLo
     if (o.output.kind === 'console') {
       one[0] = o.output.byte;
       try {
-        writeSync(1, one);
+        writeAllSync(1, one);
       } catch (e) {
         // The reader went away (`ftvm primary ... | head`): end as SIGPIPE would, not with a stack trace.
         if ((e as NodeJS.ErrnoException).code === 'EPIPE') process.exit(141);
@@ -208,7 +207,7 @@ export function takeInspectFlag(argv: string[]): { rest: string[]; inspect: numb
 
 /** Start the inspection relay if asked (its URL goes to stderr); the node's charts report to it. */
 export async function startInspect(port: number | undefined): Promise<Views | undefined> {
-  return port === undefined ? undefined : startViews({ inspect: port, dashboard: undefined }, (s) => writeSync(2, s));
+  return port === undefined ? undefined : startViews({ inspect: port, dashboard: undefined }, (s) => writeAllSync(2, Buffer.from(s)));
 }
 
 async function primary(argv: string[]): Promise<number> {
