@@ -21,7 +21,7 @@ export type BackupEvent =
   /** Turned away: busy, another pair instance, image or memory size, or a wrong key. */
   | { type: 'primary.refused' }
   | { type: 'snapshot.loaded' }
-  /** Entries arrived from the primary. The runtime may instead ack on receipt itself. */
+  /** A batch of log entries arrived (one event per arrival batch, never one per entry). */
   | { type: 'channel.entries' }
   | { type: 'channel.failed' }
   | { type: 'peer.silent' }

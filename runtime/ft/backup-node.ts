@@ -1,4 +1,5 @@
 import { Subject, type Observable, type Subscription } from 'rxjs';
+import type { LogEntry } from '../log/entry.js';
 import { createActor, type Actor, type ActorOptions } from 'xstate';
 import { backupMachine } from '../../machines/backup.machine.js';
 import type { Machine } from '../machine.js';
@@ -85,6 +86,12 @@ export class BackupNode {
   private draining = false;
   private claimTimer: NodeJS.Timeout | undefined;
   private readonly claims: ArbiterClaims;
+  /** Entries received since the last delivery to the chart, and the batch being delivered. */
+  private inbox: LogEntry[] = [];
+  private arrived: LogEntry[] = [];
+  private deliveryQueued = false;
+  /** The newest entry handed to the replay env: what an ack may cover. */
+  private appliedSeq = -1;
   /** The pair instance, known once admitted (or given, for the embedded channels). */
   private pairId: string;
   private generation: number;
@@ -113,6 +120,11 @@ export class BackupNode {
     this.actor = createActor(
       backupMachine.provide({
         actions: {
+          applyEntries: () => this.applyEntries(),
+          // Acknowledge on receipt (VMware FT): an entry received is replayed before any go-live.
+          sendAck: () => {
+            if (this.appliedSeq >= 0) this.opts.channel.ack(this.appliedSeq);
+          },
           claimArbiter: ({ context }) => this.claim(context.generation),
           retryClaim: ({ context }) => {
             this.claimTimer = setTimeout(() => this.claim(context.generation), this.timing.claimRetryMs);
@@ -129,8 +141,8 @@ export class BackupNode {
             this.subs.push(watchPeer(this.opts.channel.entries$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e)));
           },
           drainLog: () => {
-            // Take nothing more from the old primary: what was acked is all it may have released.
-            this.entriesSub?.unsubscribe();
+            // From here the chart takes no entries: what was acked is all the old primary may
+            // have released, and all this side replays.
             this.draining = true;
             this.env.interrupt();
           },
@@ -169,6 +181,47 @@ export class BackupNode {
     const ch = this.opts.channel;
     this.actor.start();
     this.entriesSub = ch.entries$.subscribe((e) => {
+      this.inbox.push(e);
+      if (!this.deliveryQueued) {
+        this.deliveryQueued = true;
+        queueMicrotask(() => this.deliver());
+      }
+    });
+    this.subs.push(ch.events$.subscribe((e) => {
+      // A refusal arrives as the channel's failure too: the admission answers it.
+      if (e.type === 'channel.failed' && !(e.error instanceof RefusedError)) {
+        this.turnedAway ||= e.error.message;
+        this.actor.send({ type: 'channel.failed' });
+      }
+    }));
+    this.actor.send({ type: 'backup.start' });
+    this.admit();
+    try {
+      await this.replayLoop();
+    } finally {
+      this.teardown();
+    }
+    return this.outcome ?? { reason: 'stopped', detail: 'stopped' };
+  }
+
+  /**
+   * One `channel.entries` event per arrival batch (what one socket chunk or one tick brought),
+   * never one per entry. The chart decides whether the batch is applied and acknowledged:
+   * while the primary may still be the primary, yes; once the arbiter is won, never (a batch
+   * it ignores is dropped here, unapplied and unacknowledged).
+   */
+  private deliver(): void {
+    this.deliveryQueued = false;
+    this.arrived = this.inbox;
+    this.inbox = [];
+    if (this.actor.getSnapshot().status === 'active') this.actor.send({ type: 'channel.entries' });
+    this.arrived = [];
+  }
+
+  /** The chart's `applyEntries`: hand the batch to the replay env (restoring a joiner's snapshot first). */
+  private applyEntries(): void {
+    for (const e of this.arrived) {
+      if (this.stopped) return;
       if (!this.loaded) {
         if (e.type !== 'snapshot') return this.diverge(new DivergenceError(e.seq, e.icount, 'a snapshot to join from', e.type));
         this.machine.restore(unpackSnapshot(e.data));
@@ -188,24 +241,8 @@ export class BackupNode {
         return;
       }
       if (e.type === 'progress') this.noteReleased(e.released);
-      // Acknowledge on receipt (VMware FT): an entry received will be replayed before go-live.
-      ch.ack(e.seq);
-    });
-    this.subs.push(ch.events$.subscribe((e) => {
-      // A refusal arrives as the channel's failure too: the admission answers it.
-      if (e.type === 'channel.failed' && !(e.error instanceof RefusedError)) {
-        this.turnedAway ||= e.error.message;
-        this.actor.send({ type: 'channel.failed' });
-      }
-    }));
-    this.actor.send({ type: 'backup.start' });
-    this.admit();
-    try {
-      await this.replayLoop();
-    } finally {
-      this.teardown();
+      this.appliedSeq = e.seq;
     }
-    return this.outcome ?? { reason: 'stopped', detail: 'stopped' };
   }
 
   /**
