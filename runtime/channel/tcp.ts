@@ -185,8 +185,8 @@ export async function listenForBackups(opts: TcpListenOptions): Promise<TcpBacku
       s.off('data', onData);
       const rest = buf.subarray(got.used);
       if (!current?.waiting()) {
-        const why = 'busy: this primary has a backup already (or is not running alone yet)';
-        turnAway(s, `backup ${from} refused: ${why}`, answer('busy', why));
+        const why = 'it has a backup already (or is not running alone yet)';
+        turnAway(s, `backup ${from} refused: busy: ${why}`, answer('busy', why));
         return;
       }
       const why = refusal(identity, current.offer, got.request);
