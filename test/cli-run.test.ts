@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { elfOf } from './helpers/elf.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const ftvm = (...args: string[]) => spawnSync(process.execPath, [join(root, 'bin/ftvm.js'), ...args], { cwd: root, encoding: 'utf8', input: '' });
@@ -39,18 +40,6 @@ const ECHO = [
 ];
 
 /** An ELF32 RISC-V executable holding `words` at 0x80000000. */
-function elfOf(words: number[]): Uint8Array {
-  const b = Buffer.alloc(84 + words.length * 4);
-  b.set([0x7f, 0x45, 0x4c, 0x46, 1, 1, 1]);
-  b.writeUInt16LE(2, 16); b.writeUInt16LE(243, 18); b.writeUInt32LE(1, 20);
-  b.writeUInt32LE(0x8000_0000, 24); b.writeUInt32LE(52, 28);
-  b.writeUInt16LE(52, 40); b.writeUInt16LE(32, 42); b.writeUInt16LE(1, 44);
-  b.writeUInt32LE(1, 52); b.writeUInt32LE(84, 56); b.writeUInt32LE(0x8000_0000, 60); b.writeUInt32LE(0x8000_0000, 64);
-  b.writeUInt32LE(words.length * 4, 68); b.writeUInt32LE(words.length * 4, 72);
-  words.forEach((w, i) => b.writeInt32LE(w | 0, 84 + 4 * i));
-  return b;
-}
-
 describe('ftvm run', () => {
   beforeAll(() => {
     // test/global-setup.ts built dist/ before any suite started.

@@ -12,6 +12,7 @@ import { KvClient } from '../runtime/clients/kv-client.js';
 import { FileDisk } from '../runtime/io/disk-file.js';
 import { DiskInUseError } from '../runtime/io/image-lock.js';
 import { DeferredDisk } from '../runtime/io/deferred-disk.js';
+import { freeUdpPort } from './helpers/net.js';
 
 const root = new URL('../', import.meta.url).pathname;
 const ftvm = join(root, 'bin/ftvm.js');
@@ -31,14 +32,6 @@ function image(name: string): string {
   writeFileSync(p, '');
   truncateSync(p, 4 << 20); // a zeroed disk is an empty kv log
   return p;
-}
-
-async function freeUdpPort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 interface Guest { child: ChildProcess; out: () => string; err: () => string; exited: Promise<number | null> }

@@ -13,6 +13,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KvClient } from '../runtime/clients/kv-client.js';
+import { freeUdpPort } from './helpers/net.js';
 
 const guestsDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'guests');
 const NO_QEMU = 'qemu-system-riscv32 not found on PATH: install qemu-system-misc (Debian) to run the virtio guests';
@@ -31,14 +32,6 @@ const running: ChildProcess[] = [];
 afterAll(() => {
   for (const p of running.splice(0)) p.kill('SIGKILL');
 });
-
-async function freeUdpPort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 interface Guest {
   proc: ChildProcess;

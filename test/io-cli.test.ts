@@ -8,6 +8,7 @@ import { copyFileSync, existsSync, mkdtempSync, rmSync, truncateSync, writeFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freeUdpPort } from './helpers/net.js';
 
 const root = new URL('../', import.meta.url).pathname;
 const ftvm = join(root, 'bin/ftvm.js');
@@ -18,14 +19,6 @@ beforeAll(() => {
   // bin/ftvm.js runs the compiled CLI, built once by test/global-setup.ts.
 }, 120_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-async function freeUdpPort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 describe('ftvm CLI with --disk and --net', () => {
   it('runs the dns guest from a file disk and answers a resolver on the forwarded port', async () => {

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KvClient } from '../runtime/clients/kv-client.js';
 import { startNbdServer, type NbdServer } from './nbd-server.js';
+import { freeUdpPort } from './helpers/net.js';
 
 const root = new URL('../', import.meta.url).pathname;
 const ftvm = join(root, 'bin/ftvm.js');
@@ -23,14 +24,6 @@ afterAll(async () => {
   for (const s of servers) await s.stop();
   rmSync(dir, { recursive: true, force: true });
 });
-
-async function freeUdpPort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 function bootKv(nbdPort: number, udpPort: number, query = '') {
   const child = spawn(process.execPath, [ftvm, 'run', 'guests/kv/kv.elf', '--disk', `nbd://127.0.0.1:${nbdPort}/disk${query}`, '--net', `udp:${udpPort}:7000`], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });

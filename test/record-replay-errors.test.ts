@@ -11,6 +11,7 @@ import type { LogEntry } from '../runtime/log/entry.js';
 import { Machine } from '../runtime/machine.js';
 import { ReplayEnv } from '../runtime/env/replay.js';
 import { guestPath } from '../runtime/guests.js';
+import { elfOf } from './helpers/elf.js';
 
 const root = new URL('../', import.meta.url).pathname;
 const ftvm = join(root, 'bin/ftvm.js');
@@ -231,18 +232,6 @@ describe('replay of a log that lacks its end', () => {
 });
 
 /** An ELF32 RISC-V executable holding `words` at 0x80000000 (as in test/cli-run.test.ts). */
-function elfOf(words: number[]): Buffer {
-  const b = Buffer.alloc(84 + words.length * 4);
-  b.set([0x7f, 0x45, 0x4c, 0x46, 1, 1, 1]);
-  b.writeUInt16LE(2, 16); b.writeUInt16LE(243, 18); b.writeUInt32LE(1, 20);
-  b.writeUInt32LE(0x8000_0000, 24); b.writeUInt32LE(52, 28);
-  b.writeUInt16LE(52, 40); b.writeUInt16LE(32, 42); b.writeUInt16LE(1, 44);
-  b.writeUInt32LE(1, 52); b.writeUInt32LE(84, 56); b.writeUInt32LE(0x8000_0000, 60); b.writeUInt32LE(0x8000_0000, 64);
-  b.writeUInt32LE(words.length * 4, 68); b.writeUInt32LE(words.length * 4, 72);
-  words.forEach((w, i) => b.writeInt32LE(w | 0, 84 + 4 * i));
-  return b;
-}
-
 describe('a guest fault', () => {
   it('ends the log with a fault end record; replay reaches the same state and says so', async () => {
     const elf = join(dir, 'fault.elf');
