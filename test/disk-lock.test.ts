@@ -3,7 +3,6 @@
 // serving and loses no acknowledged PUT; ftvm and QEMU refuse each other on one image, as two
 // QEMUs do (QEMU's byte-range image locks); and inside one process a second open is refused.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createSocket } from 'node:dgram';
 import { mkdtempSync, readdirSync, readlinkSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

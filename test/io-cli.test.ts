@@ -2,7 +2,6 @@
 // the dns guest serves dig-style clients from a file disk, and blkcheck recorded on a disk
 // replays to the same digest with no disk at all (the log carries the device shape).
 import { spawn, spawnSync } from 'node:child_process';
-import { createSocket } from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
 import { copyFileSync, existsSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -3,7 +3,6 @@
 // never sees an I/O error, and every acknowledged PUT is readable afterwards, from the
 // running guest and from a guest booted again on the same export (it was on the disk).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createSocket } from 'node:dgram';
 import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
