@@ -258,7 +258,11 @@ export class BackupNode {
     ch.admission.then(
       (a) => {
         if (this.stopped) return;
-        if ((a.mode === 'join') !== (this.opts.joining === true)) throw new Error(`admitted to ${a.mode}`);
+        if ((a.mode === 'join') !== (this.opts.joining === true)) {
+          this.turnedAway = `the primary admitted this backup to ${a.mode}, but it asked to ${this.opts.joining ? 'join' : 'boot'}`;
+          this.actor.send({ type: 'primary.refused' });
+          return;
+        }
         this.pairId = a.instance;
         this.generation = a.generation;
         this.note('state', `admitted to pair ${a.instance} (${a.mode}, generation ${a.generation}, ${a.memoryMiB} MiB)`);
