@@ -4,6 +4,7 @@
 // effects below. Membership is decided here: only an admitted backup that holds a synced
 // state (the log from instruction 0, or a restored snapshot) may ever claim the arbiter.
 import { assign, setup } from 'xstate';
+import { arbiterClientMachine, DEFAULT_CLAIM_RETRY, type ArbiterClientOutput, type ClaimRetry } from './arbiter-client.machine.js';
 
 export interface BackupContext {
   /** The arbiter key (pair generation) this backup claims if its primary goes silent. */
@@ -12,6 +13,13 @@ export interface BackupContext {
   admitted: boolean;
   /** This replica's state is the primary's: it replays from instruction 0 or from a restored snapshot. */
   synced: boolean;
+  /** The arbiter client's backoff while the arbiter is unreachable (its delays). */
+  claimRetry: ClaimRetry;
+}
+
+export interface BackupInput {
+  generation?: number;
+  claimRetry?: Partial<ClaimRetry>;
 }
 
 export type BackupEvent =
@@ -27,9 +35,6 @@ export type BackupEvent =
   | { type: 'peer.silent' }
   | { type: 'peer.heard' }
   | { type: 'suspect.expired' }
-  | { type: 'arbiter.won' }
-  | { type: 'arbiter.lost' }
-  | { type: 'arbiter.unreachable' }
   | { type: 'replay.drained' }
   | { type: 'primary.ended' }
   | { type: 'digest.mismatch' };
@@ -42,7 +47,7 @@ export const backupMachine = setup({
   types: {
     context: {} as BackupContext,
     events: {} as BackupEvent,
-    input: {} as { generation?: number } | undefined,
+    input: {} as BackupInput | undefined,
   },
   actions: {
     /** Hand received entries to the replay env; the CPU may run up to the newest icount. */
@@ -56,9 +61,6 @@ export const backupMachine = setup({
     reportRefusal: unwired('reportRefusal'),
     /** Start watching the primary's log for silence (only an admitted backup has a primary). */
     watchPrimary: unwired('watchPrimary'),
-    /** Test-and-set on the arbiter for `context.generation` (DESIGN §3 Split brain). */
-    claimArbiter: unwired('claimArbiter'),
-    retryClaim: unwired('retryClaim'),
     /** The arbiter was lost: the primary lives on, so this replica stops for good. */
     haltVm: unwired('haltVm'),
     /** Stop taking entries and replay every entry already received (DESIGN §3 Go-live). */
@@ -67,7 +69,13 @@ export const backupMachine = setup({
     goLive: unwired('goLive'),
     reportDivergence: unwired('reportDivergence'),
   },
+  actors: {
+    /** Claims `context.generation` until the arbiter answers (DESIGN §3 Split brain). */
+    arbiterClient: arbiterClientMachine,
+  },
   guards: {
+    /** The arbiter client's verdict; anything but an explicit win halts (never two primaries). */
+    claimWon: ({ event }) => (event as { output?: ArbiterClientOutput }).output?.result === 'won',
     isJoining: ({ event }) => event.type === 'primary.admitted' && event.joining,
     /**
      * DESIGN §3 Membership: the only question asked on every road into `claiming`. A replica
@@ -81,7 +89,12 @@ export const backupMachine = setup({
 }).createMachine({
   id: 'backup',
   initial: 'idle',
-  context: ({ input }) => ({ generation: input?.generation ?? 0, admitted: false, synced: false }),
+  context: ({ input }) => ({
+    generation: input?.generation ?? 0,
+    admitted: false,
+    synced: false,
+    claimRetry: { ...DEFAULT_CLAIM_RETRY, ...input?.claimRetry },
+  }),
   states: {
     idle: {
       on: { 'backup.start': { target: 'handshaking' } },
@@ -139,16 +152,22 @@ export const backupMachine = setup({
         'digest.mismatch': { target: 'diverged' },
       },
     },
-    // Whoever goes live must first win the test-and-set; unreachable means keep trying.
+    // Whoever goes live must first win the test-and-set. The arbiter client keeps trying an
+    // unreachable arbiter (its own backoff) for the generation the primary admitted us to.
     claiming: {
-      entry: 'claimArbiter',
+      invoke: {
+        id: 'arbiter',
+        src: 'arbiterClient',
+        input: ({ context }) => ({ generation: context.generation, retry: context.claimRetry }),
+        onDone: [
+          { guard: 'claimWon', target: 'goingLive' },
+          { target: 'halted', actions: 'haltVm' },
+        ],
+      },
       on: {
         // Until the claim is decided the primary may still be logging; what is acked now
         // is replayed by the drain if this side wins.
         'channel.entries': { actions: ['applyEntries', 'sendAck'] },
-        'arbiter.unreachable': { actions: 'retryClaim' },
-        'arbiter.won': { target: 'goingLive' },
-        'arbiter.lost': { target: 'halted', actions: 'haltVm' },
         'primary.ended': { target: 'finished' },
         'digest.mismatch': { target: 'diverged' },
       },

@@ -2,6 +2,7 @@
 // the VM and when the primary may live without a backup; logging, the output buffer and
 // the arbiter connection live in the runtime, reached through the named effects below.
 import { assign, setup } from 'xstate';
+import { arbiterClientMachine, DEFAULT_CLAIM_RETRY, type ArbiterClientOutput, type ClaimRetry } from './arbiter-client.machine.js';
 
 export interface PrimaryContext {
   /**
@@ -16,10 +17,13 @@ export interface PrimaryContext {
    * which would wait for a second `backup.caughtUp` the runtime has no reason to send.
    */
   caughtUp: boolean;
+  /** The arbiter client's backoff while the arbiter is unreachable (its delays). */
+  claimRetry: ClaimRetry;
 }
 
 export interface PrimaryInput {
   generation: number;
+  claimRetry?: Partial<ClaimRetry>;
 }
 
 export type PrimaryEvent =
@@ -33,9 +37,6 @@ export type PrimaryEvent =
   | { type: 'peer.heard' }
   | { type: 'peer.confirmedDead' }
   | { type: 'suspect.expired' }
-  | { type: 'arbiter.won' }
-  | { type: 'arbiter.lost' }
-  | { type: 'arbiter.unreachable' }
   | { type: 'vm.halted' }
   | { type: 'digest.mismatch' };
 
@@ -57,20 +58,27 @@ export const primaryMachine = setup({
     /** Flow control: stop running batches until the backup catches up (DESIGN §3). */
     pauseVm: unwired('pauseVm'),
     resumeVm: unwired('resumeVm'),
-    /** Test-and-set on the arbiter for `context.generation` (DESIGN §3 Split brain). */
-    claimArbiter: unwired('claimArbiter'),
-    retryClaim: unwired('retryClaim'),
     /** The arbiter was lost: another replica is live, so this VM must stop for good. */
     haltVm: unwired('haltVm'),
     reportDivergence: unwired('reportDivergence'),
   },
+  actors: {
+    /** Claims `context.generation` until the arbiter answers (DESIGN §3 Split brain). */
+    arbiterClient: arbiterClientMachine,
+  },
   guards: {
     isCaughtUp: ({ context }) => context.caughtUp,
+    /** The arbiter client's verdict; anything but an explicit win halts (never two primaries). */
+    claimWon: ({ event }) => (event as { output?: ArbiterClientOutput }).output?.result === 'won',
   },
 }).createMachine({
   id: 'primary',
   initial: 'unprotected',
-  context: ({ input }) => ({ generation: input.generation, caughtUp: false }),
+  context: ({ input }) => ({
+    generation: input.generation,
+    caughtUp: false,
+    claimRetry: { ...DEFAULT_CLAIM_RETRY, ...input.claimRetry },
+  }),
   on: {
     // The guest powered off (its power-off is itself an output, released under the
     // output rule before the runtime reports it): the run is over, whatever the state.
@@ -129,16 +137,21 @@ export const primaryMachine = setup({
       },
     },
     // DESIGN §3 Split brain: the primary that lost its backup must win the test-and-set
-    // before it releases any output alone; unreachable means keep trying, release nothing.
+    // before it releases any output alone. The arbiter client keeps trying an unreachable
+    // arbiter (its own backoff); meanwhile this state releases nothing.
     claiming: {
-      entry: 'claimArbiter',
-      on: {
-        'arbiter.unreachable': { actions: 'retryClaim' },
-        'arbiter.won': {
-          target: 'alone',
-          actions: assign({ generation: ({ context }) => context.generation + 1, caughtUp: false }),
-        },
-        'arbiter.lost': { target: 'halted', actions: 'haltVm' },
+      invoke: {
+        id: 'arbiter',
+        src: 'arbiterClient',
+        input: ({ context }) => ({ generation: context.generation, retry: context.claimRetry }),
+        onDone: [
+          {
+            guard: 'claimWon',
+            target: 'alone',
+            actions: assign({ generation: ({ context }) => context.generation + 1, caughtUp: false }),
+          },
+          { target: 'halted', actions: 'haltVm' },
+        ],
       },
     },
     // Live without a backup, having won: outputs go out directly.

@@ -47,7 +47,7 @@ describe('chartGraph', () => {
   it('reads the primary chart: every target in its config appears as an edge', () => {
     const g = chartGraph(primaryMachine);
     const pairs = g.transitions.map((t) => `${t.source}->${t.target}:${t.event}`);
-    expect(pairs).toContain('claiming->alone:arbiter.won');
+    expect(pairs).toContain('claiming->alone:xstate.done.actor.arbiter');
     expect(pairs).toContain('protected.flowing->protected.throttled:channel.highWater');
     expect(pairs).toContain('->finished:vm.halted');
   });

@@ -2,6 +2,7 @@ import { Subject, type Observable, type Subscription } from 'rxjs';
 import type { LogEntry } from '../log/entry.js';
 import { createActor, type Actor, type ActorOptions } from 'xstate';
 import { backupMachine } from '../../machines/backup.machine.js';
+import { arbiterClientMachine } from '../../machines/arbiter-client.machine.js';
 import type { Machine } from '../machine.js';
 import { DivergenceError, ReplayEnv } from '../env/replay.js';
 import { RefusedError, type BackupEnd } from '../channel/channel.js';
@@ -84,7 +85,6 @@ export class BackupNode {
   private releasedHint = 0;
   private stopped = false;
   private draining = false;
-  private claimTimer: NodeJS.Timeout | undefined;
   private readonly claims: ArbiterClaims;
   /** Entries received since the last delivery to the chart, and the batch being delivered. */
   private inbox: LogEntry[] = [];
@@ -110,7 +110,7 @@ export class BackupNode {
     this.loaded = !opts.joining;
     this.pairId = opts.pairId ?? '';
     this.generation = opts.generation ?? 1;
-    this.claims = new ArbiterClaims(opts.arbiter, opts.name, (detail) => this.note('arbiter', detail), this.timing.claimRetryMs);
+    this.claims = new ArbiterClaims(opts.arbiter, opts.name, (detail) => this.note('arbiter', detail));
     this.env = new ReplayEnv({ digest: (m) => m.digest(), outputCount: () => this.outputs });
     this.machine.env = this.env;
     this.machine.onOutput = (output) => {
@@ -124,10 +124,6 @@ export class BackupNode {
           // Acknowledge on receipt (VMware FT): an entry received is replayed before any go-live.
           sendAck: () => {
             if (this.appliedSeq >= 0) this.opts.channel.ack(this.appliedSeq);
-          },
-          claimArbiter: ({ context }) => this.claim(context.generation),
-          retryClaim: ({ context }) => {
-            this.claimTimer = setTimeout(() => this.claim(context.generation), this.timing.claimRetryMs);
           },
           haltVm: () => {
             this.note('arbiter', `lost the test-and-set (${this.claims.lostDetail}): the primary lives on; halting`);
@@ -152,8 +148,17 @@ export class BackupNode {
             this.finishWith({ reason: 'diverged', detail: this.divergence?.message ?? 'digest mismatch' });
           },
         },
+        actors: {
+          // The chart's arbiter client retries and backs off; this supplies the call only. The
+          // pair instance is runtime data, known once the primary admitted this backup.
+          arbiterClient: arbiterClientMachine.provide({ actors: { testAndSet: this.claims.logic(() => this.pairId) } }),
+        },
       }),
-      { input: { generation: opts.generation }, id: opts.name, ...(opts.inspect ? { inspect: opts.inspect } : {}) },
+      {
+        input: { generation: opts.generation, claimRetry: { firstMs: this.timing.claimRetryMs, maxMs: this.timing.claimRetryMaxMs } },
+        id: opts.name,
+        ...(opts.inspect ? { inspect: opts.inspect } : {}),
+      },
     );
     this.actor.subscribe((s) => {
       this.note('state', JSON.stringify(s.value));
@@ -383,10 +388,6 @@ export class BackupNode {
     if (drop > 0) this.replayed.splice(0, drop);
   }
 
-  private claim(generation: number): void {
-    this.claims.claim(this.pairId, generation, (e) => this.actor.send(e));
-  }
-
   private diverge(err: unknown): void {
     if (!(err instanceof DivergenceError)) throw err;
     this.divergence = err;
@@ -405,7 +406,6 @@ export class BackupNode {
   }
 
   private teardown(): void {
-    clearTimeout(this.claimTimer);
     this.entriesSub?.unsubscribe();
     for (const s of this.subs) s.unsubscribe();
     this.actor.stop();

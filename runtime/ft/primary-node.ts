@@ -1,6 +1,7 @@
 import { Subject, filter, take, type Observable, type Subscription } from 'rxjs';
 import { createActor, type Actor, type ActorOptions } from 'xstate';
 import { primaryMachine } from '../../machines/primary.machine.js';
+import { arbiterClientMachine } from '../../machines/arbiter-client.machine.js';
 import { channelMachine } from '../../machines/channel.machine.js';
 import type { Machine } from '../machine.js';
 import { RecordingEnv } from '../env/recording.js';
@@ -104,7 +105,6 @@ export class PrimaryNode {
   /** The released count the backup was last told, and when. */
   private releasedSent = -1;
   private lastProgressMs = 0;
-  private claimTimer: NodeJS.Timeout | undefined;
   private readonly claims: ArbiterClaims;
   /** The generation this node went live in (set before the chart's snapshot shows it). */
   private liveGeneration: number | undefined;
@@ -116,7 +116,7 @@ export class PrimaryNode {
     this.channel = opts.channel;
     this.outputs = opts.outputsSoFar ?? 0;
     this.releasedThrough = this.outputs;
-    this.claims = new ArbiterClaims(opts.arbiter, opts.name, (detail) => this.note('arbiter', detail), this.timing.claimRetryMs);
+    this.claims = new ArbiterClaims(opts.arbiter, opts.name, (detail) => this.note('arbiter', detail));
     this.gate = new OutputGate((o) => this.emit(o), () => performance.now());
     this.log = new SeqLog((e) => {
       this.lastSendMs = performance.now();
@@ -139,18 +139,22 @@ export class PrimaryNode {
           releaseAllOutputs: ({ context }) => this.goAlone(context.generation),
           pauseVm: () => this.pause(),
           resumeVm: () => this.resume(),
-          claimArbiter: ({ context }) => this.claim(context.generation),
-          retryClaim: ({ context }) => {
-            this.claimTimer = setTimeout(() => this.claim(context.generation), this.timing.claimRetryMs);
-          },
           haltVm: () => {
             this.note('arbiter', `lost the test-and-set (${this.claims.lostDetail}): that replica is live; halting`);
             this.stop();
           },
           reportDivergence: () => this.note('divergence', 'backup reported a digest mismatch'),
         },
+        actors: {
+          // The chart's arbiter client retries and backs off; this supplies the call only.
+          arbiterClient: arbiterClientMachine.provide({ actors: { testAndSet: this.claims.logic(() => opts.pairId) } }),
+        },
       }),
-      { input: { generation: opts.generation }, id: opts.name, ...(opts.inspect ? { inspect: opts.inspect } : {}) },
+      {
+        input: { generation: opts.generation, claimRetry: { firstMs: this.timing.claimRetryMs, maxMs: this.timing.claimRetryMaxMs } },
+        id: opts.name,
+        ...(opts.inspect ? { inspect: opts.inspect } : {}),
+      },
     );
     this.actor.subscribe((s) => this.note('state', JSON.stringify(s.value)));
   }
@@ -396,10 +400,6 @@ export class PrimaryNode {
     this.note('arbiter', `won generation ${generation - 1}: live without a backup`);
   }
 
-  private claim(generation: number): void {
-    this.claims.claim(this.opts.pairId, generation, (e) => this.actor.send(e));
-  }
-
   private pause(): void {
     if (this.paused) return;
     this.paused = true;
@@ -426,7 +426,6 @@ export class PrimaryNode {
   private teardown(): void {
     this.stopped = true;
     clearInterval(this.heartbeat);
-    clearTimeout(this.claimTimer);
     for (const s of [...this.subs, ...this.channelSubs]) s.unsubscribe();
     for (const link of this.links) link.stop();
     this.actor.stop();

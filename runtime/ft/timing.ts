@@ -6,8 +6,12 @@ export interface FtTiming {
   suspectMs: number;
   /** Still silent this much longer: suspicion is confirmed and the node claims the arbiter. */
   confirmMs: number;
-  /** Delay between test-and-set attempts while the arbiter is unreachable. */
+  /**
+   * The arbiter client's first wait between test-and-set attempts while the arbiter is
+   * unreachable; each further wait doubles, up to `claimRetryMaxMs`.
+   */
   claimRetryMs: number;
+  claimRetryMaxMs: number;
   /** The primary logs a state digest this often, for divergence detection. */
   digestEveryMs: number;
 }
@@ -17,6 +21,7 @@ export const DEFAULT_TIMING: FtTiming = {
   suspectMs: 60,
   confirmMs: 30,
   claimRetryMs: 50,
+  claimRetryMaxMs: 1000,
   digestEveryMs: 1000,
 };
 

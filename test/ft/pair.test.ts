@@ -5,6 +5,7 @@ import { createPair, type Pair, type PairEvent, type PairOptions } from '../../r
 import { guestPath } from '../../runtime/guests.js';
 import { SeqChecker } from '../../runtime/demo/seq-checker.js';
 import { InProcessArbiter } from '../../runtime/arbiter/in-process.js';
+import type { Arbiter } from '../../runtime/arbiter/arbiter.js';
 import type { ReleasedOutput } from '../../runtime/ft/output-gate.js';
 
 const image = readFileSync(guestPath('seq-short'));
@@ -135,6 +136,62 @@ describe('fault-tolerant pair (in process)', () => {
     const outcome = await r.pair.start();
     expect(outcome.failovers).toBe(1);
     expect(r.checker.ok).toBe(true);
+  });
+
+  it('backs off through the arbiter-client chart while the arbiter is away, saying so at a bounded rate', async () => {
+    // Every test-and-set the nodes make, timed at the wire. The waits between the backup's
+    // attempts are the arbiter-client chart's delays: 20 ms doubling to a cap of 160 ms.
+    const inner = new InProcessArbiter();
+    let up = true;
+    const calls: { claimant: string; generation: number; atMs: number; up: boolean }[] = [];
+    const arbiter: Arbiter = {
+      testAndSet: (pairId, generation, claimant) => {
+        calls.push({ claimant, generation, atMs: performance.now(), up });
+        return inner.testAndSet(pairId, generation, claimant);
+      },
+      holder: (pairId, generation) => inner.holder(pairId, generation),
+      close: () => inner.close(),
+    };
+    const OUTAGE_MS = 1500;
+    let killedAt = -1;
+    const r = pairRun({ arbiter, pairId: 'backoff', timing: { claimRetryMs: 20, claimRetryMaxMs: 160 } }, (run) => {
+      if (run.checker.lines === 10 && killedAt < 0) {
+        killedAt = run.outputs.length;
+        inner.setAvailable((up = false));
+        run.pair.kill('primary');
+        setTimeout(() => {
+          expect(run.outputs.length).toBe(killedAt);
+          inner.setAvailable((up = true));
+        }, OUTAGE_MS);
+      }
+    });
+    const outcome = await r.pair.start();
+    expect(outcome.failovers).toBe(1);
+    expect(r.checker.ok).toBe(true);
+    expect(await inner.holder('backoff', 1)).toBe('backup');
+
+    // The backup chart's claim: its attempts up to the first the arbiter answered (the node
+    // then live re-claims the key it won, as a new primary chart).
+    const all = calls.filter((c) => c.claimant === 'backup');
+    const mine = all.slice(0, all.findIndex((c) => c.up) + 1);
+    expect(mine.length).toBeGreaterThan(1);
+    expect(mine.every((c) => c.generation === 1)).toBe(true);
+    const gaps = mine.slice(1).map((c, i) => c.atMs - mine[i]!.atMs);
+    const waits = gaps.map((_, i) => Math.min(20 * 2 ** i, 160));
+    // A timer never fires early (1 ms for clock granularity); under load it may fire late.
+    gaps.forEach((g, i) => expect(g, `wait ${i + 1} of ${gaps.map(Math.round).join(', ')} ms`).toBeGreaterThanOrEqual(waits[i]! - 1));
+    // The doubling shows: 20, 40, 80, 160, 160, … fit about 11 attempts into the outage
+    // (a fixed 20 ms would make 75); the last one, after it, wins.
+    expect(mine.length).toBeGreaterThanOrEqual(5);
+    expect(mine.length).toBeLessThanOrEqual(13);
+
+    // DESIGN §3: the operator hears which arbiter and why, at most once a second, and when it is back.
+    const said = r.events.filter((e) => e.node === 'backup' && e.type === 'arbiter').map((e) => e.detail);
+    const unreachable = said.filter((d) => /unreachable/.test(d));
+    expect(unreachable.length).toBeGreaterThanOrEqual(1);
+    expect(unreachable.length).toBeLessThanOrEqual(Math.ceil(OUTAGE_MS / 1000) + 1);
+    expect(unreachable[0]).toMatch(/attempt 1\): arbiter: unavailable \(fault injected\); retrying in 20 ms/);
+    expect(said.some((d) => new RegExp(`reachable again after ${mine.length - 1} failed attempts`).test(d))).toBe(true);
   });
 
   it('survives random kill points of the primary without losing an output', async () => {

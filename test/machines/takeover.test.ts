@@ -5,10 +5,12 @@
 // output rule, split brain, go-live; and §6: never two live primaries.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { createActor, type Actor } from 'xstate';
+import { createActor, SimulatedClock, type Actor } from 'xstate';
+import { arbiterClientMachine, DEFAULT_CLAIM_RETRY, type ClaimAttempt, type ClaimVerdict } from '../../machines/arbiter-client.machine.js';
 import { backupMachine } from '../../machines/backup.machine.js';
 import { cpuMachine } from '../../machines/cpu.machine.js';
 import { primaryMachine } from '../../machines/primary.machine.js';
+import { answerable } from './harness.js';
 
 type Side = 'P' | 'B';
 
@@ -22,7 +24,13 @@ type Step = (typeof STEPS)[number];
 class World {
   readonly arbiter = new Map<number, Side>();
   arbiterUp = true;
-  claims: Array<{ who: Side; generation: number }> = [];
+  /**
+   * Test-and-set calls in flight, in the order the arbiter clients made them. Each side's
+   * charts claim through the real arbiter-client chart; only its call is faked, at the wire.
+   */
+  claims: Array<{ who: Side; generation: number; answer: (v: ClaimVerdict | Error) => void; active: () => boolean }> = [];
+  /** The arbiter clients' retry delays run on this clock; the world moves it. */
+  readonly clock = new SimulatedClock();
   channelUp = true;
   primaryAlive = true;
   backupAlive = true;
@@ -46,18 +54,22 @@ class World {
 
   constructor() {
     const noop = () => {};
+    const client = (who: Side) => arbiterClientMachine.provide({
+      actors: {
+        testAndSet: answerable<ClaimVerdict, ClaimAttempt>((input, call) => this.claims.push({ who, generation: input.generation, ...call })).logic as never,
+      },
+    });
     this.p = createActor(primaryMachine.provide({
       actions: {
         releaseOutputs: () => this.release((s) => s <= this.primaryAcked, false),
         releaseAllOutputs: () => this.release(() => true, true),
         pauseVm: noop,
         resumeVm: noop,
-        claimArbiter: () => this.claims.push({ who: 'P', generation: this.p.getSnapshot().context.generation }),
-        retryClaim: () => this.claims.push({ who: 'P', generation: this.p.getSnapshot().context.generation }),
         haltVm: () => { this.primaryAlive = false; },
         reportDivergence: () => { throw new Error('no divergence in this world'); },
       },
-    }), { input: { generation: 0 } });
+      actors: { arbiterClient: client('P') },
+    }), { input: { generation: 0 }, clock: this.clock });
     this.cpu = createActor(cpuMachine.provide({
       actions: { scheduleBatch: noop, setRunTarget: noop, awaitInput: noop, swapToLiveEnv: noop, reportHalt: noop, reportFault: noop },
     }));
@@ -65,8 +77,6 @@ class World {
       actions: {
         applyEntries: () => { this.backupReceived = this.delivering; },
         sendAck: () => { if (this.channelUp) this.acksInflight.push(this.backupReceived); },
-        claimArbiter: () => this.claims.push({ who: 'B', generation: this.b.getSnapshot().context.generation }),
-        retryClaim: () => this.claims.push({ who: 'B', generation: this.b.getSnapshot().context.generation }),
         haltVm: () => { this.backupAlive = false; },
         // Booted together: admitted at once, and this world's clock drives the suspicion.
         reportRefusal: () => { throw new Error('no refusal in this world'); },
@@ -82,7 +92,8 @@ class World {
         },
         reportDivergence: () => { throw new Error('no divergence in this world'); },
       },
-    }), { input: { generation: 0 } });
+      actors: { arbiterClient: client('B') },
+    }), { input: { generation: 0 }, clock: this.clock });
     this.p.start();
     this.b.start();
     this.cpu.start();
@@ -156,14 +167,19 @@ class World {
       case 'arbiterDown': this.arbiterUp = false; return;
       case 'arbiterUp': this.arbiterUp = true; return;
       case 'arbiter': {
+        // A claim whose chart left `claiming` (or whose replica died) was stopped with it.
+        this.claims = this.claims.filter((c) => c.active() && (c.who === 'P' ? this.pLive() : this.bLive()));
         const claim = this.claims.shift();
         if (!claim) return;
-        const send = claim.who === 'P' ? (t: 'arbiter.won' | 'arbiter.lost' | 'arbiter.unreachable') => this.toP(t)
-          : (t: 'arbiter.won' | 'arbiter.lost' | 'arbiter.unreachable') => this.toB(t);
-        if (!this.arbiterUp) return send('arbiter.unreachable');
+        if (!this.arbiterUp) {
+          claim.answer(new Error('arbiter: unavailable'));
+          // Time passes: the client's longest backoff, so its retry is in flight again.
+          this.clock.increment(DEFAULT_CLAIM_RETRY.maxMs);
+          return;
+        }
         // Atomic test-and-set; asking again as the holder answers won again.
         if (!this.arbiter.has(claim.generation)) this.arbiter.set(claim.generation, claim.who);
-        return send(this.arbiter.get(claim.generation) === claim.who ? 'arbiter.won' : 'arbiter.lost');
+        return claim.answer(this.arbiter.get(claim.generation) === claim.who ? 'won' : 'lost');
       }
       case 'batch': {
         // The backup's CPU reaches its run-until target; the drain is then complete.
