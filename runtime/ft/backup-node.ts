@@ -217,6 +217,10 @@ export class BackupNode {
    */
   private deliver(): void {
     this.deliveryQueued = false;
+    // NOTE the log may follow the primary's hello in one chunk, ahead of the admission's
+    // promise: entries that come before the chart is admitted wait here, as in a socket buffer.
+    const snapshot = this.actor.getSnapshot();
+    if (snapshot.matches('idle') || snapshot.matches('handshaking')) return;
     this.arrived = this.inbox;
     this.inbox = [];
     if (this.actor.getSnapshot().status === 'active') this.actor.send({ type: 'channel.entries' });
@@ -272,6 +276,7 @@ export class BackupNode {
         this.generation = a.generation;
         this.note('state', `admitted to pair ${a.instance} (${a.mode}, generation ${a.generation}, ${a.memoryMiB} MiB)`);
         this.actor.send({ type: 'primary.admitted', joining: a.mode === 'join', generation: a.generation });
+        if (this.inbox.length > 0) this.deliver();
       },
       (e: unknown) => {
         this.turnedAway = (e as Error).message;
