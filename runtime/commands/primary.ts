@@ -19,8 +19,12 @@ import type { FtTiming } from '../ft/timing.js';
 import { OutputLogWriter } from '../faults/output-log.js';
 import { CliError, imageDigest, memoryFlag, positiveInt, readErrorText, readImage, writeAllSync } from './common.js';
 import { startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
+import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
+import type { DiskOptions, NetOptions } from '../io/machine-io.js';
+import { runLiveHook, type LiveEvent } from './on-live.js';
 
-const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--no-reprotect] [--inspect [PORT]]';
+const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--no-reprotect] [--inspect [PORT]]\n' +
+  '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--on-live CMD]';
 
 /** Exit code of a replica that lost the arbiter and halted (the other one is live). */
 export const EXIT_HALTED = 3;
@@ -110,8 +114,8 @@ export function signalExit(who: string, stop: { by: string | undefined; unreleas
   return EXIT_UNRELEASED;
 }
 
-export function bootMachine(image: Uint8Array, file: string, memoryMiB: number): Machine {
-  const m = new Machine({ memoryMiB, env: new LiveEnv() });
+export function bootMachine(image: Uint8Array, file: string, memoryMiB: number, io: { disk?: DiskOptions; net?: NetOptions } = {}): Machine {
+  const m = new Machine({ memoryMiB, env: new LiveEnv(), ...io });
   try {
     m.loadElf(image);
   } catch (e) {
@@ -181,7 +185,68 @@ export const commonOptions = {
   'suspect-ms': { type: 'string' },
   'heartbeat-ms': { type: 'string' },
   batch: { type: 'string' },
+  // As `ftvm run` takes them (DESIGN §4): the shared disk and the service's UDP forwards.
+  disk: { type: 'string' },
+  net: { type: 'string', multiple: true },
+  'on-live': { type: 'string' },
 } as const;
+
+/**
+ * Open `--disk` and `--net` as `ftvm run` does: now for a live primary; deferred for a backup,
+ * which touches neither before go-live (its disk data and packets come from the log, DESIGN §3
+ * One writer per disk). A disk in use is exit 4, as for `ftvm run`.
+ */
+export async function openNodeIo(values: { disk?: string | undefined; net?: string[] | undefined }, deferred: boolean): Promise<OpenedIo> {
+  try {
+    return await openIo({ disk: values.disk, net: values.net }, deferred ? { deferDisk: {}, deferNet: true } : {});
+  } catch (e) {
+    if (e instanceof IoOpenError) throw new CliError(e.message, e.exitCode);
+    throw e;
+  }
+}
+
+/**
+ * The guest's disk and NIC: with their backends on a live node; a backup's machine has the same
+ * devices (the disk's capacity included) and no backends until go-live attaches them.
+ */
+export function machineIo(io: OpenedIo): { disk?: DiskOptions; net?: NetOptions } {
+  const disk = io.disk?.backend;
+  if (io.deferred) {
+    return { ...(disk ? { disk: { sectors: disk.sectors } } : {}), ...(io.net ? { net: {} } : {}) };
+  }
+  return { ...(io.disk ? { disk: io.disk } : {}), ...(io.net ? { net: io.net } : {}) };
+}
+
+/**
+ * Stop the guest's I/O at the end of a run: wait for the writes already released, flush the
+ * disk (fsync, NBD_CMD_FLUSH) and close it, releasing its lock, and unbind the service ports.
+ * A clean stop (SIGTERM) leaves the disk as durable as the guest's last released write.
+ */
+export async function closeNodeIo(machine: Machine, io: OpenedIo): Promise<void> {
+  const disk = machine.io?.isLive ? io.disk?.backend : undefined;
+  // A backup's disk that go-live never opened holds nothing of this process to flush.
+  if (disk && (!io.deferred?.disk || io.deferred.disk.isOpen)) {
+    await machine.io!.drain();
+    await disk.flush().then(() => note(`disk ${disk.name} flushed`), (e: Error) => note(`disk ${disk.name}: flush failed: ${e.message}`));
+  }
+  await machine.io?.close();
+  await io.close();
+}
+
+/**
+ * Runs `--on-live` whenever the node becomes the one that serves alone: a live node whose
+ * chart enters `alone` (its backup went silent and it won the arbiter). `first` names the
+ * first such entry (a backup gone live reaches `alone` by re-claiming the key it won).
+ */
+export function hookOnAlone(node: PrimaryNode, cmd: string | undefined, role: 'primary' | 'backup', first: LiveEvent): void {
+  if (cmd === undefined) return;
+  let event = first;
+  node.events$.subscribe((e) => {
+    if (e.type !== 'state' || e.detail !== '"alone"') return;
+    void runLiveHook(cmd, { pairId: node.pairId, generation: node.generation, role, event }, note);
+    event = 'alone';
+  });
+}
 
 /**
  * Across processes a peer is suspect after 250 ms of silence (confirmed 125 ms later), not
@@ -226,14 +291,35 @@ async function primary(argv: string[]): Promise<number> {
   const memoryMiB = memoryFlag(values.mem);
   const timing = timingFlags(values);
   const image = readImage(file);
-  const machine = bootMachine(image, file, memoryMiB);
   const outputs = openOutputs(values.outputs);
   const arbiter = loadArbiter(values.arbiter);
   const identity: PairIdentity = { instance: resumed ?? newPairInstance(), imageDigest: imageDigest(image), memoryMiB };
+  const onLive = values['on-live'];
+  // The primary serves from its start, as keepalived's MASTER does: its hook runs first and is
+  // waited for, so it can bring up the service address the forwards bind; no guest runs yet.
+  if (onLive !== undefined) await runLiveHook(onLive, { pairId: identity.instance, generation: 1, role: 'primary', event: 'start' }, note);
+  let io: OpenedIo;
+  try {
+    io = await openNodeIo(values, false);
+  } catch (e) {
+    await arbiter.close();
+    throw e;
+  }
+  // Where clients reach the guest: a rule for port 0 gets its port from the host.
+  for (const line of io.udp?.describe() ?? []) note(`primary ${line}`);
+  let machine: Machine;
+  try {
+    machine = bootMachine(image, file, memoryMiB, machineIo(io));
+  } catch (e) {
+    await io.close();
+    await arbiter.close();
+    throw e;
+  }
   const views = await startInspect(inspectPort);
   try {
     return await runPrimary(views, { host, port, key, arbiter, identity, timing, machine, outputs, values });
   } finally {
+    await closeNodeIo(machine, io);
     await views?.close();
   }
 }
@@ -242,7 +328,7 @@ async function runPrimary(
   views: Views | undefined,
   { host, port, key, arbiter, identity, timing, machine, outputs, values }: {
     host: string; port: number; key: Buffer; arbiter: Arbiter; identity: PairIdentity; timing: Partial<FtTiming>; machine: Machine;
-    outputs: OutputLogWriter | undefined; values: { batch?: string | undefined; 'no-reprotect'?: boolean | undefined };
+    outputs: OutputLogWriter | undefined; values: { batch?: string | undefined; 'no-reprotect'?: boolean | undefined; 'on-live'?: string | undefined };
   },
 ): Promise<number> {
   const pairId = identity.instance;
@@ -282,6 +368,7 @@ async function runPrimary(
   const node = new PrimaryNode({ name: 'primary', pairId, generation: 1, machine, arbiter, channel: listener.end, timing, ...batchFlag(values), ...(views?.inspect ? { inspect: views.inspect } : {}) });
   reportEvents(node.events$);
   sinkOutputs(node.released$, outputs);
+  hookOnAlone(node, values['on-live'], 'primary', 'alone');
   if (!values['no-reprotect']) serveReprotection(node, listener);
   const stop = stopOnSignal(node);
   const outcome = await node.run();

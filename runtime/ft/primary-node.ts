@@ -160,6 +160,11 @@ export class PrimaryNode {
     return this.actor.getSnapshot().value;
   }
 
+  /** The pair instance this node serves (DESIGN §3 Identity). */
+  get pairId(): string {
+    return this.opts.pairId;
+  }
+
   get generation(): number {
     return this.liveGeneration ?? this.actor.getSnapshot().context.generation;
   }
