@@ -51,8 +51,9 @@ export function runLiveHook(cmd: string, ctx: LiveHookContext, note: (line: stri
     for (const stream of [child.stdout, child.stderr]) {
       createInterface({ input: stream }).on('line', (line) => writeAllSync(2, Buffer.from(`on-live| ${line}\n`)));
     }
-    // The hook must not keep a node that has finished alive.
-    child.unref();
+    // NOTE not unref'd: a hook the node waits for (at start) would otherwise let the event
+    // loop empty once its pipes close, before its exit is seen. A node that has finished
+    // is not kept by a hook still running: the CLI exits 2 s after its command returns.
     child.once('error', (e) => {
       note(`on-live ${ctx.event}: cannot run the hook: ${e.message}`);
       resolve('error');
