@@ -241,8 +241,14 @@ export async function closeNodeIo(machine: Machine, io: OpenedIo): Promise<void>
 export function hookOnAlone(node: PrimaryNode, cmd: string | undefined, role: 'primary' | 'backup', first: LiveEvent): void {
   if (cmd === undefined) return;
   let event = first;
+  let last: string | undefined;
   node.events$.subscribe((e) => {
-    if (e.type !== 'state' || e.detail !== '"alone"') return;
+    // Chart values only (JSON), not the state lines that say something in words.
+    if (e.type !== 'state' || !/^["{]/.test(e.detail)) return;
+    // The chart reports every snapshot: run on entering `alone`, not on each report while there.
+    const entered = e.detail === '"alone"' && last !== '"alone"';
+    last = e.detail;
+    if (!entered) return;
     void runLiveHook(cmd, { pairId: node.pairId, generation: node.generation, role, event }, note);
     event = 'alone';
   });
