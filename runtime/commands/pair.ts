@@ -168,6 +168,8 @@ async function pair(argv: string[]): Promise<number> {
     const launch = (name: string, args: string[]): Replica => {
       const child = spawn(process.execPath, [cli, ...args], { stdio });
       const r: Replica = { name, child, joined: false, done: exited(child) };
+      // So that a replica can be killed by its pid, to watch the other one take over.
+      process.stderr.write(`pair| ${name} pid ${child.pid}\n`);
       relay(child, name, client, (line) => {
         const m = / (?:primary|backup) listening [^ ]+:(\d+) /.exec(line);
         if (m) {

@@ -3,7 +3,8 @@ import type { NetBackend } from './backend.js';
 import { UdpNet, type UdpForward } from './net-udp.js';
 
 const FIRST_RETRY_MS = 50;
-const MAX_RETRY_MS = 1000;
+// Short: at go-live the --on-live hook may be adding the address right now.
+const MAX_RETRY_MS = 200;
 const REPORT_EVERY_MS = 10_000;
 
 export interface DeferredNetOptions {
