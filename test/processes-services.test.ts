@@ -3,7 +3,7 @@
 // with a file disk and a UDP forward on one host; clients ask through a kill -9 of the
 // primary. The backup must not touch the disk before go-live (the image lock says who has
 // it), must bind the same port when it goes live, and must run the --on-live hook.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,7 @@ import { checkDns, DnsLoad, parseZone, zeroedDisk, zonePath } from '../runtime/d
 import { checkKv, KV_DISK_BYTES, KvLoad, readWal } from '../runtime/demo/kv-load.js';
 import { KvClient } from '../runtime/clients/kv-client.js';
 import { killAll, root, startFtvm, type Proc } from './helpers/cli-procs.js';
+import { startNbdServer } from './nbd-server.js';
 
 const dnsElf = join(root, 'guests/dns/dns.elf');
 const kvElf = join(root, 'guests/kv/kv.elf');
@@ -54,8 +55,8 @@ interface Pair {
  * A primary with the guest's disk and a forward from a host port it chooses (port 0), then a
  * backup naming that port: it binds it only at go-live, on this host once the primary is gone.
  */
-async function startPair(d: string, elf: string, disk: string, guestPort: number, extra: string[] = []): Promise<Pair> {
-  const common = ['--key-file', join(d, 'key'), '--arbiter', `file:${d}`, '--suspect-ms', SUSPECT_MS, '--disk', `file:${disk}`, ...extra];
+async function startPair(d: string, elf: string, diskSpec: string, guestPort: number, extra: string[] = []): Promise<Pair> {
+  const common = ['--key-file', join(d, 'key'), '--arbiter', `file:${d}`, '--suspect-ms', SUSPECT_MS, '--disk', diskSpec, ...extra];
   const primary = startFtvm(['primary', elf, '--listen', '127.0.0.1:0', '--net', `udp:127.0.0.1:0:${guestPort}`, '--outputs', join(d, 'p.jsonl'), ...common]);
   const fwd = await primary.waitErr(/primary forwarding udp 127\.0\.0\.1:(\d+) -> guest port/);
   const listening = await primary.waitErr(/primary listening 127\.0\.0\.1:(\d+) pair (\S+)/);
@@ -112,7 +113,7 @@ describe('services across processes: kill -9 of the primary under client load', 
     copyFileSync(join(root, 'guests/dns/zone.img'), disk);
     // The hook records its environment; the primary's start hook fails, which must not matter.
     const hook = `env | grep -E '^FTVM_(PAIR_ID|GENERATION|ROLE|EVENT)=' | sort > ${d}/hook-$FTVM_ROLE-$FTVM_EVENT; [ "$FTVM_EVENT" != start ] || { echo moving nothing; exit 3; }`;
-    const { primary, backup, port, instance } = await startPair(d, dnsElf, disk, 53, ['--on-live', hook]);
+    const { primary, backup, port, instance } = await startPair(d, dnsElf, `file:${disk}`, 53, ['--on-live', hook]);
     expect(await digRetrying(port, 'ns2.example.test', 'A')).toBe('192.0.2.54');
     expect(lockHolders(disk)).toEqual([primary.child.pid]);
 
@@ -160,7 +161,7 @@ describe('services across processes: kill -9 of the primary under client load', 
     const d = fresh();
     const disk = join(d, 'kv.img');
     zeroedDisk(disk, KV_DISK_BYTES);
-    const { primary, backup, port } = await startPair(d, kvElf, disk, 7000);
+    const { primary, backup, port } = await startPair(d, kvElf, `file:${disk}`, 7000);
     const probe = new KvClient({ servers: [{ host: '127.0.0.1', port }], timeoutMs: 100, maxTimeoutMs: 400, attemptsPerServer: 40 });
     try {
       await probe.get('ready?');
@@ -199,5 +200,33 @@ describe('services across processes: kill -9 of the primary under client load', 
     expect(check.errors, check.lines.join('\n')).toEqual([]);
     expect(check.ok).toBe(true);
     expect(load.acked.size).toBeGreaterThanOrEqual(ackedAtKill + 40);
+  }, 90_000);
+
+  it('dns on an NBD export: only the live replica is connected to it', async () => {
+    const d = fresh();
+    const image = join(d, 'zone.img');
+    copyFileSync(join(root, 'guests/dns/zone.img'), image);
+    const nbd = await startNbdServer(d, image, 'zone');
+    // nbd-server forks one child per client: the clients connected now.
+    const clients = (): number => spawnSync('pgrep', ['-P', String(nbd.pid)], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).length;
+    try {
+      const { primary, backup, port } = await startPair(d, dnsElf, `nbd://127.0.0.1:${nbd.port}/zone`, 53);
+      expect(await digRetrying(port, 'www.example.test', 'A')).toBe('192.0.2.80\n192.0.2.81');
+      // The backup read the export's size at start and let go; the primary is the one client.
+      const t0 = Date.now();
+      while (clients() !== 1 && Date.now() - t0 < 5000) await sleep(50);
+      expect(clients()).toBe(1);
+      primary.child.kill('SIGKILL');
+      expect(await primary.exit).toBe('SIGKILL');
+      expect(await digRetrying(port, 'hello.example.test', 'TXT')).toBe('"hello from ftvm" "second string"');
+      await backup.waitErr(/backup took over disk nbd:\/\/127\.0\.0\.1:\d+\/zone and the service ports in/);
+      while (clients() !== 1 && Date.now() - t0 < 10_000) await sleep(50);
+      expect(clients()).toBe(1);
+      backup.child.kill('SIGTERM');
+      expect(await backup.exit).toBe('0');
+      expect(backup.err()).toMatch(/disk nbd:\/\/.*\/zone flushed/);
+    } finally {
+      await nbd.stop();
+    }
   }, 90_000);
 });
