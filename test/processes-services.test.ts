@@ -13,6 +13,7 @@ import { checkKv, KV_DISK_BYTES, KvLoad, readWal } from '../runtime/demo/kv-load
 import { KvClient } from '../runtime/clients/kv-client.js';
 import { killAll, root, startFtvm, type Proc } from './helpers/cli-procs.js';
 import { startNbdServer } from './nbd-server.js';
+import { FileDisk } from '../runtime/io/disk-file.js';
 
 const dnsElf = join(root, 'guests/dns/dns.elf');
 const kvElf = join(root, 'guests/kv/kv.elf');
@@ -229,4 +230,24 @@ describe('services across processes: kill -9 of the primary under client load', 
       await nbd.stop();
     }
   }, 90_000);
+
+  it('refuses what cannot work: a backup without a service port, a primary on a disk in use', async () => {
+    const d = fresh();
+    const common = ['--key-file', join(d, 'key'), '--arbiter', `file:${d}`];
+    const b = startFtvm(['backup', dnsElf, '--connect', '127.0.0.1:9', '--net', 'udp:127.0.0.1:0:53', ...common]);
+    expect(await b.exit).toBe('2');
+    expect(b.err()).toMatch(/^ftvm: --net udp:127\.0\.0\.1:0:53: a backup binds its service port at go-live; name the port the primary bound, not 0$/m);
+    // One writer per disk: this test process holds the image, as another guest would.
+    const disk = join(d, 'zone.img');
+    copyFileSync(join(root, 'guests/dns/zone.img'), disk);
+    const held = await FileDisk.open(disk);
+    try {
+      const p = startFtvm(['primary', dnsElf, '--listen', '127.0.0.1:0', '--disk', `file:${disk}`, ...common]);
+      expect(await p.exit).toBe('4');
+      expect(p.err()).toMatch(new RegExp(`^ftvm: disk ${disk} is in use by another guest \\(pid ${process.pid} `, 'm'));
+      expect(p.err()).not.toMatch(/listening/);
+    } finally {
+      await held.close();
+    }
+  }, 30_000);
 });

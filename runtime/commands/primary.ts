@@ -82,13 +82,14 @@ export function openOutputs(file: string | undefined): OutputLogWriter | undefin
  * SIGTERM/SIGINT stop a node like a crash, but first count what its guest produced and did
  * not release: an operator must hear that outputs were left behind (DESIGN §3 Output rule).
  */
-export function stopOnSignal(node: { unreleased(): number; crash(): void }): { readonly by: string | undefined; readonly unreleased: number; off(): void } {
+export function stopOnSignal(node: { unreleased(): number; crash(why?: string): void }): { readonly by: string | undefined; readonly unreleased: number; off(): void } {
   const state = { by: undefined as string | undefined, unreleased: 0 };
   const stop = (signal: string): void => {
     if (state.by) return;
     state.by = signal;
     state.unreleased = node.unreleased();
-    node.crash();
+    // Signals run between batches: the guest stops at an instruction boundary.
+    node.crash(`stopped by ${signal}`);
   };
   const onTerm = (): void => stop('SIGTERM');
   const onInt = (): void => stop('SIGINT');
@@ -261,6 +262,9 @@ export function hookOnAlone(node: PrimaryNode, cmd: string | undefined, role: 'p
  */
 export const PROCESS_SUSPECT_MS = 250;
 
+/** How long a primary waits for its start hook before it binds anyway (a hook that hangs must not keep the service down). */
+const START_HOOK_WAIT_MS = 10_000;
+
 /**
  * `--inspect [PORT]` for primary and backup: taken out of argv (its port is optional, which
  * parseArgs cannot express); --dashboard and --pace belong to `ftvm demo`.
@@ -303,7 +307,13 @@ async function primary(argv: string[]): Promise<number> {
   const onLive = values['on-live'];
   // The primary serves from its start, as keepalived's MASTER does: its hook runs first and is
   // waited for, so it can bring up the service address the forwards bind; no guest runs yet.
-  if (onLive !== undefined) await runLiveHook(onLive, { pairId: identity.instance, generation: 1, role: 'primary', event: 'start' }, note);
+  if (onLive !== undefined) {
+    const hook = runLiveHook(onLive, { pairId: identity.instance, generation: 1, role: 'primary', event: 'start' }, note);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((r) => { timer = setTimeout(() => r('late'), START_HOOK_WAIT_MS); });
+    if ((await Promise.race([hook, late])) === 'late') note(`on-live start: hook still running after ${START_HOOK_WAIT_MS} ms; starting without waiting for it`);
+    clearTimeout(timer);
+  }
   let io: OpenedIo;
   try {
     io = await openNodeIo(values, false);

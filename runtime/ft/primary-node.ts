@@ -294,9 +294,9 @@ export class PrimaryNode {
   }
 
   /** Fail-stop: the host died. Nothing more is sent or released. */
-  crash(): void {
+  crash(why = 'killed'): void {
     this.gate.discard();
-    this.note('crashed', `killed at icount ${this.machine.icount}`);
+    this.note('crashed', `${why} at icount ${this.machine.icount}`);
     this.stop();
   }
 
