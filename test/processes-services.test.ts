@@ -250,4 +250,28 @@ describe('services across processes: kill -9 of the primary under client load', 
       await held.close();
     }
   }, 30_000);
+
+  it('a backup gone live beside a primary that is stopped, not dead, waits for the disk and the port; SIGTERM ends the wait', async () => {
+    const d = fresh();
+    const disk = join(d, 'zone.img');
+    copyFileSync(join(root, 'guests/dns/zone.img'), disk);
+    const { primary, backup } = await startPair(d, dnsElf, `file:${disk}`, 53);
+    // Suspected, not dead: the backup wins the arbiter, but the image and the port are still held.
+    primary.child.kill('SIGSTOP');
+    try {
+      await backup.waitErr(/backup state live at icount/);
+      await backup.waitErr(new RegExp(`disk ${disk} is in use by another guest \\(pid ${primary.child.pid} .*retrying, the guest's disk I/O waits`));
+      await backup.waitErr(/udp 127\.0\.0\.1:\d+ is in use: retrying/);
+      // One writer per disk: still the primary's alone.
+      expect(lockHolders(disk)).toEqual([primary.child.pid]);
+      const t0 = Date.now();
+      backup.child.kill('SIGTERM');
+      expect(['0', '6']).toContain(await backup.exit);
+      expect(Date.now() - t0).toBeLessThan(3000);
+      expect(backup.err()).not.toMatch(/took over disk/);
+    } finally {
+      primary.child.kill('SIGKILL');
+    }
+    expect(await primary.exit).toBe('SIGKILL');
+  }, 60_000);
 });

@@ -225,10 +225,15 @@ export function machineIo(io: OpenedIo): { disk?: DiskOptions; net?: NetOptions 
  */
 export async function closeNodeIo(machine: Machine, io: OpenedIo): Promise<void> {
   const disk = machine.io?.isLive ? io.disk?.backend : undefined;
-  // A backup's disk that go-live never opened holds nothing of this process to flush.
-  if (disk && (!io.deferred?.disk || io.deferred.disk.isOpen)) {
+  // A backup's disk that go-live has not locked yet holds nothing of this process to flush
+  // (and a flush would wait for the lock with the old primary, maybe for ever).
+  if (disk && (!io.deferred?.disk || io.deferred.disk.isLocked)) {
     await machine.io!.drain();
     await disk.flush().then(() => note(`disk ${disk.name} flushed`), (e: Error) => note(`disk ${disk.name}: flush failed: ${e.message}`));
+  } else {
+    // Close the deferred backends first: a takeover still waiting for the old primary's lock
+    // gives up, so the writes queued behind it fail instead of keeping this process.
+    await io.close();
   }
   await machine.io?.close();
   await io.close();
