@@ -17,7 +17,7 @@ import { PrimaryNode, type NodeEvent } from '../ft/primary-node.js';
 import { newPairInstance } from '../ft/identity.js';
 import type { FtTiming } from '../ft/timing.js';
 import { OutputLogWriter } from '../faults/output-log.js';
-import { CliError, imageDigest, memoryFlag, positiveInt, readErrorText, readImage, writeAllSync } from './common.js';
+import { checkImage, CliError, imageDigest, memoryFlag, positiveInt, readErrorText, readImage, writeAllSync } from './common.js';
 import { startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
 import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import type { DiskOptions, NetOptions } from '../io/machine-io.js';
@@ -306,6 +306,8 @@ async function primary(argv: string[]): Promise<number> {
   const memoryMiB = memoryFlag(values.mem);
   const timing = timingFlags(values);
   const image = readImage(file);
+  // The image is checked before anything else is opened (the arbiter, the hook, the backends).
+  checkImage(file, memoryMiB);
   const outputs = openOutputs(values.outputs);
   const arbiter = loadArbiter(values.arbiter);
   const identity: PairIdentity = { instance: resumed ?? newPairInstance(), imageDigest: imageDigest(image), memoryMiB };
