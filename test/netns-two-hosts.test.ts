@@ -2,9 +2,11 @@
 // a bridge; etcd outside both, on the bridge's address. The primary's host is lost (its link
 // goes down, so no FIN reaches the backup, then its processes are killed); the backup must
 // notice the silence, win the arbiter over the network and finish the guest's output.
+// A third namespace holds clients of a name server the pair serves on a service address that
+// the --on-live hook moves from host A to host B (ip addr and a gratuitous ARP, as keepalived).
 // Needs root for `ip netns`: without it this test fails, saying why.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,11 +22,13 @@ const seq = join(root, 'guests/seq/seq.elf');
 const tag = String(process.pid % 100000);
 const NS_A = `ftvm-a-${tag}`;
 const NS_B = `ftvm-b-${tag}`;
+const NS_C = `ftvm-c-${tag}`;
 const BR = `ftbr${tag}`;
 const VA = `fta${tag}`;
 const VB = `ftb${tag}`;
+const VC = `ftc${tag}`;
 const NET = '10.213.77';
-const ADDR = { bridge: `${NET}.254`, a: `${NET}.1`, b: `${NET}.2` };
+const ADDR = { bridge: `${NET}.254`, a: `${NET}.1`, b: `${NET}.2`, c: `${NET}.3`, service: `${NET}.53` };
 
 const ip = (...args: string[]): string => execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const quiet = (fn: () => unknown): void => {
@@ -64,10 +68,11 @@ beforeAll(async () => {
     throw new Error(`this test needs network namespaces (root and iproute2): 'ip netns add' failed: ${(e as { stderr?: string }).stderr ?? (e as Error).message}`);
   }
   ip('netns', 'add', NS_B);
+  ip('netns', 'add', NS_C);
   ip('link', 'add', BR, 'type', 'bridge');
   ip('addr', 'add', `${ADDR.bridge}/24`, 'dev', BR);
   ip('link', 'set', BR, 'up');
-  for (const [ns, veth, addr] of [[NS_A, VA, ADDR.a], [NS_B, VB, ADDR.b]] as const) {
+  for (const [ns, veth, addr] of [[NS_A, VA, ADDR.a], [NS_B, VB, ADDR.b], [NS_C, VC, ADDR.c]] as const) {
     ip('link', 'add', veth, 'type', 'veth', 'peer', 'name', `${veth}p`);
     ip('link', 'set', `${veth}p`, 'netns', ns);
     ip('link', 'set', veth, 'master', BR, 'up');
@@ -81,7 +86,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const p of procs) quiet(() => p.kill('SIGKILL'));
-  for (const ns of [NS_A, NS_B]) {
+  for (const ns of [NS_A, NS_B, NS_C]) {
     quiet(() => {
       const pids = ip('netns', 'pids', ns).split('\n').filter(Boolean);
       for (const pid of pids) quiet(() => process.kill(Number(pid), 'SIGKILL'));
@@ -91,6 +96,7 @@ afterAll(async () => {
   quiet(() => ip('link', 'del', BR));
   quiet(() => ip('link', 'del', VA));
   quiet(() => ip('link', 'del', VB));
+  quiet(() => ip('link', 'del', VC));
   await etcd?.destroy();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -127,4 +133,83 @@ describe('a pair on two hosts (network namespaces)', () => {
     expect(check.lines).toBe(2000);
     expect(check.lost).toBe(0);
   }, 120_000);
+
+  it('moves the name server\'s address from host A to host B: a client on a third host keeps getting answers', async () => {
+    // After the first test host A's link is down: bring it back for this pair.
+    ip('-n', NS_A, 'link', 'set', `${VA}p`, 'up');
+    writeFileSync(join(dir, 'key'), 'c3'.repeat(32));
+    // The zone disk is a file on storage both hosts share (here the one file system).
+    const disk = join(dir, 'zone.img');
+    copyFileSync(join(root, 'guests/dns/zone.img'), disk);
+    // The hook: take the service address and announce it (a gratuitous ARP, as `arping -U`
+    // does; Python's AF_PACKET socket sends it, so no arping is needed here).
+    const garp = join(dir, 'garp.py');
+    writeFileSync(garp, [
+      'import socket, struct, sys',
+      'ifname, ip = sys.argv[1], socket.inet_aton(sys.argv[2])',
+      's = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)',
+      's.bind((ifname, 0))',
+      'mac = s.getsockname()[4]',
+      "arp = struct.pack('!HHBBH6s4s6s4s', 1, 0x0800, 6, 4, 1, mac, ip, b'\\0' * 6, ip)",
+      "for _ in range(2): s.send(b'\\xff' * 6 + mac + b'\\x08\\x06' + arp)",
+      '',
+    ].join('\n'));
+    const hook = (iface: string): string =>
+      `ip addr replace ${ADDR.service}/24 dev ${iface} && python3 ${garp} ${iface} ${ADDR.service} && echo "$FTVM_ROLE $FTVM_EVENT generation $FTVM_GENERATION has ${ADDR.service}"`;
+    const common = ['--key-file', join(dir, 'key'), '--arbiter', `etcd:${etcd!.endpoint}`, '--pair-id', `netnsdns${tag}`, '--suspect-ms', '1000',
+      '--disk', `file:${disk}`, '--net', `udp:${ADDR.service}:53:53`];
+    const pLog: string[] = [];
+    const bLog: string[] = [];
+    const primary = inNs(NS_A, ['primary', join(root, 'guests/dns/dns.elf'), '--listen', `${ADDR.a}:7401`, '--on-live', hook(`${VA}p`), ...common], pLog);
+    await until(() => pLog.some((l) => l.includes('listening')), 20_000, 'the primary to listen');
+    expect(pLog.join('\n')).toMatch(/on-live\| primary start generation 1 has /);
+    const backup = inNs(NS_B, ['backup', join(root, 'guests/dns/dns.elf'), '--connect', `${ADDR.a}:7401`, '--on-live', hook(`${VB}p`), ...common], bLog);
+    await until(() => pLog.some((l) => l.includes('backup attached')), 20_000, 'the backup to attach');
+
+    // The client on host C: each query is tried (1 s per try) until it is answered.
+    const dig = (name: string): Promise<string> => new Promise((resolve) => {
+      const c = spawn('ip', ['netns', 'exec', NS_C, 'dig', `@${ADDR.service}`, name, 'A', '+short', '+tries=1', '+time=1'], { stdio: ['ignore', 'pipe', 'ignore'] });
+      let out = '';
+      c.stdout.on('data', (b: Buffer) => (out += b.toString()));
+      c.on('exit', () => resolve(out.split('\n').filter((l) => l !== '' && !l.startsWith(';')).sort().join(' ')));
+    });
+    const answers: { name: string; got: string; tries: number }[] = [];
+    let stop = false;
+    const client = (async () => {
+      for (let i = 0; !stop; i++) {
+        const name = i % 2 === 0 ? 'www.example.test' : 'ns2.example.test';
+        let tries = 0;
+        let got = '';
+        while (got === '' && tries < 30) {
+          tries++;
+          got = await dig(name);
+          if (got === '') await new Promise((r) => setTimeout(r, 100));
+        }
+        answers.push({ name, got, tries });
+      }
+    })();
+    await until(() => answers.length >= 5, 30_000, 'answers from host A');
+
+    // Lose host A: link first (silence, no FIN), then its processes.
+    ip('-n', NS_A, 'link', 'set', `${VA}p`, 'down');
+    for (const pid of ip('netns', 'pids', NS_A).split('\n').filter(Boolean)) quiet(() => process.kill(Number(pid), 'SIGKILL'));
+    const atLoss = answers.length;
+    await until(() => answers.length >= atLoss + 5, 60_000, `answers from host B:\n${bLog.join('\n')}`);
+    stop = true;
+    await client;
+    await exitOf(primary);
+    if (process.env.FTVM_SVC_MEASURE) console.log(`queries ${answers.length}, tries ${answers.map((a) => a.tries).join(',')}`);
+
+    const want: Record<string, string> = { 'www.example.test': '192.0.2.80 192.0.2.81', 'ns2.example.test': '192.0.2.54' };
+    expect(answers.filter((a) => a.got !== want[a.name]), bLog.join('\n')).toEqual([]);
+    const log = bLog.join('\n');
+    expect(log).toMatch(/on-live go-live: running/);
+    expect(log).toMatch(/on-live\| backup go-live generation 2 has /);
+    expect(log).toMatch(/on-live go-live: hook exited 0/);
+    expect(log).toMatch(/backup took over disk file:.*zone\.img and the service ports/);
+    // The address is on host B now, and only there among the live hosts.
+    expect(ip('-n', NS_B, 'addr', 'show', 'dev', `${VB}p`)).toContain(`${ADDR.service}/24`);
+    backup.kill('SIGTERM');
+    expect(await exitOf(backup)).toBe('0');
+  }, 180_000);
 });

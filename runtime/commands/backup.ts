@@ -12,13 +12,16 @@ import { connectBackup, listenForBackups } from '../channel/tcp.js';
 import { BackupNode } from '../ft/backup-node.js';
 import { CliError, imageDigest, memoryFlag, positiveInt, readImage } from './common.js';
 import {
-  batchFlag, bootMachine, cliRun, commonOptions, EXIT_DIVERGED, EXIT_HALTED, EXIT_REFUSED, loadArbiter, loadKey, note, openOutputs,
-  pairIdFlag, parseHostPort, reportEvents, serveReprotection, signalExit, sinkOutputs, startInspect, stopOnSignal, takeInspectFlag,
+  batchFlag, bootMachine, cliRun, closeNodeIo, commonOptions, EXIT_DIVERGED, EXIT_HALTED, EXIT_REFUSED, hookOnAlone, loadArbiter, loadKey,
+  machineIo, note, openNodeIo, openOutputs, pairIdFlag, parseHostPort, reportEvents, serveReprotection, signalExit, sinkOutputs, startInspect, stopOnSignal, takeInspectFlag,
   timingFlags,
 } from './primary.js';
 import type { Views } from '../dashboard/cli.js';
+import type { OpenedIo } from '../io/open.js';
+import { parseNetSpec } from '../io/spec.js';
 
-const USAGE = 'backup <elf> (--connect HOST:PORT | --join HOST:PORT) --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--connect-timeout-ms N] [--listen HOST:PORT] [--name NAME] [--inspect [PORT]]';
+const USAGE = 'backup <elf> (--connect HOST:PORT | --join HOST:PORT) --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--connect-timeout-ms N] [--listen HOST:PORT] [--name NAME] [--inspect [PORT]]\n' +
+  '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--on-live CMD]';
 
 async function backup(argv: string[]): Promise<number> {
   const { rest, inspect: inspectPort } = takeInspectFlag(argv);
@@ -52,12 +55,43 @@ async function backupWith(argv: string[], inspectPort: number | undefined, start
   const connectTimeoutMs = positiveInt('connect-timeout-ms', values['connect-timeout-ms'], 10_000);
   const timing = timingFlags(values);
   const image = readImage(file);
+  // The service moves to this replica at go-live: on the port its clients already use.
+  for (const spec of values.net ?? []) {
+    let port;
+    try {
+      port = parseNetSpec(spec).hostPort;
+    } catch (e) {
+      throw new CliError((e as Error).message);
+    }
+    if (port === 0) throw new CliError(`--net ${spec}: a backup binds its service port at go-live; name the port the primary bound, not 0`);
+  }
   // The arbiter knows a claimant by name and says 'won' again to the same name: every joiner
   // needs its own, or two of them could both win one generation.
   const name = values.name ?? (joining ? `backup-${hostname()}-${process.pid}` : 'backup');
   // Booting replays from instruction 0 of the image; joining restores the primary's snapshot
   // into a blank machine of the same size. Either way the image names the pair's guest.
-  const machine = joining ? new Machine({ memoryMiB, env: new LiveEnv() }) : bootMachine(image, file, memoryMiB);
+  // Deferred: opened only at go-live (the shared disk's size is read now: the guest sees it).
+  const io = await openNodeIo(values, true);
+  let machine: Machine;
+  try {
+    machine = joining ? new Machine({ memoryMiB, env: new LiveEnv(), ...machineIo(io) }) : bootMachine(image, file, memoryMiB, machineIo(io));
+  } catch (e) {
+    await io.close();
+    throw e;
+  }
+  try {
+    return await runBackup({ values, image, file, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started });
+  } finally {
+    await closeNodeIo(machine, io);
+  }
+}
+
+async function runBackup({ values, image, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started }: {
+  values: { outputs?: string | undefined; arbiter?: string | undefined; batch?: string | undefined; 'on-live'?: string | undefined };
+  image: Uint8Array; file: string; name: string; joining: boolean; host: string; port: number; key: Buffer; expected: string | undefined;
+  memoryMiB: number; connectTimeoutMs: number; timing: ReturnType<typeof timingFlags>; machine: Machine; io: OpenedIo;
+  listenAt: { host: string; port: number } | undefined; inspectPort: number | undefined; started: (v: Views | undefined) => void;
+}): Promise<number> {
   const outputs = openOutputs(values.outputs);
   const arbiter = loadArbiter(values.arbiter);
   const views = await startInspect(inspectPort);
@@ -69,7 +103,11 @@ async function backupWith(argv: string[], inspectPort: number | undefined, start
   end.admission.then((a) => note(`backup ${joining ? 'joined' : 'connected to'} ${host}:${port} pair ${a.instance}${joining ? ` as ${name}, generation ${a.generation}` : ''}`), () => undefined);
 
   // Membership is the backup chart's: a refused backup never runs the guest, never claims.
-  const node = new BackupNode({ name, machine, channel: end, arbiter, timing, joining, ...batchFlag(values), ...(views?.inspect ? { inspect: views.inspect } : {}) });
+  const deferred = io.deferred;
+  const node = new BackupNode({
+    name, machine, channel: end, arbiter, timing, joining, ...batchFlag(values), ...(views?.inspect ? { inspect: views.inspect } : {}),
+    ...(deferred ? { io: { ...(deferred.disk ? { disk: deferred.disk } : {}), ...(deferred.net ? { net: deferred.net } : {}) } } : {}),
+  });
   reportEvents(node.events$);
   const stopBackup = stopOnSignal(node);
   const outcome = await node.run();
@@ -81,6 +119,19 @@ async function backupWith(argv: string[], inspectPort: number | undefined, start
       const live = outcome.primary;
       reportEvents(live.events$);
       sinkOutputs(live.released$, outputs);
+      // The backends now (DESIGN §3 go-live): the disk lock, the service ports, each waiting
+      // while the old primary still holds it. The guest runs meanwhile; its I/O waits.
+      if (deferred) {
+        const t = performance.now();
+        io.goLive().then(
+          (lines) => {
+            note(`backup took over ${[deferred.disk ? `disk ${deferred.disk.name}` : '', deferred.net ? 'the service ports' : ''].filter(Boolean).join(' and ')} in ${(performance.now() - t).toFixed(1)} ms`);
+            for (const line of lines) note(`backup ${line}`);
+          },
+          (e: Error) => note(`backup cannot take over its backends: ${e.message}`),
+        );
+      }
+      hookOnAlone(live, values['on-live'], 'backup', 'go-live');
       let listener;
       if (listenAt) {
         try {

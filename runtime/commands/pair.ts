@@ -17,11 +17,40 @@ import type { Command } from '../cli.js';
 import { checkImage, CliError, memoryFlag, positiveInt } from './common.js';
 import { cliRun, EXIT_REFUSED, loadArbiter, takeInspectFlag } from './primary.js';
 import { checkPortFree } from '../dashboard/cli.js';
+import { createSocket } from 'node:dgram';
+import { parseDiskSpec, parseNetSpec } from '../io/spec.js';
+
+/**
+ * The `--net` rules both children get: the primary binds them now, the backup at go-live, on
+ * this one host the same port (DESIGN §3 the service moves with the live replica). A rule for
+ * port 0 gets a free port here, so that both children name the same one.
+ */
+async function concreteForwards(specs: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const spec of specs) {
+    let f;
+    try {
+      f = parseNetSpec(spec);
+    } catch (e) {
+      throw new CliError((e as Error).message);
+    }
+    if (f.hostPort === 0) {
+      const s = createSocket('udp4');
+      f.hostPort = await new Promise<number>((resolve, reject) => {
+        s.once('error', (e) => reject(new CliError(`--net ${spec}: ${e.message}`)));
+        s.bind(0, f.hostAddr, () => resolve(s.address().port));
+      }).finally(() => s.close());
+    }
+    out.push(`udp:${f.hostAddr}:${f.hostPort}:${f.guestPort}`);
+  }
+  return out;
+}
 
 // --inspect PORT: one relay per replica process (each inspects its own charts): the primary's
 // on PORT, the backup's on PORT+1, a re-protecting backupN's on PORT+N; without PORT (or 0,
 // or past 65535) each takes any free port. Every replica prints its ws:// URL, relayed here with its name.
 const USAGE = 'pair <elf> [--arbiter SPEC] [--pair-id ID] [--mem MiB] [--suspect-ms N] [--reprotect]\n' +
+  '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--on-live CMD]\n' +
   '      [--inspect [PORT]]  (primary on PORT, backup on PORT+1, backupN on PORT+N)';
 
 /** 128 + SIGPIPE, as `ftvm run` exits when its reader goes away. */
@@ -81,7 +110,7 @@ async function pair(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: {
       arbiter: { type: 'string' }, 'pair-id': { type: 'string' }, mem: { type: 'string' }, 'suspect-ms': { type: 'string' }, batch: { type: 'string' },
-      reprotect: { type: 'boolean' },
+      reprotect: { type: 'boolean' }, disk: { type: 'string' }, net: { type: 'string', multiple: true }, 'on-live': { type: 'string' },
     },
   });
   if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
@@ -91,6 +120,14 @@ async function pair(argv: string[]): Promise<number> {
   positiveInt('suspect-ms', values['suspect-ms'], 1);
   positiveInt('batch', values.batch, 1);
   checkImage(elf, memoryMiB);
+  if (values.disk !== undefined) {
+    try {
+      parseDiskSpec(values.disk);
+    } catch (e) {
+      throw new CliError((e as Error).message);
+    }
+  }
+  const forwards = await concreteForwards(values.net ?? []);
   if (values.arbiter !== undefined) await loadArbiter(values.arbiter).close();
   // Each child would fail on a taken port with a relayed line: check the first two here.
   if (inspect !== undefined && inspect !== 0) {
@@ -110,7 +147,13 @@ async function pair(argv: string[]): Promise<number> {
       ...(values['suspect-ms'] ? ['--suspect-ms', values['suspect-ms']] : []),
       ...(values.batch ? ['--batch', values.batch] : []),
     ];
-    const common = ['--key-file', keyFile, '--arbiter', arbiter, ...pairId, '--outputs', 'fd:3', ...extra];
+    // Both replicas name the same disk and ports: the primary uses them, the backup at go-live.
+    const io = [
+      ...(values.disk === undefined ? [] : ['--disk', values.disk]),
+      ...forwards.flatMap((f) => ['--net', f]),
+      ...(values['on-live'] === undefined ? [] : ['--on-live', values['on-live']]),
+    ];
+    const common = ['--key-file', keyFile, '--arbiter', arbiter, ...pairId, '--outputs', 'fd:3', ...extra, ...io];
     const client = new Client();
     const stdio: ['ignore', 'ignore', 'pipe', 'pipe'] = ['ignore', 'ignore', 'pipe', 'pipe'];
     const cli = process.argv[1]!;
@@ -125,6 +168,8 @@ async function pair(argv: string[]): Promise<number> {
     const launch = (name: string, args: string[]): Replica => {
       const child = spawn(process.execPath, [cli, ...args], { stdio });
       const r: Replica = { name, child, joined: false, done: exited(child) };
+      // So that a replica can be killed by its pid, to watch the other one take over.
+      process.stderr.write(`pair| ${name} pid ${child.pid}\n`);
       relay(child, name, client, (line) => {
         const m = / (?:primary|backup) listening [^ ]+:(\d+) /.exec(line);
         if (m) {

@@ -17,10 +17,14 @@ import { PrimaryNode, type NodeEvent } from '../ft/primary-node.js';
 import { newPairInstance } from '../ft/identity.js';
 import type { FtTiming } from '../ft/timing.js';
 import { OutputLogWriter } from '../faults/output-log.js';
-import { CliError, imageDigest, memoryFlag, positiveInt, readErrorText, readImage, writeAllSync } from './common.js';
+import { checkImage, CliError, imageDigest, memoryFlag, positiveInt, readErrorText, readImage, writeAllSync } from './common.js';
 import { startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
+import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
+import type { DiskOptions, NetOptions } from '../io/machine-io.js';
+import { runLiveHook, type LiveEvent } from './on-live.js';
 
-const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--no-reprotect] [--inspect [PORT]]';
+const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--no-reprotect] [--inspect [PORT]]\n' +
+  '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--on-live CMD]';
 
 /** Exit code of a replica that lost the arbiter and halted (the other one is live). */
 export const EXIT_HALTED = 3;
@@ -78,13 +82,14 @@ export function openOutputs(file: string | undefined): OutputLogWriter | undefin
  * SIGTERM/SIGINT stop a node like a crash, but first count what its guest produced and did
  * not release: an operator must hear that outputs were left behind (DESIGN §3 Output rule).
  */
-export function stopOnSignal(node: { unreleased(): number; crash(): void }): { readonly by: string | undefined; readonly unreleased: number; off(): void } {
+export function stopOnSignal(node: { unreleased(): number; crash(why?: string): void }): { readonly by: string | undefined; readonly unreleased: number; off(): void } {
   const state = { by: undefined as string | undefined, unreleased: 0 };
   const stop = (signal: string): void => {
     if (state.by) return;
     state.by = signal;
     state.unreleased = node.unreleased();
-    node.crash();
+    // Signals run between batches: the guest stops at an instruction boundary.
+    node.crash(`stopped by ${signal}`);
   };
   const onTerm = (): void => stop('SIGTERM');
   const onInt = (): void => stop('SIGINT');
@@ -110,8 +115,8 @@ export function signalExit(who: string, stop: { by: string | undefined; unreleas
   return EXIT_UNRELEASED;
 }
 
-export function bootMachine(image: Uint8Array, file: string, memoryMiB: number): Machine {
-  const m = new Machine({ memoryMiB, env: new LiveEnv() });
+export function bootMachine(image: Uint8Array, file: string, memoryMiB: number, io: { disk?: DiskOptions; net?: NetOptions } = {}): Machine {
+  const m = new Machine({ memoryMiB, env: new LiveEnv(), ...io });
   try {
     m.loadElf(image);
   } catch (e) {
@@ -181,7 +186,79 @@ export const commonOptions = {
   'suspect-ms': { type: 'string' },
   'heartbeat-ms': { type: 'string' },
   batch: { type: 'string' },
+  // As `ftvm run` takes them (DESIGN §4): the shared disk and the service's UDP forwards.
+  disk: { type: 'string' },
+  net: { type: 'string', multiple: true },
+  'on-live': { type: 'string' },
 } as const;
+
+/**
+ * Open `--disk` and `--net` as `ftvm run` does: now for a live primary; deferred for a backup,
+ * which touches neither before go-live (its disk data and packets come from the log, DESIGN §3
+ * One writer per disk). A disk in use is exit 4, as for `ftvm run`.
+ */
+export async function openNodeIo(values: { disk?: string | undefined; net?: string[] | undefined }, deferred: boolean): Promise<OpenedIo> {
+  try {
+    return await openIo({ disk: values.disk, net: values.net }, deferred ? { deferDisk: {}, deferNet: true } : {});
+  } catch (e) {
+    if (e instanceof IoOpenError) throw new CliError(e.message, e.exitCode);
+    throw e;
+  }
+}
+
+/**
+ * The guest's disk and NIC: with their backends on a live node; a backup's machine has the same
+ * devices (the disk's capacity included) and no backends until go-live attaches them.
+ */
+export function machineIo(io: OpenedIo): { disk?: DiskOptions; net?: NetOptions } {
+  const disk = io.disk?.backend;
+  if (io.deferred) {
+    return { ...(disk ? { disk: { sectors: disk.sectors } } : {}), ...(io.net ? { net: {} } : {}) };
+  }
+  return { ...(io.disk ? { disk: io.disk } : {}), ...(io.net ? { net: io.net } : {}) };
+}
+
+/**
+ * Stop the guest's I/O at the end of a run: wait for the writes already released, flush the
+ * disk (fsync, NBD_CMD_FLUSH) and close it, releasing its lock, and unbind the service ports.
+ * A clean stop (SIGTERM) leaves the disk as durable as the guest's last released write.
+ */
+export async function closeNodeIo(machine: Machine, io: OpenedIo): Promise<void> {
+  const disk = machine.io?.isLive ? io.disk?.backend : undefined;
+  // A backup's disk that go-live has not locked yet holds nothing of this process to flush
+  // (and a flush would wait for the lock with the old primary, maybe for ever).
+  if (disk && (!io.deferred?.disk || io.deferred.disk.isLocked)) {
+    await machine.io!.drain();
+    await disk.flush().then(() => note(`disk ${disk.name} flushed`), (e: Error) => note(`disk ${disk.name}: flush failed: ${e.message}`));
+  } else {
+    // Close the deferred backends first: a takeover still waiting for the old primary's lock
+    // gives up, so the writes queued behind it fail instead of keeping this process.
+    await io.close();
+  }
+  await machine.io?.close();
+  await io.close();
+}
+
+/**
+ * Runs `--on-live` whenever the node becomes the one that serves alone: a live node whose
+ * chart enters `alone` (its backup went silent and it won the arbiter). `first` names the
+ * first such entry (a backup gone live reaches `alone` by re-claiming the key it won).
+ */
+export function hookOnAlone(node: PrimaryNode, cmd: string | undefined, role: 'primary' | 'backup', first: LiveEvent): void {
+  if (cmd === undefined) return;
+  let event = first;
+  let last: string | undefined;
+  node.events$.subscribe((e) => {
+    // Chart values only (JSON), not the state lines that say something in words.
+    if (e.type !== 'state' || !/^["{]/.test(e.detail)) return;
+    // The chart reports every snapshot: run on entering `alone`, not on each report while there.
+    const entered = e.detail === '"alone"' && last !== '"alone"';
+    last = e.detail;
+    if (!entered) return;
+    void runLiveHook(cmd, { pairId: node.pairId, generation: node.generation, role, event }, note);
+    event = 'alone';
+  });
+}
 
 /**
  * Across processes a peer is suspect after 250 ms of silence (confirmed 125 ms later), not
@@ -189,6 +266,9 @@ export const commonOptions = {
  * spurious suspicion costs a needless failover. Measured stalls on this machine: up to 70 ms.
  */
 export const PROCESS_SUSPECT_MS = 250;
+
+/** How long a primary waits for its start hook before it binds anyway (a hook that hangs must not keep the service down). */
+const START_HOOK_WAIT_MS = 10_000;
 
 /**
  * `--inspect [PORT]` for primary and backup: taken out of argv (its port is optional, which
@@ -226,14 +306,43 @@ async function primary(argv: string[]): Promise<number> {
   const memoryMiB = memoryFlag(values.mem);
   const timing = timingFlags(values);
   const image = readImage(file);
-  const machine = bootMachine(image, file, memoryMiB);
+  // The image is checked before anything else is opened (the arbiter, the hook, the backends).
+  checkImage(file, memoryMiB);
   const outputs = openOutputs(values.outputs);
   const arbiter = loadArbiter(values.arbiter);
   const identity: PairIdentity = { instance: resumed ?? newPairInstance(), imageDigest: imageDigest(image), memoryMiB };
+  const onLive = values['on-live'];
+  // The primary serves from its start, as keepalived's MASTER does: its hook runs first and is
+  // waited for, so it can bring up the service address the forwards bind; no guest runs yet.
+  if (onLive !== undefined) {
+    const hook = runLiveHook(onLive, { pairId: identity.instance, generation: 1, role: 'primary', event: 'start' }, note);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((r) => { timer = setTimeout(() => r('late'), START_HOOK_WAIT_MS); });
+    if ((await Promise.race([hook, late])) === 'late') note(`on-live start: hook still running after ${START_HOOK_WAIT_MS} ms; starting without waiting for it`);
+    clearTimeout(timer);
+  }
+  let io: OpenedIo;
+  try {
+    io = await openNodeIo(values, false);
+  } catch (e) {
+    await arbiter.close();
+    throw e;
+  }
+  // Where clients reach the guest: a rule for port 0 gets its port from the host.
+  for (const line of io.udp?.describe() ?? []) note(`primary ${line}`);
+  let machine: Machine;
+  try {
+    machine = bootMachine(image, file, memoryMiB, machineIo(io));
+  } catch (e) {
+    await io.close();
+    await arbiter.close();
+    throw e;
+  }
   const views = await startInspect(inspectPort);
   try {
     return await runPrimary(views, { host, port, key, arbiter, identity, timing, machine, outputs, values });
   } finally {
+    await closeNodeIo(machine, io);
     await views?.close();
   }
 }
@@ -242,7 +351,7 @@ async function runPrimary(
   views: Views | undefined,
   { host, port, key, arbiter, identity, timing, machine, outputs, values }: {
     host: string; port: number; key: Buffer; arbiter: Arbiter; identity: PairIdentity; timing: Partial<FtTiming>; machine: Machine;
-    outputs: OutputLogWriter | undefined; values: { batch?: string | undefined; 'no-reprotect'?: boolean | undefined };
+    outputs: OutputLogWriter | undefined; values: { batch?: string | undefined; 'no-reprotect'?: boolean | undefined; 'on-live'?: string | undefined };
   },
 ): Promise<number> {
   const pairId = identity.instance;
@@ -282,6 +391,7 @@ async function runPrimary(
   const node = new PrimaryNode({ name: 'primary', pairId, generation: 1, machine, arbiter, channel: listener.end, timing, ...batchFlag(values), ...(views?.inspect ? { inspect: views.inspect } : {}) });
   reportEvents(node.events$);
   sinkOutputs(node.released$, outputs);
+  hookOnAlone(node, values['on-live'], 'primary', 'alone');
   if (!values['no-reprotect']) serveReprotection(node, listener);
   const stop = stopOnSignal(node);
   const outcome = await node.run();

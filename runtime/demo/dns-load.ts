@@ -199,6 +199,9 @@ export class DnsLoad implements Load {
           const code = (e as { code?: string }).code ?? String(e);
           if (code === 'ETIMEOUT' || code === 'ECONNREFUSED') {
             this.retries++;
+            // Refused (no server on the port: between a kill and the new primary's bind) comes
+            // back at once: wait a little, or the retries spin and starve the takeover.
+            if (code === 'ECONNREFUSED') await new Promise((r) => setTimeout(r, 20));
             continue;
           }
           rec.code = code;

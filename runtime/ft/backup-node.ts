@@ -300,8 +300,8 @@ export class BackupNode {
   }
 
   /** Fail-stop: the backup's host died. */
-  crash(): void {
-    this.note('crashed', `killed at icount ${this.machine.icount}`);
+  crash(why = 'killed'): void {
+    this.note('crashed', `${why} at icount ${this.machine.icount}`);
     this.finishWith({ reason: 'stopped', detail: 'crashed' });
   }
 

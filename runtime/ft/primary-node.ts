@@ -164,6 +164,11 @@ export class PrimaryNode {
     return this.actor.getSnapshot().value;
   }
 
+  /** The pair instance this node serves (DESIGN §3 Identity). */
+  get pairId(): string {
+    return this.opts.pairId;
+  }
+
   get generation(): number {
     return this.liveGeneration ?? this.actor.getSnapshot().context.generation;
   }
@@ -293,9 +298,9 @@ export class PrimaryNode {
   }
 
   /** Fail-stop: the host died. Nothing more is sent or released. */
-  crash(): void {
+  crash(why = 'killed'): void {
     this.gate.discard();
-    this.note('crashed', `killed at icount ${this.machine.icount}`);
+    this.note('crashed', `${why} at icount ${this.machine.icount}`);
     this.stop();
   }
 

@@ -40,10 +40,16 @@ export class DeferredDisk implements DiskBackend {
     else throw new RangeError(`${this.name}: a deferred NBD disk needs its capacity in sectors`);
   }
 
-  /** Opened (and locked) already. */
+  /** Opening (and locking) has begun. */
   get isOpen(): boolean {
     return this.opened !== undefined;
   }
+
+  /** Open and locked: the lock is this process's (not still being waited for). */
+  get isLocked(): boolean {
+    return this.locked;
+  }
+  private locked = false;
 
   /** Open and lock now (go-live), waiting while another guest holds the image. */
   claim(): Promise<DiskBackend> {
@@ -84,6 +90,7 @@ export class DeferredDisk implements DiskBackend {
           await d.close();
           throw new Error(`${this.name}: closed`);
         }
+        this.locked = true;
         if (reportedAt > -Infinity) this.report(`disk ${this.spec.kind === 'file' ? this.spec.path : this.name} locked after ${Math.round(performance.now() - t0)} ms`);
         return d;
       } catch (e) {

@@ -279,6 +279,11 @@ export class MachineIo {
     }
   }
 
+  /** Every write and flush released so far has reached the disk (or failed). */
+  async drain(): Promise<void> {
+    await this.writeChain;
+  }
+
   /** Stop accepting completions and close the backends. */
   async close(): Promise<void> {
     this.closed = true;

@@ -50,11 +50,18 @@ export class UdpNet implements NetBackend {
   private constructor(
     private readonly sockets: Socket[],
     readonly forwards: readonly UdpForward[],
+    firstMapped: number,
   ) {
+    this.nextPort = firstMapped % MAPPED_PORTS;
     sockets.forEach((s, i) => s.on('message', (msg, rinfo) => this.fromClient(i, msg, rinfo.address, rinfo.port)));
   }
 
-  static async open(forwards: readonly UdpForward[]): Promise<UdpNet> {
+  /**
+   * Bind every rule's socket. `opts.firstMapped` offsets the source ports the guest sees
+   * (0 to 16383 past 49152): a replica gone live in another process starts with an empty NAT
+   * table, and starting elsewhere keeps a reply the old primary mapped from reaching a new client.
+   */
+  static async open(forwards: readonly UdpForward[], opts: { firstMapped?: number } = {}): Promise<UdpNet> {
     const sockets: Socket[] = [];
     try {
       for (const f of forwards) {
@@ -78,7 +85,7 @@ export class UdpNet implements NetBackend {
       for (const s of sockets) s.close();
       throw e;
     }
-    return new UdpNet(sockets, forwards);
+    return new UdpNet(sockets, forwards, opts.firstMapped ?? 0);
   }
 
   /** The host ports actually bound, in rule order. */

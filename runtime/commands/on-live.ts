@@ -1,0 +1,69 @@
+// `--on-live CMD` (DESIGN §3 The service moves with the live replica): an operator's hook run
+// whenever this node becomes the one that serves, as keepalived runs its notify script on
+// becoming MASTER. It typically moves the service address (`ip addr add 192.0.2.53/24 dev eth0`,
+// a gratuitous ARP, a DNS or load-balancer update).
+
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { writeAllSync } from './common.js';
+
+/**
+ * Why the hook runs, in FTVM_EVENT:
+ *  - `start`: a primary starts serving (its first backup attached, the guest begins);
+ *  - `go-live`: a backup won the arbiter and serves as the new primary;
+ *  - `alone`: a live node lost its backup and won the arbiter, so it serves on alone.
+ */
+export type LiveEvent = 'start' | 'go-live' | 'alone';
+
+export interface LiveHookContext {
+  pairId: string;
+  generation: number;
+  role: 'primary' | 'backup';
+  event: LiveEvent;
+}
+
+/**
+ * Run `cmd` through /bin/sh -c, detached from the guest's console (stdin closed, stdout and
+ * stderr to this process's stderr with a `on-live| ` prefix), never awaited by the guest: the
+ * node keeps serving while the hook runs. Its exit status is reported; a failing hook is
+ * reported, never fatal (the service may still be reachable, and the operator is told).
+ * Resolves with the exit status (or the signal's name) for tests and callers that care.
+ */
+export function runLiveHook(cmd: string, ctx: LiveHookContext, note: (line: string) => void): Promise<string> {
+  const env = {
+    ...process.env,
+    FTVM_PAIR_ID: ctx.pairId,
+    FTVM_GENERATION: String(ctx.generation),
+    FTVM_ROLE: ctx.role,
+    FTVM_EVENT: ctx.event,
+  };
+  note(`on-live ${ctx.event}: running ${JSON.stringify(cmd)} (pair ${ctx.pairId}, generation ${ctx.generation}, role ${ctx.role})`);
+  const t0 = performance.now();
+  return new Promise((resolve) => {
+    let child;
+    try {
+      child = spawn('/bin/sh', ['-c', cmd], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    } catch (e) {
+      note(`on-live ${ctx.event}: cannot run the hook: ${(e as Error).message}`);
+      resolve('error');
+      return;
+    }
+    for (const stream of [child.stdout, child.stderr]) {
+      createInterface({ input: stream }).on('line', (line) => writeAllSync(2, Buffer.from(`on-live| ${line}\n`)));
+    }
+    // NOTE not unref'd: a hook the node waits for (at start) would otherwise let the event
+    // loop empty once its pipes close, before its exit is seen. A node that has finished
+    // is not kept by a hook still running: the CLI exits 2 s after its command returns.
+    child.once('error', (e) => {
+      note(`on-live ${ctx.event}: cannot run the hook: ${e.message}`);
+      resolve('error');
+    });
+    child.once('close', (code, signal) => {
+      const ms = (performance.now() - t0).toFixed(0);
+      const status = signal ?? String(code);
+      if (code === 0) note(`on-live ${ctx.event}: hook exited 0 after ${ms} ms`);
+      else note(`on-live ${ctx.event}: hook failed (${signal ? `killed by ${signal}` : `exit ${code}`}) after ${ms} ms; the node serves on`);
+      resolve(status);
+    });
+  });
+}
