@@ -14,7 +14,7 @@ export interface DevicePathRun<D> {
   /** A fresh device with fakes at its wire. */
   make: () => D;
   /** Carry out what `event` means at the device's wire. Throws on an event it does not know. */
-  exec: (dut: D, event: EventObject) => void;
+  exec: (dut: D, event: EventObject, prev: AnyMachineSnapshot, where: string) => void;
   /** Assert what the device shows in the model state `state`. */
   check: (dut: D, state: AnyMachineSnapshot, where: string) => void;
 }
@@ -25,13 +25,15 @@ export function runDevicePaths<D>(run: DevicePathRun<D>): { steps: number } {
   for (const path of run.paths) {
     const dut = run.make();
     const where = (i: number) => `path ${path.steps.map((s) => JSON.stringify(s.event)).join(' → ')} at step ${i}`;
+    let prev: AnyMachineSnapshot | undefined;
     path.steps.forEach((step, i) => {
       if (step.event.type !== 'xstate.init') {
         expect(run.eventTypes, `${step.event.type} is a declared event`).toContain(step.event.type);
-        run.exec(dut, step.event);
+        run.exec(dut, step.event, prev!, where(i));
         steps++;
       }
       run.check(dut, step.state, where(i));
+      prev = step.state;
     });
   }
   return { steps };
