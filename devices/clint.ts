@@ -47,9 +47,19 @@ export class Clint implements MmioDevice {
   private cmpLo = 0xffff_ffff;
   private cmpHi = 0xffff_ffff;
   private timer: Actor<typeof timerMachine>;
+  private inspector: { inspect?: ChartInspect; id: string };
 
   constructor(private readonly wiring: ClintWiring) {
+    this.inspector = { ...(wiring.inspect ? { inspect: wiring.inspect } : {}), id: 'timer' };
     this.timer = this.startTimer('disarmed');
+  }
+
+  /** Report the chart to `inspect` from now on, as actor `id` (restarted in its current state). */
+  inspectWith(inspect: ChartInspect, id = 'timer'): void {
+    this.inspector = { inspect, id };
+    const state = this.timerState;
+    this.timer.stop();
+    this.timer = this.startTimer(state);
   }
 
   /** The timer chart's actor (for inspection and tests). */
@@ -66,8 +76,8 @@ export class Clint implements MmioDevice {
       },
     });
     const snapshot = machine.resolveState({ value: state, context: {} });
-    const { inspect } = this.wiring;
-    return createActor(machine, { snapshot, id: 'timer', ...(inspect ? { inspect } : {}) }).start();
+    const { inspect, id } = this.inspector;
+    return createActor(machine, { snapshot, id, ...(inspect ? { inspect } : {}) }).start();
   }
 
   private get timerState(): TimerState {

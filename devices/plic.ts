@@ -50,7 +50,21 @@ export class Plic implements MmioDevice {
   /** Set by the charts' `updateMeip`; MEIP is recomputed once the transition is done. */
   private meipStale = false;
 
-  constructor(private readonly meip: IrqLine, private readonly opts: { inspect?: ChartInspect } = {}) {}
+  private inspector: { inspect?: ChartInspect; id: string };
+
+  constructor(private readonly meip: IrqLine, opts: { inspect?: ChartInspect } = {}) {
+    this.inspector = { ...opts, id: 'plic' };
+  }
+
+  /** Report the gateways to `inspect` from now on, as `<id>-<source>` (restarted in their states). */
+  inspectWith(inspect: ChartInspect, id = 'plic'): void {
+    this.inspector = { inspect, id };
+    for (const n of this.wired) {
+      const snap = this.sources[n]!.getSnapshot();
+      this.sources[n]!.stop();
+      this.sources[n] = this.startSource(n, snap.value, snap.context.lineHigh);
+    }
+  }
 
   /** The interrupt line of source `n` (1..53), for a device to raise and lower. */
   line(n: number): IrqLine {
@@ -77,8 +91,8 @@ export class Plic implements MmioDevice {
   private startSource(n: number, state: SourceState, lineHigh: boolean): Source {
     const machine = plicMachine.provide({ actions: { updateMeip: () => { this.meipStale = true; } } });
     const snapshot = machine.resolveState({ value: state, context: { lineHigh } });
-    const { inspect } = this.opts;
-    return createActor(machine, { snapshot, id: `plic-${n}`, ...(inspect ? { inspect } : {}) }).start();
+    const { inspect, id } = this.inspector;
+    return createActor(machine, { snapshot, id: `${id}-${n}`, ...(inspect ? { inspect } : {}) }).start();
   }
 
   private stateOf(n: number): SourceState {

@@ -65,13 +65,23 @@ export class Uart16550 implements MmioDevice {
   private dlm = 0;
   private fifoEnabled = false;
   private chart: UartActor;
+  private inspector: { inspect?: ChartInspect; id: string };
 
   constructor(
     private readonly irq: IrqLine,
     private readonly transmit: (byte: number) => void,
-    private readonly opts: { inspect?: ChartInspect } = {},
+    opts: { inspect?: ChartInspect } = {},
   ) {
+    this.inspector = { ...opts, id: 'uart' };
     this.chart = this.startChart({ rx: 'empty', thre: 'quiet', lsr: 'clear', irq: 'low' }, 0);
+  }
+
+  /** Report the chart to `inspect` from now on, as actor `id` (restarted in its current state). */
+  inspectWith(inspect: ChartInspect, id = 'uart'): void {
+    this.inspector = { inspect, id };
+    const { state, ier } = this;
+    this.chart.stop();
+    this.chart = this.startChart(state, ier);
   }
 
   /** The UART chart's actor (for inspection and tests). */
@@ -85,8 +95,8 @@ export class Uart16550 implements MmioDevice {
       actions: { raiseIrq: () => this.irq.set(true), lowerIrq: () => this.irq.set(false) },
     });
     const snapshot = machine.resolveState({ value, context: { ier } });
-    const { inspect } = this.opts;
-    return createActor(machine, { snapshot, id: 'uart', ...(inspect ? { inspect } : {}) }).start();
+    const { inspect, id } = this.inspector;
+    return createActor(machine, { snapshot, id, ...(inspect ? { inspect } : {}) }).start();
   }
 
   private get state(): { rx: string; thre: string; lsr: string; irq: string } {

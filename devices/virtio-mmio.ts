@@ -159,17 +159,27 @@ export class VirtioMmio implements MmioDevice {
   private broken = '';
   private readonly view: DataView;
   private chart: Actor<typeof virtioMachine>;
+  private inspector: { inspect?: ChartInspect; id: string };
 
   constructor(
     readonly device: VirtioDevice,
     private readonly irq: IrqLine,
     private readonly bus: Bus,
-    private readonly opts: { inspect?: ChartInspect } = {},
+    opts: { inspect?: ChartInspect } = {},
   ) {
     this.view = new DataView(bus.ram.buffer, bus.ram.byteOffset, bus.ram.byteLength);
     this.queues = Array.from({ length: device.queueCount }, freshQueue);
     device.attach(this);
+    this.inspector = { ...opts, id: CHART_IDS[device.deviceId] ?? 'virtio' };
     this.chart = this.startChart('reset', 0);
+  }
+
+  /** Report the chart to `inspect` from now on, as actor `id` (restarted in its current state). */
+  inspectWith(inspect: ChartInspect, id = this.inspector.id): void {
+    this.inspector = { inspect, id };
+    const snap = this.chart.getSnapshot();
+    this.chart.stop();
+    this.chart = this.startChart(snap.value, snap.context.queuesReady);
   }
 
   /** The virtio chart's actor (for inspection and tests). */
@@ -191,8 +201,7 @@ export class VirtioMmio implements MmioDevice {
       },
     });
     const snapshot = machine.resolveState({ value: phase, context: { queuesReady } });
-    const { inspect } = this.opts;
-    const id = CHART_IDS[this.device.deviceId] ?? 'virtio';
+    const { inspect, id } = this.inspector;
     return createActor(machine, { snapshot, id, ...(inspect ? { inspect } : {}) }).start();
   }
 

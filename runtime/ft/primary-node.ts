@@ -152,6 +152,8 @@ export class PrimaryNode {
       }),
       { input: { generation: opts.generation }, id: opts.name, ...(opts.inspect ? { inspect: opts.inspect } : {}) },
     );
+    // The device charts report under this node's name (`primary.timer`, `backup.uart`, ...).
+    if (opts.inspect) this.machine.inspectCharts(opts.inspect as never, `${opts.name}.`);
     this.actor.subscribe((s) => this.note('state', JSON.stringify(s.value)));
   }
 
