@@ -1,5 +1,5 @@
-import { createActor, type Actor } from 'xstate';
 import { timerMachine } from '../machines/timer.machine.js';
+import { DeviceChart } from './chart.js';
 import type { ChartInspect, IrqLine, MmioDevice } from '../runtime/types.js';
 
 /** Register offsets of the SiFive CLINT as QEMU `virt` places it (one hart). */
@@ -46,7 +46,7 @@ export class Clint implements MmioDevice {
   private msipBit = 0;
   private cmpLo = 0xffff_ffff;
   private cmpHi = 0xffff_ffff;
-  private timer: Actor<typeof timerMachine>;
+  private timer: DeviceChart<typeof timerMachine>;
   private inspector: { inspect?: ChartInspect; id: string };
 
   constructor(private readonly wiring: ClintWiring) {
@@ -63,12 +63,12 @@ export class Clint implements MmioDevice {
   }
 
   /** The timer chart's actor (for inspection and tests). */
-  get timerActor(): Actor<typeof timerMachine> {
+  get timerActor(): DeviceChart<typeof timerMachine> {
     return this.timer;
   }
 
   /** Start the chart in `state`: at construction, or from a snapshot (no entry effects rerun). */
-  private startTimer(state: TimerState): Actor<typeof timerMachine> {
+  private startTimer(state: TimerState): DeviceChart<typeof timerMachine> {
     const machine = timerMachine.provide({
       actions: {
         raiseMtip: () => this.wiring.mtip.set(true),
@@ -77,7 +77,7 @@ export class Clint implements MmioDevice {
     });
     const snapshot = machine.resolveState({ value: state, context: {} });
     const { inspect, id } = this.inspector;
-    return createActor(machine, { snapshot, id, ...(inspect ? { inspect } : {}) }).start();
+    return new DeviceChart(machine, snapshot, inspect ? { inspect, id } : undefined);
   }
 
   private get timerState(): TimerState {
@@ -133,7 +133,7 @@ export class Clint implements MmioDevice {
   /** Tell the chart only when the write changes its state (rewriting an armed compare does not). */
   private compareWritten(): void {
     const far = this.mtimecmp >= FAR;
-    if (this.timerState !== (far ? 'disarmed' : 'armed')) this.timer.send({ type: 'timer.compareWritten', far });
+    if (this.timerState !== (far ? 'disarmed' : 'armed')) this.timer.send({ type: 'timer.compareWritten', far }, far ? 'far' : 'near');
   }
 
   save(): ClintState {

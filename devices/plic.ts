@@ -1,6 +1,6 @@
-import { createActor, type Actor } from 'xstate';
 import { plicMachine } from '../machines/plic.machine.js';
 import type { ChartInspect, IrqLine, MmioDevice } from '../runtime/types.js';
+import { DeviceChart } from './chart.js';
 
 /** Sources on QEMU `virt` (source 0 means "none"). */
 export const PLIC_SOURCES = 53;
@@ -25,7 +25,7 @@ export interface PlicState {
 }
 
 type SourceState = 'idle' | 'pending' | 'claimed';
-type Source = Actor<typeof plicMachine>;
+type Source = DeviceChart<typeof plicMachine>;
 
 /**
  * Platform-level interrupt controller with level-triggered gateways (PLIC spec 1.0 §§4–9).
@@ -92,7 +92,7 @@ export class Plic implements MmioDevice {
     const machine = plicMachine.provide({ actions: { updateMeip: () => { this.meipStale = true; } } });
     const snapshot = machine.resolveState({ value: state, context: { lineHigh } });
     const { inspect, id } = this.inspector;
-    return createActor(machine, { snapshot, id: `${id}-${n}`, ...(inspect ? { inspect } : {}) }).start();
+    return new DeviceChart(machine, snapshot, inspect ? { inspect, id: `${id}-${n}` } : undefined);
   }
 
   private stateOf(n: number): SourceState {

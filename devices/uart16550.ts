@@ -1,6 +1,6 @@
-import { createActor, type Actor } from 'xstate';
 import { IER_ELSI, IER_ERBFI, IER_ETBEI, uartMachine } from '../machines/uart.machine.js';
 import type { ChartInspect, IrqLine, MmioDevice } from '../runtime/types.js';
+import { DeviceChart } from './chart.js';
 
 // Register offsets (reg-shift 0 on QEMU `virt`).
 const RBR_THR_DLL = 0;
@@ -43,7 +43,7 @@ export interface Uart16550State {
   overrun: boolean;
 }
 
-type UartActor = Actor<typeof uartMachine>;
+type UartActor = DeviceChart<typeof uartMachine>;
 
 /**
  * NS16550A console. The UART chart (machines/uart.machine.ts) decides the interrupt
@@ -96,7 +96,7 @@ export class Uart16550 implements MmioDevice {
     });
     const snapshot = machine.resolveState({ value, context: { ier } });
     const { inspect, id } = this.inspector;
-    return createActor(machine, { snapshot, id, ...(inspect ? { inspect } : {}) }).start();
+    return new DeviceChart(machine, snapshot, inspect ? { inspect, id } : undefined);
   }
 
   private get state(): { rx: string; thre: string; lsr: string; irq: string } {
@@ -179,7 +179,7 @@ export class Uart16550 implements MmioDevice {
         return;
       case IER_DLM:
         if (dlab) { this.dlm = v; return; }
-        if ((v & 0x0f) !== this.ier) this.chart.send({ type: 'uart.ierWritten', ier: v & 0x0f });
+        if ((v & 0x0f) !== this.ier) this.chart.send({ type: 'uart.ierWritten', ier: v & 0x0f }, `ier${v & 0x0f}`);
         return;
       case IIR_FCR:
       {

@@ -1,6 +1,6 @@
-import { createActor, type Actor } from 'xstate';
 import { virtioMachine } from '../machines/virtio.machine.js';
 import type { ChartInspect, IrqLine, MmioDevice } from '../runtime/types.js';
+import { DeviceChart } from './chart.js';
 import type { Bus } from '../runtime/bus.js';
 
 // virtio-mmio version 2 ("modern") transport and split virtqueues, written once for every
@@ -158,7 +158,7 @@ export class VirtioMmio implements MmioDevice {
   private queues: Queue[];
   private broken = '';
   private readonly view: DataView;
-  private chart: Actor<typeof virtioMachine>;
+  private chart: DeviceChart<typeof virtioMachine>;
   private inspector: { inspect?: ChartInspect; id: string };
 
   constructor(
@@ -183,12 +183,12 @@ export class VirtioMmio implements MmioDevice {
   }
 
   /** The virtio chart's actor (for inspection and tests). */
-  get chartActor(): Actor<typeof virtioMachine> {
+  get chartActor(): DeviceChart<typeof virtioMachine> {
     return this.chart;
   }
 
   /** Start the chart in `phase`: at construction, or from a snapshot (no entry effects rerun). */
-  private startChart(phase: Phase, queuesReady: number): Actor<typeof virtioMachine> {
+  private startChart(phase: Phase, queuesReady: number): DeviceChart<typeof virtioMachine> {
     const machine = virtioMachine.provide({
       actions: {
         resetDevice: () => this.reset(),
@@ -202,7 +202,7 @@ export class VirtioMmio implements MmioDevice {
     });
     const snapshot = machine.resolveState({ value: phase, context: { queuesReady } });
     const { inspect, id } = this.inspector;
-    return createActor(machine, { snapshot, id, ...(inspect ? { inspect } : {}) }).start();
+    return new DeviceChart(machine, snapshot, inspect ? { inspect, id } : undefined);
   }
 
   /** The driver has set DRIVER_OK and the device has not failed: requests may be served. */
@@ -269,7 +269,7 @@ export class VirtioMmio implements MmioDevice {
           q.lastAvail = 0;
           q.usedIdx = 0;
         }
-        if ((value & 1) === 1 !== ready) this.chart.send({ type: 'virtio.queueReadyWritten', queue: this.queueSel, ready: !ready });
+        if ((value & 1) === 1 !== ready) this.chart.send({ type: 'virtio.queueReadyWritten', queue: this.queueSel, ready: !ready }, `q${this.queueSel}:${!ready}`);
         return;
       case QUEUE_NOTIFY:
         if (value < this.queues.length) this.kick(value);
@@ -300,7 +300,7 @@ export class VirtioMmio implements MmioDevice {
   /** Keep the bits, and let the chart decide what they mean (status writes are rare: no cost). */
   private writeStatus(value: number): void {
     if (value === 0) {
-      this.chart.send({ type: 'virtio.statusWritten', status: 0 });
+      this.chart.send({ type: 'virtio.statusWritten', status: 0 }, 'status0');
       return;
     }
     value &= 0xff;
@@ -313,7 +313,8 @@ export class VirtioMmio implements MmioDevice {
     }
     // NEEDS_RESET is the device's to set; the driver cannot clear it without a reset.
     this.status = (value & ~STATUS_DEVICE_NEEDS_RESET) | (this.status & STATUS_DEVICE_NEEDS_RESET);
-    this.chart.send({ type: 'virtio.statusWritten', status: value & ~STATUS_DEVICE_NEEDS_RESET });
+    const status = value & ~STATUS_DEVICE_NEEDS_RESET;
+    this.chart.send({ type: 'virtio.statusWritten', status }, `status${status}`);
   }
 
   private reset(): void {
