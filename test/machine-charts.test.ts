@@ -49,6 +49,18 @@ describe('device charts in a running machine', () => {
     expect(total).toBeLessThan(r.icount / 100);
   }, 120_000);
 
+  it('irqstress: the memoized charts and inspected actors end in the same machine', async () => {
+    const plain = boot('irqstress');
+    const inspected = boot('irqstress');
+    inspected.m.inspectCharts(() => {});
+    const a = await runMachine(plain.m, { maxInstructions: 200_000_000 });
+    const b = await runMachine(inspected.m, { maxInstructions: 200_000_000 });
+    expect(b.icount).toBe(a.icount);
+    expect(inspected.m.digest()).toBe(plain.m.digest());
+    expect(chartStates(inspected.m)).toEqual(chartStates(plain.m));
+    expect(inspected.outputs).toEqual(plain.outputs);
+  }, 120_000);
+
   it('irqstress: a snapshot restores the chart states, and the run goes on the same', async () => {
     const whole = boot('irqstress');
     const ref = await runMachine(whole.m, { maxInstructions: 200_000_000 });
