@@ -1,4 +1,6 @@
-import type { IrqLine, MmioDevice } from '../runtime/types.js';
+import { timerMachine } from '../machines/timer.machine.js';
+import { DeviceChart } from './chart.js';
+import type { ChartInspect, IrqLine, MmioDevice } from '../runtime/types.js';
 
 /** Register offsets of the SiFive CLINT as QEMU `virt` places it (one hart). */
 const MSIP = 0x0000;
@@ -16,6 +18,8 @@ export interface ClintWiring {
   mtime: () => number;
   /** Ask the CPU to end the batch after the current instruction. */
   requestExit: () => void;
+  /** Report the timer chart to an inspector (`--inspect`, the dashboard). */
+  inspect?: ChartInspect;
 }
 
 export interface ClintState {
@@ -25,19 +29,60 @@ export interface ClintState {
   mtip: boolean;
 }
 
+type TimerState = 'disarmed' | 'armed' | 'pending';
+
+/** mtimecmp at or beyond this is never reached: the chart's `far` (guests write all ones to disarm). */
+const FAR = Number.MAX_SAFE_INTEGER;
+
 /**
- * Core-local interruptor. NOTE determinism (DESIGN §2): MTIP is not derived from mtime here,
- * because mtime is host time on the primary. A write to mtimecmp lowers MTIP and ends the batch;
- * the env then decides at a batch boundary when the timer fires and calls `raiseTimer()`, so
- * the interrupt lands at an icount that can be logged and replayed.
+ * Core-local interruptor. The timer chart (machines/timer.machine.ts) decides MTIP: armed,
+ * pending or disarmed; this class keeps the plain registers (msip, mtimecmp) and supplies the
+ * chart's effects (the MTIP line). NOTE determinism (DESIGN §2): MTIP is not derived from
+ * mtime here, because mtime is host time on the primary. A write to mtimecmp re-arms (lowering
+ * MTIP) and ends the batch; the env then decides at a batch boundary when the timer fires and
+ * calls `raiseTimer()`, so the interrupt lands at an icount that can be logged and replayed.
  */
 export class Clint implements MmioDevice {
   private msipBit = 0;
   private cmpLo = 0xffff_ffff;
   private cmpHi = 0xffff_ffff;
-  private mtipUp = false;
+  private timer: DeviceChart<typeof timerMachine>;
+  private inspector: { inspect?: ChartInspect; id: string };
 
-  constructor(private readonly wiring: ClintWiring) {}
+  constructor(private readonly wiring: ClintWiring) {
+    this.inspector = { ...(wiring.inspect ? { inspect: wiring.inspect } : {}), id: 'timer' };
+    this.timer = this.startTimer('disarmed');
+  }
+
+  /** Report the chart to `inspect` from now on, as actor `id` (restarted in its current state). */
+  inspectWith(inspect: ChartInspect, id = 'timer'): void {
+    this.inspector = { inspect, id };
+    const state = this.timerState;
+    this.timer.stop();
+    this.timer = this.startTimer(state);
+  }
+
+  /** The timer chart's actor (for inspection and tests). */
+  get timerActor(): DeviceChart<typeof timerMachine> {
+    return this.timer;
+  }
+
+  /** Start the chart in `state`: at construction, or from a snapshot (no entry effects rerun). */
+  private startTimer(state: TimerState): DeviceChart<typeof timerMachine> {
+    const machine = timerMachine.provide({
+      actions: {
+        raiseMtip: () => this.wiring.mtip.set(true),
+        lowerMtip: () => this.wiring.mtip.set(false),
+      },
+    });
+    const snapshot = machine.resolveState({ value: state, context: {} });
+    const { inspect, id } = this.inspector;
+    return new DeviceChart(machine, snapshot, inspect ? { inspect, id } : undefined);
+  }
+
+  private get timerState(): TimerState {
+    return this.timer.getSnapshot().value;
+  }
 
   /** mtimecmp as a number (exact below 2^53; larger values only compare as "far future"). */
   get mtimecmp(): number {
@@ -46,13 +91,12 @@ export class Clint implements MmioDevice {
 
   /** Whether MTIP is currently raised. */
   get timerPending(): boolean {
-    return this.mtipUp;
+    return this.timerState === 'pending';
   }
 
   /** The env decided mtime has reached mtimecmp: raise the machine timer interrupt. */
   raiseTimer(): void {
-    this.mtipUp = true;
-    this.wiring.mtip.set(true);
+    if (this.timerState === 'armed') this.timer.send({ type: 'timer.fired' });
   }
 
   read(offset: number, _size: 1 | 2 | 4): number {
@@ -76,7 +120,8 @@ export class Clint implements MmioDevice {
       case MTIMECMP_HI:
         if (offset === MTIMECMP_LO) this.cmpLo = value >>> 0;
         else this.cmpHi = value >>> 0;
-        this.lowerTimer();
+        this.compareWritten();
+        // The env computes the batch budget from mtimecmp: let it see the new deadline.
         this.wiring.requestExit();
         return;
       default:
@@ -85,14 +130,14 @@ export class Clint implements MmioDevice {
     }
   }
 
-  private lowerTimer(): void {
-    if (!this.mtipUp) return;
-    this.mtipUp = false;
-    this.wiring.mtip.set(false);
+  /** Tell the chart only when the write changes its state (rewriting an armed compare does not). */
+  private compareWritten(): void {
+    const far = this.mtimecmp >= FAR;
+    if (this.timerState !== (far ? 'disarmed' : 'armed')) this.timer.send({ type: 'timer.compareWritten', far }, far ? 'far' : 'near');
   }
 
   save(): ClintState {
-    return { msip: this.msipBit, mtimecmpLo: this.cmpLo, mtimecmpHi: this.cmpHi, mtip: this.mtipUp };
+    return { msip: this.msipBit, mtimecmpLo: this.cmpLo, mtimecmpHi: this.cmpHi, mtip: this.timerPending };
   }
 
   load(state: unknown): void {
@@ -100,8 +145,10 @@ export class Clint implements MmioDevice {
     this.msipBit = s.msip & 1;
     this.cmpLo = s.mtimecmpLo >>> 0;
     this.cmpHi = s.mtimecmpHi >>> 0;
-    this.mtipUp = s.mtip;
+    // The chart's state follows from the registers: pending if MTIP was up, else by mtimecmp.
+    this.timer.stop();
+    this.timer = this.startTimer(s.mtip ? 'pending' : this.mtimecmp >= FAR ? 'disarmed' : 'armed');
     this.wiring.msip.set(this.msipBit === 1);
-    this.wiring.mtip.set(this.mtipUp);
+    this.wiring.mtip.set(s.mtip);
   }
 }

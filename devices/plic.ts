@@ -1,4 +1,6 @@
-import type { IrqLine, MmioDevice } from '../runtime/types.js';
+import { plicMachine } from '../machines/plic.machine.js';
+import type { ChartInspect, IrqLine, MmioDevice } from '../runtime/types.js';
+import { DeviceChart } from './chart.js';
 
 /** Sources on QEMU `virt` (source 0 means "none"). */
 export const PLIC_SOURCES = 53;
@@ -22,53 +24,115 @@ export interface PlicState {
   threshold: number;
 }
 
+type SourceState = 'idle' | 'pending' | 'claimed';
+type Source = DeviceChart<typeof plicMachine>;
+
 /**
  * Platform-level interrupt controller with level-triggered gateways (PLIC spec 1.0 §§4–9).
- * A source whose line is high becomes pending unless it is claimed; a claim clears pending;
- * a completion releases the gateway and, if the line is still high, re-pends it.
- * MEIP = some pending, enabled source has priority above the threshold.
+ * Each source's gateway is a PLIC chart (machines/plic.machine.ts) that decides pending and
+ * claimed: a source whose line is high becomes pending unless it is claimed; a claim clears
+ * pending; a completion releases the gateway and, if the line is still high, re-pends it. The
+ * pending register and the claim register answer from those charts. Priorities, enables and
+ * the threshold are plain registers. MEIP = some pending, enabled source has priority above
+ * the threshold. A chart exists for each source that has a line (the UART and virtio slots);
+ * a source without one can never be pending. Events are sent only on a change (a line set to
+ * the level it has sends none).
  */
 export class Plic implements MmioDevice {
   private readonly priority = new Uint32Array(PLIC_SOURCES + 1);
-  private readonly pending = new Uint32Array(WORDS);
   private readonly enable = new Uint32Array(WORDS);
-  private readonly claimed = new Uint32Array(WORDS);
-  private readonly level = new Uint32Array(WORDS);
+  /** The gateway chart of each source that has one, by source number. */
+  private readonly sources: (Source | undefined)[] = new Array(PLIC_SOURCES + 1).fill(undefined);
+  /** Source numbers with a chart, ascending (claims scan only these). */
+  private wired: number[] = [];
   private threshold = 0;
   private meipUp = false;
+  /** Set by the charts' `updateMeip`; MEIP is recomputed once the transition is done. */
+  private meipStale = false;
 
-  constructor(private readonly meip: IrqLine) {}
+  private inspector: { inspect?: ChartInspect; id: string };
+
+  constructor(private readonly meip: IrqLine, opts: { inspect?: ChartInspect } = {}) {
+    this.inspector = { ...opts, id: 'plic' };
+  }
+
+  /** Report the gateways to `inspect` from now on, as `<id>-<source>` (restarted in their states). */
+  inspectWith(inspect: ChartInspect, id = 'plic'): void {
+    this.inspector = { inspect, id };
+    for (const n of this.wired) {
+      const snap = this.sources[n]!.getSnapshot();
+      this.sources[n]!.stop();
+      this.sources[n] = this.startSource(n, snap.value, snap.context.lineHigh);
+    }
+  }
 
   /** The interrupt line of source `n` (1..53), for a device to raise and lower. */
   line(n: number): IrqLine {
     if (!Number.isInteger(n) || n < 1 || n > PLIC_SOURCES) throw new RangeError(`PLIC source ${n} out of range 1..${PLIC_SOURCES}`);
+    this.source(n);
     return { set: (high: boolean) => this.setLevel(n, high) };
   }
 
-  private setLevel(n: number, high: boolean): void {
-    const w = n >>> 5, b = 1 << (n & 31);
-    if (high) {
-      this.level[w] |= b;
-      if (!(this.claimed[w] & b)) this.pending[w] |= b;
-    } else {
-      this.level[w] &= ~b;
-      // Level-triggered: a lowered line withdraws a request nobody has claimed yet.
-      this.pending[w] &= ~b;
+  /** The gateway chart of source `n` (its actor, for inspection and tests). */
+  gateway(n: number): Source | undefined {
+    return this.sources[n];
+  }
+
+  /** Source `n`'s chart, started in `state` if it has none yet. */
+  private source(n: number, state: SourceState = 'idle', lineHigh = false): Source {
+    const have = this.sources[n];
+    if (have) return have;
+    const actor = this.startSource(n, state, lineHigh);
+    this.sources[n] = actor;
+    this.wired = [...this.wired, n].sort((a, b) => a - b);
+    return actor;
+  }
+
+  private startSource(n: number, state: SourceState, lineHigh: boolean): Source {
+    const machine = plicMachine.provide({ actions: { updateMeip: () => { this.meipStale = true; } } });
+    const snapshot = machine.resolveState({ value: state, context: { lineHigh } });
+    const { inspect, id } = this.inspector;
+    return new DeviceChart(machine, snapshot, inspect ? { inspect, id: `${id}-${n}` } : undefined);
+  }
+
+  private stateOf(n: number): SourceState {
+    const a = this.sources[n];
+    return a ? a.getSnapshot().value : 'idle';
+  }
+
+  /** Send `type` to source `n`'s gateway, then recompute MEIP if the chart asked to. */
+  private send(n: number, type: 'plic.raised' | 'plic.lowered' | 'plic.claimed' | 'plic.completed'): void {
+    this.sources[n]!.send({ type });
+    if (this.meipStale) {
+      this.meipStale = false;
+      this.update();
     }
-    this.update();
+  }
+
+  private setLevel(n: number, high: boolean): void {
+    const a = this.sources[n]!;
+    if (a.getSnapshot().context.lineHigh === high) return;
+    this.send(n, high ? 'plic.raised' : 'plic.lowered');
   }
 
   /** The source a claim would return now: highest priority above threshold, lowest id on ties. */
   private best(): number {
     let best = 0, bestPrio = this.threshold;
-    for (let n = 1; n <= PLIC_SOURCES; n++) {
+    for (const n of this.wired) {
       const w = n >>> 5, b = 1 << (n & 31);
-      if ((this.pending[w] & this.enable[w] & b) && this.priority[n] > bestPrio) {
+      if ((this.enable[w] & b) && this.priority[n] > bestPrio && this.stateOf(n) === 'pending') {
         best = n;
         bestPrio = this.priority[n];
       }
     }
     return best;
+  }
+
+  /** Bit `n & 31` set for each source `n` of word `w` whose gateway is in `state`. */
+  private bits(w: number, state: SourceState): number {
+    let v = 0;
+    for (const n of this.wired) if (n >>> 5 === w && this.stateOf(n) === state) v |= 1 << (n & 31);
+    return v >>> 0;
   }
 
   private update(): void {
@@ -84,7 +148,7 @@ export class Plic implements MmioDevice {
       const n = (offset - PRIORITY_BASE) >>> 2;
       return n <= PLIC_SOURCES ? this.priority[n] : 0;
     }
-    if (offset < PENDING_BASE + WORDS * 4) return this.pending[(offset - PENDING_BASE) >>> 2];
+    if (offset < PENDING_BASE + WORDS * 4) return this.bits((offset - PENDING_BASE) >>> 2, 'pending');
     if (offset >= ENABLE_BASE && offset < ENABLE_BASE + WORDS * 4) return this.enable[(offset - ENABLE_BASE) >>> 2];
     if (offset === THRESHOLD) return this.threshold;
     if (offset === CLAIM) return this.claim();
@@ -115,12 +179,7 @@ export class Plic implements MmioDevice {
 
   private claim(): number {
     const n = this.best();
-    if (n !== 0) {
-      const w = n >>> 5, b = 1 << (n & 31);
-      this.pending[w] &= ~b;
-      this.claimed[w] |= b;
-      this.update();
-    }
+    if (n !== 0) this.send(n, 'plic.claimed');
     return n;
   }
 
@@ -128,19 +187,19 @@ export class Plic implements MmioDevice {
     if (n < 1 || n > PLIC_SOURCES) return;
     const w = n >>> 5, b = 1 << (n & 31);
     // PLIC spec §9: a completion for a source that is not enabled is ignored.
-    if (!(this.enable[w] & b) || !(this.claimed[w] & b)) return;
-    this.claimed[w] &= ~b;
-    if (this.level[w] & b) this.pending[w] |= b;
-    this.update();
+    if (!(this.enable[w] & b) || this.stateOf(n) !== 'claimed') return;
+    this.send(n, 'plic.completed');
   }
 
   save(): PlicState {
+    const level = new Array<number>(WORDS).fill(0);
+    for (const n of this.wired) if (this.sources[n]!.getSnapshot().context.lineHigh) level[n >>> 5]! |= 1 << (n & 31);
     return {
       priority: Array.from(this.priority),
-      pending: Array.from(this.pending),
+      pending: Array.from({ length: WORDS }, (_, w) => this.bits(w, 'pending')),
       enable: Array.from(this.enable),
-      claimed: Array.from(this.claimed),
-      level: Array.from(this.level),
+      claimed: Array.from({ length: WORDS }, (_, w) => this.bits(w, 'claimed')),
+      level: level.map((v) => v >>> 0),
       threshold: this.threshold,
     };
   }
@@ -148,11 +207,19 @@ export class Plic implements MmioDevice {
   load(state: unknown): void {
     const s = state as PlicState;
     this.priority.set(s.priority);
-    this.pending.set(s.pending);
     this.enable.set(s.enable);
-    this.claimed.set(s.claimed);
-    this.level.set(s.level);
     this.threshold = s.threshold;
+    // Each gateway restarts in the state its saved bits name (no entry effects rerun).
+    const bit = (words: number[], n: number) => ((words[n >>> 5] ?? 0) >>> (n & 31)) & 1;
+    for (let n = 1; n <= PLIC_SOURCES; n++) {
+      const state: SourceState = bit(s.claimed, n) ? 'claimed' : bit(s.pending, n) ? 'pending' : 'idle';
+      const lineHigh = bit(s.level, n) === 1;
+      const old = this.sources[n];
+      if (!old && state === 'idle' && !lineHigh) continue;
+      old?.stop();
+      if (old) this.sources[n] = this.startSource(n, state, lineHigh);
+      else this.source(n, state, lineHigh);
+    }
     this.meipUp = this.best() !== 0;
     this.meip.set(this.meipUp);
   }

@@ -1,4 +1,6 @@
-import type { IrqLine, MmioDevice } from '../runtime/types.js';
+import { virtioMachine } from '../machines/virtio.machine.js';
+import type { ChartInspect, IrqLine, MmioDevice } from '../runtime/types.js';
+import { DeviceChart } from './chart.js';
 import type { Bus } from '../runtime/bus.js';
 
 // virtio-mmio version 2 ("modern") transport and split virtqueues, written once for every
@@ -112,13 +114,34 @@ export interface VirtioMmioState {
   device: unknown;
 }
 
-const freshQueue = (): QueueState => ({ num: 0, ready: false, desc: 0, avail: 0, used: 0, lastAvail: 0, usedIdx: 0 });
+/** A queue's registers; whether it is ready is the chart's (`queuesReady`). */
+type Queue = Omit<QueueState, 'ready'>;
+
+const freshQueue = (): Queue => ({ num: 0, desc: 0, avail: 0, used: 0, lastAvail: 0, usedIdx: 0 });
+
+type Phase = 'reset' | 'acknowledged' | 'driverFound' | 'featuresOk' | 'ready' | 'needsReset' | 'failed';
+
+/** The phase a saved Status value names, by the chart's own order (FAILED first). */
+function phaseOf(status: number): Phase {
+  if (status & STATUS_FAILED) return 'failed';
+  if (status & STATUS_DEVICE_NEEDS_RESET) return 'needsReset';
+  if (status & STATUS_DRIVER_OK) return 'ready';
+  if (status & STATUS_FEATURES_OK) return 'featuresOk';
+  if (status & STATUS_DRIVER) return 'driverFound';
+  if (status & STATUS_ACKNOWLEDGE) return 'acknowledged';
+  return 'reset';
+}
+
+const CHART_IDS: Record<number, string> = { 1: 'virtio-net', 2: 'virtio-blk' };
 
 /** A guest mistake that makes the device stop and ask for a reset; never escapes the transport. */
 export class VirtqError extends Error {}
 
 /**
- * The virtio-mmio register window plus split-virtqueue access to guest RAM. Every guest
+ * The virtio-mmio register window plus split-virtqueue access to guest RAM. The virtio chart
+ * (machines/virtio.machine.ts) decides the device's phase (requests are served only in
+ * `ready`), DEVICE_NEEDS_RESET, the reset, and which queues are ready; this class keeps the
+ * registers and supplies the chart's effects. Every guest
  * address is checked against RAM before it is touched: a bad chain (address outside RAM, a
  * loop, a readable segment after a writable one, a queue that is not ready) sets
  * DEVICE_NEEDS_RESET and raises a configuration interrupt (VIRTIO 1.1 §2.1.2), and the
@@ -132,23 +155,64 @@ export class VirtioMmio implements MmioDevice {
   private queueSel = 0;
   private interruptStatus = 0;
   private configGeneration = 0;
-  private queues: QueueState[];
+  private queues: Queue[];
   private broken = '';
   private readonly view: DataView;
+  private chart: DeviceChart<typeof virtioMachine>;
+  private inspector: { inspect?: ChartInspect; id: string };
 
   constructor(
     readonly device: VirtioDevice,
     private readonly irq: IrqLine,
     private readonly bus: Bus,
+    opts: { inspect?: ChartInspect } = {},
   ) {
     this.view = new DataView(bus.ram.buffer, bus.ram.byteOffset, bus.ram.byteLength);
     this.queues = Array.from({ length: device.queueCount }, freshQueue);
     device.attach(this);
+    this.inspector = { ...opts, id: CHART_IDS[device.deviceId] ?? 'virtio' };
+    this.chart = this.startChart('reset', 0);
+  }
+
+  /** Report the chart to `inspect` from now on, as actor `id` (restarted in its current state). */
+  inspectWith(inspect: ChartInspect, id = this.inspector.id): void {
+    this.inspector = { inspect, id };
+    const snap = this.chart.getSnapshot();
+    this.chart.stop();
+    this.chart = this.startChart(snap.value, snap.context.queuesReady);
+  }
+
+  /** The virtio chart's actor (for inspection and tests). */
+  get chartActor(): DeviceChart<typeof virtioMachine> {
+    return this.chart;
+  }
+
+  /** Start the chart in `phase`: at construction, or from a snapshot (no entry effects rerun). */
+  private startChart(phase: Phase, queuesReady: number): DeviceChart<typeof virtioMachine> {
+    const machine = virtioMachine.provide({
+      actions: {
+        resetDevice: () => this.reset(),
+        raiseConfigInterrupt: () => {
+          this.status |= STATUS_DEVICE_NEEDS_RESET;
+          this.device.reset();
+          this.interruptStatus |= INT_CONFIG;
+          this.updateIrq();
+        },
+      },
+    });
+    const snapshot = machine.resolveState({ value: phase, context: { queuesReady } });
+    const { inspect, id } = this.inspector;
+    return new DeviceChart(machine, snapshot, inspect ? { inspect, id } : undefined);
   }
 
   /** The driver has set DRIVER_OK and the device has not failed: requests may be served. */
   get live(): boolean {
-    return (this.status & (STATUS_DRIVER_OK | STATUS_DEVICE_NEEDS_RESET)) === STATUS_DRIVER_OK;
+    return this.chart.getSnapshot().value === 'ready';
+  }
+
+  /** Queue `qi` exists and is ready (QueueReady = 1), by the chart. */
+  private isReady(qi: number): boolean {
+    return qi < this.queues.length && (this.chart.getSnapshot().context.queuesReady & (1 << qi)) !== 0;
   }
 
   get deviceStatus(): number {
@@ -174,7 +238,7 @@ export class VirtioMmio implements MmioDevice {
         if (this.deviceFeaturesSel === 1) return (this.device.features[1] | VIRTIO_F_VERSION_1_HI) >>> 0;
         return 0;
       case QUEUE_NUM_MAX: return q ? QUEUE_MAX : 0;
-      case QUEUE_READY: return q?.ready ? 1 : 0;
+      case QUEUE_READY: return this.isReady(this.queueSel) ? 1 : 0;
       case INTERRUPT_STATUS: return this.interruptStatus;
       case STATUS: return this.status;
       case CONFIG_GENERATION: return this.configGeneration;
@@ -186,6 +250,7 @@ export class VirtioMmio implements MmioDevice {
     if (offset >= CONFIG || size !== 4) return; // config space is read-only for blk and net
     value >>>= 0;
     const q = this.queues[this.queueSel];
+    const ready = this.isReady(this.queueSel);
     switch (offset) {
       case DEVICE_FEATURES_SEL: this.deviceFeaturesSel = value; return;
       case DRIVER_FEATURES_SEL: this.driverFeaturesSel = value; return;
@@ -196,17 +261,15 @@ export class VirtioMmio implements MmioDevice {
       case QUEUE_SEL: this.queueSel = value; return;
       case QUEUE_NUM:
         // A power of two up to the maximum (§2.6: split queue sizes are powers of 2).
-        if (q && !q.ready) q.num = value >= 1 && value <= QUEUE_MAX && (value & (value - 1)) === 0 ? value : 0;
+        if (q && !ready) q.num = value >= 1 && value <= QUEUE_MAX && (value & (value - 1)) === 0 ? value : 0;
         return;
       case QUEUE_READY:
         if (!q) return;
         if (value & 1) {
-          q.ready = true;
           q.lastAvail = 0;
           q.usedIdx = 0;
-        } else {
-          q.ready = false;
         }
+        if ((value & 1) === 1 !== ready) this.chart.send({ type: 'virtio.queueReadyWritten', queue: this.queueSel, ready: !ready }, `q${this.queueSel}:${!ready}`);
         return;
       case QUEUE_NOTIFY:
         if (value < this.queues.length) this.kick(value);
@@ -216,14 +279,14 @@ export class VirtioMmio implements MmioDevice {
         this.updateIrq();
         return;
       case STATUS: this.writeStatus(value); return;
-      case QUEUE_DESC_LOW: if (q && !q.ready) q.desc = value; return;
-      case QUEUE_DRIVER_LOW: if (q && !q.ready) q.avail = value; return;
-      case QUEUE_DEVICE_LOW: if (q && !q.ready) q.used = value; return;
+      case QUEUE_DESC_LOW: if (q && !ready) q.desc = value; return;
+      case QUEUE_DRIVER_LOW: if (q && !ready) q.avail = value; return;
+      case QUEUE_DEVICE_LOW: if (q && !ready) q.used = value; return;
       case QUEUE_DESC_HIGH:
       case QUEUE_DRIVER_HIGH:
       case QUEUE_DEVICE_HIGH:
         // RAM lies below 4 GiB: a high word makes the ring unreachable, caught when used.
-        if (q && !q.ready && value !== 0) {
+        if (q && !ready && value !== 0) {
           if (offset === QUEUE_DESC_HIGH) q.desc = -1;
           else if (offset === QUEUE_DRIVER_HIGH) q.avail = -1;
           else q.used = -1;
@@ -234,9 +297,10 @@ export class VirtioMmio implements MmioDevice {
     }
   }
 
+  /** Keep the bits, and let the chart decide what they mean (status writes are rare: no cost). */
   private writeStatus(value: number): void {
     if (value === 0) {
-      this.reset();
+      this.chart.send({ type: 'virtio.statusWritten', status: 0 }, 'status0');
       return;
     }
     value &= 0xff;
@@ -249,6 +313,8 @@ export class VirtioMmio implements MmioDevice {
     }
     // NEEDS_RESET is the device's to set; the driver cannot clear it without a reset.
     this.status = (value & ~STATUS_DEVICE_NEEDS_RESET) | (this.status & STATUS_DEVICE_NEEDS_RESET);
+    const status = value & ~STATUS_DEVICE_NEEDS_RESET;
+    this.chart.send({ type: 'virtio.statusWritten', status }, `status${status}`);
   }
 
   private reset(): void {
@@ -267,7 +333,7 @@ export class VirtioMmio implements MmioDevice {
   private kick(qi: number): void {
     if (!this.live) return;
     const q = this.queues[qi]!;
-    if (!q.ready || q.num === 0) {
+    if (!this.isReady(qi) || q.num === 0) {
       this.fail(`queue ${qi} notified while not ready`);
       return;
     }
@@ -276,12 +342,10 @@ export class VirtioMmio implements MmioDevice {
 
   /** Set DEVICE_NEEDS_RESET and tell the driver (§2.1.2). Requests stop until the driver resets. */
   fail(why: string): void {
-    if (this.status & STATUS_DEVICE_NEEDS_RESET) return;
-    this.status |= STATUS_DEVICE_NEEDS_RESET;
+    // Only a device serving requests can find a mistake in them (the chart's `ready`).
+    if (!this.live) return;
     this.broken = why;
-    this.device.reset();
-    this.interruptStatus |= INT_CONFIG;
-    this.updateIrq();
+    this.chart.send({ type: 'virtio.broken' });
   }
 
   private updateIrq(): void {
@@ -305,7 +369,7 @@ export class VirtioMmio implements MmioDevice {
    */
   availableCount(qi: number, failOnBad = true): number {
     const q = this.queues[qi];
-    if (!q || !q.ready || !this.live) return 0;
+    if (!q || !this.isReady(qi) || !this.live) return 0;
     if (!failOnBad) {
       const off = q.avail - this.bus.ramBase;
       if (q.avail < 0 || off < 0 || off + 4 + 2 * q.num > this.bus.ramBytes) return 0;
@@ -342,7 +406,7 @@ export class VirtioMmio implements MmioDevice {
     }
   }
 
-  private walk(q: QueueState, head: number): Chain {
+  private walk(q: Queue, head: number): Chain {
     const chain: Chain = { head, read: [], readBytes: 0, write: [], writeBytes: 0 };
     if (head >= q.num) throw new VirtqError(`chain head ${head} beyond queue size ${q.num}`);
     let table = this.ramOff(q.desc, DESC_BYTES * q.num);
@@ -389,7 +453,7 @@ export class VirtioMmio implements MmioDevice {
   /** Return a chain to the driver with `written` bytes written, and interrupt (§2.6.8). */
   push(qi: number, head: number, written: number): void {
     const q = this.queues[qi];
-    if (!q || !q.ready || !this.live) return;
+    if (!q || !this.isReady(qi) || !this.live) return;
     try {
       const off = this.ramOff(q.used, 4 + 8 * q.num);
       const slot = off + 4 + 8 * (q.usedIdx % q.num);
@@ -457,7 +521,7 @@ export class VirtioMmio implements MmioDevice {
       queueSel: this.queueSel,
       interruptStatus: this.interruptStatus,
       configGeneration: this.configGeneration,
-      queues: this.queues.map((q) => ({ ...q })),
+      queues: this.queues.map((q, qi) => ({ ...q, ready: this.isReady(qi) })),
       broken: this.broken,
       device: this.device.save(),
     };
@@ -472,9 +536,13 @@ export class VirtioMmio implements MmioDevice {
     this.queueSel = s.queueSel;
     this.interruptStatus = s.interruptStatus;
     this.configGeneration = s.configGeneration;
-    this.queues = s.queues.map((q) => ({ ...q }));
+    this.queues = s.queues.map(({ ready: _ready, ...q }) => ({ ...q }));
     this.broken = s.broken;
     this.device.load(s.device);
+    // The chart restarts in the phase the saved Status names, with the saved queues ready.
+    const queuesReady = s.queues.reduce((bits, q, qi) => (q.ready ? bits | (1 << qi) : bits), 0);
+    this.chart.stop();
+    this.chart = this.startChart(phaseOf(s.status), queuesReady);
     this.updateIrq();
   }
 }

@@ -11,7 +11,8 @@ import { digestMachine, restoreMachine, snapshotMachine, type MachineSnapshot } 
 import type { Env } from './env/env.js';
 import { MachineIo, type DiskOptions, type NetOptions } from './io/machine-io.js';
 import type { PendingRequest } from '../devices/virtio-blk.js';
-import { Exit, type IrqLine, type MmioDevice, type Output } from './types.js';
+import { VirtioMmio } from '../devices/virtio-mmio.js';
+import { Exit, type ChartInspect, type IrqLine, type MmioDevice, type Output } from './types.js';
 import {
   CLINT_BASE, CLINT_SIZE, DEFAULT_MEMORY_MIB, PLIC_BASE, PLIC_SIZE, RAM_BASE, RTC_BASE, RTC_SIZE,
   TEST_BASE, TEST_SIZE, UART_BASE, UART_IRQ, UART_SIZE, VIRTIO_BASE, VIRTIO_SLOTS, VIRTIO_STRIDE, virtioIrq,
@@ -147,6 +148,23 @@ export class Machine {
     const m = new Machine({ ...opts, memoryMiB: snap.memoryMiB });
     m.restore(snap);
     return m;
+  }
+
+  /**
+   * Report every device chart (timer, UART, PLIC gateways, virtio transports) to `inspect`
+   * (`--inspect`, the dashboard), as actors `<prefix>timer`, `<prefix>uart`, `<prefix>plic-N`,
+   * `<prefix>virtio-blk-<slot>`/`virtio-net-<slot>`.
+   */
+  inspectCharts(inspect: ChartInspect, prefix = ''): void {
+    this.clint.inspectWith(inspect, `${prefix}timer`);
+    this.uart.inspectWith(inspect, `${prefix}uart`);
+    this.plic.inspectWith(inspect, `${prefix}plic`);
+    this.virtio.forEach((dev, slot) => {
+      if (dev instanceof VirtioMmio) {
+        const kind = dev.device.deviceId === 1 ? 'virtio-net' : dev.device.deviceId === 2 ? 'virtio-blk' : 'virtio';
+        dev.inspectWith(inspect, `${prefix}${kind}-${slot}`);
+      }
+    });
   }
 
   /** Hex digest of architectural state (RAM, hart, devices), for divergence checks (DESIGN §3). */

@@ -1,6 +1,7 @@
 // Contracts shared by the CPU, the devices, the environment and the runtime.
 // Everything non-deterministic enters through `Env`; everything the outside world may
 // observe leaves through `Output` (and so falls under the output rule, DESIGN §3).
+import type { ActorOptions, AnyActorLogic } from 'xstate';
 
 /** Why a batch ended. Plain numbers so the hot loop never allocates. */
 export const Exit = {
@@ -55,3 +56,9 @@ export interface GuestFault {
   icount: number;
   message: string;
 }
+
+/**
+ * How a device's chart reports to an inspector (`--inspect`, the dashboard): the `inspect`
+ * option of `createActor`. Devices pass it to the actors of their charts.
+ */
+export type ChartInspect = NonNullable<ActorOptions<AnyActorLogic>['inspect']>;

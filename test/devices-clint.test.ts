@@ -64,6 +64,7 @@ describe('CLINT', () => {
     const a = rig();
     a.clint.write(0, 4, 1);
     a.clint.write(0x4000, 4, 77);
+    a.clint.write(0x4004, 4, 0); // armed: the env fires only an armed timer
     a.clint.raiseTimer();
     const b = rig();
     b.clint.load(JSON.parse(JSON.stringify(a.clint.save())));

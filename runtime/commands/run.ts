@@ -208,6 +208,8 @@ async function run(argv: string[]): Promise<number> {
     process.stderr.write(`ftvm: ${(e as Error).message}\n`);
     return (e as CliError).exitCode ?? 1;
   }
+  // The device charts report to the same relay (actors `timer`, `uart`, `plic-N`, `virtio-*`).
+  if (views?.inspect) machine.inspectCharts(views.inspect);
   const abort = new AbortController();
   let abortCode = EXIT_INTERRUPTED;
   const detach = attachConsole(live, (code) => {

@@ -160,6 +160,8 @@ export class BackupNode {
         ...(opts.inspect ? { inspect: opts.inspect } : {}),
       },
     );
+    // The device charts report under this node's name (`primary.timer`, `backup.uart`, ...).
+    if (opts.inspect) this.machine.inspectCharts(opts.inspect as never, `${opts.name}.`);
     this.actor.subscribe((s) => {
       this.note('state', JSON.stringify(s.value));
       if (s.value === 'abandoned') this.finishWith({ reason: 'stopped', detail: s.context.synced ? 'the primary went away' : 'the primary went away before the snapshot arrived' });

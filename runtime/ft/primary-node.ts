@@ -156,6 +156,8 @@ export class PrimaryNode {
         ...(opts.inspect ? { inspect: opts.inspect } : {}),
       },
     );
+    // The device charts report under this node's name (`primary.timer`, `backup.uart`, ...).
+    if (opts.inspect) this.machine.inspectCharts(opts.inspect as never, `${opts.name}.`);
     this.actor.subscribe((s) => this.note('state', JSON.stringify(s.value)));
   }
 

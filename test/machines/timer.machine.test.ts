@@ -1,41 +1,71 @@
 import { describe, expect, it } from 'vitest';
-import { createActor } from 'xstate';
 import { createTestModel } from 'xstate/graph';
+import { Clint } from '../../devices/clint.js';
+import type { ChartInspect } from '../../runtime/types.js';
 import { timerMachine, type TimerEvent } from '../../machines/timer.machine.js';
-import { count, eventsCovered, eventsHandled, everyTransition, recording, runPaths, type Rule } from './harness.js';
+import { eventsCovered, eventsHandled, everyTransition } from './harness.js';
+import { eventCounter, runDevicePaths } from './device-harness.js';
 
 const EVENT_TYPES: Record<TimerEvent['type'], true> = { 'timer.compareWritten': true, 'timer.fired': true };
-const ACTIONS = ['armDeadline', 'raiseMtip', 'lowerMtip'];
+const MTIMECMP_LO = 0x4000, MTIMECMP_HI = 0x4004;
 
 const model = createTestModel(timerMachine, {
   ...everyTransition,
   events: [{ type: 'timer.compareWritten', far: true }, { type: 'timer.compareWritten', far: false }],
 });
 
-const rules: Rule[] = [
-  // MTIP is level (privileged spec, mip.MTIP): raised exactly while the chart is pending.
-  ({ next, all }) => {
-    expect(count(all, 'raiseMtip') - count(all, 'lowerMtip')).toBe(next.matches('pending') ? 1 : 0);
-  },
-  // Every compare write moves the deadline: a near one is watched, a far one disarms.
-  ({ event, next, fired }) => {
-    if (event.type === 'timer.compareWritten') {
-      const far = (event as TimerEvent & { far: boolean }).far;
-      expect(next.value).toBe(far ? 'disarmed' : 'armed');
-      expect(count(fired, 'armDeadline')).toBe(far ? 0 : 1);
-    }
-  },
-  // Only an armed timer fires: a stale fire after disarming must not raise MTIP.
-  ({ prev, event, fired }) => {
-    if (event.type === 'timer.fired') expect(count(fired, 'raiseMtip')).toBe(prev.matches('armed') ? 1 : 0);
-  },
-];
+/** A real CLINT with fakes at its wire: the MTIP line level, batch exits, a fixed mtime. */
+function rig(inspect?: ChartInspect) {
+  const wire = { mtip: false, exits: 0 };
+  const clint = new Clint({
+    msip: { set: () => {} },
+    mtip: { set: (l) => { wire.mtip = l; } },
+    mtime: () => 0,
+    requestExit: () => { wire.exits++; },
+    ...(inspect ? { inspect } : {}),
+  });
+  return { clint, wire };
+}
+type Rig = ReturnType<typeof rig>;
 
-describe('timer chart', () => {
+/** Each chart event as the guest or the env causes it at the CLINT. */
+function exec({ clint }: Rig, e: { type: string; far?: boolean }): void {
+  switch (e.type) {
+    case 'timer.compareWritten':
+      // The guest's usual sequence: high word all ones, low word, then the real high word.
+      clint.write(MTIMECMP_HI, 4, 0xffff_ffff);
+      clint.write(MTIMECMP_LO, 4, e.far ? 0xffff_ffff : 1000);
+      clint.write(MTIMECMP_HI, 4, e.far ? 0xffff_ffff : 0);
+      return;
+    case 'timer.fired':
+      // The env's seam (runtime/env/*: applyTimer), at a batch boundary.
+      clint.raiseTimer();
+      return;
+    default:
+      throw new Error(`no executor for ${e.type}`);
+  }
+}
+
+describe('timer chart, driven against the real CLINT', () => {
   const paths = model.getShortestPaths();
 
-  it('drives every shortest path against the real actor', () => {
-    const { steps } = runPaths({ machine: timerMachine, paths, actions: ACTIONS, eventTypes: Object.keys(EVENT_TYPES), rules });
+  it('shows MTIP on the line exactly while the model is pending, on every shortest path', () => {
+    let writes = 0;
+    const { steps } = runDevicePaths<Rig>({
+      paths,
+      eventTypes: Object.keys(EVENT_TYPES),
+      make: () => { writes = 0; return rig(); },
+      exec: (r, e) => { if (e.type === 'timer.compareWritten') writes += 3; exec(r, e); },
+      check: (r, state, where) => {
+        expect(r.wire.mtip, `MTIP line ${where}`).toBe(state.matches('pending'));
+        expect(r.clint.timerPending, where).toBe(state.matches('pending'));
+        // Every mtimecmp write ends the batch, so the env sees the new deadline.
+        expect(r.wire.exits, where).toBe(writes);
+        const cmpHi = r.clint.read(MTIMECMP_HI, 4);
+        if (state.matches('disarmed')) expect(cmpHi, where).toBe(0xffff_ffff);
+        else expect(cmpHi, where).toBe(0);
+      },
+    });
     expect(steps).toBeGreaterThanOrEqual(8);
   });
 
@@ -44,13 +74,30 @@ describe('timer chart', () => {
     expect([...eventsHandled(timerMachine)].sort()).toEqual(Object.keys(EVENT_TYPES).sort());
   });
 
-  it('lowers MTIP when a pending timer is re-armed (the usual tick handler)', () => {
-    const { machine, fired } = recording(timerMachine, ACTIONS);
-    const t = createActor(machine).start();
-    t.send({ type: 'timer.compareWritten', far: false });
-    t.send({ type: 'timer.fired' });
-    t.send({ type: 'timer.compareWritten', far: false });
-    expect(fired).toEqual(['armDeadline', 'raiseMtip', 'lowerMtip', 'armDeadline']);
-    expect(t.getSnapshot().value).toBe('armed');
+  it('sends the chart nothing for accesses that change no state', () => {
+    const events = eventCounter();
+    const r = rig(events.inspect);
+    r.clint.write(MTIMECMP_LO, 4, 500);
+    r.clint.write(MTIMECMP_HI, 4, 0); // armed: one event
+    r.clint.write(MTIMECMP_LO, 4, 900); // still armed: none
+    r.clint.read(MTIMECMP_LO, 4);
+    r.clint.read(0xbff8, 4);
+    r.clint.raiseTimer(); // pending: one
+    r.clint.raiseTimer(); // already pending: none
+    expect(events.types).toEqual(['timer.compareWritten', 'timer.fired']);
+  });
+
+  it('restores the chart from a snapshot: a restored pending timer is lowered by a re-arm', () => {
+    const a = rig();
+    a.clint.write(MTIMECMP_HI, 4, 0);
+    a.clint.raiseTimer();
+    const b = rig();
+    b.clint.load(a.clint.save());
+    expect(b.wire.mtip).toBe(true);
+    expect(b.clint.timerActor.getSnapshot().value).toBe('pending');
+    b.clint.write(MTIMECMP_LO, 4, 2000);
+    expect(b.wire.mtip).toBe(false);
+    b.clint.raiseTimer();
+    expect(b.wire.mtip).toBe(true);
   });
 });
