@@ -36,6 +36,7 @@ timer:timer:
 traps:traps:
 seq:seq:
 seq-short:seq:-DSEQ_LINES=50
+seq-mid:seq:-DSEQ_LINES=300
 irqstress:irqstress:
 blkcheck:blkcheck::virtio
 dns:dns::virtio
