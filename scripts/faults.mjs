@@ -80,7 +80,8 @@ function specFor(id, etcd) {
     const long = !operator && random() < 0.15;
     return [between(100, operator ? 1800 : 3500), long ? between(450, 900) : between(5, 200)];
   });
-  const atMs = operator ? (fault.startsWith('extra-') ? between(100, 1200) : between(150, 1800)) : between(150, 3200);
+  const atMs = fault === 'nbd-restart' ? between(200, 1500)
+    : operator ? (fault.startsWith('extra-') ? between(100, 1200) : between(150, 1800)) : between(150, 3200);
   const strays = ['bytes', 'http', 'wrong-key'];
   for (let i = strays.length - 1; i > 0; i--) {
     const j = between(0, i + 1);
@@ -88,7 +89,8 @@ function specFor(id, etcd) {
   }
   return {
     id, fault, atMs, stalls,
-    cli: join(root, 'bin/ftvm.js'), guest: guest(operator ? 'seq-mid' : 'seq'),
+    cli: join(root, 'bin/ftvm.js'), guest: guest(operator ? 'seq-mid' : 'seq'), kvGuest: guest('kv'),
+    nbdDownMs: between(300, 1500),
     dir: mkdtempSync(join(tmpdir(), `ftvm-fault-${id}-`)),
     arbiterDownMs: between(300, 1500),
     otherGuest: guest('hello'),

@@ -19,13 +19,14 @@ import { createInterface } from 'node:readline';
 import { EtcdArbiter } from '../arbiter/etcd.js';
 import { checkHistory, judgeOutage, type CheckResult, type ReplicaFate } from './checker.js';
 import type { EtcdServer } from './etcd-server.js';
+import { runNbdRestart } from './nbd-restart.js';
 import { readOutputLog } from './output-log.js';
 import { FaultProxy } from './proxy.js';
 
 export const FAILURE_FAULTS = ['none', 'kill-primary', 'kill-backup', 'cut', 'corrupt', 'arbiter-down'] as const;
 export const OPERATOR_FAULTS = [
   'extra-backup', 'extra-backup-wrong-key', 'rerun', 'other-image', 'other-mem', 'stray',
-  'sigterm-primary', 'sigterm-backup', 'arbiter-down-file',
+  'sigterm-primary', 'sigterm-backup', 'arbiter-down-file', 'nbd-restart',
 ] as const;
 export type MainFault = (typeof FAILURE_FAULTS)[number] | (typeof OPERATOR_FAULTS)[number];
 
@@ -59,6 +60,9 @@ export interface RunSpec {
   otherMemMiB?: number;
   /** 'stray': the connections made before the backup attaches, in this order. */
   strays?: StrayKind[];
+  /** 'nbd-restart': the kv guest, and how long nbd-server stays away. */
+  kvGuest?: string;
+  nbdDownMs?: number;
   /** 'rerun': the earlier run's guest (short: it only has to leave a claim behind). */
   previousGuest?: string;
   /** 'rerun': when the earlier run's primary is killed, ms after its backup attached. */
@@ -459,6 +463,15 @@ async function runPair(spec: RunSpec, env: RunEnv, plan: PairPlan): Promise<Pair
 
 export async function runOnce(spec: RunSpec): Promise<RunResult> {
   const t0 = performance.now();
+  if (spec.fault === 'nbd-restart') {
+    // Not a pair: one `ftvm run` of the kv guest on an NBD disk whose server restarts.
+    const r = await runNbdRestart({ id: spec.id, cli: spec.cli, guest: spec.kvGuest ?? spec.guest, dir: spec.dir, atMs: spec.atMs, downMs: spec.nbdDownMs ?? 700, ...(spec.timeoutMs ? { timeoutMs: spec.timeoutMs } : {}) });
+    return {
+      id: spec.id, fault: spec.fault, atMs: spec.atMs, stalls: 0, pairId: undefined, unprotected: false,
+      faults: r.struck ? 1 : 0, struck: r.struck, exit: { primary: r.exit, backup: 'none' }, hung: r.hung,
+      failoverMs: undefined, failovers: 0, durationMs: performance.now() - t0, check: r.check, claims: {}, extras: [],
+    };
+  }
   const arbiterDir = join(spec.dir, 'arbiter');
   mkdirSync(arbiterDir, { recursive: true });
   const keyFile = join(spec.dir, 'key');
