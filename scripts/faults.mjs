@@ -13,7 +13,7 @@
 // stalls only, so that what they check is the operator error itself; the failures run seq.
 //
 //   node scripts/faults.mjs [--runs N] [--parallel P] [--etcd-runs M] [--seed S] [--minutes T] [--json FILE]
-//                           [--kinds K,K...] [--etcd-kinds K,K...] [--keep]
+//                           [--kinds K,K...] [--etcd-kinds K,K...] [--failure-guest seq|seq-mid] [--keep]
 // --kinds picks the main faults of the file-arbiter runs (default: all, failures weighted as
 // before), --etcd-kinds those of the etcd runs (default: arbiter-down,rerun).
 // Needs `npm run build` first (the processes run bin/ftvm.js).
@@ -42,6 +42,7 @@ const { values } = parseArgs({
     keep: { type: 'boolean', default: false },
     kinds: { type: 'string' },
     'etcd-kinds': { type: 'string', default: 'arbiter-down,rerun' },
+    'failure-guest': { type: 'string', default: 'seq' },
   },
 });
 const runs = Number(values.runs);
@@ -71,6 +72,14 @@ const MAIN = values.kinds ? pick(values.kinds) : [...FAILURES, ...OPERATOR_FAULT
 const ETCD_MAIN = pick(values['etcd-kinds']);
 const OPERATOR = new Set(OPERATOR_FAULTS);
 const guest = (name) => join(root, `guests/${name}/${name}.elf`);
+// The failures' guest: seq (8 s alone, as in batches 1-4) or seq-mid (2 s), with the fault
+// window scaled to it.
+const failureGuest = values['failure-guest'];
+if (!['seq', 'seq-mid'].includes(failureGuest)) {
+  console.error(`faults: --failure-guest must be seq or seq-mid, got '${failureGuest}'`);
+  process.exit(2);
+}
+const failureWindowMs = failureGuest === 'seq' ? 3200 : 1800;
 
 function specFor(id, etcd) {
   const fault = etcd ? ETCD_MAIN[between(0, ETCD_MAIN.length)] : MAIN[between(0, MAIN.length)];
@@ -78,10 +87,10 @@ function specFor(id, etcd) {
   // Operator errors: short stalls only (below suspicion), on the 2 s guest.
   const stalls = Array.from({ length: between(0, operator ? 3 : 6) }, () => {
     const long = !operator && random() < 0.15;
-    return [between(100, operator ? 1800 : 3500), long ? between(450, 900) : between(5, 200)];
+    return [between(100, operator ? 1800 : failureWindowMs + 300), long ? between(450, 900) : between(5, 200)];
   });
   const atMs = fault === 'nbd-restart' ? between(200, 1500)
-    : operator ? (fault.startsWith('extra-') ? between(100, 1200) : between(150, 1800)) : between(150, 3200);
+    : operator ? (fault.startsWith('extra-') ? between(100, 1200) : between(150, 1800)) : between(150, failureWindowMs);
   const strays = ['bytes', 'http', 'wrong-key'];
   for (let i = strays.length - 1; i > 0; i--) {
     const j = between(0, i + 1);
@@ -89,7 +98,7 @@ function specFor(id, etcd) {
   }
   return {
     id, fault, atMs, stalls,
-    cli: join(root, 'bin/ftvm.js'), guest: guest(operator ? 'seq-mid' : 'seq'), kvGuest: guest('kv'),
+    cli: join(root, 'bin/ftvm.js'), guest: guest(operator ? 'seq-mid' : failureGuest), kvGuest: guest('kv'),
     nbdDownMs: between(300, 1500),
     dir: mkdtempSync(join(tmpdir(), `ftvm-fault-${id}-`)),
     arbiterDownMs: between(300, 1500),
