@@ -350,7 +350,7 @@ async function runPair(spec: RunSpec, env: RunEnv, plan: PairPlan): Promise<Pair
           const downAt = performance.now();
           kill('primary', 'SIGKILL');
           await sleep(spec.arbiterDownMs ?? 1000);
-          const claiming = backup.lines.find((l) => l.at >= downAt && /state "claiming"|state \{"claiming"/.test(l.text));
+          const claiming = backup.lines.find((l) => l.at >= downAt && / state .*"claiming"/.test(l.text));
           // DESIGN §3 Split brain: one that cannot reach the arbiter releases no output.
           const backupOutputs = readOutputLog(outputs('backup')).length;
           if (file) renameSync(`${env.arbiterDir!}.away`, env.arbiterDir!);
@@ -411,6 +411,10 @@ async function runPair(spec: RunSpec, env: RunEnv, plan: PairPlan): Promise<Pair
   }
   // A third backup that came after the pair had finished did not test anything.
   if (plan.fault.startsWith('extra-') && extras.length > 0 && extras.every((x) => x.missed)) struck = false;
+  // The primary refuses each bad connection with a note on stderr, one at a time.
+  const refusals = primary.stderr.filter((l) => / refused /.test(l)).length;
+  const wanted = plan.fault === 'stray' ? (spec.strays ?? ['bytes', 'http', 'wrong-key']).length : extras.filter((x) => !x.missed).length;
+  if (refusals < wanted) check.errors.push(`the primary noted ${refusals} refused connections on stderr, expected ${wanted}`);
 
   // SIGTERM/SIGINT: exit 0 if everything produced was released, else 6 with a line saying how many were not.
   for (const node of ['primary', 'backup'] as const) {
