@@ -422,7 +422,7 @@ async function runPair(spec: RunSpec, env: RunEnv, plan: PairPlan): Promise<Pair
     const c = node === 'primary' ? primary : backup!;
     const code = node === 'primary' ? pExit : bExit;
     if (code === String(EXIT_UNRELEASED)) {
-      if (!c.stderr.some((l) => /unreleased/i.test(l))) check.errors.push(`${node} exited ${EXIT_UNRELEASED} after SIGTERM without saying how many outputs were unreleased`);
+      if (!c.stderr.some((l) => /\d+ outputs? (unreleased|never released|not released)|unreleased/i.test(l))) check.errors.push(`${node} exited ${EXIT_UNRELEASED} after SIGTERM without saying how many outputs were unreleased`);
     } else if (code !== '0') check.errors.push(`${node} exited ${code} after SIGTERM, not 0 or ${EXIT_UNRELEASED}`);
   }
 
