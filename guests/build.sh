@@ -33,6 +33,7 @@ bench:bench:
 bench-small:bench:-DBENCH_SCALE=1
 bench-timer:bench:-DBENCH_TIMER_HZ=1000
 timer:timer:
+csr:csr:
 traps:traps:
 seq:seq:
 seq-short:seq:-DSEQ_LINES=50

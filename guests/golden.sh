@@ -8,7 +8,7 @@
 set -eu
 cd "$(dirname "$0")"
 
-GOLDEN="hello bench-small timer traps seq-short irqstress"
+GOLDEN="hello bench-small timer traps csr seq-short irqstress"
 TIMEOUT=${TIMEOUT:-60}
 
 for name in ${*:-$GOLDEN}; do

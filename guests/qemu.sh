@@ -9,6 +9,6 @@ set -eu
 elf=$1
 shift
 exec qemu-system-riscv32 -machine virt -bios none \
-  -cpu rv32,c=false,a=false,f=false,d=false,s=false,u=false,h=false,v=false,mmu=false,zkr=true,sstc=false \
+  -cpu rv32,c=false,a=false,f=false,d=false,s=false,u=false,h=false,v=false,mmu=false,zkr=true,sstc=false,pmp=false,debug=false,pmu-num=0 \
   -m 128M -smp 1 -display none -monitor none -serial stdio -nodefaults \
   -kernel "$elf" "$@"

@@ -4,6 +4,7 @@ import { LiveEnv } from './env/live.js';
 import { createInProcessChannel, type InProcessChannel, type InProcessChannelOptions } from './channel/in-process.js';
 import type { Arbiter } from './arbiter/arbiter.js';
 import { InProcessArbiter } from './arbiter/in-process.js';
+import { newPairInstance } from './ft/identity.js';
 import type { ReleasedOutput } from './ft/output-gate.js';
 import { PrimaryNode, type NodeEvent, type PrimaryStats } from './ft/primary-node.js';
 import { BackupNode, type BackupOutcome, type BackupStats } from './ft/backup-node.js';
@@ -122,7 +123,7 @@ const WORKER_TIMING: Partial<FtTiming> = { suspectMs: 200, confirmMs: 100 };
 export function createPair(opts: PairOptions): Pair {
   const memoryMiB = opts.memoryMiB ?? DEFAULT_MEMORY_MIB;
   const arbiter = opts.arbiter ?? new InProcessArbiter();
-  const pairId = opts.pairId ?? `pair-${process.pid}-${Date.now().toString(36)}`;
+  const pairId = opts.pairId ?? newPairInstance();
   const outputs = new Subject<ReleasedOutput>();
   const events = new Subject<PairEvent>();
   const subs: Subscription[] = [];

@@ -63,13 +63,33 @@ describe.each([false, true])('privileged (jit=%s)', (jit) => {
     expect(Array.from(t.hart.x.slice(2, 8))).toEqual([0, 0xf0f0, 0xf0ff, 0xf0ef, 0x000f, 7]);
   });
 
-  it('keeps mtvec on a reserved mode, and reads absent PMP CSRs as zero', () => {
+  it('keeps mtvec on a reserved mode', () => {
     const t = rig([...A.li(1, HANDLER | 1), A.csrrw(0, Csr.mtvec, 1), ...A.li(2, HANDLER | 2), A.csrrw(0, Csr.mtvec, 2),
-      A.csrrs(3, Csr.mtvec, 0), A.csrrw(4, 0x3b0, 1), A.csrrs(5, 0x3b0, 0), A.csrrs(6, 0x3a0, 0)], { jit });
-    runAll(t.hart, 9);
-    expect(t.hart.icount).toBe(9);
+      A.csrrs(3, Csr.mtvec, 0)], { jit });
+    runAll(t.hart, 7);
+    expect(t.hart.icount).toBe(7);
     expect(t.hart.x[3]).toBe((HANDLER | 1) | 0);
-    expect([t.hart.x[4], t.hart.x[5], t.hart.x[6]]).toEqual([0, 0, 0]);
+  });
+
+  it('reads the delegation and counter-inhibit CSRs as WARL zero', () => {
+    const t = rig([A.addi(1, 0, -1), A.csrrw(2, Csr.medeleg, 1), A.csrrs(3, Csr.medeleg, 0), A.csrrw(0, Csr.mideleg, 1),
+      A.csrrs(4, Csr.mideleg, 0), A.csrrw(0, Csr.mcountinhibit, 1), A.csrrs(5, Csr.mcountinhibit, 0),
+      A.csrrw(0, Csr.mhpmevent31, 1), A.csrrs(6, Csr.mhpmevent31, 0), A.csrrw(0, Csr.mstatush, 1), A.csrrs(7, Csr.mstatush, 0)], { jit });
+    runAll(t.hart, 11);
+    expect(t.hart.icount).toBe(11);
+    expect(Array.from(t.hart.x.slice(2, 8))).toEqual([0, 0, 0, 0, 0, 0]);
+  });
+
+  it('writes with csrrs/csrrc only when the mask is non-zero, as QEMU does', () => {
+    // x1 = 0 but rs1 = x1 != x0: no write, so the read-only cycle and mvendorid do not trap.
+    const t = rig([A.csrrs(2, Csr.cycle, 1), A.csrrc(3, Csr.mvendorid, 1), A.csrrs(4, Csr.seed, 1)], {
+      jit,
+      value: () => 0x1234,
+    });
+    expect(t.hart.run(3)).toBe(Exit.Budget);
+    expect(t.hart.x[2]).toBe(0);
+    expect(t.hart.x[3]).toBe(0);
+    expect(t.hart.x[4] >>> 0).toBe(0x80001234);
   });
 
   it('counts instret/cycle by icount and keeps icount when minstret is written', () => {
@@ -105,6 +125,15 @@ describe.each([false, true])('privileged (jit=%s)', (jit) => {
     ['write to read-only cycle', A.csrrw(0, Csr.cycle, 1)],
     ['csrrsi to read-only mhartid with uimm', A.csrrsi(0, Csr.mhartid, 1)],
     ['read-only access to seed', A.csrrs(1, Csr.seed, 0)],
+    ['csrrsi with uimm=0 to seed', A.csrrsi(1, Csr.seed, 0)],
+    ['csrrs to read-only cycle with a non-zero mask', A.csrrs(0, Csr.cycle, 1)],
+    ['mcounteren (no U-mode)', A.csrrs(1, 0x306, 0)],
+    ['menvcfg (no U-mode)', A.csrrs(1, 0x30a, 0)],
+    ['menvcfgh (no U-mode)', A.csrrs(1, 0x31a, 0)],
+    ['sstatus (no S-mode)', A.csrrs(1, 0x100, 0)],
+    ['pmpaddr0 (no PMP)', A.csrrs(1, 0x3b0, 0)],
+    ['mhpmcounter3 (no HPM counters)', A.csrrs(1, 0xb03, 0)],
+    ['tselect (no trigger module)', A.csrrs(1, 0x7a0, 0)],
     ['all-zero word', 0],
     ['sret (supervisor mode absent)', 0x10200073],
     ['reserved shift funct7', A.slli(1, 1, 0) | (1 << 25)],

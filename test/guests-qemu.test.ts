@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 const guestsDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'guests');
-const GOLDEN_GUESTS = ['hello', 'bench-small', 'timer', 'traps', 'seq-short', 'irqstress'];
+const GOLDEN_GUESTS = ['hello', 'bench-small', 'timer', 'traps', 'csr', 'seq-short', 'irqstress'];
 const RUN_TIMEOUT_MS = 30_000;
 const NO_QEMU =
   'qemu-system-riscv32 not found on PATH: install qemu-system-misc (Debian) to check the guest goldens';
@@ -59,6 +59,7 @@ describe('guest images on QEMU match their goldens', () => {
       'bench-small': 'total    ',
       timer: 'timer: PASS',
       traps: 'traps: PASS',
+      csr: 'csr: PASS',
       'seq-short': 'seq done 50',
       irqstress: 'irqstress: PASS',
     };

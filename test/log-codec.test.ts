@@ -42,6 +42,7 @@ const payloadArb: fc.Arbitrary<LogPayload> = fc.oneof(
   fc.record({ type: fc.constant('digest' as const), digest: fc.uint8Array({ maxLength: 32 }).map((b) => Buffer.from(b).toString('hex')) }),
   fc.record({ type: fc.constant('snapshot' as const), data: bytesArb }),
   fc.record({ type: fc.constant('end' as const), code: fc.integer({ min: -MAX, max: MAX }) }),
+  fc.record({ type: fc.constant('end' as const), code: fc.integer({ min: -MAX, max: MAX }), reason: fc.constantFrom('halt' as const, 'fault' as const, 'stopped' as const) }),
 );
 
 /** A valid stream: consecutive seqs from a random start, non-decreasing icounts. */
@@ -108,6 +109,21 @@ describe('crc32c', () => {
 describe('log codec', () => {
   it('round-trips every entry type in a stream', () => {
     expect(decodeAll(encodeAll(oneOfEach))).toEqual(oneOfEach);
+  });
+
+  it('writes an end reason as one byte after the code, only when the entry has one', () => {
+    const plain = encodeEntry({ seq: 0, icount: 9, type: 'end', code: 130 });
+    const stopped = encodeEntry({ seq: 0, icount: 9, type: 'end', code: 130, reason: 'stopped' });
+    expect(stopped.length).toBe(plain.length + 1);
+    expect(decodeAll(plain)).toEqual([{ seq: 0, icount: 9, type: 'end', code: 130 }]);
+    expect(decodeAll(stopped)).toEqual([{ seq: 0, icount: 9, type: 'end', code: 130, reason: 'stopped' }]);
+    // An unknown reason byte (with a valid CRC) is a payload error, never a guess.
+    const unknown = Uint8Array.from(stopped);
+    unknown[unknown.length - 5] = 7;
+    const crc = crc32c(unknown, 0, unknown.length - 4);
+    new DataView(unknown.buffer).setUint32(unknown.length - 4, crc, true);
+    expect(() => decodeAll(unknown)).toThrow(expect.objectContaining({ code: 'payload', detail: 'unknown end reason' }));
+    expect(() => new Encoder().encode({ seq: 0, icount: 0, type: 'end', code: 0, reason: 'gone' as 'halt' })).toThrow(RangeError);
   });
 
   it('round-trips every entry type as lone frames, which concatenate', () => {

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LogFrameError } from '../runtime/log/codec.js';
 import type { LogEntry } from '../runtime/log/entry.js';
-import { LogFileWriter, readLogFile, writeLogFile } from '../runtime/log/file.js';
+import { existsSync } from 'node:fs';
+import { encodeLogFileHeader, LogFileWriter, LogWriteError, readLogFile, scanLogFile, writeLogFile } from '../runtime/log/file.js';
 
 const dir = await mkdtemp(join(tmpdir(), 'ftvm-log-'));
 afterAll(() => rm(dir, { recursive: true, force: true }));
@@ -54,5 +55,45 @@ describe('log file', () => {
     await expect(readLogFile(path)).rejects.toBeInstanceOf(LogFrameError);
     await writeFile(path, Buffer.from('NOTALOGFILE.....'));
     await expect(readLogFile(path)).rejects.toMatchObject({ code: 'magic' });
+  });
+
+  it('counts frame offsets from the start of the file', async () => {
+    const path = join(dir, 'd.ftlog');
+    await writeLogFile(path, meta, entries);
+    const good = await readFile(path);
+    const headerSize = encodeLogFileHeader(meta).length;
+    // The frames before entry 3 end where a log of entries 0..2 ends.
+    await writeLogFile(path, meta, entries.slice(0, 3));
+    const frame3 = (await readFile(path)).length;
+    expect(good.subarray(0, frame3)).toEqual(await readFile(path));
+    expect(frame3).toBeGreaterThan(headerSize);
+    const damaged = Buffer.from(good);
+    damaged[frame3 + 5]! ^= 0x01;
+    await writeFile(path, damaged);
+    await expect(readLogFile(path)).rejects.toMatchObject({ code: 'crc', offset: frame3, message: expect.stringContaining(`at byte ${frame3}:`) });
+    const scan = await scanLogFile(path);
+    expect(scan).toMatchObject({ entries: entries.slice(0, 3), validBytes: frame3, size: good.length, headerSize, truncated: false });
+    expect(scan.error).toMatchObject({ code: 'crc', offset: frame3 });
+  });
+
+  it('scans a log cut at a frame boundary or inside a frame as far as it is whole', async () => {
+    const path = join(dir, 'e.ftlog');
+    await writeLogFile(path, meta, entries.slice(0, 3));
+    const boundary = (await readFile(path)).length;
+    expect(await scanLogFile(path)).toMatchObject({ entries: entries.slice(0, 3), validBytes: boundary, size: boundary, truncated: false });
+    expect((await scanLogFile(path)).error).toBeUndefined();
+    await writeLogFile(path, meta, entries);
+    const whole = await readFile(path);
+    await writeFile(path, whole.subarray(0, boundary + 4));
+    const torn = await scanLogFile(path);
+    expect(torn).toMatchObject({ entries: entries.slice(0, 3), validBytes: boundary, size: boundary + 4, truncated: true });
+    expect(torn.error).toMatchObject({ code: 'length', offset: boundary });
+    await expect(readLogFile(path)).rejects.toMatchObject({ code: 'length', offset: boundary });
+  });
+
+  it.skipIf(!existsSync('/dev/full'))('reports a write error as LogWriteError naming the file and the error', async () => {
+    await expect(LogFileWriter.create('/dev/full', meta)).rejects.toSatisfy(
+      (e) => e instanceof LogWriteError && e.code === 'ENOSPC' && e.message.startsWith('/dev/full: cannot write the log: ENOSPC'),
+    );
   });
 });

@@ -1,7 +1,7 @@
 // Starts a real Debian `nbd-server` on a free loopback port with a temp config, for the NBD
 // tests (CI installs nbd-server: .ci/run). Missing nbd-server fails clearly, never skips.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -17,6 +17,15 @@ export async function freeTcpPort(): Promise<number> {
   return port;
 }
 
+/** Running, not a zombie waiting for its parent. */
+function alive(pid: number): boolean {
+  try {
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
 export interface NbdServer {
   port: number;
   image: string;
@@ -26,14 +35,16 @@ export interface NbdServer {
 }
 
 /**
- * Start nbd-server on a free loopback port, serving `image` as `name`. It daemonizes (in its
- * `-d` debug mode it serves a single client), so it is tracked and stopped by its pid file.
+ * Start nbd-server on a free loopback port (or on `port`, to restart one), serving `image` as
+ * `name`. It daemonizes (in its `-d` debug mode it serves a single client), so it is tracked
+ * and stopped by its pid file.
  */
-export async function startNbdServer(dir: string, image: string, name = 'disk'): Promise<NbdServer> {
+export async function startNbdServer(dir: string, image: string, name = 'disk', port?: number): Promise<NbdServer> {
   if (!hasNbd) throw new Error(NO_NBD);
-  const port = await freeTcpPort();
+  port ??= await freeTcpPort();
   const cfg = join(dir, `nbd-${port}.conf`);
   const pidFile = join(dir, `nbd-${port}.pid`);
+  rmSync(pidFile, { force: true });
   writeFileSync(cfg, `[generic]\n    listenaddr = 127.0.0.1\n    port = ${port}\n[${name}]\n    exportname = ${image}\n    flush = true\n`);
   const launcher = spawnSync('nbd-server', ['-C', cfg, '-p', pidFile], { encoding: 'utf8', timeout: 10_000 });
   if (launcher.status !== 0) throw new Error(`nbd-server failed to start: ${launcher.stderr}`);
@@ -57,6 +68,11 @@ export async function startNbdServer(dir: string, image: string, name = 'disk'):
     async stop() {
       killClients();
       try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
+      // Gone, so that a restart can listen on the same port.
+      const until = Date.now() + 5000;
+      while (Date.now() < until && alive(pid)) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
     },
   };
 }

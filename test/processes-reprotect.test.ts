@@ -2,63 +2,23 @@
 // kill -9 of the primary, a new `ftvm backup --join` against the backup gone live, then kill -9
 // of that one too: the joined backup finishes the guest. The fault checker reads what the
 // world saw (every process's --outputs, deduplicated by index). Runs the built CLI (dist/).
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FileArbiter } from '../runtime/arbiter/file.js';
 import { checkHistory } from '../runtime/faults/checker.js';
 import { readOutputLog } from '../runtime/faults/output-log.js';
+import { killAll, outputsIn, root, startFtvm as start, waitOutputs } from './helpers/cli-procs.js';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
-const cli = join(root, 'bin/ftvm.js');
 const seq = join(root, 'guests/seq/seq.elf');
 // Well above the stalls of a loaded machine: a spurious failover would change the scenario.
 const SUSPECT_MS = '1000';
 const dirs: string[] = [];
-const procs: ChildProcess[] = [];
 afterAll(() => {
-  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  killAll();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
-
-interface Proc {
-  child: ChildProcess;
-  err: () => string;
-  /** Resolves with the first match of `re` in its stderr. */
-  waitErr: (re: RegExp, ms?: number) => Promise<RegExpExecArray>;
-  exit: Promise<string>;
-}
-
-function start(args: string[]): Proc {
-  const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  procs.push(child);
-  let text = '';
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => { text += s; });
-  const exit = new Promise<string>((resolve) => child.once('exit', (code, sig) => resolve(sig ?? String(code))));
-  const waitErr = async (re: RegExp, ms = 20_000): Promise<RegExpExecArray> => {
-    const t0 = Date.now();
-    for (;;) {
-      const m = re.exec(text);
-      if (m) return m;
-      if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${re} in:\n${text}`);
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`exited before ${re}:\n${text}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
-  return { child, err: () => text, waitErr, exit };
-}
-
-const outputsIn = (file: string): number => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').length - 1 : 0);
-const waitOutputs = async (file: string, n: number, ms = 20_000): Promise<void> => {
-  const t0 = Date.now();
-  while (outputsIn(file) < n) {
-    if (Date.now() - t0 > ms) throw new Error(`${file}: fewer than ${n} outputs after ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
 
 describe('re-protection across processes', () => {
   it('a backup joins the survivor of a kill -9, is protected, and survives the next kill -9', async () => {
@@ -81,9 +41,9 @@ describe('re-protection across processes', () => {
 
     // A joiner with the wrong key is refused on both sides; the live one goes on untouched.
     const w = start(['backup', seq, '--join', `127.0.0.1:${bPort}`, ...common('w.jsonl', 'wrong')]);
-    expect(await w.exit).toBe('1');
-    expect(w.err()).toMatch(/ftvm: no primary: primary 127\.0\.0\.1:\d+ refused the TLS-PSK handshake \(wrong key\?\)/);
-    await b.waitErr(/backup refused backup .* failed the TLS-PSK handshake \(wrong key\?\)/);
+    expect(await w.exit).toBe('5');
+    expect(w.err()).toMatch(/ftvm: refused: primary 127\.0\.0\.1:\d+ refused the TLS-PSK handshake \(wrong key\?\)/);
+    await b.waitErr(/backup refused .* failed the TLS-PSK handshake \(a wrong key/);
 
     // The real joiner: told generation 2 in the primary's hello, it restores the snapshot.
     const j = start(['backup', seq, '--join', `127.0.0.1:${bPort}`, '--listen', '127.0.0.1:0', '--name', 'joiner', ...common('j.jsonl')]);

@@ -4,12 +4,26 @@ import { filter, firstValueFrom, lastValueFrom, take, toArray, type Observable }
 import { Encoder, LogFrameError } from '../runtime/log/codec.js';
 import type { LogEntry } from '../runtime/log/entry.js';
 import type { ChannelEvent } from '../runtime/channel/channel.js';
-import { connectBackup, listenPrimary, PSK_IDENTITY, TLS_CIPHERS } from '../runtime/channel/tcp.js';
-import { ControlDecoder, encodeAck, encodeBye, parseKey } from '../runtime/channel/tcp-frames.js';
+import net from 'node:net';
+import { RefusedError } from '../runtime/channel/channel.js';
+import { connectBackup, listenPrimary, PSK_IDENTITY, TLS_CIPHERS, type TcpBackupOptions, type TcpListenOptions } from '../runtime/channel/tcp.js';
+import { ControlDecoder, decodeHello, decodeRequest, encodeAck, encodeBye, encodeHello, encodeRequest, parseKey, type PairIdentity } from '../runtime/channel/tcp-frames.js';
 
 const KEY = Buffer.alloc(32, 0x5a);
 const OTHER_KEY = Buffer.alloc(32, 0xa5);
 const HOST = '127.0.0.1';
+const IDENTITY: PairIdentity = { instance: 'ptest-0123', imageDigest: '0123456789abcdef0123456789abcdef', memoryMiB: 16 };
+const MEMBER = { instance: '', imageDigest: IDENTITY.imageDigest, memoryMiB: 16 };
+const listen = (o: Omit<TcpListenOptions, 'identity'> & { identity?: PairIdentity }) => listenPrimary({ identity: IDENTITY, ...o });
+const connect = (o: Omit<TcpBackupOptions, 'member'> & { member?: TcpBackupOptions['member'] }) => connectBackup({ member: MEMBER, ...o });
+const ADMIT = encodeHello({ ...IDENTITY, mode: 'boot', generation: 1, reason: '' });
+const rawTls = (port: number, key = KEY): tls.TLSSocket => tls.connect({ host: HOST, port, ciphers: TLS_CIPHERS, maxVersion: 'TLSv1.2', checkServerIdentity: () => undefined, pskCallback: () => ({ psk: key, identity: PSK_IDENTITY }) });
+/** A raw backup that asks to boot with the pair, as connectBackup would. */
+const rawBackup = (port: number): tls.TLSSocket => {
+  const s = rawTls(port);
+  s.once('secureConnect', () => s.write(encodeRequest({ mode: 'boot', ...MEMBER })));
+  return s;
+};
 
 const stream = (n: number, from = 0): LogEntry[] =>
   Array.from({ length: n }, (_, i): LogEntry =>
@@ -34,8 +48,8 @@ async function rawPrimary(onSocket: (s: tls.TLSSocket) => void): Promise<{ port:
 
 describe('TCP logging channel over TLS-PSK', () => {
   it('delivers entries in order, carries acks back, and closes in order', async () => {
-    const l = await listenPrimary({ host: HOST, port: 0, key: KEY });
-    const b = connectBackup({ host: HOST, port: l.port, key: KEY });
+    const l = await listen({ host: HOST, port: 0, key: KEY });
+    const b = connect({ host: HOST, port: l.port, key: KEY });
     const sent = [...stream(500), { seq: 500, icount: 500 * 150_000, type: 'end', code: 0 } as LogEntry];
     // Entries sent before the backup attached wait for it.
     for (const e of sent.slice(0, 100)) l.end.send(e);
@@ -58,8 +72,8 @@ describe('TCP logging channel over TLS-PSK', () => {
   });
 
   it('reports back-pressure above the high-water mark and releases it once acked', async () => {
-    const l = await listenPrimary({ host: HOST, port: 0, key: KEY, highWaterEntries: 50 });
-    const b = connectBackup({ host: HOST, port: l.port, key: KEY });
+    const l = await listen({ host: HOST, port: 0, key: KEY, highWaterEntries: 50 });
+    const b = connect({ host: HOST, port: l.port, key: KEY });
     await l.end.attached;
     const pressure: boolean[] = [];
     l.end.pressure$.subscribe((p) => pressure.push(p));
@@ -75,27 +89,82 @@ describe('TCP logging channel over TLS-PSK', () => {
     await l.close();
   });
 
-  it('fails both ends with a clear message when the keys differ', async () => {
-    const l = await listenPrimary({ host: HOST, port: 0, key: KEY });
-    const b = connectBackup({ host: HOST, port: l.port, key: OTHER_KEY });
-    const [p, q] = await Promise.all([lastEvent(l.end.events$), lastEvent(b.events$)]);
-    expect(p.type).toBe('channel.failed');
+  it('refuses a backup with another key, and keeps waiting for the right one', async () => {
+    const l = await listen({ host: HOST, port: 0, key: KEY });
+    const refused = firstValueFrom(l.refused$);
+    const b = connect({ host: HOST, port: l.port, key: OTHER_KEY });
+    const q = await lastEvent(b.events$);
     expect(q.type).toBe('channel.failed');
-    expect((p as { error: Error }).error.message).toMatch(/failed the TLS-PSK handshake \(wrong key\?\)/);
+    expect((q as { error: Error }).error).toBeInstanceOf(RefusedError);
     expect((q as { error: Error }).error.message).toMatch(/refused the TLS-PSK handshake \(wrong key\?\)/);
-    await expect(l.end.attached).rejects.toThrow(/wrong key/);
-    await expect(b.opened).rejects.toThrow(/wrong key/);
+    expect(await refused).toMatch(/failed the TLS-PSK handshake \(a wrong key/);
+    // The waiting end is untouched: the right backup still attaches.
+    const good = connect({ host: HOST, port: l.port, key: KEY });
+    await l.end.attached;
+    expect((await good.admission).instance).toBe(IDENTITY.instance);
+    good.close();
+    await l.close();
+  });
+
+  it('refuses stray connections one at a time while waiting for its backup', async () => {
+    const l = await listen({ host: HOST, port: 0, key: KEY, requestTimeoutMs: 300 });
+    const why: string[] = [];
+    l.refused$.subscribe((w) => why.push(w));
+    const until = async (n: number): Promise<void> => { while (why.length < n) await new Promise((r) => setTimeout(r, 10)); };
+    // Random bytes and an HTTP probe: not TLS at all.
+    const raw = net.connect(l.port, HOST, () => raw.write(Buffer.from([0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3, 4, 5, 6, 7, 8, 9])));
+    raw.on('error', () => undefined);
+    await until(1);
+    const http = net.connect(l.port, HOST, () => http.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    http.on('error', () => undefined);
+    await until(2);
+    // The key, but garbage instead of a join request; and the key with nothing said at all.
+    const garbage = rawTls(l.port);
+    garbage.on('error', () => undefined);
+    garbage.once('secureConnect', () => garbage.write(Buffer.from('hello there')));
+    await until(3);
+    const mute = rawTls(l.port);
+    mute.on('error', () => undefined);
+    await until(4);
+    expect(why[2]).toMatch(/no valid join request/);
+    expect(why[3]).toMatch(/no join request within 300 ms/);
+    const b = connect({ host: HOST, port: l.port, key: KEY });
+    await l.end.attached;
+    await b.opened;
+    for (const s of [raw, http, garbage, mute]) s.destroy();
+    b.close();
+    await l.close();
+  });
+
+  it('refuses a backup of another image, memory size or pair instance, or one asking to join', async () => {
+    const l = await listen({ host: HOST, port: 0, key: KEY });
+    const cases: Array<[TcpBackupOptions['member'], boolean, RegExp]> = [
+      [{ ...MEMBER, imageDigest: 'f'.repeat(32) }, false, /another guest image/],
+      [{ ...MEMBER, memoryMiB: 32 }, false, /another memory size: this primary runs 16 MiB, the backup 32 MiB/],
+      [{ ...MEMBER, instance: 'pother-1' }, false, /another pair instance/],
+      [MEMBER, true, /booting a new pair .* not taking a joining one/],
+    ];
+    for (const [member, join, re] of cases) {
+      const b = connect({ host: HOST, port: l.port, key: KEY, member, join });
+      await expect(b.admission).rejects.toBeInstanceOf(RefusedError);
+      await expect(b.opened).rejects.toThrow(re);
+    }
+    const b = connect({ host: HOST, port: l.port, key: KEY, member: { ...MEMBER, instance: IDENTITY.instance } });
+    expect(await b.admission).toEqual({ mode: 'boot', instance: IDENTITY.instance, generation: 1, memoryMiB: 16 });
+    b.close();
     await l.close();
   });
 
   it('refuses a second backup while one is attached', async () => {
-    const l = await listenPrimary({ host: HOST, port: 0, key: KEY });
-    const b1 = connectBackup({ host: HOST, port: l.port, key: KEY });
+    const l = await listen({ host: HOST, port: 0, key: KEY });
+    const b1 = connect({ host: HOST, port: l.port, key: KEY });
     await b1.opened;
-    const b2 = connectBackup({ host: HOST, port: l.port, key: KEY, connectTimeoutMs: 0 });
+    const b2 = connect({ host: HOST, port: l.port, key: KEY, connectTimeoutMs: 0 });
     const ev = await lastEvent(b2.events$);
-    // The second connection is dropped; the first one still carries entries.
+    // The second backup is told it is not a member; the first one still carries entries.
     expect(ev.type).toBe('channel.failed');
+    expect((ev as { error: Error }).error).toBeInstanceOf(RefusedError);
+    expect((ev as { error: Error }).error.message).toMatch(/busy/);
     const one = firstValueFrom(b1.entries$);
     l.end.send({ seq: 0, icount: 1, type: 'timer' });
     expect(await one).toEqual({ seq: 0, icount: 1, type: 'timer' });
@@ -108,8 +177,8 @@ describe('TCP logging channel over TLS-PSK', () => {
     const frames = stream(3).map((e) => enc.encode(e));
     const bad = Uint8Array.from(enc.encode({ seq: 3, icount: 1e6, type: 'timer' }));
     bad[bad.length - 2]! ^= 0x10;
-    const srv = await rawPrimary((s) => s.write(Buffer.concat([...frames, bad])));
-    const b = connectBackup({ host: HOST, port: srv.port, key: KEY });
+    const srv = await rawPrimary((s) => s.write(Buffer.concat([ADMIT, ...frames, bad])));
+    const b = connect({ host: HOST, port: srv.port, key: KEY });
     const got = lastValueFrom(b.entries$.pipe(toArray()));
     const ev = await lastEvent(b.events$);
     expect(ev.type).toBe('channel.failed');
@@ -123,8 +192,8 @@ describe('TCP logging channel over TLS-PSK', () => {
   it('refuses a replayed frame (seq not next)', async () => {
     const enc = new Encoder();
     const f0 = enc.encode({ seq: 0, icount: 5, type: 'timer' }, true);
-    const srv = await rawPrimary((s) => s.write(Buffer.concat([f0, f0])));
-    const b = connectBackup({ host: HOST, port: srv.port, key: KEY });
+    const srv = await rawPrimary((s) => s.write(Buffer.concat([ADMIT, f0, f0])));
+    const b = connect({ host: HOST, port: srv.port, key: KEY });
     const got = lastValueFrom(b.entries$.pipe(toArray()));
     const ev = await lastEvent(b.events$);
     expect(ev.type).toBe('channel.failed');
@@ -135,8 +204,8 @@ describe('TCP logging channel over TLS-PSK', () => {
 
   it('fails the primary on a corrupt or replayed ack', async () => {
     for (const bytes of [Buffer.from([0xf8, 1, 1, 5, 0, 0, 0, 0]), Buffer.concat([encodeAck(3), encodeAck(3)])]) {
-      const l = await listenPrimary({ host: HOST, port: 0, key: KEY });
-      const s = tls.connect({ host: HOST, port: l.port, ciphers: TLS_CIPHERS, maxVersion: 'TLSv1.2', checkServerIdentity: () => undefined, pskCallback: () => ({ psk: KEY, identity: PSK_IDENTITY }) });
+      const l = await listen({ host: HOST, port: 0, key: KEY });
+      const s = rawBackup(l.port);
       await l.end.attached;
       for (const e of stream(10)) l.end.send(e);
       s.write(bytes);
@@ -149,8 +218,8 @@ describe('TCP logging channel over TLS-PSK', () => {
   });
 
   it('fails the backup when the primary vanishes mid-stream, and the primary when the backup does', async () => {
-    const l = await listenPrimary({ host: HOST, port: 0, key: KEY });
-    const b = connectBackup({ host: HOST, port: l.port, key: KEY });
+    const l = await listen({ host: HOST, port: 0, key: KEY });
+    const b = connect({ host: HOST, port: l.port, key: KEY });
     await b.opened;
     b.entries$.subscribe();
     l.end.send({ seq: 0, icount: 1, type: 'timer' });
@@ -164,24 +233,24 @@ describe('TCP logging channel over TLS-PSK', () => {
     expect((ev1 as { error: Error }).error.message).toMatch(/before the end of the log/);
     expect(await pEv).toEqual({ type: 'channel.closed', by: 'local' });
 
-    const l2 = await listenPrimary({ host: HOST, port: 0, key: KEY });
+    const l2 = await listen({ host: HOST, port: 0, key: KEY });
     // A raw backup that disappears as a kill -9 would: no goodbye frame, just a closed socket.
-    const s = tls.connect({ host: HOST, port: l2.port, ciphers: TLS_CIPHERS, maxVersion: 'TLSv1.2', checkServerIdentity: () => undefined, pskCallback: () => ({ psk: KEY, identity: PSK_IDENTITY }) });
+    const s = rawBackup(l2.port);
     await l2.end.attached;
     const p2 = lastEvent(l2.end.events$);
     s.destroy();
     const ev = await p2;
     expect(ev.type).toBe('channel.failed');
-    expect((ev as { error: Error }).error.message).toMatch(/backup .* (closed|without a goodbye)/);
+    expect((ev as { error: Error }).error.message).toMatch(/backup .* (closed|without a goodbye|ECONNRESET)/);
     await l2.close();
   });
 
   it('gives a backup whose primary is not there a clear error after the connect timeout', async () => {
-    const l = await listenPrimary({ host: HOST, port: 0, key: KEY });
+    const l = await listen({ host: HOST, port: 0, key: KEY });
     const port = l.port;
     await l.close();
     const t0 = Date.now();
-    const b = connectBackup({ host: HOST, port, key: KEY, connectTimeoutMs: 300, retryMs: 50 });
+    const b = connect({ host: HOST, port, key: KEY, connectTimeoutMs: 300, retryMs: 50 });
     const ev = await lastEvent(b.events$);
     expect(ev.type).toBe('channel.failed');
     expect((ev as { error: Error }).error.message).toMatch(/cannot connect to primary .*ECONNREFUSED/);
@@ -190,6 +259,21 @@ describe('TCP logging channel over TLS-PSK', () => {
 });
 
 describe('control frames and keys', () => {
+  it('round-trips hellos and join requests, and refuses malformed ones', () => {
+    const hello = { ...IDENTITY, mode: 'refused' as const, generation: 3, reason: 'busy' };
+    const h = encodeHello(hello);
+    expect(decodeHello(h.subarray(0, h.length - 1))).toBeUndefined();
+    expect(decodeHello(h)).toEqual({ hello, used: h.length });
+    const req = { mode: 'join' as const, ...MEMBER };
+    const r = encodeRequest(req);
+    expect(decodeRequest(r)).toEqual({ request: req, used: r.length });
+    const flipped = Uint8Array.from(r);
+    flipped[6]! ^= 1;
+    expect(() => decodeRequest(flipped)).toThrow(LogFrameError);
+    expect(() => decodeRequest(h)).toThrow(/expected kind 4/);
+    expect(() => decodeRequest(Buffer.from('GET / HTTP/1.1'))).toThrow(LogFrameError);
+  });
+
   it('round-trips acks and byes in any chunking', () => {
     const bytes = Buffer.concat([encodeAck(0), encodeAck(127), encodeAck(128), encodeBye(), encodeAck(2 ** 40)]);
     for (let cut = 0; cut <= bytes.length; cut++) {

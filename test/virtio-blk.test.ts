@@ -147,11 +147,13 @@ describe('blkcheck guest on ftvm', () => {
       expect(pending).toHaveLength(1);
       expect(pending[0]!.kind).toBe(cut === 'a write' ? 'write' : 'read');
       // Go live: a live env at the guest's clock, the shared disk attached, pending I/O re-issued.
+      // The dead primary's disk is closed first: one writer per disk (DESIGN §3) refuses a
+      // second open of a locked image.
+      await rec.m.io!.close();
       m.env = new LiveEnv({ mtimeAt: env.lastMtime });
       m.io!.attach({ disk: await FileDisk.open(image) });
       const live = await runMachine(m, { maxInstructions: 500_000_000 });
       await m.io!.close();
-      await rec.m.io!.close();
       expect(live.reason).toBe('halt');
       expect(text).toBe(expected);
       expect(m.pendingIo()).toEqual([]);

@@ -77,8 +77,14 @@ int main(void) {
   csr_write(mie, 0);
 
   /* 1. Periodic timer interrupts, sleeping in wfi between them. */
-  next_cmp = mtime_read() + PERIOD;
+  /*
+   * Every compare value counts from `start` itself, so the 50th interrupt
+   * comes at mtime >= start + TICKS * PERIOD. (Computing the first compare
+   * from an earlier read let a host stall between the two reads shorten the
+   * measured interval.)
+   */
   uint64_t start = mtime_read();
+  next_cmp = start + PERIOD;
   mtimecmp_write(next_cmp);
   csr_set(mie, MIE_MTIE);
   while (timer_irqs < TICKS) wait_for_change(&timer_irqs);

@@ -30,8 +30,33 @@ export interface PrimaryEnd {
   close(): void;
 }
 
+/** The primary's answer to a backup that asked to join its pair (DESIGN §3 Membership). */
+export interface Admission {
+  /** `boot`: replay from instruction 0; `join`: restore the snapshot that comes first. */
+  mode: 'boot' | 'join';
+  /** The pair instance: the first part of every arbiter key this backup may claim. */
+  instance: string;
+  /** The generation this backup claims if its primary goes silent. */
+  generation: number;
+  memoryMiB: number;
+}
+
+/** The primary turned this backup away (busy, another pair, image or memory size, wrong key). */
+export class RefusedError extends Error {
+  override readonly name = 'RefusedError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
 /** The backup's side of the logging channel. */
 export interface BackupEnd {
+  /**
+   * Resolves once the primary admitted this backup; rejects with RefusedError when it was
+   * turned away, or with the failure. Absent where the pair is built together in one program
+   * (the embedded channels): admitted from the start.
+   */
+  readonly admission?: Promise<Admission>;
   /** Decoded entries, in order. A bad frame becomes a 'channel.failed' event and completion. */
   readonly entries$: Observable<LogEntry>;
   /** Acknowledges every entry up to `seq` (the highest applied); acks are coalesced. */

@@ -2,19 +2,17 @@
 //
 // Primary -> backup: log frames exactly as runtime/log/codec.ts writes them (one Encoder per
 // connection, so the first frame is absolute). Backup -> primary: control frames of this file:
-//   [magic u8 = 0xF8][version u8 = 1][kind u8][body][crc32c u32 LE]
+//   [magic u8 = 0xF8][version u8 = 2][kind u8][body][crc32c u32 LE]
 //   kind 1 = ack, body = seq (uvarint): "every entry up to seq was received";
 //   kind 2 = bye, empty body: the backup closes in order (BackupEnd.close).
-// One exception flows primary -> backup: a primary that is already running (re-protection,
-// DESIGN §3) opens every connection with one hello control frame before its log frames:
-//   kind 3 = hello, body = [mode u8: 1 join, 2 busy][generation uvarint][memory MiB uvarint]
-// `join`: this primary takes the caller as its new backup; the caller must claim `generation`
-// (the live primary's current one) and restore a snapshot into a machine of that memory size.
-// `busy`: it has a backup (or is not alone yet) and closes the connection. A primary booting a
-// pair with its first backup sends no hello: its first byte is a log frame's magic (0xF7).
-// The CRC covers everything before it. A bad control frame fails the channel: as for the log,
-// an error, never a guess (DESIGN §2). The magic differs from the log's (0xF7), so a stream
-// sent the wrong way round fails on its first byte.
+// Every connection opens with a handshake that decides membership (DESIGN §3):
+//   kind 4 = request, backup -> primary, first after TLS: [length uvarint][JSON JoinRequest]
+//   kind 3 = hello, primary -> backup, the answer:        [length uvarint][JSON Hello]
+// A hello that admits the backup (`boot` or `join`) names the pair instance and the generation
+// the backup claims; the log frames follow it. `busy` and `refused` end the connection. The
+// CRC covers everything before it. A bad control frame fails the channel: as for the log, an
+// error, never a guess (DESIGN §2). The magic differs from the log's (0xF7), so a stream sent
+// the wrong way round fails on its first byte.
 
 import { readFileSync } from 'node:fs';
 import { LogFrameError } from '../log/codec.js';
@@ -22,10 +20,11 @@ import { crc32c } from '../log/crc32c.js';
 import { MAX_VARINT_BYTES, uvarintSize, VarintReader, writeUvarint } from '../log/varint.js';
 
 export const CONTROL_MAGIC = 0xf8;
-export const CONTROL_VERSION = 1;
+export const CONTROL_VERSION = 2;
 const KIND_ACK = 1;
 const KIND_BYE = 2;
 const KIND_HELLO = 3;
+const KIND_REQUEST = 4;
 
 export type ControlFrame = { type: 'ack'; seq: number } | { type: 'bye' };
 
@@ -55,50 +54,142 @@ export function encodeBye(): Uint8Array {
   return seal(frame, 3);
 }
 
-export interface Hello {
-  mode: 'join' | 'busy';
-  /** The generation a joining backup claims if this primary goes silent (its chart's current one). */
-  generation: number;
+/**
+ * Who may join this pair (DESIGN §3 Identity, Membership): the pair instance, made by its
+ * primary at first start, and what a replica must run to be one of its members.
+ */
+export interface PairIdentity {
+  /** The pair instance id: every arbiter key of this pair starts with it. */
+  instance: string;
+  /** sha-256 of the guest image, first 32 hex digits (commands/common.ts imageDigest). */
+  imageDigest: string;
   memoryMiB: number;
 }
 
-export function encodeHello(h: Hello): Uint8Array {
-  if (!(Number.isSafeInteger(h.generation) && h.generation >= 1 && Number.isSafeInteger(h.memoryMiB) && h.memoryMiB >= 1)) throw new RangeError('hello: bad generation or memory size');
-  const frame = new Uint8Array(4 + uvarintSize(h.generation) + uvarintSize(h.memoryMiB) + 4);
-  frame[0] = CONTROL_MAGIC;
-  frame[1] = CONTROL_VERSION;
-  frame[2] = KIND_HELLO;
-  frame[3] = h.mode === 'join' ? 1 : 2;
-  const at = writeUvarint(frame, writeUvarint(frame, 4, h.generation), h.memoryMiB);
-  return seal(frame, at);
+/**
+ * Backup -> primary, first thing after TLS: what this backup is and how it wants to join.
+ * `boot`: booted from the image, replays the log from instruction 0; `join`: a blank machine
+ * that restores the primary's snapshot (re-protection). `instance` names the pair the
+ * operator means (empty: whichever the primary runs).
+ */
+export interface JoinRequest {
+  mode: 'boot' | 'join';
+  instance: string;
+  imageDigest: string;
+  memoryMiB: number;
 }
 
 /**
- * A hello at the start of `buf`: the hello and the bytes it took, or undefined while
- * incomplete. Throws LogFrameError for anything else that starts with the control magic.
+ * Primary -> backup, the answer. `boot`/`join`: admitted; the log follows, and the backup
+ * claims `generation` of `instance` if this primary goes silent. `busy`: it has a backup.
+ * `refused`: not a member of this pair (`reason` says why). Then the primary closes.
  */
-export function decodeHello(buf: Uint8Array): { hello: Hello; used: number } | undefined {
-  if (buf.length >= 1 && buf[0] !== CONTROL_MAGIC) throw new LogFrameError('magic', 0, `hello: expected 0x${CONTROL_MAGIC.toString(16)}, got 0x${buf[0]!.toString(16)}`);
-  if (buf.length >= 2 && buf[1] !== CONTROL_VERSION) throw new LogFrameError('version', 0, `hello: expected version ${CONTROL_VERSION}, got ${buf[1]}`);
-  if (buf.length >= 3 && buf[2] !== KIND_HELLO) throw new LogFrameError('type', 0, `hello: expected kind ${KIND_HELLO}, got ${buf[2]}`);
-  if (buf.length >= 4 && buf[3] !== 1 && buf[3] !== 2) throw new LogFrameError('payload', 0, `hello: unknown mode ${buf[3]}`);
-  let at = 4;
-  for (let n = 0; n < 2; n++) {
-    const start = at;
-    for (;;) {
-      if (at >= buf.length) return undefined;
-      if (at - start >= MAX_VARINT_BYTES) throw new LogFrameError('length', 0, 'hello: varint too long');
-      if (buf[at++]! < 0x80) break;
-    }
+export interface Hello extends PairIdentity {
+  mode: 'boot' | 'join' | 'busy' | 'refused';
+  generation: number;
+  reason: string;
+}
+
+/** A hello or request body is small JSON; anything longer is not one. */
+const MAX_MESSAGE_BYTES = 4096;
+const HEX32 = /^[0-9a-f]{32}$/;
+const INSTANCE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
+
+function encodeMessage(kind: number, body: object): Uint8Array {
+  const json = Buffer.from(JSON.stringify(body), 'utf8');
+  if (json.length > MAX_MESSAGE_BYTES) throw new RangeError('control message too long');
+  const frame = new Uint8Array(3 + uvarintSize(json.length) + json.length + 4);
+  frame[0] = CONTROL_MAGIC;
+  frame[1] = CONTROL_VERSION;
+  frame[2] = kind;
+  const at = writeUvarint(frame, 3, json.length);
+  frame.set(json, at);
+  return seal(frame, at + json.length);
+}
+
+/** One message of `kind` at the start of `buf`: its JSON body and the bytes it took, or undefined while incomplete. */
+function decodeMessage(buf: Uint8Array, kind: number, what: string): { body: Record<string, unknown>; used: number } | undefined {
+  if (buf.length >= 1 && buf[0] !== CONTROL_MAGIC) throw new LogFrameError('magic', 0, `${what}: expected 0x${CONTROL_MAGIC.toString(16)}, got 0x${buf[0]!.toString(16)}`);
+  if (buf.length >= 2 && buf[1] !== CONTROL_VERSION) throw new LogFrameError('version', 0, `${what}: expected version ${CONTROL_VERSION}, got ${buf[1]}`);
+  if (buf.length >= 3 && buf[2] !== kind) throw new LogFrameError('type', 0, `${what}: expected kind ${kind}, got ${buf[2]}`);
+  let at = 3;
+  for (;;) {
+    if (at >= buf.length) return undefined;
+    if (at - 3 >= MAX_VARINT_BYTES) throw new LogFrameError('length', 0, `${what}: varint too long`);
+    if (buf[at++]! < 0x80) break;
   }
-  if (at + 4 > buf.length) return undefined;
-  const want = (buf[at]! | (buf[at + 1]! << 8) | (buf[at + 2]! << 16) | (buf[at + 3]! << 24)) >>> 0;
-  if (want !== crc32c(buf, 0, at)) throw new LogFrameError('crc', 0, 'hello: bad crc');
-  const r = new VarintReader(buf, 4, at);
-  const generation = r.uvarint();
-  const memoryMiB = r.uvarint();
-  if (!r.ok || !Number.isSafeInteger(generation) || !Number.isSafeInteger(memoryMiB)) throw new LogFrameError('payload', 0, 'hello: overflow');
-  return { hello: { mode: buf[3] === 1 ? 'join' : 'busy', generation, memoryMiB }, used: at + 4 };
+  const r = new VarintReader(buf, 3, at);
+  const len = r.uvarint();
+  if (!r.ok || len > MAX_MESSAGE_BYTES) throw new LogFrameError('length', 0, `${what}: body of ${len} bytes`);
+  if (at + len + 4 > buf.length) return undefined;
+  const crcAt = at + len;
+  const want = (buf[crcAt]! | (buf[crcAt + 1]! << 8) | (buf[crcAt + 2]! << 16) | (buf[crcAt + 3]! << 24)) >>> 0;
+  if (want !== crc32c(buf, 0, crcAt)) throw new LogFrameError('crc', 0, `${what}: bad crc`);
+  let body: unknown;
+  try {
+    body = JSON.parse(Buffer.from(buf.subarray(at, crcAt)).toString('utf8'));
+  } catch {
+    throw new LogFrameError('payload', 0, `${what}: body is not JSON`);
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new LogFrameError('payload', 0, `${what}: body is not an object`);
+  return { body: body as Record<string, unknown>, used: crcAt + 4 };
+}
+
+const bad = (what: string, field: string): never => {
+  throw new LogFrameError('payload', 0, `${what}: bad ${field}`);
+};
+const posInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 1;
+
+export function encodeHello(h: Hello): Uint8Array {
+  if (!posInt(h.generation) || !posInt(h.memoryMiB)) throw new RangeError('hello: bad generation or memory size');
+  return encodeMessage(KIND_HELLO, h);
+}
+
+/** A hello at the start of `buf`, or undefined while incomplete. Throws LogFrameError for anything else. */
+export function decodeHello(buf: Uint8Array): { hello: Hello; used: number } | undefined {
+  const m = decodeMessage(buf, KIND_HELLO, 'hello');
+  if (!m) return undefined;
+  const b = m.body;
+  if (b.mode !== 'boot' && b.mode !== 'join' && b.mode !== 'busy' && b.mode !== 'refused') bad('hello', 'mode');
+  if (!posInt(b.generation)) bad('hello', 'generation');
+  if (!posInt(b.memoryMiB)) bad('hello', 'memoryMiB');
+  if (typeof b.instance !== 'string' || !INSTANCE.test(b.instance)) bad('hello', 'instance');
+  if (typeof b.imageDigest !== 'string' || !HEX32.test(b.imageDigest)) bad('hello', 'imageDigest');
+  if (typeof b.reason !== 'string' || b.reason.length > 512) bad('hello', 'reason');
+  return { hello: { mode: b.mode, generation: b.generation, memoryMiB: b.memoryMiB, instance: b.instance, imageDigest: b.imageDigest, reason: b.reason } as Hello, used: m.used };
+}
+
+export function encodeRequest(r: JoinRequest): Uint8Array {
+  if (!posInt(r.memoryMiB)) throw new RangeError('request: bad memory size');
+  return encodeMessage(KIND_REQUEST, r);
+}
+
+/** A join request at the start of `buf`, or undefined while incomplete. Throws LogFrameError for anything else. */
+export function decodeRequest(buf: Uint8Array): { request: JoinRequest; used: number } | undefined {
+  const m = decodeMessage(buf, KIND_REQUEST, 'join request');
+  if (!m) return undefined;
+  const b = m.body;
+  if (b.mode !== 'boot' && b.mode !== 'join') bad('join request', 'mode');
+  if (!posInt(b.memoryMiB)) bad('join request', 'memoryMiB');
+  if (typeof b.instance !== 'string' || (b.instance !== '' && !INSTANCE.test(b.instance))) bad('join request', 'instance');
+  if (typeof b.imageDigest !== 'string' || !HEX32.test(b.imageDigest)) bad('join request', 'imageDigest');
+  return { request: { mode: b.mode, memoryMiB: b.memoryMiB, instance: b.instance, imageDigest: b.imageDigest } as JoinRequest, used: m.used };
+}
+
+/**
+ * Why `request` may not join the pair `self` (DESIGN §3 Membership), or undefined if it may.
+ * `mode` is what the primary offers now: `boot` to its first backup, `join` when running alone.
+ */
+export function refusal(self: PairIdentity, offer: 'boot' | 'join', request: JoinRequest): string | undefined {
+  if (request.instance !== '' && request.instance !== self.instance) return `another pair instance: this primary runs ${self.instance}, the backup asked for ${request.instance}`;
+  if (request.imageDigest !== self.imageDigest) return `another guest image: this primary runs image ${self.imageDigest}, the backup has ${request.imageDigest}`;
+  if (request.memoryMiB !== self.memoryMiB) return `another memory size: this primary runs ${self.memoryMiB} MiB, the backup ${request.memoryMiB} MiB`;
+  if (request.mode !== offer) {
+    return offer === 'join'
+      ? 'this primary is running alone and takes a new backup only as a joining one (--join)'
+      : 'this primary is booting a new pair with its first backup, not taking a joining one (use --connect)';
+  }
+  return undefined;
 }
 
 /**

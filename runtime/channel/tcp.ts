@@ -13,10 +13,12 @@ import type { AddressInfo } from 'node:net';
 import { Observable, ReplaySubject, Subject } from 'rxjs';
 import { Decoder, LogFrameError } from '../log/codec.js';
 import type { LogEntry } from '../log/entry.js';
-import type { BackupEnd, ChannelEvent, ChannelStats, FlowControlOptions, Lag, PrimaryEnd } from './channel.js';
+import { RefusedError, type Admission, type BackupEnd, type ChannelEvent, type ChannelStats, type FlowControlOptions, type Lag, type PrimaryEnd } from './channel.js';
 import { SendWindow } from './send-window.js';
-import { CONTROL_MAGIC, ControlDecoder, decodeHello, encodeAck, encodeBye, encodeHello, MIN_KEY_BYTES, type Hello } from './tcp-frames.js';
-import { FRAME_MAGIC } from '../log/codec.js';
+import {
+  ControlDecoder, decodeHello, decodeRequest, encodeAck, encodeBye, encodeHello, encodeRequest, MIN_KEY_BYTES, refusal,
+  type Hello, type JoinRequest, type PairIdentity,
+} from './tcp-frames.js';
 import { concatBytes } from './bytes.js';
 
 export const TLS_CIPHERS = 'ECDHE-PSK-CHACHA20-POLY1305:PSK-AES256-GCM-SHA384';
@@ -38,17 +40,28 @@ export interface TcpPrimaryEnd extends PrimaryEnd {
   stats(): ChannelStats;
 }
 
+export interface TcpListenOptions extends TcpChannelOptions {
+  /** The pair this primary runs: a backup is admitted only as a member of it (DESIGN §3). */
+  identity: PairIdentity;
+  /** A connection that sends no join request within this long is turned away. */
+  requestTimeoutMs?: number;
+}
+
 export interface TcpBackupListener {
   /** The port actually bound (useful with port 0). */
   port: number;
   /**
-   * A new end that the next authenticated connection attaches to (re-protection, DESIGN §3):
-   * with `hello`, the connection is first told the generation to claim and the memory size
-   * (tcp-frames.ts), and a stranger failing the handshake is only refused (`refused$`), never
-   * fatal to the running primary. Throws while the previous end is still waiting or open.
+   * A new end that the next admitted backup attaches to. Without `offer` it takes the pair's
+   * first backup (`boot`: replays from instruction 0, generation 1); with it, a joining backup
+   * (re-protection, DESIGN §3) told the generation to claim. Throws while the previous end is
+   * still waiting or open.
    */
-  accept(hello?: Omit<Hello, 'mode'>): TcpPrimaryEnd;
-  /** Connections turned away: a failed handshake (wrong key) or a backup arriving while busy. */
+  accept(offer?: { generation: number }): TcpPrimaryEnd;
+  /**
+   * Connections turned away, one line each: a failed TLS handshake (wrong key, a stray client),
+   * no or a malformed join request, a backup of another pair, image or memory size, or one
+   * arriving while busy. None of them touches the waiting or attached end.
+   */
   readonly refused$: Observable<string>;
   /** Stop listening and close the current end. */
   close(): Promise<void>;
@@ -64,17 +77,19 @@ export interface TcpBackupOptions extends TcpChannelOptions {
   connectTimeoutMs?: number;
   retryMs?: number;
   /**
-   * Join a running primary (re-protection): expect its hello first (tcp-frames.ts) and resolve
-   * `opened` only once it has told the generation and memory size. Without `join`, a hello
-   * (the primary is running, or busy) fails the end with a message saying so.
+   * Join a running primary (re-protection: restore its snapshot) rather than boot a new pair
+   * with it (replay from instruction 0).
    */
   join?: boolean;
+  /** What this backup runs, and the pair instance it means ('' for whichever the primary runs). */
+  member: Omit<JoinRequest, 'mode'>;
 }
 
 export interface TcpBackupEnd extends BackupEnd {
-  /** Resolves once connected and authenticated; rejects with the failure otherwise. */
+  /** Resolves once admitted; rejects with RefusedError when turned away, or the failure. */
   readonly opened: Promise<void>;
-  /** What a running primary told a joining backup (set before `opened` resolves). */
+  readonly admission: Promise<Admission>;
+  /** What the primary answered (set before `opened` resolves). */
   readonly hello: Hello | undefined;
   stats(): { bytesReceived: number; entriesReceived: number };
 }
@@ -83,6 +98,8 @@ export interface TcpBackupEnd extends BackupEnd {
 const asError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
 /** OpenSSL reports handshake failures (a wrong key among them) with ERR_SSL_* codes. */
 const isTlsError = (err: unknown): boolean => /^ERR_SSL_/.test((err as NodeJS.ErrnoException | undefined)?.code ?? '');
+/** OpenSSL's own words for a failure ("sslv3 alert bad record mac"), not its file and line. */
+const tlsReason = (err: Error): string => (err as Error & { reason?: string }).reason ?? err.message.split('\n')[0]!;
 
 function checkKey(key: Uint8Array): Buffer {
   if (!(key instanceof Uint8Array) || key.length < MIN_KEY_BYTES) throw new RangeError(`tcp channel: a pre-shared key of at least ${MIN_KEY_BYTES} bytes is required`);
@@ -95,7 +112,7 @@ function checkKey(key: Uint8Array): Buffer {
  * While a backup is attached, further connections are refused; once it has gone, that end is
  * closed or failed for good: re-protection takes the next backup on a new end (`accept`).
  */
-export async function listenPrimary(opts: TcpChannelOptions): Promise<TcpListener> {
+export async function listenPrimary(opts: TcpListenOptions): Promise<TcpListener> {
   const l = await listenForBackups(opts);
   return { ...l, end: l.accept(), accept: l.accept, close: l.close };
 }
@@ -104,15 +121,23 @@ interface EndSlot {
   end: TcpPrimaryEnd;
   waiting(): boolean;
   open(): boolean;
-  take(s: tls.TLSSocket): void;
+  take(s: tls.TLSSocket, rest: Uint8Array): void;
   fail(e: Error): void;
-  /** The first end fails on a wrong key (loud on both sides); a re-protection end only refuses. */
-  loud: boolean;
+  /** What this end offers: the pair's first backup (`boot`) or a joining one. */
+  offer: 'boot' | 'join';
+  generation: number;
 }
 
-/** A listener with no end yet: a backup gone live listens this way for its own new backup. */
-export async function listenForBackups(opts: TcpChannelOptions): Promise<TcpBackupListener> {
+/**
+ * A listener with no end yet: a backup gone live listens this way for its own new backup.
+ * Every connection is decided on its own (DESIGN §3 Membership): TLS-PSK first, then the
+ * backup's join request, checked against this pair's identity; only then does it reach the
+ * waiting end. Anything else is refused with one line on `refused$`, and listening goes on.
+ */
+export async function listenForBackups(opts: TcpListenOptions): Promise<TcpBackupListener> {
   const key = checkKey(opts.key);
+  const identity = opts.identity;
+  const requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
   const refused = new Subject<string>();
   let current: EndSlot | undefined;
 
@@ -125,23 +150,53 @@ export async function listenForBackups(opts: TcpChannelOptions): Promise<TcpBack
   });
   server.on('tlsClientError', (err, s) => {
     const from = `${s.remoteAddress}:${s.remotePort}`;
-    const why = `backup ${from} failed the TLS-PSK handshake (wrong key?): ${err.message.split('\n')[0]}`;
-    // NOTE: before the first backup attached, a failed handshake fails the end so that a
-    // misconfigured key is loud on both sides; otherwise it is only refused, so a stranger
-    // cannot break a running pair.
-    if (current?.waiting() && current.loud && isTlsError(err)) current.fail(new Error(why, { cause: err }));
-    else refused.next(why);
+    refused.next(isTlsError(err)
+      ? `${from} failed the TLS-PSK handshake (a wrong key, or not an ftvm backup): ${tlsReason(err)}`
+      : `${from}: ${tlsReason(err)}`);
+    s.destroy();
   });
-  server.on('secureConnection', (s: tls.TLSSocket) => {
-    if (current?.waiting()) {
-      current.take(s);
-      return;
-    }
-    // Tell a joining backup why (a booting backup sees a clear error too, see connectBackup).
-    refused.next(`backup ${s.remoteAddress}:${s.remotePort}: busy (a backup is attached or this primary is not alone yet)`);
-    s.on('error', () => undefined);
-    s.end(encodeHello({ mode: 'busy', generation: 1, memoryMiB: 1 }));
+  const turnAway = (s: tls.TLSSocket, why: string, answer?: Hello): void => {
+    refused.next(why);
+    if (answer) s.end(encodeHello(answer));
+    else s.destroy();
     setTimeout(() => s.destroy(), 1000).unref();
+  };
+  const answer = (mode: 'busy' | 'refused', reason: string): Hello => ({ ...identity, mode, generation: current?.generation ?? 1, reason });
+  server.on('secureConnection', (s: tls.TLSSocket) => {
+    const from = `${s.remoteAddress}:${s.remotePort}`;
+    s.on('error', () => undefined);
+    let buf: Uint8Array = new Uint8Array(0);
+    const timer = setTimeout(() => turnAway(s, `${from} sent no join request within ${requestTimeoutMs} ms`), requestTimeoutMs);
+    timer.unref();
+    s.once('close', () => clearTimeout(timer));
+    const onData = (chunk: Buffer): void => {
+      buf = buf.length === 0 ? chunk : concatBytes([buf, chunk]);
+      let got;
+      try {
+        got = decodeRequest(buf);
+      } catch (err) {
+        clearTimeout(timer);
+        s.off('data', onData);
+        turnAway(s, `${from} sent no valid join request: ${(err as Error).message}`);
+        return;
+      }
+      if (!got) return;
+      clearTimeout(timer);
+      s.off('data', onData);
+      const rest = buf.subarray(got.used);
+      if (!current?.waiting()) {
+        const why = 'busy: this primary has a backup already (or is not running alone yet)';
+        turnAway(s, `backup ${from} refused: ${why}`, answer('busy', why));
+        return;
+      }
+      const why = refusal(identity, current.offer, got.request);
+      if (why) {
+        turnAway(s, `backup ${from} refused: ${why}`, answer('refused', why));
+        return;
+      }
+      current.take(s, rest);
+    };
+    s.on('data', onData);
   });
 
   await new Promise<void>((resolve, reject) => {
@@ -156,9 +211,9 @@ export async function listenForBackups(opts: TcpChannelOptions): Promise<TcpBack
   return {
     port,
     refused$: refused.asObservable(),
-    accept(hello?: Omit<Hello, 'mode'>): TcpPrimaryEnd {
+    accept(offer?: { generation: number }): TcpPrimaryEnd {
       if (current && (current.waiting() || current.open())) throw new Error('tcp listener: the previous backup end is still in use');
-      current = makeEnd(opts, hello);
+      current = makeEnd(opts, identity, offer);
       return current.end;
     },
     close: async () => {
@@ -169,7 +224,9 @@ export async function listenForBackups(opts: TcpChannelOptions): Promise<TcpBack
   };
 }
 
-function makeEnd(opts: TcpChannelOptions, hello: Omit<Hello, 'mode'> | undefined): EndSlot {
+function makeEnd(opts: TcpChannelOptions, identity: PairIdentity, joinOffer: { generation: number } | undefined): EndSlot {
+  const offer = joinOffer ? 'join' : 'boot';
+  const generation = joinOffer?.generation ?? 1;
   const window = new SendWindow(opts);
   const control = new ControlDecoder();
   const events = new ReplaySubject<ChannelEvent>();
@@ -205,13 +262,14 @@ function makeEnd(opts: TcpChannelOptions, hello: Omit<Hello, 'mode'> | undefined
     sock.write(chunk);
   };
 
-  const take = (s: tls.TLSSocket): void => {
+  const take = (s: tls.TLSSocket, rest: Uint8Array): void => {
     sock = s;
     peer = `${s.remoteAddress}:${s.remotePort}`;
     state = 'open';
     s.setNoDelay(true);
-    if (hello) s.write(encodeHello({ mode: 'join', ...hello }));
-    s.on('data', (chunk: Buffer) => {
+    // Admitted: the hello names the instance and generation, and the log follows it.
+    s.write(encodeHello({ ...identity, mode: offer, generation, reason: '' }));
+    const onControl = (chunk: Uint8Array): void => {
       let frames;
       try {
         frames = control.push(chunk);
@@ -223,7 +281,8 @@ function makeEnd(opts: TcpChannelOptions, hello: Omit<Hello, 'mode'> | undefined
         if (f.type === 'ack') window.ack(f.seq);
         else byeReceived = true;
       }
-    });
+    };
+    s.on('data', onControl);
     s.on('end', () => {
       if (state === 'closing') finish({ type: 'channel.closed', by: 'local' });
       else if (byeReceived) finish({ type: 'channel.closed', by: 'peer' });
@@ -236,6 +295,7 @@ function makeEnd(opts: TcpChannelOptions, hello: Omit<Hello, 'mode'> | undefined
     });
     events.next({ type: 'channel.open' });
     attach.resolve();
+    if (rest.length > 0) onControl(rest);
     flush();
   };
 
@@ -282,7 +342,7 @@ function makeEnd(opts: TcpChannelOptions, hello: Omit<Hello, 'mode'> | undefined
       closeTimer.unref();
     },
   };
-  return { end, waiting: () => state === 'waiting', open: () => state === 'open' || state === 'closing', take, fail, loud: hello === undefined };
+  return { end, waiting: () => state === 'waiting', open: () => state === 'open' || state === 'closing', take, fail, offer, generation };
 }
 
 /**
@@ -308,13 +368,15 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
   let eof = false;
   let pendingAck = -1;
   let sentAck = -1;
-  // Until the first bytes tell a booting primary (a log frame) from a running one (a hello).
+  // Until the primary's hello has arrived whole.
   let greeting: Uint8Array | undefined = new Uint8Array(0);
   let hello: Hello | undefined;
   let ackScheduled = false;
   let open!: { resolve: () => void; reject: (e: Error) => void };
   const opened = new Promise<void>((resolve, reject) => { open = { resolve, reject }; });
   opened.catch(() => undefined);
+  const admission = opened.then((): Admission => ({ mode: hello!.mode as 'boot' | 'join', instance: hello!.instance, generation: hello!.generation, memoryMiB: hello!.memoryMiB }));
+  admission.catch(() => undefined);
   const t0 = Date.now();
 
   const finish = (ev: ChannelEvent): void => {
@@ -359,23 +421,14 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
     }
   };
 
-  /** Bytes past the greeting once it is settled, or undefined while it is not (or failed). */
+  /** Bytes past the primary's hello once it admitted us, or undefined while it has not (or failed). */
   const greet = (chunk: Buffer): Buffer | undefined => {
     const buf = Buffer.concat([greeting!, chunk]);
-    if (buf.length === 0) return undefined;
-    if (buf[0] !== CONTROL_MAGIC) {
-      greeting = undefined;
-      if (!opts.join) return buf;
-      fail(new Error(buf[0] === FRAME_MAGIC
-        ? `primary ${where} is booting a new pair, not taking a joining backup: connect with --connect`
-        : `primary ${where} sent no hello to a joining backup (first byte 0x${buf[0]!.toString(16)})`));
-      return undefined;
-    }
     let got;
     try {
       got = decodeHello(buf);
     } catch (err) {
-      fail(asError(err));
+      fail(new Error(`primary ${where} did not answer as an ftvm primary: ${(err as Error).message}`, { cause: err }));
       return undefined;
     }
     if (!got) {
@@ -383,15 +436,21 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
       return undefined;
     }
     greeting = undefined;
-    if (got.hello.mode === 'busy') {
-      fail(new Error(`primary ${where} is busy: it has a backup already or is not running alone yet`));
+    const h = got.hello;
+    const want = opts.join ? 'join' : 'boot';
+    // The primary decides membership; this side checks the answer as well (DESIGN §3).
+    const why = h.mode === 'busy' ? `primary ${where} is busy: ${h.reason}`
+      : h.mode === 'refused' ? `primary ${where} refused this backup: ${h.reason}`
+        : h.mode !== want ? `primary ${where} offered to ${h.mode}, this backup asked to ${want}`
+          : opts.member.instance !== '' && h.instance !== opts.member.instance ? `primary ${where} runs pair ${h.instance}, not ${opts.member.instance}`
+            : h.imageDigest !== opts.member.imageDigest ? `primary ${where} runs another guest image (${h.imageDigest})`
+              : h.memoryMiB !== opts.member.memoryMiB ? `primary ${where} runs ${h.memoryMiB} MiB, this backup ${opts.member.memoryMiB} MiB`
+                : undefined;
+    if (why) {
+      fail(new RefusedError(why));
       return undefined;
     }
-    if (!opts.join) {
-      fail(new Error(`primary ${where} is running alone and takes a new backup only as a joining one (--join)`));
-      return undefined;
-    }
-    hello = got.hello;
+    hello = h;
     open.resolve();
     return buf.subarray(got.used);
   };
@@ -419,7 +478,7 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
       state = 'open';
       s.setNoDelay(true);
       events.next({ type: 'channel.open' });
-      if (!opts.join) open.resolve();
+      s.write(encodeRequest({ mode: opts.join ? 'join' : 'boot', ...opts.member }));
       drain();
     });
     s.on('data', (chunk: Buffer) => {
@@ -440,7 +499,7 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
     s.on('error', (err: NodeJS.ErrnoException) => {
       if (!secure) {
         if (isTlsError(err)) {
-          fail(new Error(`primary ${where} refused the TLS-PSK handshake (wrong key?): ${err.message.split('\n')[0]}`, { cause: err }));
+          fail(new RefusedError(`primary ${where} refused the TLS-PSK handshake (wrong key?): ${tlsReason(err)}`, { cause: err }));
         } else if ((err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH' || err.code === 'ECONNRESET')
           && Date.now() - t0 < connectTimeoutMs) {
           s.destroy();
@@ -487,6 +546,7 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
     },
     events$: events.asObservable(),
     opened,
+    admission,
     get hello(): Hello | undefined {
       return hello;
     },

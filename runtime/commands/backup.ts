@@ -11,10 +11,11 @@ import { Machine } from '../machine.js';
 import { LiveEnv } from '../env/live.js';
 import { connectBackup, listenForBackups } from '../channel/tcp.js';
 import { BackupNode } from '../ft/backup-node.js';
-import { CliError, positiveInt, readImage } from './common.js';
+import { CliError, imageDigest, positiveInt, readImage } from './common.js';
 import {
-  batchFlag, bootMachine, cliRun, commonOptions, defaultPairId, EXIT_DIVERGED, EXIT_HALTED, loadArbiter, loadKey, note,
-  parseHostPort, reportEvents, serveReprotection, sinkOutputs, startInspect, takeInspectFlag, timingFlags,
+  batchFlag, bootMachine, cliRun, commonOptions, EXIT_DIVERGED, EXIT_HALTED, EXIT_REFUSED, loadArbiter, loadKey, note, openOutputs,
+  pairIdFlag, parseHostPort, reportEvents, serveReprotection, signalExit, sinkOutputs, startInspect, stopOnSignal, takeInspectFlag,
+  timingFlags,
 } from './primary.js';
 import type { Views } from '../dashboard/cli.js';
 
@@ -47,8 +48,7 @@ async function backupWith(argv: string[], inspectPort: number | undefined, start
   // Where to take a backup of our own once live (re-protection); validated before anything runs.
   const listenAt = values.listen === undefined ? undefined : parseHostPort('listen', values.listen);
   const key = loadKey(values['key-file']);
-  const arbiter = loadArbiter(values.arbiter);
-  const pairId = values['pair-id'] ?? defaultPairId(key);
+  const expected = pairIdFlag(values['pair-id']);
   const memoryMiB = positiveInt('mem', values.mem, DEFAULT_MEMORY_MIB);
   const connectTimeoutMs = positiveInt('connect-timeout-ms', values['connect-timeout-ms'], 10_000);
   const timing = timingFlags(values);
@@ -56,73 +56,66 @@ async function backupWith(argv: string[], inspectPort: number | undefined, start
   // The arbiter knows a claimant by name and says 'won' again to the same name: every joiner
   // needs its own, or two of them could both win one generation.
   const name = values.name ?? (joining ? `backup-${hostname()}-${process.pid}` : 'backup');
-  let machine = joining ? undefined : bootMachine(image, file, memoryMiB);
+  // Booting replays from instruction 0 of the image; joining restores the primary's snapshot
+  // into a blank machine of the same size. Either way the image names the pair's guest.
+  const machine = joining ? new Machine({ memoryMiB, env: new LiveEnv() }) : bootMachine(image, file, memoryMiB);
+  const outputs = openOutputs(values.outputs);
+  const arbiter = loadArbiter(values.arbiter);
   const views = await startInspect(inspectPort);
   started(views);
 
-  const end = connectBackup({ host, port, key, connectTimeoutMs, join: joining });
+  const end = connectBackup({ host, port, key, connectTimeoutMs, join: joining, member: { instance: expected ?? '', imageDigest: imageDigest(image), memoryMiB } });
   end.events$.subscribe((e) => note(`backup channel ${e.type}${e.type === 'channel.failed' ? ` ${e.error.message}` : e.type === 'channel.closed' ? ` by ${e.by}` : ''}`));
-  try {
-    await end.opened;
-  } catch (e) {
-    await arbiter.close();
-    throw new CliError(`no primary: ${(e as Error).message}`, 1);
-  }
-  // A joining backup claims the live primary's current generation, told in its hello: the
-  // replica it replaced can only claim an older one, so it can never win again.
-  const generation = joining ? end.hello!.generation : 1;
-  if (joining) {
-    const mem = end.hello!.memoryMiB;
-    if (values.mem !== undefined && mem !== memoryMiB) note(`backup --mem ${memoryMiB} ignored: the primary runs ${mem} MiB`);
-    // A blank machine: the first log entry is the primary's snapshot.
-    machine = new Machine({ memoryMiB: mem, env: new LiveEnv() });
-  }
-  note(`backup ${joining ? 'joined' : 'connected to'} ${host}:${port} pair ${pairId}${joining ? ` as ${name}, generation ${generation}` : ''}`);
+  // The `pair` command and the fault harness read this line (the instance and, joining, the name).
+  end.admission.then((a) => note(`backup ${joining ? 'joined' : 'connected to'} ${host}:${port} pair ${a.instance}${joining ? ` as ${name}, generation ${a.generation}` : ''}`), () => undefined);
 
-  const node = new BackupNode({ name, pairId, generation, machine: machine!, channel: end, arbiter, timing, joining, ...batchFlag(values), ...(views?.inspect ? { inspect: views.inspect } : {}) });
+  // Membership is the backup chart's: a refused backup never runs the guest, never claims.
+  const node = new BackupNode({ name, machine, channel: end, arbiter, timing, joining, ...batchFlag(values), ...(views?.inspect ? { inspect: views.inspect } : {}) });
   reportEvents(node.events$);
-  const stopBackup = (): void => node.crash();
-  process.once('SIGTERM', stopBackup);
-  process.once('SIGINT', stopBackup);
+  const stopBackup = stopOnSignal(node);
   const outcome = await node.run();
-  process.off('SIGTERM', stopBackup);
-  process.off('SIGINT', stopBackup);
+  stopBackup.off();
+  if (outcome.reason !== 'live') await arbiter.close();
+  if (stopBackup.by) return signalExit(`backup (${JSON.stringify(node.state)})`, stopBackup);
   switch (outcome.reason) {
     case 'live': {
       const live = outcome.primary;
       reportEvents(live.events$);
-      sinkOutputs(live.released$, values.outputs);
+      sinkOutputs(live.released$, outputs);
       let listener;
       if (listenAt) {
         try {
-          listener = await listenForBackups({ ...listenAt, key });
+          listener = await listenForBackups({ ...listenAt, key, identity: { instance: node.pair, imageDigest: imageDigest(image), memoryMiB } });
+          listener.refused$.subscribe((why) => note(`${name} refused ${why}`));
           // The `pair` command and tests read this line to learn the port.
-          note(`backup listening ${listenAt.host}:${listener.port} pair ${pairId}`);
-          serveReprotection(live, listener, live.machine.memoryMiB);
+          note(`backup listening ${listenAt.host}:${listener.port} pair ${node.pair}`);
+          serveReprotection(live, listener);
         } catch (e) {
           note(`backup cannot listen on ${listenAt.host}:${listenAt.port}: ${(e as Error).message}; running unprotected`);
         }
       }
-      const stop = (): void => live.crash();
-      process.once('SIGTERM', stop);
-      process.once('SIGINT', stop);
+      const stop = stopOnSignal(live);
       const run = await live.run();
+      stop.off();
       await listener?.close().catch(() => undefined);
       await arbiter.close();
       const s = live.stats();
       note(`backup stats outputs ${s.outputs} released ${s.released} icount ${s.icount}`);
+      if (stop.by) return signalExit('backup (live)', stop);
+      if (live.state === 'halted') return EXIT_HALTED;
       if (run.reason === 'halt') return (run.code ?? 0) & 0xff;
       return run.reason === 'fault' ? 1 : EXIT_HALTED;
     }
     case 'finished':
-      await arbiter.close();
       return outcome.code & 0xff;
     case 'diverged':
-      await arbiter.close();
       note(`backup diverged: ${outcome.detail}`);
       return EXIT_DIVERGED;
+    case 'refused':
+      throw new CliError(`refused: ${outcome.detail}`, EXIT_REFUSED);
+    case 'unattached':
+      throw new CliError(`no primary: ${outcome.detail}`, 1);
     default:
-      await arbiter.close();
       note(`backup ${outcome.reason}: ${outcome.detail}`);
       return EXIT_HALTED;
   }

@@ -15,7 +15,7 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import type { Command } from '../cli.js';
 import { CliError } from './common.js';
-import { cliRun, takeInspectFlag } from './primary.js';
+import { cliRun, EXIT_REFUSED, takeInspectFlag } from './primary.js';
 
 // --inspect PORT: one relay per replica process (each inspects its own charts): the primary's
 // on PORT, the backup's on PORT+1, a re-protecting backupN's on PORT+N; without PORT (or 0,
@@ -86,13 +86,14 @@ async function pair(argv: string[]): Promise<number> {
     const keyFile = join(dir, 'key');
     writeFileSync(keyFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
     const arbiter = values.arbiter ?? `file:${dir}`;
-    const pairId = values['pair-id'] ?? `pair-${process.pid}-${Date.now().toString(36)}`;
+    // The primary makes the pair instance id (DESIGN §3 Identity); --pair-id resumes one.
+    const pairId = values['pair-id'] === undefined ? [] : ['--pair-id', values['pair-id']];
     const extra = [
       ...(values.mem ? ['--mem', values.mem] : []),
       ...(values['suspect-ms'] ? ['--suspect-ms', values['suspect-ms']] : []),
       ...(values.batch ? ['--batch', values.batch] : []),
     ];
-    const common = ['--key-file', keyFile, '--arbiter', arbiter, '--pair-id', pairId, '--outputs', 'fd:3', ...extra];
+    const common = ['--key-file', keyFile, '--arbiter', arbiter, ...pairId, '--outputs', 'fd:3', ...extra];
     const client = new Client();
     const stdio: ['ignore', 'ignore', 'pipe', 'pipe'] = ['ignore', 'ignore', 'pipe', 'pipe'];
     const cli = process.argv[1]!;
@@ -160,7 +161,8 @@ async function pair(argv: string[]): Promise<number> {
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
     // The guest's exit code is whichever replica finished it; a halted replica exits with 3.
-    return codes.includes(0) ? 0 : codes.find((c) => c !== 3 && c !== 1) ?? codes[0] ?? 1;
+    // A joiner turned away (5) says nothing about the guest.
+    return codes.includes(0) ? 0 : codes.find((c) => c !== 3 && c !== 1 && c !== EXIT_REFUSED) ?? codes[0] ?? 1;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

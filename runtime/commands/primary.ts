@@ -2,7 +2,6 @@
 // on TCP (TLS-PSK), runs the guest once the backup is attached, logs every input to it, and
 // prints the guest's console output as the output rule releases it (DESIGN §3).
 
-import { createHash } from 'node:crypto';
 import { writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { Observable } from 'rxjs';
@@ -14,12 +13,13 @@ import { DEFAULT_MEMORY_MIB } from '../platform.js';
 import type { Arbiter } from '../arbiter/arbiter.js';
 import { parseArbiterSpec } from '../arbiter/spec.js';
 import { listenPrimary, type TcpBackupListener, type TcpPrimaryEnd } from '../channel/tcp.js';
-import { readKeyFile } from '../channel/tcp-frames.js';
+import { readKeyFile, type PairIdentity } from '../channel/tcp-frames.js';
 import type { ReleasedOutput } from '../ft/output-gate.js';
 import { PrimaryNode, type NodeEvent } from '../ft/primary-node.js';
+import { newPairInstance } from '../ft/identity.js';
 import type { FtTiming } from '../ft/timing.js';
 import { OutputLogWriter } from '../faults/output-log.js';
-import { CliError, positiveInt, readImage } from './common.js';
+import { CliError, imageDigest, positiveInt, readImage } from './common.js';
 import { startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
 
 const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--no-reprotect] [--inspect [PORT]]';
@@ -27,6 +27,10 @@ const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--p
 /** Exit code of a replica that lost the arbiter and halted (the other one is live). */
 export const EXIT_HALTED = 3;
 export const EXIT_DIVERGED = 4;
+/** A backup the primary did not admit (busy, another pair, image or memory size, wrong key). */
+export const EXIT_REFUSED = 5;
+/** Stopped by SIGTERM/SIGINT while outputs of its guest were still unreleased. */
+export const EXIT_UNRELEASED = 6;
 
 export function parseHostPort(flag: string, text: string | undefined): { host: string; port: number } {
   if (text === undefined) throw new CliError(`missing --${flag} HOST:PORT`);
@@ -55,8 +59,58 @@ export function loadArbiter(spec: string | undefined): Arbiter {
   }
 }
 
-/** Both replicas share the key, so by default they derive the same pair id from it. */
-export const defaultPairId = (key: Uint8Array): string => `k${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
+/** `--pair-id` resumes a pair instance on purpose (primary), or names the one expected (backup). */
+const PAIR_ID = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
+export function pairIdFlag(text: string | undefined): string | undefined {
+  if (text !== undefined && !PAIR_ID.test(text)) throw new CliError(`--pair-id wants letters, digits, '-' and '_' (at most 128), got '${text}'`);
+  return text;
+}
+
+/** The side-channel file of released outputs, opened before anything runs so a bad path fails at once. */
+export function openOutputs(file: string | undefined): OutputLogWriter | undefined {
+  if (file === undefined) return undefined;
+  try {
+    return new OutputLogWriter(file);
+  } catch (e) {
+    throw new CliError(`--outputs ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : (e as Error).message}`);
+  }
+}
+
+/**
+ * SIGTERM/SIGINT stop a node like a crash, but first count what its guest produced and did
+ * not release: an operator must hear that outputs were left behind (DESIGN §3 Output rule).
+ */
+export function stopOnSignal(node: { unreleased(): number; crash(): void }): { readonly by: string | undefined; readonly unreleased: number; off(): void } {
+  const state = { by: undefined as string | undefined, unreleased: 0 };
+  const stop = (signal: string): void => {
+    if (state.by) return;
+    state.by = signal;
+    state.unreleased = node.unreleased();
+    node.crash();
+  };
+  const onTerm = (): void => stop('SIGTERM');
+  const onInt = (): void => stop('SIGINT');
+  process.on('SIGTERM', onTerm);
+  process.on('SIGINT', onInt);
+  return {
+    get by() { return state.by; },
+    get unreleased() { return state.unreleased; },
+    off: () => {
+      process.off('SIGTERM', onTerm);
+      process.off('SIGINT', onInt);
+    },
+  };
+}
+
+/** The exit of a node stopped by a signal: 0 if nothing was left unreleased, else EXIT_UNRELEASED and one line. */
+export function signalExit(who: string, stop: { by: string | undefined; unreleased: number }): number {
+  if (stop.unreleased === 0) {
+    note(`${who} stopped by ${stop.by}: every output of its guest was released`);
+    return 0;
+  }
+  process.stderr.write(`ftvm: ${who} stopped by ${stop.by} with ${stop.unreleased} output${stop.unreleased === 1 ? '' : 's'} never released\n`);
+  return EXIT_UNRELEASED;
+}
 
 export function bootMachine(image: Uint8Array, file: string, memoryMiB: number): Machine {
   const m = new Machine({ memoryMiB, env: new LiveEnv() });
@@ -92,8 +146,7 @@ export function note(text: string): void {
  * asked. Written synchronously: an output counts as released to the world only once it is
  * out of this process, and the primary tells its backup how many it released.
  */
-export function sinkOutputs(released$: Observable<ReleasedOutput>, file: string | undefined): void {
-  const log = file ? new OutputLogWriter(file) : undefined;
+export function sinkOutputs(released$: Observable<ReleasedOutput>, log: OutputLogWriter | undefined): void {
   const one = Buffer.alloc(1);
   released$.subscribe((o) => {
     log?.write(o);
@@ -165,14 +218,17 @@ async function primary(argv: string[]): Promise<number> {
   const file = positionals[0]!;
   const { host, port } = parseHostPort('listen', values.listen);
   const key = loadKey(values['key-file']);
-  const arbiter = loadArbiter(values.arbiter);
-  const pairId = values['pair-id'] ?? defaultPairId(key);
+  const resumed = pairIdFlag(values['pair-id']);
   const memoryMiB = positiveInt('mem', values.mem, DEFAULT_MEMORY_MIB);
   const timing = timingFlags(values);
-  const machine = bootMachine(readImage(file), file, memoryMiB);
+  const image = readImage(file);
+  const machine = bootMachine(image, file, memoryMiB);
+  const outputs = openOutputs(values.outputs);
+  const arbiter = loadArbiter(values.arbiter);
+  const identity: PairIdentity = { instance: resumed ?? newPairInstance(), imageDigest: imageDigest(image), memoryMiB };
   const views = await startInspect(inspectPort);
   try {
-    return await runPrimary(views, { host, port, key, arbiter, pairId, memoryMiB, timing, machine, values });
+    return await runPrimary(views, { host, port, key, arbiter, identity, timing, machine, outputs, values });
   } finally {
     await views?.close();
   }
@@ -180,40 +236,57 @@ async function primary(argv: string[]): Promise<number> {
 
 async function runPrimary(
   views: Views | undefined,
-  { host, port, key, arbiter, pairId, memoryMiB, timing, machine, values }: {
-    host: string; port: number; key: Buffer; arbiter: Arbiter; pairId: string; memoryMiB: number; timing: Partial<FtTiming>; machine: Machine;
-    values: { outputs?: string | undefined; batch?: string | undefined; 'no-reprotect'?: boolean | undefined };
+  { host, port, key, arbiter, identity, timing, machine, outputs, values }: {
+    host: string; port: number; key: Buffer; arbiter: Arbiter; identity: PairIdentity; timing: Partial<FtTiming>; machine: Machine;
+    outputs: OutputLogWriter | undefined; values: { batch?: string | undefined; 'no-reprotect'?: boolean | undefined };
   },
 ): Promise<number> {
+  const pairId = identity.instance;
   let listener;
   try {
-    listener = await listenPrimary({ host, port, key });
+    listener = await listenPrimary({ host, port, key, identity });
   } catch (e) {
+    await arbiter.close();
     throw new CliError(`cannot listen on ${host}:${port}: ${(e as Error).message}`, 1);
   }
-  // The `pair` command and the fault harness read this line to learn the port.
+  // Strays, wrong keys, other pairs' or images' backups: each refused, listening goes on.
+  listener.refused$.subscribe((why) => note(`primary refused ${why}`));
+  // The `pair` command and the fault harness read this line to learn the port and the instance.
   note(`primary listening ${host}:${listener.port} pair ${pairId}`);
   listener.end.events$.subscribe((e) => note(`primary channel ${e.type}${e.type === 'channel.failed' ? ` ${e.error.message}` : e.type === 'channel.closed' ? ` by ${e.by}` : ''}`));
+  // Until its backup attaches the guest has not run: a stop signal has nothing to lose.
+  let waiting: () => void = () => undefined;
+  const stopped = new Promise<'stopped'>((resolve) => { waiting = () => resolve('stopped'); });
+  process.once('SIGTERM', waiting);
+  process.once('SIGINT', waiting);
   try {
-    await listener.end.attached;
+    if ((await Promise.race([listener.end.attached, stopped])) === 'stopped') {
+      note('primary stopped before a backup attached: the guest never ran');
+      await listener.close();
+      await arbiter.close();
+      return 0;
+    }
   } catch (e) {
     await listener.close();
     throw new CliError(`no backup: ${(e as Error).message}`, 1);
+  } finally {
+    process.off('SIGTERM', waiting);
+    process.off('SIGINT', waiting);
   }
   note(`primary backup attached from ${listener.end.peer}`);
 
   const node = new PrimaryNode({ name: 'primary', pairId, generation: 1, machine, arbiter, channel: listener.end, timing, ...batchFlag(values), ...(views?.inspect ? { inspect: views.inspect } : {}) });
   reportEvents(node.events$);
-  sinkOutputs(node.released$, values.outputs);
-  if (!values['no-reprotect']) serveReprotection(node, listener, memoryMiB);
-  const stop = (): void => node.crash();
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
+  sinkOutputs(node.released$, outputs);
+  if (!values['no-reprotect']) serveReprotection(node, listener);
+  const stop = stopOnSignal(node);
   const outcome = await node.run();
+  stop.off();
   await listener.close().catch(() => undefined);
   await arbiter.close();
   const s = node.stats();
   note(`primary stats outputs ${s.outputs} released ${s.released} entries ${s.entriesSent} bytes ${listener.end.stats().bytesSent} (first backup) outputDelay p50 ${s.outputDelay.p50Ms.toFixed(3)} ms p99 ${s.outputDelay.p99Ms.toFixed(3)} ms icount ${s.icount}`);
+  if (stop.by) return signalExit('primary', stop);
   // A primary that lost the arbiter halts even if its guest powered off meanwhile: the
   // other replica is the one that finishes the guest's outputs.
   if (node.state === 'halted') return EXIT_HALTED;
@@ -233,16 +306,15 @@ async function runPrimary(
  * compression, framing; reported as `paused`), the rest streams while it runs. Outputs wait
  * for the joiner's ack of the snapshot, as for any entry; the pair is protected from then.
  */
-export function serveReprotection(node: PrimaryNode, listener: TcpBackupListener, memoryMiB: number): void {
+export function serveReprotection(node: PrimaryNode, listener: TcpBackupListener): void {
   let current: TcpPrimaryEnd | undefined;
   let joined: { at: number; bytes: number } | undefined;
   let over = false;
-  listener.refused$.subscribe((why) => note(`${node.name} refused ${why}`));
   const offer = (): void => {
     if (over || current || node.state !== 'alone') return;
     let end: TcpPrimaryEnd;
     try {
-      end = listener.accept({ generation: node.generation, memoryMiB });
+      end = listener.accept({ generation: node.generation });
     } catch {
       // The backup this node just gave up is still closing its end: offer again shortly.
       setTimeout(offer, 50);
@@ -300,7 +372,8 @@ export function cliRun(usage: string, body: (argv: string[]) => Promise<number>)
       return code;
     } catch (e) {
       if (e instanceof CliError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-        process.stderr.write(`ftvm: ${(e as Error).message}\n${(e as CliError).exitCode === 1 ? '' : `usage: ftvm ${usage}\n`}`);
+        // Only a usage error (exit 2) earns the usage line; a refusal or an outage does not.
+        process.stderr.write(`ftvm: ${(e as Error).message}\n${((e as CliError).exitCode ?? 2) === 2 ? `usage: ftvm ${usage}\n` : ''}`);
         return (e as CliError).exitCode ?? 2;
       }
       throw e;

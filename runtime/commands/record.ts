@@ -1,9 +1,10 @@
+import { constants as osConstants } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Command } from '../cli.js';
 import { Machine } from '../machine.js';
 import { ElfError } from '../elf.js';
 import { RecordingEnv } from '../env/recording.js';
-import { LogFileWriter } from '../log/file.js';
+import { LogFileWriter, LogWriteError } from '../log/file.js';
 import { runMachine } from '../runner.js';
 import { DEFAULT_MEMORY_MIB } from '../platform.js';
 import { Exit } from '../types.js';
@@ -18,7 +19,25 @@ const USAGE = 'record <elf> --log FILE [--mem MiB] [--max-instructions N] [--sna
 const DEFAULT_SNAPSHOT_EVERY = 50_000_000;
 const DEFAULT_DIGEST_EVERY = 10_000_000;
 
-async function record(argv: string[]): Promise<number> {
+/** 128 + the signal's number, as a shell reports a command that signal ended (SIGINT 130, SIGTERM 143, SIGPIPE 141). */
+const exitCodeForSignal = (signal: NodeJS.Signals): number => 128 + osConstants.signals[signal];
+
+/** Signals that stop the recording cleanly: the log gets its end record and the digest line is printed. */
+const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
+
+interface RecordOptions {
+  file: string;
+  logPath: string;
+  memoryMiB: number;
+  maxInstructions: number | undefined;
+  snapshotEvery: number;
+  digestEvery: number;
+  disk: string | undefined;
+  net: string[] | undefined;
+}
+
+/** Everything that is the caller's mistake: each error here is printed with the usage line. */
+function parseRecordArgs(argv: string[]): RecordOptions {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -34,21 +53,67 @@ async function record(argv: string[]): Promise<number> {
   });
   if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
   if (!values.log) throw new CliError('missing --log FILE');
-  const file = positionals[0]!;
-  const memoryMiB = positiveInt('mem', values.mem, DEFAULT_MEMORY_MIB);
-  const maxInstructions = values['max-instructions'] === undefined ? undefined : positiveInt('max-instructions', values['max-instructions'], 1);
-  const snapshotEvery = positiveInt('snapshot-every', values['snapshot-every'], DEFAULT_SNAPSHOT_EVERY);
-  const digestEvery = positiveInt('digest-every', values['digest-every'], DEFAULT_DIGEST_EVERY);
+  return {
+    file: positionals[0]!,
+    logPath: values.log,
+    memoryMiB: positiveInt('mem', values.mem, DEFAULT_MEMORY_MIB),
+    maxInstructions: values['max-instructions'] === undefined ? undefined : positiveInt('max-instructions', values['max-instructions'], 1),
+    snapshotEvery: positiveInt('snapshot-every', values['snapshot-every'], DEFAULT_SNAPSHOT_EVERY),
+    digestEvery: positiveInt('digest-every', values['digest-every'], DEFAULT_DIGEST_EVERY),
+    disk: values.disk,
+    net: values.net,
+  };
+}
+
+/** Why the recorder stopped the guest before it powered off. */
+type Stop =
+  | { kind: 'signal'; signal: NodeJS.Signals }
+  /** Whoever read stdout went away (EPIPE), as `ftvm record ... | head` does. */
+  | { kind: 'stdout'; error: NodeJS.ErrnoException }
+  | { kind: 'log'; error: LogWriteError };
+
+async function record(o: RecordOptions): Promise<number> {
+  const { file, logPath, memoryMiB, maxInstructions, snapshotEvery, digestEvery } = o;
   const image = readImage(file);
-  const io = await openIo({ disk: values.disk, net: values.net }).catch((e: Error) => {
-    throw e instanceof IoOpenError ? new CliError(e.message) : e;
+  const io = await openIo({ disk: o.disk, net: o.net }).catch((e: Error) => {
+    throw e instanceof IoOpenError ? new CliError(e.message, e.exitCode) : e;
   });
 
-  const writer = await LogFileWriter.create(values.log, { imageDigest: imageDigest(image), memorySize: memoryMiB * 1024 * 1024 })
-    .catch(async (e: Error) => { await io.close(); throw new CliError(`${values.log}: ${e.message}`); });
+  const writer = await LogFileWriter.create(logPath, { imageDigest: imageDigest(image), memorySize: memoryMiB * 1024 * 1024 })
+    .catch(async (e: Error) => {
+      await io.close();
+      if (e instanceof LogWriteError) throw new CliError(e.message, 1);
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new CliError(`${logPath}: ${code === 'ENOENT' ? 'no such directory' : e.message}`);
+    });
   const log = new SeqLog((e) => writer.append(e));
   const env = new RecordingEnv((payload, icount) => log.append(payload, icount));
-  const out = new ConsoleWriter();
+
+  // The guest stops at the next batch boundary (an instruction boundary) for any of these;
+  // the first one decides how the recording ends.
+  const abort = new AbortController();
+  let stop: Stop | undefined;
+  const stopWith = (s: Stop): void => {
+    stop ??= s;
+    abort.abort();
+  };
+  let stdoutBroken = false;
+  const onStdoutError = (error: NodeJS.ErrnoException): void => {
+    stdoutBroken = true;
+    stopWith({ kind: 'stdout', error });
+  };
+  // NOTE `once`: a second Ctrl-C while the log is being closed gets the default action (exit at once).
+  const onSignal = (signal: NodeJS.Signals): void => stopWith({ kind: 'signal', signal });
+  for (const s of STOP_SIGNALS) process.once(s, onSignal);
+  // NOTE the stdout error listener stays after return: writes already made may still fail later.
+  process.stdout.on('error', onStdoutError);
+  const detach = (): void => {
+    for (const s of STOP_SIGNALS) process.off(s, onSignal);
+  };
+
+  const out = new ConsoleWriter((b) => {
+    if (!stdoutBroken) process.stdout.write(b);
+  });
   let outputs = 0;
   let outputsMarked = 0;
   const machine: Machine = new Machine({
@@ -68,7 +133,8 @@ async function record(argv: string[]): Promise<number> {
     // The machine's shape (disk capacity, NIC) travels in the log: replay needs no disk or network.
     if (machine.io) log.append({ type: 'snapshot', data: packSnapshot(machine) }, machine.icount);
   } catch (e) {
-    await writer.close();
+    detach();
+    writer.abandon();
     await io.close();
     if (e instanceof ElfError || e instanceof RangeError) throw new CliError(`${file}: ${e.message}`);
     throw e;
@@ -93,34 +159,90 @@ async function record(argv: string[]): Promise<number> {
       log.append({ type: 'digest', digest: machine.digest() }, ic);
       nextDigest = ic + digestEvery;
     }
-    void writer.flush();
+    try {
+      writer.flush();
+    } catch (e) {
+      // The log can no longer hold what the guest does next: stop it before its next batch.
+      if (!(e instanceof LogWriteError)) throw e;
+      stopWith({ kind: 'log', error: e });
+    }
   };
 
-  const outcome = await runMachine(machine, { ...(maxInstructions === undefined ? {} : { maxInstructions }), onBatch });
+  let outcome;
+  try {
+    outcome = await runMachine(machine, { ...(maxInstructions === undefined ? {} : { maxInstructions }), onBatch, signal: abort.signal });
+  } catch (e) {
+    detach();
+    writer.abandon();
+    await (machine.io?.close() ?? io.close());
+    throw e;
+  }
   out.flush();
-  if (outcome.reason === 'halt') log.append({ type: 'end', code: outcome.code ?? 0 }, machine.icount);
-  else log.append({ type: 'digest', digest: machine.digest() }, machine.icount);
-  await writer.close();
-  await (machine.io?.close() ?? io.close());
+  const closeIo = (): Promise<void> => machine.io?.close() ?? io.close();
+  const writeFailed = (error: LogWriteError): Promise<number> => {
+    detach();
+    writer.abandon();
+    process.stderr.write(`ftvm: ${error.message}; stopped the guest at icount ${machine.icount}\n`);
+    return closeIo().then(() => 1);
+  };
+  if (stop?.kind === 'log') return writeFailed(stop.error);
+
+  // Every recording ends with an end record, so replay can tell a whole log from a cut one.
+  // When the guest did not power off, a digest at the same icount lets replay check the state.
+  let exitCode: number;
+  if (outcome.reason === 'halt') {
+    exitCode = (outcome.code ?? 0) & 0xff;
+    log.append({ type: 'end', code: outcome.code ?? 0 }, machine.icount);
+  } else {
+    exitCode = outcome.reason === 'fault' ? 1
+      : stop?.kind === 'signal' ? exitCodeForSignal(stop.signal)
+        : stop?.kind === 'stdout' ? exitCodeForSignal('SIGPIPE')
+          : 0;
+    log.append({ type: 'digest', digest: machine.digest() }, machine.icount);
+    log.append({ type: 'end', code: exitCode, reason: outcome.reason === 'fault' ? 'fault' : 'stopped' }, machine.icount);
+  }
+  try {
+    writer.close();
+  } catch (e) {
+    if (e instanceof LogWriteError) return writeFailed(e);
+    throw e;
+  }
+  detach();
+  await closeIo();
   process.stderr.write(digestLine(machine));
   process.stderr.write(`log ${writer.entriesWritten} entries, ${writer.bytesWritten} bytes, ${((writer.bytesWritten * 1000) / Math.max(1, machine.icount)).toFixed(3)} bytes per 1000 instructions\n`);
   if (outcome.reason === 'fault') {
     process.stderr.write(`ftvm: guest fault: ${outcome.fault?.message ?? 'unknown'}\n`);
-    return 1;
+  } else if (outcome.reason !== 'halt' && stop?.kind === 'signal') {
+    process.stderr.write(`ftvm: ${stop.signal}: stopped the guest at icount ${machine.icount}; the log ends there with its end record\n`);
+  } else if (outcome.reason !== 'halt' && stop?.kind === 'stdout' && stop.error.code !== 'EPIPE') {
+    // EPIPE is the reader's normal way of saying "enough" (`| head`): quiet, as `yes | head` is.
+    process.stderr.write(`ftvm: stdout: ${stop.error.message}; stopped the guest at icount ${machine.icount}\n`);
   }
-  return outcome.reason === 'halt' ? (outcome.code ?? 0) & 0xff : 0;
+  return exitCode;
 }
 
 export const command: Command = {
   usage: USAGE,
   summary: 'run a guest live and write every non-deterministic input to a log file',
   run: async (argv) => {
+    let opts: RecordOptions;
     try {
-      return await record(argv);
+      opts = parseRecordArgs(argv);
     } catch (e) {
       if (e instanceof CliError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
         process.stderr.write(`ftvm: ${(e as Error).message}\nusage: ftvm ${USAGE}\n`);
-        return (e as CliError).exitCode ?? 2;
+        return 2;
+      }
+      throw e;
+    }
+    try {
+      return await record(opts);
+    } catch (e) {
+      // Not the caller's syntax: one line, no usage.
+      if (e instanceof CliError) {
+        process.stderr.write(`ftvm: ${e.message}\n`);
+        return e.exitCode;
       }
       throw e;
     }

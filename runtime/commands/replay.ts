@@ -1,19 +1,23 @@
+import { constants as osConstants } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Command } from '../cli.js';
 import { Machine } from '../machine.js';
 import { ElfError } from '../elf.js';
 import { DivergenceError, ReplayEnv } from '../env/replay.js';
-import { readLogFile } from '../log/file.js';
-import { LogFrameError } from '../log/codec.js';
-import type { LogEntry } from '../log/entry.js';
+import { scanLogFile, type LogFileScan } from '../log/file.js';
+import type { LogEntry, LogEntryOf } from '../log/entry.js';
 import { runMachine } from '../runner.js';
 import { ioShapeOf } from '../io/machine-io.js';
-import { CliError, ConsoleWriter, digestLine, imageDigest, positiveInt, readImage, unpackSnapshot } from './common.js';
+import { CliError, ConsoleWriter, digestLine, imageDigest, readImage, unpackSnapshot } from './common.js';
 
-const USAGE = 'replay <elf> --log FILE [--until ICOUNT]';
+const USAGE = 'replay <elf> --log FILE [--until ICOUNT] [--partial]';
 
 /** Exit code of a replay that diverged from its log. */
 export const EXIT_DIVERGED = 3;
+/** Exit code of a replay refused because its log lacks its end record (see --partial). */
+export const EXIT_INCOMPLETE = 4;
+/** 128 + SIGPIPE: whoever read stdout went away, as a shell reports `yes | head`. */
+const EXIT_BROKEN_PIPE = 128 + osConstants.signals.SIGPIPE;
 
 /**
  * Where to start replaying toward `until`: the newest snapshot at or before it (time travel
@@ -29,27 +33,83 @@ function seekStart(entries: LogEntry[], until: number): number {
   return start;
 }
 
-async function replay(argv: string[]): Promise<number> {
+interface ReplayOptions {
+  file: string;
+  logPath: string;
+  until: number | undefined;
+  partial: boolean;
+}
+
+/** An icount: any integer >= 0 (0 is the state before the first instruction). */
+function icountArg(name: string, text: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n)) throw new CliError(`--${name} wants an instruction count (an integer >= 0), got '${text}'`);
+  return n;
+}
+
+/** Everything that is the caller's mistake: each error here is printed with the usage line. */
+function parseReplayArgs(argv: string[]): ReplayOptions {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { log: { type: 'string' }, until: { type: 'string' } },
+    options: { log: { type: 'string' }, until: { type: 'string' }, partial: { type: 'boolean', default: false } },
   });
   if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
   if (!values.log) throw new CliError('missing --log FILE');
-  const file = positionals[0]!;
-  const until = values.until === undefined ? undefined : positiveInt('until', values.until, 1);
-  const image = readImage(file);
-  let log;
-  try {
-    log = await readLogFile(values.log);
-  } catch (e) {
-    if (e instanceof LogFrameError) throw new CliError(`${values.log}: ${e.message}`, 2);
-    throw new CliError(`${values.log}: ${(e as Error).message}`);
-  }
-  if (log.header.imageDigest !== imageDigest(image)) throw new CliError(`${values.log}: recorded from another image than ${file}`);
+  return {
+    file: positionals[0]!,
+    logPath: values.log,
+    until: values.until === undefined ? undefined : icountArg('until', values.until),
+    partial: values.partial === true,
+  };
+}
 
-  const out = new ConsoleWriter();
+/** "after seq 12, icount 345": how far the good part of a log reaches. */
+const reach = (entries: readonly LogEntry[]): string => {
+  const last = entries[entries.length - 1];
+  return last ? `after seq ${last.seq}, icount ${last.icount}` : 'before its first entry';
+};
+
+/** Reads the log and refuses a corrupt one, or a cut one unless `partial`. Offsets count from the file's start. */
+async function loadLog(logPath: string, partial: boolean): Promise<LogFileScan & { end: LogEntryOf<'end'> | undefined }> {
+  let scan: LogFileScan;
+  try {
+    scan = await scanLogFile(logPath);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CliError(`${logPath}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+  const last = scan.entries[scan.entries.length - 1];
+  const end = last?.type === 'end' ? last : undefined;
+  // A bad frame is corrupt, never a guess; so are bytes after the end record.
+  if (scan.error && (!scan.truncated || end)) {
+    throw new CliError(`${logPath}: ${scan.error.message} (the good frames end ${reach(scan.entries)})`, 2);
+  }
+  if (!end && !partial) {
+    const where = scan.truncated
+      ? `it is cut inside a frame at byte ${scan.validBytes} of ${scan.size}, ${reach(scan.entries)}`
+      : `it stops at byte ${scan.size}, a frame boundary, ${reach(scan.entries)}`;
+    throw new CliError(`${logPath}: the log has no end record (was the recorder killed?): ${where}; --partial replays what is there`, EXIT_INCOMPLETE);
+  }
+  return { ...scan, end };
+}
+
+async function replay(o: ReplayOptions): Promise<number> {
+  const { file, logPath, until } = o;
+  const image = readImage(file);
+  const log = await loadLog(logPath, o.partial);
+  if (log.header.imageDigest !== imageDigest(image)) throw new CliError(`${logPath}: recorded from another image than ${file}`);
+
+  let stdoutBroken = false;
+  const abort = new AbortController();
+  // NOTE the listener stays after return: writes already made may still fail later.
+  process.stdout.on('error', () => {
+    stdoutBroken = true;
+    abort.abort();
+  });
+  const out = new ConsoleWriter((b) => {
+    if (!stdoutBroken) process.stdout.write(b);
+  });
   let outputs = 0;
   const env = new ReplayEnv({ digest: (m) => m.digest(), outputCount: () => outputs });
   // A log recorded with a disk or NIC starts with a snapshot that names them (no backends needed).
@@ -86,12 +146,18 @@ async function replay(argv: string[]): Promise<number> {
   }
   for (let i = start + 1; i < log.entries.length; i++) env.push(log.entries[i]!);
 
-  // A log without its `end` entry (the recorder was killed) replays to its last entry.
-  const stopAt = Math.min(until ?? Infinity, env.ended ? Infinity : env.horizon);
+  // The log ends at its end record; a partial log (--partial) as far as its entries vouch.
+  const { end } = log;
+  const logEnd = end ? end.icount : env.horizon;
+  const stopAt = Math.min(until ?? Infinity, logEnd);
   try {
-    const outcome = await runMachine(machine, { untilIcount: stopAt, onBatch: () => out.flush() });
+    const outcome = await runMachine(machine, { untilIcount: stopAt, onBatch: () => out.flush(), signal: abort.signal });
     out.flush();
+    const atEnd = end !== undefined && outcome.reason === 'until' && machine.icount === end.icount;
+    // The recorder logged a digest (and output marker) at the icount it stopped at: check them.
+    if (atEnd) env.deliverDue(machine);
     process.stderr.write(digestLine(machine));
+    if (outcome.reason === 'aborted') return stdoutBroken ? EXIT_BROKEN_PIPE : 1;
     if (outcome.reason === 'fault') {
       process.stderr.write(`ftvm: guest fault: ${outcome.fault?.message ?? 'unknown'}\n`);
       return 1;
@@ -99,7 +165,18 @@ async function replay(argv: string[]): Promise<number> {
     if (until !== undefined && machine.icount < until) {
       process.stderr.write(`ftvm: the log ends at icount ${machine.icount}, before ${until}\n`);
     }
-    return outcome.reason === 'halt' ? (outcome.code ?? 0) & 0xff : 0;
+    if (outcome.reason === 'halt') return (outcome.code ?? 0) & 0xff;
+    if (!atEnd) return 0;
+    switch (end.reason) {
+      case 'stopped':
+        process.stderr.write(`ftvm: the recording was stopped at icount ${end.icount}, before the guest powered off\n`);
+        return 0;
+      case 'fault':
+        process.stderr.write(`ftvm: the recording ended in a guest fault at icount ${end.icount}\n`);
+        return 1;
+      default:
+        throw new DivergenceError(end.seq, end.icount, `the guest powers off at icount ${end.icount}`, 'still running');
+    }
   } catch (e) {
     out.flush();
     if (e instanceof DivergenceError) {
@@ -114,12 +191,23 @@ export const command: Command = {
   usage: USAGE,
   summary: 'replay a recorded log: same console output, same final digest; --until seeks via snapshots',
   run: async (argv) => {
+    let opts: ReplayOptions;
     try {
-      return await replay(argv);
+      opts = parseReplayArgs(argv);
     } catch (e) {
       if (e instanceof CliError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
         process.stderr.write(`ftvm: ${(e as Error).message}\nusage: ftvm ${USAGE}\n`);
-        return (e as CliError).exitCode ?? 2;
+        return 2;
+      }
+      throw e;
+    }
+    try {
+      return await replay(opts);
+    } catch (e) {
+      // Not the caller's syntax (a missing or corrupt log, another image): one line, no usage.
+      if (e instanceof CliError) {
+        process.stderr.write(`ftvm: ${e.message}\n`);
+        return e.exitCode;
       }
       throw e;
     }

@@ -174,7 +174,7 @@ async function run(argv: string[]): Promise<number> {
   } catch (e) {
     if (!(e instanceof IoOpenError)) throw e;
     process.stderr.write(`ftvm: ${e.message}\n`);
-    return 2;
+    return e.exitCode;
   }
 
   const live = values.deterministic ? undefined : new LiveEnv();

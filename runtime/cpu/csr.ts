@@ -14,14 +14,54 @@ export const Csr = {
   seed: 0x015,
   cycle: 0xc00, time: 0xc01, instret: 0xc02, cycleh: 0xc80, timeh: 0xc81, instreth: 0xc82,
   mvendorid: 0xf11, marchid: 0xf12, mimpid: 0xf13, mhartid: 0xf14, mconfigptr: 0xf15,
-  mstatus: 0x300, misa: 0x301, mie: 0x304, mtvec: 0x305, mcounteren: 0x306, menvcfg: 0x30a,
-  mstatush: 0x310, menvcfgh: 0x31a, mcountinhibit: 0x320,
+  mstatus: 0x300, misa: 0x301, medeleg: 0x302, mideleg: 0x303, mie: 0x304, mtvec: 0x305,
+  mstatush: 0x310, mcountinhibit: 0x320, mhpmevent3: 0x323, mhpmevent31: 0x33f,
   mscratch: 0x340, mepc: 0x341, mcause: 0x342, mtval: 0x343, mip: 0x344,
   mcycle: 0xb00, minstret: 0xb02, mcycleh: 0xb80, minstreth: 0xb82,
 } as const;
 
 /** §2.1: csr[11:10] == 3 marks a read-only CSR; writing one is an illegal instruction. */
 export const isReadOnly = (csr: number): boolean => csr >>> 10 === 3;
+
+/**
+ * The CSRs this hart has: one entry per number or range, nothing else exists. Read-only-ness
+ * is not listed: it follows from the number (isReadOnly).
+ *
+ * misa says RV32IM, M-mode only, and the list is what QEMU 7.2 has for the same hart
+ * (guests/qemu.sh: `-cpu rv32,...,s=false,u=false,pmp=false,debug=false,pmu-num=0`; DESIGN §1:
+ * QEMU is the reference), probed over all 4096 numbers by guests/csr:
+ * - No U- or S-mode CSRs: mcounteren, menvcfg/menvcfgh, sstatus... do not exist (§3.1.11:
+ *   mcounteren exists only with U-mode; §3.1.18: menvcfg likewise).
+ * - cycle/time/instret(h) do exist: M-mode may read them without U-mode, as on QEMU.
+ * - medeleg/mideleg exist as on QEMU (§3.1.8 says "should not" for M-only harts); with no
+ *   lower mode nothing can be delegated, so they are read-only zero (WARL).
+ * - mcountinhibit and mhpmevent3..31 exist and are read-only zero (WARL): there are no
+ *   programmable counters (QEMU pmu-num=0 removes mhpmcounter3..31 and hpmcounter3..31).
+ * - mstatush exists and reads zero: no MBE/SBE, and MPV/GVA need the H extension.
+ * - No PMP (QEMU pmp=false: pmpcfg/pmpaddr do not exist), no mseccfg (Smepmp), no
+ *   debug trigger CSRs (QEMU debug=false: tselect/tdata*), no floating-point CSRs.
+ * - seed (Zkr) exists; the rule that it needs a read-write form lives in the interpreter.
+ */
+const CSR_RANGES: readonly (readonly [first: number, last: number])[] = [
+  [Csr.seed, Csr.seed],
+  [Csr.cycle, Csr.instret], [Csr.cycleh, Csr.instreth],
+  [Csr.mvendorid, Csr.mconfigptr],
+  [Csr.mstatus, Csr.mtvec],
+  [Csr.mstatush, Csr.mstatush],
+  [Csr.mcountinhibit, Csr.mcountinhibit], [Csr.mhpmevent3, Csr.mhpmevent31],
+  [Csr.mscratch, Csr.mip],
+  [Csr.mcycle, Csr.mcycle], [Csr.minstret, Csr.minstret],
+  [Csr.mcycleh, Csr.mcycleh], [Csr.minstreth, Csr.minstreth],
+];
+
+const EXISTS: Uint8Array = (() => {
+  const t = new Uint8Array(4096);
+  for (const [first, last] of CSR_RANGES) t.fill(1, first, last + 1);
+  return t;
+})();
+
+/** Whether CSR number `csr` (0..4095) exists on this hart; accessing any other is illegal. */
+export const csrExists = (csr: number): boolean => EXISTS[csr] === 1;
 
 /** Where the CSR file gets its non-deterministic values (DESIGN §2). */
 export interface ValueSource {
@@ -55,29 +95,6 @@ export class Csrs {
   cycleOffHi = 0;
   instretOffLo = 0;
   instretOffHi = 0;
-
-  exists(csr: number): boolean {
-    switch (csr) {
-      case Csr.seed: case Csr.cycle: case Csr.time: case Csr.instret:
-      case Csr.cycleh: case Csr.timeh: case Csr.instreth:
-      case Csr.mvendorid: case Csr.marchid: case Csr.mimpid: case Csr.mhartid: case Csr.mconfigptr:
-      case Csr.mstatus: case Csr.misa: case Csr.mie: case Csr.mtvec: case Csr.mcounteren:
-      case Csr.menvcfg: case Csr.mstatush: case Csr.menvcfgh: case Csr.mcountinhibit:
-      case Csr.mscratch: case Csr.mepc: case Csr.mcause: case Csr.mtval: case Csr.mip:
-      case Csr.mcycle: case Csr.minstret: case Csr.mcycleh: case Csr.minstreth:
-        return true;
-      default:
-        // mhpmcounter3..31(h), mhpmevent3..31 and hpmcounter3..31(h) are implemented as
-        // read-only zero (§3.1.10 allows hard-wiring them), as QEMU does.
-        return (
-          (csr >= 0xb03 && csr <= 0xb1f) || (csr >= 0xb83 && csr <= 0xb9f) ||
-          (csr >= 0x323 && csr <= 0x33f) || (csr >= 0xc03 && csr <= 0xc1f) || (csr >= 0xc83 && csr <= 0xc9f) ||
-          // No PMP (§3.7.1 allows zero PMP entries: the CSRs then read as zero and ignore
-          // writes), so bare-metal start-up code that programs PMP keeps running.
-          (csr >= 0x3a0 && csr <= 0x3ef)
-        );
-    }
-  }
 
   /** Read an existing CSR during the instruction that follows `icount` retired ones. */
   read(csr: number, icount: number, src: ValueSource): number {

@@ -5,7 +5,7 @@ import { Exit } from '../types.js';
 import type { Bus } from '../bus.js';
 import { Op, type Decoded } from './decode.js';
 import type { DecodeCache } from './decode-cache.js';
-import { Csr, isReadOnly, type Csrs, type ValueSource } from './csr.js';
+import { Csr, csrExists, isReadOnly, type Csrs, type ValueSource } from './csr.js';
 import { Cause, enterTrap, leaveTrap, type TrapTarget } from './trap.js';
 import { div, divu, mulh, mulhsu, mulhu, rem, remu } from './muldiv.js';
 
@@ -81,11 +81,17 @@ function csrOp(h: StepTarget, d: Decoded, w: number): number {
   const isImm = op >= Op.Csrrwi;
   const kind = isImm ? op - Op.Csrrwi : op - Op.Csrrw; // 0 rw, 1 rs, 2 rc
   const src = isImm ? d.imm : h.x[d.rs1]!;
-  // §9.1: csrrw always writes; csrrs/csrrc write only when rs1 (or uimm) is non-zero.
-  const writes = kind === 0 || (isImm ? d.imm !== 0 : d.rs1 !== 0);
-  if (!c.exists(d.csr) || (writes && isReadOnly(d.csr))) return trap(h, Cause.IllegalInsn, w, w);
-  // Zkr §4.1: seed must be accessed with a read-write form; read-only forms are illegal.
-  if (d.csr === Csr.seed && !writes) return trap(h, Cause.IllegalInsn, w, w);
+  // §9.1: csrrs/csrrc with rs1=x0 and csrrsi/csrrci with uimm=0 never write.
+  const readForm = kind !== 0 && (isImm ? d.imm === 0 : d.rs1 === 0);
+  // NOTE: with rs1 != x0 the spec has csrrs/csrrc write even when x[rs1] is 0, so a read-only
+  // CSR would trap. QEMU 7.2, the reference (DESIGN §1), writes with x[rs1] as the mask and
+  // checks read-only-ness against the mask's value: a zero mask neither writes nor traps.
+  // Follow QEMU so that guests run the same on both; csrrw and csrrwi always write.
+  const writes = !readForm && (kind === 0 || src !== 0);
+  if (!csrExists(d.csr) || (writes && isReadOnly(d.csr))) return trap(h, Cause.IllegalInsn, w, w);
+  // Zkr §4.1: seed must be accessed with a read-write form; the read forms are illegal
+  // (QEMU: by form, so csrrs with a zero-valued rs1 != x0 is legal).
+  if (d.csr === Csr.seed && readForm) return trap(h, Cause.IllegalInsn, w, w);
   // §9.1: csrrw with rd=x0 does not read (and so causes no read side effects).
   const reads = kind !== 0 || d.rd !== 0 || d.csr === Csr.seed;
   const old = reads ? c.read(d.csr, h.icount, h.host) : 0;

@@ -175,10 +175,15 @@ async function readClaims(spec: RunSpec, pairId: string | undefined): Promise<Ma
       await a.close();
     }
   }
+  return readClaimFiles(join(spec.dir, 'arbiter'), pairId);
+}
+
+/** The file arbiter's record of one pair instance: generation -> claimant. */
+export function readClaimFiles(dir: string, pairId: string): Map<number, string> {
   const out = new Map<number, string>();
-  for (const f of readdirSync(join(spec.dir, 'arbiter'))) {
+  for (const f of readdirSync(dir)) {
     const m = /^(.+)\.(\d+)\.claim$/.exec(f);
-    if (m && m[1] === pairId) out.set(Number(m[2]), (JSON.parse(readFileSync(join(spec.dir, 'arbiter', f), 'utf8')) as { claimant: string }).claimant);
+    if (m && m[1] === pairId) out.set(Number(m[2]), (JSON.parse(readFileSync(join(dir, f), 'utf8')) as { claimant: string }).claimant);
   }
   return out;
 }

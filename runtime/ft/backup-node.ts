@@ -3,9 +3,9 @@ import { createActor, type Actor, type ActorOptions } from 'xstate';
 import { backupMachine } from '../../machines/backup.machine.js';
 import type { Machine } from '../machine.js';
 import { DivergenceError, ReplayEnv } from '../env/replay.js';
-import type { BackupEnd } from '../channel/channel.js';
+import { RefusedError, type BackupEnd } from '../channel/channel.js';
 import type { Arbiter } from '../arbiter/arbiter.js';
-import { ArbiterUnavailableError } from '../arbiter/arbiter.js';
+import { ArbiterClaims } from './arbiter-claims.js';
 import { Exit } from '../types.js';
 import type { NumberedOutput } from './output-gate.js';
 import { PrimaryNode, type NodeEvent } from './primary-node.js';
@@ -16,8 +16,12 @@ import type { DiskBackend, NetBackend } from '../io/backend.js';
 
 export interface BackupNodeOptions {
   name: string;
-  pairId: string;
-  generation: number;
+  /**
+   * The pair instance and generation, for channels that carry no admission (the embedded
+   * ones); over TCP the primary's hello names both (DESIGN §3 Identity).
+   */
+  pairId?: string;
+  generation?: number;
   /** Booted from the same image as the primary (or restored from its snapshot). */
   machine: Machine;
   channel: BackupEnd;
@@ -41,7 +45,8 @@ export interface BackupNodeOptions {
 export type BackupOutcome =
   | { reason: 'live'; primary: PrimaryNode }
   | { reason: 'finished'; code: number }
-  | { reason: 'halted' | 'diverged' | 'stopped'; detail: string };
+  /** refused: not admitted to the pair; unattached: no primary answered. Neither ran the guest. */
+  | { reason: 'halted' | 'diverged' | 'stopped' | 'refused' | 'unattached'; detail: string };
 
 export interface BackupStats {
   icount: number;
@@ -79,6 +84,12 @@ export class BackupNode {
   private stopped = false;
   private draining = false;
   private claimTimer: NodeJS.Timeout | undefined;
+  private readonly claims: ArbiterClaims;
+  /** The pair instance, known once admitted (or given, for the embedded channels). */
+  private pairId: string;
+  private generation: number;
+  /** Why the primary turned this backup away, or why no primary answered. */
+  private turnedAway = '';
   private outcome: BackupOutcome | undefined;
   private divergence: DivergenceError | undefined;
   /** Joining: false until the snapshot has been restored; then the output count is still to come. */
@@ -90,6 +101,9 @@ export class BackupNode {
     this.machine = opts.machine;
     this.timing = withTiming(opts.timing);
     this.loaded = !opts.joining;
+    this.pairId = opts.pairId ?? '';
+    this.generation = opts.generation ?? 1;
+    this.claims = new ArbiterClaims(opts.arbiter, opts.name, (detail) => this.note('arbiter', detail), this.timing.claimRetryMs);
     this.env = new ReplayEnv({ digest: (m) => m.digest(), outputCount: () => this.outputs });
     this.machine.env = this.env;
     this.machine.onOutput = (output) => {
@@ -99,13 +113,20 @@ export class BackupNode {
     this.actor = createActor(
       backupMachine.provide({
         actions: {
-          claimArbiter: () => this.claim(),
-          retryClaim: () => {
-            this.claimTimer = setTimeout(() => this.claim(), this.timing.claimRetryMs);
+          claimArbiter: ({ context }) => this.claim(context.generation),
+          retryClaim: ({ context }) => {
+            this.claimTimer = setTimeout(() => this.claim(context.generation), this.timing.claimRetryMs);
           },
           haltVm: () => {
-            this.note('arbiter', 'lost the test-and-set: the primary lives on; halting');
-            this.finishWith({ reason: 'halted', detail: 'lost the arbiter' });
+            this.note('arbiter', `lost the test-and-set (${this.claims.lostDetail}): the primary lives on; halting`);
+            this.finishWith({ reason: 'halted', detail: `lost the arbiter: ${this.claims.lostDetail}` });
+          },
+          reportRefusal: () => {
+            this.note('state', `refused: ${this.turnedAway}`);
+            this.finishWith({ reason: 'refused', detail: this.turnedAway });
+          },
+          watchPrimary: () => {
+            this.subs.push(watchPeer(this.opts.channel.entries$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e)));
           },
           drainLog: () => {
             // Take nothing more from the old primary: what was acked is all it may have released.
@@ -124,7 +145,8 @@ export class BackupNode {
     );
     this.actor.subscribe((s) => {
       this.note('state', JSON.stringify(s.value));
-      if (s.value === 'abandoned') this.finishWith({ reason: 'stopped', detail: 'the primary went away before the snapshot arrived' });
+      if (s.value === 'abandoned') this.finishWith({ reason: 'stopped', detail: s.context.synced ? 'the primary went away' : 'the primary went away before the snapshot arrived' });
+      if (s.value === 'unattached') this.finishWith({ reason: 'unattached', detail: this.turnedAway });
     });
   }
 
@@ -169,15 +191,61 @@ export class BackupNode {
       // Acknowledge on receipt (VMware FT): an entry received will be replayed before go-live.
       ch.ack(e.seq);
     });
-    this.subs.push(ch.events$.subscribe((e) => { if (e.type === 'channel.failed') this.actor.send({ type: 'channel.failed' }); }));
-    this.subs.push(watchPeer(ch.entries$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e)));
-    this.actor.send({ type: 'backup.start', fromSnapshot: this.opts.joining === true });
+    this.subs.push(ch.events$.subscribe((e) => {
+      // A refusal arrives as the channel's failure too: the admission answers it.
+      if (e.type === 'channel.failed' && !(e.error instanceof RefusedError)) {
+        this.turnedAway ||= e.error.message;
+        this.actor.send({ type: 'channel.failed' });
+      }
+    }));
+    this.actor.send({ type: 'backup.start' });
+    this.admit();
     try {
       await this.replayLoop();
     } finally {
       this.teardown();
     }
     return this.outcome ?? { reason: 'stopped', detail: 'stopped' };
+  }
+
+  /**
+   * Ask to join (DESIGN §3 Membership). The embedded channels carry no handshake: their
+   * backup is built together with its primary, from the same image, so it is admitted as such.
+   */
+  private admit(): void {
+    const ch = this.opts.channel;
+    if (!ch.admission) {
+      this.actor.send({ type: 'primary.admitted', joining: this.opts.joining === true, generation: this.generation });
+      return;
+    }
+    ch.admission.then(
+      (a) => {
+        if (this.stopped) return;
+        if ((a.mode === 'join') !== (this.opts.joining === true)) throw new Error(`admitted to ${a.mode}`);
+        this.pairId = a.instance;
+        this.generation = a.generation;
+        this.note('state', `admitted to pair ${a.instance} (${a.mode}, generation ${a.generation}, ${a.memoryMiB} MiB)`);
+        this.actor.send({ type: 'primary.admitted', joining: a.mode === 'join', generation: a.generation });
+      },
+      (e: unknown) => {
+        this.turnedAway = (e as Error).message;
+        this.actor.send(e instanceof RefusedError ? { type: 'primary.refused' } : { type: 'channel.failed' });
+      },
+    );
+  }
+
+  /** The pair instance this backup belongs to ('' until admitted). */
+  get pair(): string {
+    return this.pairId;
+  }
+
+  /**
+   * Outputs this replica would have to release if it stopped now: none while a primary is
+   * responsible for them; while claiming, those the primary never reported released.
+   */
+  unreleased(): number {
+    const s = this.actor.getSnapshot();
+    return s.matches('claiming') || s.matches('goingLive') ? this.replayed.filter((o) => o.index >= this.releasedHint).length : 0;
   }
 
   /** Fail-stop: the backup's host died. */
@@ -250,8 +318,8 @@ export class BackupNode {
     this.replayed = [];
     const primary = new PrimaryNode({
       name: this.name,
-      pairId: this.opts.pairId,
-      generation: this.opts.generation,
+      pairId: this.pairId,
+      generation: this.actor.getSnapshot().context.generation,
       machine: this.machine,
       arbiter: this.opts.arbiter,
       startAlone: true,
@@ -274,14 +342,8 @@ export class BackupNode {
     if (drop > 0) this.replayed.splice(0, drop);
   }
 
-  private claim(): void {
-    this.opts.arbiter.testAndSet(this.opts.pairId, this.opts.generation, this.name).then(
-      (r) => this.actor.send({ type: r === 'won' ? 'arbiter.won' : 'arbiter.lost' }),
-      (e: unknown) => {
-        if (!(e instanceof ArbiterUnavailableError)) this.note('error', `arbiter: ${(e as Error).message}`);
-        this.actor.send({ type: 'arbiter.unreachable' });
-      },
-    );
+  private claim(generation: number): void {
+    this.claims.claim(this.pairId, generation, (e) => this.actor.send(e));
   }
 
   private diverge(err: unknown): void {

@@ -6,7 +6,7 @@ import type { Machine } from '../machine.js';
 import { RecordingEnv } from '../env/recording.js';
 import type { PrimaryEnd } from '../channel/channel.js';
 import type { Arbiter } from '../arbiter/arbiter.js';
-import { ArbiterUnavailableError } from '../arbiter/arbiter.js';
+import { ArbiterClaims } from './arbiter-claims.js';
 import type { RunOutcome } from '../runner.js';
 import { runOnCpuActor } from '../cpu-actor.js';
 import type { cpuMachine } from '../../machines/cpu.machine.js';
@@ -105,6 +105,7 @@ export class PrimaryNode {
   private releasedSent = -1;
   private lastProgressMs = 0;
   private claimTimer: NodeJS.Timeout | undefined;
+  private readonly claims: ArbiterClaims;
   /** The generation this node went live in (set before the chart's snapshot shows it). */
   private liveGeneration: number | undefined;
 
@@ -115,6 +116,7 @@ export class PrimaryNode {
     this.channel = opts.channel;
     this.outputs = opts.outputsSoFar ?? 0;
     this.releasedThrough = this.outputs;
+    this.claims = new ArbiterClaims(opts.arbiter, opts.name, (detail) => this.note('arbiter', detail), this.timing.claimRetryMs);
     this.gate = new OutputGate((o) => this.emit(o), () => performance.now());
     this.log = new SeqLog((e) => {
       this.lastSendMs = performance.now();
@@ -142,7 +144,7 @@ export class PrimaryNode {
             this.claimTimer = setTimeout(() => this.claim(context.generation), this.timing.claimRetryMs);
           },
           haltVm: () => {
-            this.note('arbiter', 'lost the test-and-set: another replica is live; halting');
+            this.note('arbiter', `lost the test-and-set (${this.claims.lostDetail}): that replica is live; halting`);
             this.stop();
           },
           reportDivergence: () => this.note('divergence', 'backup reported a digest mismatch'),
@@ -281,6 +283,11 @@ export class PrimaryNode {
     return link;
   }
 
+  /** Outputs the guest produced that have not left yet: held by the output rule, or not yet marked. */
+  unreleased(): number {
+    return this.gate.heldCount + this.pending.length;
+  }
+
   /** Fail-stop: the host died. Nothing more is sent or released. */
   crash(): void {
     this.gate.discard();
@@ -390,13 +397,7 @@ export class PrimaryNode {
   }
 
   private claim(generation: number): void {
-    this.opts.arbiter.testAndSet(this.opts.pairId, generation, this.name).then(
-      (r) => this.actor.send({ type: r === 'won' ? 'arbiter.won' : 'arbiter.lost' }),
-      (e: unknown) => {
-        if (!(e instanceof ArbiterUnavailableError)) this.note('error', `arbiter: ${(e as Error).message}`);
-        this.actor.send({ type: 'arbiter.unreachable' });
-      },
-    );
+    this.claims.claim(this.opts.pairId, generation, (e) => this.actor.send(e));
   }
 
   private pause(): void {

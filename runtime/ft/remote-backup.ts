@@ -41,7 +41,7 @@ export type WorkerOutcome =
   /** Went live; `run` is how the promoted primary's guest ended. */
   | { reason: 'live'; icount: number; run: RunOutcome }
   | { reason: 'finished'; code: number }
-  | { reason: 'halted' | 'diverged' | 'stopped'; detail: string };
+  | { reason: 'halted' | 'diverged' | 'stopped' | 'refused' | 'unattached'; detail: string };
 
 export type ToWorker =
   | { t: 'start' }
@@ -76,7 +76,7 @@ export type RemoteBackupOutcome =
   /** The backup went live at `icount`; `run` is its guest's end (undefined if it was killed). */
   | { reason: 'live'; icount: number; run: RunOutcome | undefined }
   | { reason: 'finished'; code: number }
-  | { reason: 'halted' | 'diverged' | 'stopped'; detail: string };
+  | { reason: 'halted' | 'diverged' | 'stopped' | 'refused' | 'unattached'; detail: string };
 
 // Loader hooks for running the worker from TypeScript sources (see the top of this file).
 // The compiler: oxc through rolldown's transformSync when present (vitest brings it, and it is

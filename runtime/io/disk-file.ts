@@ -1,16 +1,21 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import type { DiskBackend } from './backend.js';
+import { lockImage, type ImageLock } from './image-lock.js';
 
 const SECTOR_BYTES = 512;
 
 /**
  * A raw disk image in a local file (the embedded default, DESIGN §4): positional reads and
  * writes, flush = fsync. Bytes past the end of a file whose size is not a whole number of
- * sectors are not part of the disk.
+ * sectors are not part of the disk. The image is locked while open, as QEMU locks it
+ * (image-lock.ts): a second guest on it, here or in QEMU, is refused with DiskInUseError.
  */
 export class FileDisk implements DiskBackend {
+  private closed = false;
+
   private constructor(
     private readonly fh: FileHandle,
+    private readonly lock: ImageLock,
     readonly sectors: number,
     readonly name: string,
   ) {}
@@ -20,7 +25,8 @@ export class FileDisk implements DiskBackend {
     try {
       const st = await fh.stat();
       if (!st.isFile() && !st.isBlockDevice()) throw new Error(`${path}: not a file`);
-      return new FileDisk(fh, Math.floor(st.size / SECTOR_BYTES), `file:${path}`);
+      const lock = await lockImage(fh.fd, path, { dev: st.dev, ino: st.ino, ...(opts.readOnly ? { readOnly: true } : {}) });
+      return new FileDisk(fh, lock, Math.floor(st.size / SECTOR_BYTES), `file:${path}`);
     } catch (e) {
       await fh.close();
       throw e;
@@ -51,6 +57,9 @@ export class FileDisk implements DiskBackend {
   }
 
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.lock.release();
     await this.fh.close();
   }
 }

@@ -4,8 +4,15 @@ import type { DiskBackend } from './backend.js';
 // An NBD client (the NBD protocol document, "newstyle" negotiation): fixed newstyle
 // handshake, NBD_OPT_GO (falling back to NBD_OPT_EXPORT_NAME on servers that lack it),
 // then transmission with simple replies: READ, WRITE, FLUSH, DISC, matched by handle.
-// A dead server or a bad handshake never hangs and never crashes: pending and later
-// requests fail, and the guest sees VIRTIO_BLK_S_IOERR.
+// A bad handshake at start never hangs and never crashes: connect rejects.
+//
+// A server that restarts (or a cut connection, or one that stops answering) does not end the
+// disk: like QEMU's NBD client with `reconnect-delay`, the client reconnects with bounded
+// exponential backoff and re-sends every unanswered request, in the order the guest issued
+// them (reads and writes of whole sectors, and flushes, are idempotent). Requests wait while
+// it reconnects; only after `reconnectDelayMs` without the server do they fail, so the guest
+// sees VIRTIO_BLK_S_IOERR after a bounded time, and later ones fail at once until a
+// background attempt finds the server again. Each step is one line on stderr.
 
 const NBDMAGIC = 0x4e42_444d_4147_4943n; // "NBDMAGIC"
 const IHAVEOPT = 0x4948_4156_454f_5054n; // "IHAVEOPT"
@@ -32,6 +39,10 @@ const CMD_FLUSH = 3;
 
 const SECTOR_BYTES = 512;
 const DEFAULT_TIMEOUT_MS = 5000;
+/** How long requests wait for a lost server before they fail (QEMU's `reconnect-delay`). */
+export const DEFAULT_RECONNECT_DELAY_MS = 30_000;
+const FIRST_RETRY_MS = 50;
+const MAX_RETRY_MS = 2000;
 
 export class NbdError extends Error {
   override readonly name = 'NbdError';
@@ -41,8 +52,12 @@ export interface NbdTarget {
   host: string;
   port: number;
   export: string;
-  /** Handshake and per-request timeout (a server that stops answering fails requests). */
+  /** Handshake and per-request timeout (a server that stops answering counts as lost). */
   timeoutMs?: number;
+  /** After losing the server, how long requests wait for it to come back before failing. */
+  reconnectDelayMs?: number;
+  /** Where the reconnect lines go; by default `ftvm: …` lines on stderr. */
+  report?: (line: string) => void;
 }
 
 /** Bytes from a socket, read by exact lengths (the handshake and reply parser). */
@@ -103,64 +118,90 @@ class ByteReader {
   }
 }
 
-interface Inflight {
+/** One unanswered request: kept across reconnects until its reply or its failure. */
+interface Request {
   type: number;
+  offset: number;
   length: number;
+  data: Uint8Array | undefined;
   resolve: (data: Uint8Array) => void;
   reject: (e: Error) => void;
-  timer: NodeJS.Timeout;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** A negotiated connection. */
+interface Link {
+  sock: Socket;
+  reader: ByteReader;
+  size: bigint;
+  flags: number;
+}
+
+/** Connect and negotiate once. Rejects with NbdError on a refused connection, a bad handshake or a timeout. */
+async function dial(target: NbdTarget, where: string, timeoutMs: number): Promise<Link> {
+  const reader = new ByteReader();
+  const sock = connect({ host: target.host, port: target.port });
+  sock.setNoDelay(true);
+  sock.on('data', (b: Buffer) => reader.push(b));
+  sock.on('error', (e) => reader.fail(new NbdError(`${where}: ${e.message}`)));
+  sock.on('close', () => reader.fail(new NbdError(`${where}: connection closed during the handshake`)));
+  const timer = setTimeout(() => {
+    reader.fail(new NbdError(`${where}: no handshake within ${timeoutMs} ms`));
+    sock.destroy();
+  }, timeoutMs);
+  try {
+    const { size, flags } = await handshake(sock, reader, target.export, where);
+    sock.removeAllListeners('error');
+    sock.removeAllListeners('close');
+    return { sock, reader, size, flags };
+  } catch (e) {
+    sock.destroy();
+    throw e instanceof NbdError ? e : new NbdError(`${where}: ${(e as Error).message}`);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** A disk exported by an NBD server (Debian `nbd-server`, `qemu-nbd`): DESIGN §4's shared disk. */
 export class NbdDisk implements DiskBackend {
   readonly name: string;
   readonly sectors: number;
-  private readonly inflight = new Map<bigint, Inflight>();
+  readonly sizeBytes: bigint;
+  readonly flags: number;
+  /** Unanswered requests in the order they were issued (a Set keeps insertion order). */
+  private readonly unanswered = new Set<Request>();
+  /** The current connection's requests by handle. */
+  private readonly byHandle = new Map<bigint, Request>();
   private nextHandle = 1n;
-  private dead: NbdError | undefined;
+  private link: Link | undefined;
+  /** 'up': connected; 'reconnecting': requests wait; 'down': gave up, requests fail, retrying behind. */
+  private state: 'up' | 'reconnecting' | 'down' | 'closed' = 'up';
+  private lostAt = 0;
+  private lostWhy = '';
+  private retryTimer: NodeJS.Timeout | undefined;
+  private readonly where: string;
   private readonly timeoutMs: number;
+  private readonly reconnectDelayMs: number;
+  private readonly report: (line: string) => void;
+  /** Reconnections so far (for tests and stats). */
+  reconnects = 0;
 
-  private constructor(
-    private readonly sock: Socket,
-    private readonly reader: ByteReader,
-    target: NbdTarget,
-    readonly sizeBytes: bigint,
-    readonly flags: number,
-  ) {
+  private constructor(private readonly target: NbdTarget, first: Link) {
     this.name = `nbd://${target.host}:${target.port}/${target.export}`;
-    this.sectors = Number(sizeBytes / BigInt(SECTOR_BYTES));
+    this.where = `${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}`;
+    this.sizeBytes = first.size;
+    this.flags = first.flags;
+    this.sectors = Number(first.size / BigInt(SECTOR_BYTES));
     this.timeoutMs = target.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    reader.onData = () => this.parseReplies();
-    const die = (why: string) => this.kill(new NbdError(`${this.name}: ${why}`));
-    sock.on('close', () => die('connection closed'));
-    sock.on('error', (e) => die(e.message));
+    this.reconnectDelayMs = target.reconnectDelayMs ?? DEFAULT_RECONNECT_DELAY_MS;
+    this.report = target.report ?? ((line) => { process.stderr.write(`ftvm: ${line}\n`); });
+    this.install(first);
   }
 
   /** Connect and negotiate. Rejects with NbdError on a refused connection, a bad handshake or a timeout. */
   static async connect(target: NbdTarget): Promise<NbdDisk> {
     const where = `nbd://${target.host}:${target.port}/${target.export}`;
-    const timeoutMs = target.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const reader = new ByteReader();
-    const sock = connect({ host: target.host, port: target.port });
-    sock.setNoDelay(true);
-    sock.on('data', (b: Buffer) => reader.push(b));
-    sock.on('error', (e) => reader.fail(new NbdError(`${where}: ${e.message}`)));
-    sock.on('close', () => reader.fail(new NbdError(`${where}: connection closed during the handshake`)));
-    const timer = setTimeout(() => {
-      reader.fail(new NbdError(`${where}: no handshake within ${timeoutMs} ms`));
-      sock.destroy();
-    }, timeoutMs);
-    try {
-      const { size, flags } = await handshake(sock, reader, target.export, where);
-      clearTimeout(timer);
-      sock.removeAllListeners('error');
-      sock.removeAllListeners('close');
-      return new NbdDisk(sock, reader, target, size, flags);
-    } catch (e) {
-      clearTimeout(timer);
-      sock.destroy();
-      throw e instanceof NbdError ? e : new NbdError(`${where}: ${(e as Error).message}`);
-    }
+    return new NbdDisk(target, await dial(target, where, target.timeoutMs ?? DEFAULT_TIMEOUT_MS));
   }
 
   read(sector: number, count: number): Promise<Uint8Array> {
@@ -179,68 +220,145 @@ export class NbdDisk implements DiskBackend {
   }
 
   private request(type: number, offset: number, length: number, data?: Uint8Array): Promise<Uint8Array> {
-    if (this.dead) return Promise.reject(this.dead);
+    if (this.state === 'closed') return Promise.reject(new NbdError(`${this.name}: closed`));
+    if (this.state === 'down') return Promise.reject(new NbdError(`${this.name}: server lost ${Math.round(performance.now() - this.lostAt)} ms ago (${this.lostWhy})`));
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const req: Request = { type, offset, length, data, resolve, reject, timer: undefined };
+      this.unanswered.add(req);
+      // While reconnecting it waits in `unanswered`, and is sent with the others once back.
+      if (this.state === 'up') this.send(req);
+    });
+  }
+
+  private send(req: Request): void {
+    const link = this.link!;
     const handle = this.nextHandle++;
     const h = Buffer.alloc(28);
     h.writeUInt32BE(REQUEST_MAGIC, 0);
     h.writeUInt16BE(0, 4);
-    h.writeUInt16BE(type, 6);
+    h.writeUInt16BE(req.type, 6);
     h.writeBigUInt64BE(handle, 8);
-    h.writeBigUInt64BE(BigInt(offset), 16);
-    h.writeUInt32BE(length, 24);
-    return new Promise<Uint8Array>((resolve, reject) => {
-      const timer = setTimeout(() => this.kill(new NbdError(`${this.name}: no reply within ${this.timeoutMs} ms`)), this.timeoutMs);
-      this.inflight.set(handle, { type, length, resolve, reject, timer });
-      this.sock.write(data ? Buffer.concat([h, data]) : h);
-    });
+    h.writeBigUInt64BE(BigInt(req.offset), 16);
+    h.writeUInt32BE(req.length, 24);
+    req.timer = setTimeout(() => this.lose(link, `no reply within ${this.timeoutMs} ms`), this.timeoutMs);
+    this.byHandle.set(handle, req);
+    link.sock.write(req.data ? Buffer.concat([h, req.data]) : h);
   }
 
-  private parseReplies(): void {
-    const r = this.reader;
-    while (!this.dead && r.available >= 16) {
+  private install(link: Link): void {
+    this.link = link;
+    link.reader.onData = () => this.parseReplies(link);
+    link.sock.on('close', () => this.lose(link, 'connection closed'));
+    link.sock.on('error', (e) => this.lose(link, e.message));
+  }
+
+  private parseReplies(link: Link): void {
+    const r = link.reader;
+    while (this.link === link && this.state === 'up' && r.available >= 16) {
       const head = r.peek(16);
       const magic = head.readUInt32BE(0);
-      if (magic !== SIMPLE_REPLY_MAGIC) return this.kill(new NbdError(`${this.name}: bad reply magic 0x${magic.toString(16)}`));
+      if (magic !== SIMPLE_REPLY_MAGIC) return this.lose(link, `bad reply magic 0x${magic.toString(16)}`);
       const error = head.readUInt32BE(4);
       const handle = head.readBigUInt64BE(8);
-      const req = this.inflight.get(handle);
-      if (!req) return this.kill(new NbdError(`${this.name}: reply for unknown handle ${handle}`));
+      const req = this.byHandle.get(handle);
+      if (!req) return this.lose(link, `reply for unknown handle ${handle}`);
       const payload = req.type === CMD_READ && error === 0 ? req.length : 0;
       if (r.available < 16 + payload) return;
       r.take(16);
       const data = payload > 0 ? new Uint8Array(r.take(payload)) : new Uint8Array(0);
-      this.inflight.delete(handle);
+      this.byHandle.delete(handle);
+      this.unanswered.delete(req);
       clearTimeout(req.timer);
       if (error !== 0) req.reject(new NbdError(`${this.name}: server error ${error}`));
       else req.resolve(data);
     }
   }
 
-  /** The connection is unusable: fail everything in flight and everything after. */
-  private kill(e: NbdError): void {
-    if (this.dead) return;
-    this.dead = e;
-    for (const req of this.inflight.values()) {
-      clearTimeout(req.timer);
-      req.reject(e);
+  /** The connection is unusable: keep its requests and reconnect (once per connection). */
+  private lose(link: Link, why: string): void {
+    if (this.link !== link || this.state !== 'up') return;
+    this.link = undefined;
+    link.sock.destroy();
+    for (const req of this.byHandle.values()) clearTimeout(req.timer);
+    this.byHandle.clear();
+    this.state = 'reconnecting';
+    this.lostAt = performance.now();
+    this.lostWhy = why;
+    this.report(`nbd ${this.where} lost: ${why}; reconnecting (requests wait up to ${this.reconnectDelayMs} ms)`);
+    this.retry(FIRST_RETRY_MS);
+  }
+
+  private retry(delayMs: number): void {
+    this.retryTimer = setTimeout(() => void this.attempt(delayMs), delayMs);
+    // Only waiting requests keep the process alive; a disk given up on does not.
+    if (this.state === 'down') this.retryTimer.unref();
+  }
+
+  private async attempt(delayMs: number): Promise<void> {
+    this.retryTimer = undefined;
+    if (this.state !== 'reconnecting' && this.state !== 'down') return;
+    let link: Link;
+    try {
+      link = await dial(this.target, this.name, Math.min(this.timeoutMs, Math.max(this.reconnectDelayMs, FIRST_RETRY_MS)));
+    } catch (e) {
+      if (this.state !== 'reconnecting' && this.state !== 'down') return;
+      this.lostWhy = (e as Error).message.replace(`${this.name}: `, '');
+      const waited = performance.now() - this.lostAt;
+      if (this.state === 'reconnecting' && waited >= this.reconnectDelayMs) this.giveUp(waited);
+      const next = Math.min(delayMs * 2, MAX_RETRY_MS);
+      // While requests wait, the last attempt lands at the bound, not a whole backoff later.
+      this.retry(this.state === 'reconnecting' ? Math.max(1, Math.min(next, this.reconnectDelayMs - waited)) : next);
+      return;
     }
-    this.inflight.clear();
-    this.sock.destroy();
+    if (this.state !== 'reconnecting' && this.state !== 'down') {
+      link.sock.destroy();
+      return;
+    }
+    const waited = Math.round(performance.now() - this.lostAt);
+    if (link.size !== this.sizeBytes) {
+      // Another export (or a resized one) behind the same name: not the guest's disk.
+      link.sock.destroy();
+      this.lostWhy = `export is now ${link.size} bytes, was ${this.sizeBytes}`;
+      if (this.state === 'reconnecting') this.giveUp(waited);
+      this.retry(MAX_RETRY_MS);
+      return;
+    }
+    this.state = 'up';
+    this.reconnects++;
+    this.install(link);
+    const resent = this.unanswered.size;
+    for (const req of this.unanswered) this.send(req);
+    this.report(`nbd ${this.where} reconnected after ${waited} ms${resent > 0 ? `; re-sent ${resent} request${resent === 1 ? '' : 's'}` : ''}`);
+  }
+
+  /** No server within the bound: fail what waits, and fail later requests at once until it is back. */
+  private giveUp(waited: number): void {
+    this.state = 'down';
+    const e = new NbdError(`${this.name}: server lost for ${Math.round(waited)} ms (${this.lostWhy})`);
+    const failed = this.unanswered.size;
+    for (const req of this.unanswered) req.reject(e);
+    this.unanswered.clear();
+    this.report(`nbd ${this.where} still lost after ${Math.round(waited)} ms: ${this.lostWhy}; failed ${failed} request${failed === 1 ? '' : 's'}, I/O fails until it is back`);
   }
 
   async close(): Promise<void> {
-    if (this.dead) return;
-    // NBD_CMD_DISC has no reply: send it once the writes before it are answered.
-    while (this.inflight.size > 0 && !this.dead) await new Promise((r) => setTimeout(r, 1));
-    if (!this.dead) {
+    if (this.state === 'closed') return;
+    // NBD_CMD_DISC has no reply: send it once the requests before it are answered (or failed).
+    while (this.unanswered.size > 0 && (this.state === 'up' || this.state === 'reconnecting')) await new Promise((r) => setTimeout(r, 1));
+    const link = this.link;
+    const wasUp = this.state === 'up';
+    this.state = 'closed';
+    clearTimeout(this.retryTimer);
+    this.link = undefined;
+    if (!link) return;
+    if (wasUp) {
       const h = Buffer.alloc(28);
       h.writeUInt32BE(REQUEST_MAGIC, 0);
       h.writeUInt16BE(CMD_DISC, 6);
       h.writeBigUInt64BE(this.nextHandle++, 8);
-      await new Promise<void>((r) => this.sock.end(h, () => r()));
+      await new Promise<void>((r) => link.sock.end(h, () => r()));
     }
-    this.dead = new NbdError(`${this.name}: closed`);
-    this.sock.destroy();
+    link.sock.destroy();
   }
 }
 

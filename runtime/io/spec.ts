@@ -2,12 +2,15 @@ import type { DiskBackend } from './backend.js';
 import type { UdpForward } from './net-udp.js';
 
 // The `--disk` and `--net` command-line specs.
-//   --disk file:PATH | PATH | nbd://HOST:PORT/EXPORT
+//   --disk file:PATH | PATH | nbd://HOST:PORT/EXPORT[?reconnect-delay=SECONDS]
+//          (as QEMU's NBD option: how long I/O waits for a lost server; default 30)
 //   --net  udp:HOSTPORT:GUESTPORT | udp:ADDR:HOSTPORT:GUESTPORT   (repeatable)
 
 export class SpecError extends Error {}
 
-export type DiskSpec = { kind: 'file'; path: string } | { kind: 'nbd'; host: string; port: number; export: string };
+export type DiskSpec =
+  | { kind: 'file'; path: string }
+  | { kind: 'nbd'; host: string; port: number; export: string; reconnectDelayMs?: number };
 
 const NBD_DEFAULT_PORT = 10809;
 
@@ -19,9 +22,15 @@ function port(text: string, what: string, allowZero = false): number {
 
 export function parseDiskSpec(spec: string): DiskSpec {
   if (spec.startsWith('nbd://')) {
-    const m = /^nbd:\/\/(\[[^\]]+\]|[^/:]+)(?::(\d+))?(?:\/(.*))?$/.exec(spec);
+    const m = /^nbd:\/\/(\[[^\]]+\]|[^/:?]+)(?::(\d+))?(?:\/([^?]*))?(?:\?(.*))?$/.exec(spec);
     if (!m) throw new SpecError(`--disk ${spec}: expected nbd://HOST[:PORT]/EXPORT`);
-    return { kind: 'nbd', host: m[1]!.replace(/^\[|\]$/g, ''), port: m[2] === undefined ? NBD_DEFAULT_PORT : port(m[2], `--disk ${spec}`), export: decodeURIComponent(m[3] ?? '') };
+    const out: DiskSpec = { kind: 'nbd', host: m[1]!.replace(/^\[|\]$/g, ''), port: m[2] === undefined ? NBD_DEFAULT_PORT : port(m[2], `--disk ${spec}`), export: decodeURIComponent(m[3] ?? '') };
+    for (const [k, v] of new URLSearchParams(m[4] ?? '')) {
+      if (k !== 'reconnect-delay') throw new SpecError(`--disk ${spec}: unknown option '${k}' (known: reconnect-delay)`);
+      if (!/^\d+(\.\d+)?$/.test(v)) throw new SpecError(`--disk ${spec}: reconnect-delay '${v}' is not a number of seconds`);
+      out.reconnectDelayMs = Math.round(Number(v) * 1000);
+    }
+    return out;
   }
   const path = spec.startsWith('file:') ? spec.slice(5) : spec;
   if (path === '') throw new SpecError('--disk: empty path');

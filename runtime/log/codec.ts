@@ -17,7 +17,7 @@
 // checks both.
 
 import { crc32c } from './crc32c.js';
-import type { LogEntry, OutputKind } from './entry.js';
+import type { EndReason, LogEntry, OutputKind } from './entry.js';
 import type { ValueKind } from '../types.js';
 import { svarintSize, uvarintSize, VarintReader, writeSvarint, writeUvarint } from './varint.js';
 
@@ -33,6 +33,8 @@ const T = {
 } as const;
 const VALUE_KINDS: readonly ValueKind[] = ['mtime', 'rtc', 'seed'];
 const OUTPUT_KINDS: readonly OutputKind[] = ['console', 'power', 'net', 'disk-write'];
+/** An end frame's payload is its code, then a reason byte only when the entry names one. */
+const END_REASONS: readonly EndReason[] = ['halt', 'fault', 'stopped'];
 const DIGEST_RE = /^(?:[0-9a-f]{2}){0,32}$/;
 /** magic, version, type, CRC. */
 const FIXED_BYTES = 7;
@@ -116,7 +118,8 @@ export class Encoder {
       case 'snapshot': type = T.snapshot; bytes = e.data; payloadMax = 0; break;
       case 'end':
         if (!(Number.isSafeInteger(e.code))) bad(`end code ${e.code}`);
-        type = T.end; payloadMax = 9; break;
+        if (e.reason !== undefined && !END_REASONS.includes(e.reason)) bad(`end reason ${String(e.reason)}`);
+        type = T.end; payloadMax = 10; break;
       default: {
         const never: never = e;
         throw new RangeError(`log entry: unknown type ${String((never as { type: unknown }).type)}`);
@@ -141,7 +144,10 @@ export class Encoder {
       case 'disk-read': p = writeUvarint(s, p, e.tag); break;
       case 'disk-done': p = writeUvarint(s, writeUvarint(s, p, e.tag), e.status); break;
       case 'output': s[p++] = OUTPUT_KINDS.indexOf(e.kind); p = writeUvarint(s, p, e.count); break;
-      case 'end': p = writeSvarint(s, p, e.code); break;
+      case 'end':
+        p = writeSvarint(s, p, e.code);
+        if (e.reason !== undefined) s[p++] = END_REASONS.indexOf(e.reason);
+        break;
       case 'progress': p = writeUvarint(s, p, e.released); break;
       default: break;
     }
@@ -317,7 +323,15 @@ export class Decoder {
         break;
       }
       case T.snapshot: e = { seq, icount, type: 'snapshot', data: r.rest() }; break;
-      default: e = { seq, icount, type: 'end', code: r.svarint() }; break;
+      default: {
+        const code = r.svarint();
+        if (r.ok && r.pos < r.end) {
+          const reason = END_REASONS[r.u8()];
+          if (reason === undefined) throw new LogFrameError('payload', off, 'unknown end reason');
+          e = { seq, icount, type: 'end', code, reason };
+        } else e = { seq, icount, type: 'end', code };
+        break;
+      }
     }
     if (!r.ok) throw new LogFrameError('payload', off, `${e.type} payload overruns the frame`);
     if (r.pos !== r.end) throw new LogFrameError('payload', off, `${r.end - r.pos} stray bytes after the ${e.type} payload`);

@@ -9,6 +9,14 @@ export type LogEntry = { seq: number; icount: number } & LogPayload;
 
 export type OutputKind = 'console' | 'power' | 'net' | 'disk-write';
 
+/**
+ * Why a stream ended: the guest powered off (`halt`, also what an end without a reason
+ * means), the guest faulted with no trap handler (`fault`, before the faulting instruction
+ * retired), or the recorder stopped the guest at an instruction boundary (`stopped`: a
+ * signal, a closed stdout, --max-instructions). Replay stops at the end's icount either way.
+ */
+export type EndReason = 'halt' | 'fault' | 'stopped';
+
 export type LogPayload =
   /** Timer interrupt takes effect at icount: MTIP raised. */
   | { type: 'timer' }
@@ -34,8 +42,11 @@ export type LogPayload =
   | { type: 'digest'; digest: string }
   /** Opaque (compressed) machine snapshot taken at icount; a reader may start replay here. */
   | { type: 'snapshot'; data: Uint8Array }
-  /** The guest powered off at icount with `code`; the stream ends cleanly. */
-  | { type: 'end'; code: number };
+  /**
+   * The stream ends cleanly at icount. With no `reason` (or `halt`) the guest powered off
+   * with `code`; otherwise `code` is the recorder's exit code.
+   */
+  | { type: 'end'; code: number; reason?: EndReason };
 
 export type LogEntryType = LogPayload['type'];
 

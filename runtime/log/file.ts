@@ -5,7 +5,8 @@
 //
 // A replay must run the same image with the same memory size, so both are recorded.
 
-import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { crc32c } from './crc32c.js';
 import { Decoder, Encoder, LogFrameError } from './codec.js';
 import type { LogEntry } from './entry.js';
@@ -65,23 +66,52 @@ export function decodeLogFileHeader(bytes: Uint8Array): { header: LogFileHeader;
   return { header: { version: LOG_FILE_VERSION, imageDigest: m!.imageDigest!, memorySize: m!.memorySize! }, size };
 }
 
-/** Appends entries to a new log file; `append` buffers, `flush` writes (and optionally fsyncs). */
+/** Writing the log failed (ENOSPC, EIO, EFBIG, ...): the file names itself, the cause says why. */
+export class LogWriteError extends Error {
+  override readonly name = 'LogWriteError';
+  readonly code: string | undefined;
+  constructor(
+    readonly path: string,
+    override readonly cause: Error,
+  ) {
+    super(`${path}: cannot write the log: ${cause.message}`);
+    this.code = (cause as NodeJS.ErrnoException).code;
+  }
+}
+
+/**
+ * Appends entries to a new log file; `append` buffers, `flush` writes (and optionally fsyncs).
+ *
+ * NOTE: writes are synchronous, once per flush (the recorder flushes once per batch). So a
+ * write error is known before the guest runs another batch, and whatever was flushed is in
+ * the file when a signal handler runs: nothing is left in flight.
+ */
 export class LogFileWriter {
   private pending: Uint8Array[] = [];
   private readonly encoder = new Encoder();
-  private chain: Promise<void> = Promise.resolve();
   private closed = false;
+  private failed: LogWriteError | undefined;
   private entryCount = 0;
   private byteCount = 0;
 
-  private constructor(private readonly fh: FileHandle) {}
+  private constructor(
+    private readonly path: string,
+    private readonly fd: number,
+  ) {}
 
-  /** Creates (or truncates) `path` and writes the header. */
+  /**
+   * Creates (or truncates) `path` and writes the header. Rejects with the open error as Node
+   * gives it (ENOENT, EACCES, ...) or with LogWriteError if the header cannot be written.
+   */
   static async create(path: string, meta: LogFileMeta): Promise<LogFileWriter> {
-    const fh = await open(path, 'w');
-    const w = new LogFileWriter(fh);
+    const w = new LogFileWriter(path, openSync(path, 'w'));
     w.pending.push(encodeLogFileHeader(meta));
-    await w.flush();
+    try {
+      w.flush();
+    } catch (e) {
+      w.abandon();
+      throw e;
+    }
     return w;
   }
 
@@ -89,9 +119,14 @@ export class LogFileWriter {
     return this.entryCount;
   }
 
-  /** Bytes appended so far, header included. */
+  /** Bytes written so far, header included. */
   get bytesWritten(): number {
     return this.byteCount;
+  }
+
+  /** The write error that ended this log, if one did. */
+  get error(): LogWriteError | undefined {
+    return this.failed;
   }
 
   /** Encodes `e` into the buffer. Throws RangeError for an invalid or out-of-order entry. */
@@ -101,26 +136,49 @@ export class LogFileWriter {
     this.entryCount++;
   }
 
-  /** Writes everything appended so far; with `sync`, also fsyncs. Writes happen in order. */
-  flush(opts: { sync?: boolean } = {}): Promise<void> {
+  /**
+   * Writes everything appended so far; with `sync`, also fsyncs. Throws LogWriteError on a
+   * write error, and again on every later flush: after a short write the file ends inside a
+   * frame, and nothing written after that could be read back.
+   */
+  flush(opts: { sync?: boolean } = {}): void {
+    if (this.failed) throw this.failed;
     const parts = this.pending;
     this.pending = [];
-    this.chain = this.chain.then(async () => {
+    try {
       if (parts.length > 0) {
-        const buf = Buffer.concat(parts);
-        await this.fh.write(buf, 0, buf.length);
-        this.byteCount += buf.length;
+        const buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+        // A write may be short (a disk filling up writes what fits, then fails).
+        for (let at = 0; at < buf.length; ) {
+          const n = writeSync(this.fd, buf, at, buf.length - at);
+          at += n;
+          this.byteCount += n;
+        }
       }
-      if (opts.sync) await this.fh.sync();
-    });
-    return this.chain;
+      if (opts.sync) fsyncSync(this.fd);
+    } catch (e) {
+      this.failed = new LogWriteError(this.path, e as Error);
+      throw this.failed;
+    }
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return this.chain;
+  /** Flushes and closes. Throws LogWriteError if the last write fails (the file is closed anyway). */
+  close(): void {
+    if (this.closed) return;
     this.closed = true;
-    await this.flush();
-    await this.fh.close();
+    try {
+      if (!this.failed) this.flush();
+    } finally {
+      closeSync(this.fd);
+    }
+  }
+
+  /** Closes without writing what is still buffered (after a write error). */
+  abandon(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pending = [];
+    closeSync(this.fd);
   }
 }
 
@@ -129,16 +187,64 @@ export async function writeLogFile(path: string, meta: LogFileMeta, entries: Ite
   try {
     for (const e of entries) w.append(e);
   } finally {
-    await w.close();
+    w.close();
   }
 }
 
-/** Reads a whole log file. Throws LogFrameError on a bad header or frame, or a frame cut short (frame offsets count from the end of the header). */
-export async function readLogFile(path: string): Promise<{ header: LogFileHeader; entries: LogEntry[] }> {
+/** What a log file holds, read as far as its frames are whole and valid. */
+export interface LogFileScan {
+  header: LogFileHeader;
+  /** Every valid entry, in order, up to the first bad or cut frame. */
+  entries: LogEntry[];
+  /** File size in bytes. */
+  size: number;
+  /** Header size in bytes: where the first frame starts. */
+  headerSize: number;
+  /** File offset just past the last valid frame. */
+  validBytes: number;
+  /**
+   * Why the frames stop before `size`, with its offset counted from the file's start: a bad
+   * frame, or (with `truncated`) the file ending inside a frame.
+   */
+  error?: LogFrameError;
+  /** The file ends inside a frame (a torn tail, as a killed writer leaves), not a bad frame. */
+  truncated: boolean;
+}
+
+/**
+ * Reads a log file as far as it is good. Throws LogFrameError (offset 0) on a bad header and
+ * the read error for an unreadable file; a bad or cut frame is reported in `error` instead.
+ */
+export async function scanLogFile(path: string): Promise<LogFileScan> {
   const bytes = new Uint8Array(await readFile(path));
-  const { header, size } = decodeLogFileHeader(bytes);
+  const { header, size: headerSize } = decodeLogFileHeader(bytes);
   const decoder = new Decoder();
-  const entries = decoder.push(bytes.subarray(size));
-  decoder.finish();
-  return { header, entries };
+  const atFile = (err: LogFrameError): LogFrameError =>
+    new LogFrameError(err.code, err.offset + headerSize, err.detail, err.entries);
+  let entries: LogEntry[];
+  try {
+    entries = decoder.push(bytes.subarray(headerSize));
+  } catch (err) {
+    if (!(err instanceof LogFrameError)) throw err;
+    const error = atFile(err);
+    return { header, entries: [...err.entries], size: bytes.length, headerSize, validBytes: error.offset, error, truncated: false };
+  }
+  const validBytes = headerSize + decoder.offset;
+  try {
+    decoder.finish();
+  } catch (err) {
+    if (!(err instanceof LogFrameError)) throw err;
+    return { header, entries, size: bytes.length, headerSize, validBytes, error: atFile(err), truncated: true };
+  }
+  return { header, entries, size: bytes.length, headerSize, validBytes, truncated: false };
+}
+
+/**
+ * Reads a whole log file. Throws LogFrameError on a bad header or frame, or a frame cut short;
+ * its offset counts from the file's start.
+ */
+export async function readLogFile(path: string): Promise<{ header: LogFileHeader; entries: LogEntry[] }> {
+  const scan = await scanLogFile(path);
+  if (scan.error) throw scan.error;
+  return { header: scan.header, entries: scan.entries };
 }

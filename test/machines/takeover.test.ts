@@ -68,6 +68,9 @@ class World {
         claimArbiter: () => this.claims.push({ who: 'B', generation: this.b.getSnapshot().context.generation }),
         retryClaim: () => this.claims.push({ who: 'B', generation: this.b.getSnapshot().context.generation }),
         haltVm: () => { this.backupAlive = false; },
+        // Booted together: admitted at once, and this world's clock drives the suspicion.
+        reportRefusal: () => { throw new Error('no refusal in this world'); },
+        watchPrimary: () => {},
         // Replay every entry received: the CPU runs until the last one's icount.
         drainLog: () => {
           this.backupLogAtWin = this.backupReceived;
@@ -85,7 +88,8 @@ class World {
     this.cpu.start();
     // In-process pair from boot: the backup replays from icount 0.
     this.cpu.send({ type: 'cpu.start', mode: 'replay' });
-    this.b.send({ type: 'backup.start', fromSnapshot: false });
+    this.b.send({ type: 'backup.start' });
+    this.b.send({ type: 'primary.admitted', joining: false, generation: 0 });
     this.p.send({ type: 'backup.joined' });
     this.p.send({ type: 'backup.caughtUp' });
   }

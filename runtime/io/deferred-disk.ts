@@ -1,0 +1,105 @@
+import { statSync } from 'node:fs';
+import type { DiskBackend } from './backend.js';
+import { DiskInUseError } from './image-lock.js';
+import { openDisk, type DiskSpec } from './spec.js';
+
+const SECTOR_BYTES = 512;
+const FIRST_RETRY_MS = 100;
+const MAX_RETRY_MS = 2000;
+const REPORT_EVERY_MS = 10_000;
+
+export interface DeferredDiskOptions {
+  /** Capacity when the disk cannot tell before it is opened (NBD: from the log's snapshot). */
+  sectors?: number;
+  /** Where the waiting lines go; by default `ftvm: …` lines on stderr. */
+  report?: (line: string) => void;
+}
+
+/**
+ * The shared disk of a replica that is not live yet (DESIGN §3 one writer per disk): only the
+ * live replica opens and locks the image, so this opens it on the first request, which comes
+ * only after go-live (a replaying backup issues none: the log answers its reads). If the image
+ * is still locked (the old primary is suspected, not dead, or its host has not let go) the
+ * requests wait, and the open is retried with backoff up to 2 s, saying so on stderr every 10 s,
+ * until the lock is free: the guest never runs on without its disk, nor beside a second writer.
+ */
+export class DeferredDisk implements DiskBackend {
+  readonly name: string;
+  readonly sectors: number;
+  private opened: Promise<DiskBackend> | undefined;
+  private closed = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private wake: (() => void) | undefined;
+  private readonly report: (line: string) => void;
+
+  constructor(private readonly spec: DiskSpec, opts: DeferredDiskOptions = {}) {
+    this.name = spec.kind === 'file' ? `file:${spec.path}` : `nbd://${spec.host}:${spec.port}/${spec.export}`;
+    this.report = opts.report ?? ((line) => { process.stderr.write(`ftvm: ${line}\n`); });
+    if (opts.sectors !== undefined) this.sectors = opts.sectors;
+    else if (spec.kind === 'file') this.sectors = Math.floor(statSync(spec.path).size / SECTOR_BYTES);
+    else throw new RangeError(`${this.name}: a deferred NBD disk needs its capacity in sectors`);
+  }
+
+  /** Opened (and locked) already. */
+  get isOpen(): boolean {
+    return this.opened !== undefined;
+  }
+
+  /** Open and lock now (go-live), waiting while another guest holds the image. */
+  claim(): Promise<DiskBackend> {
+    this.opened ??= this.openWaiting();
+    return this.opened;
+  }
+
+  async read(sector: number, count: number): Promise<Uint8Array> {
+    return (await this.claim()).read(sector, count);
+  }
+
+  async write(sector: number, data: Uint8Array): Promise<void> {
+    await (await this.claim()).write(sector, data);
+  }
+
+  async flush(): Promise<void> {
+    await (await this.claim()).flush();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    this.wake?.();
+    const d = this.opened;
+    if (d) await d.then((x) => x.close(), () => {});
+  }
+
+  private async openWaiting(): Promise<DiskBackend> {
+    const t0 = performance.now();
+    let delayMs = FIRST_RETRY_MS;
+    let reportedAt = -Infinity;
+    for (;;) {
+      if (this.closed) throw new Error(`${this.name}: closed`);
+      try {
+        const d = await openDisk(this.spec);
+        if (this.closed) {
+          await d.close();
+          throw new Error(`${this.name}: closed`);
+        }
+        if (reportedAt > -Infinity) this.report(`disk ${this.spec.kind === 'file' ? this.spec.path : this.name} locked after ${Math.round(performance.now() - t0)} ms`);
+        return d;
+      } catch (e) {
+        // Only a lock held elsewhere is worth waiting for; anything else is an I/O error now.
+        if (!(e instanceof DiskInUseError)) throw e;
+        const now = performance.now();
+        if (now - reportedAt >= REPORT_EVERY_MS) {
+          reportedAt = now;
+          this.report(`${e.message}; the old primary may still hold it: retrying, the guest's disk I/O waits`);
+        }
+      }
+      await new Promise<void>((r) => {
+        this.wake = r;
+        this.retryTimer = setTimeout(r, delayMs);
+      });
+      delayMs = Math.min(delayMs * 2, MAX_RETRY_MS);
+    }
+  }
+}
