@@ -165,6 +165,10 @@ const waitFor = (c: Child, re: RegExp, timeoutMs: number): Promise<RegExpExecArr
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+const fail = (why: string): never => {
+  throw new Error(why);
+};
+
 async function readClaims(spec: RunSpec, pairId: string | undefined): Promise<Map<number, string>> {
   if (pairId === undefined) return new Map();
   if (spec.etcd) {
@@ -290,7 +294,7 @@ async function runPair(spec: RunSpec, env: RunEnv, plan: PairPlan): Promise<Pair
   if (plan.fault === 'other-image' || plan.fault === 'other-mem') {
     struck = true;
     extras.push(await runExtra(spec, env, port, plan.fault === 'other-image'
-      ? { name: 'other-image', why: 'another image', guest: spec.otherGuest ?? plan.guest, key: env.keyFile }
+      ? { name: 'other-image', why: 'another image', guest: spec.otherGuest ?? fail('other-image needs otherGuest'), key: env.keyFile }
       : { name: 'other-mem', why: 'another memory size', guest: plan.guest, key: env.keyFile, memMiB: spec.otherMemMiB ?? 32 }, primary));
   }
   if (plan.fault === 'stray') {
