@@ -1,6 +1,6 @@
 // One run of each operator-error fault of `npm run faults` (issue 11; DESIGN §3 Identity,
 // Membership): the pair as processes on the seq-mid guest, and the checker's verdict.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,9 +26,11 @@ async function run(fault: MainFault, more: Partial<RunSpec> = {}): Promise<RunRe
     timeoutMs: 40_000, suspectMs: SUSPECT_MS, otherGuest: guest('hello'), otherMemMiB: 32,
     previousGuest: guest('seq-short'), previousAtMs: 100, ...more,
   });
-  expect(r.check.errors).toEqual([]);
+  // On a failure, the processes' stderr says why.
+  const said = (): string => readdirSync(dir).filter((f) => f.endsWith('stderr.txt')).map((f) => `${f}:\n${existsSync(join(dir, f)) ? readFileSync(join(dir, f), 'utf8') : ''}`).join('\n');
+  expect(r.check.errors, said()).toEqual([]);
   expect(r.check.ok).toBe(true);
-  expect(r.struck).toBe(true);
+  expect(r.struck, said()).toBe(true);
   if (fault !== 'nbd-restart') expect(r.check.lines).toBe(300);
   return r;
 }
