@@ -54,6 +54,8 @@ export function parseElf(image: Uint8Array): ElfImage {
   if (type !== ET_EXEC) throw new ElfError(`not an executable: e_type ${type} is ${ET_NAMES[type] ?? 'unknown'}`);
 
   const entry = dv.getUint32(24, true);
+  const flags = dv.getUint32(36, true);
+  const needs = flagNeeds(flags);
   const phoff = dv.getUint32(28, true);
   const phentsize = dv.getUint16(42, true);
   const phnum = dv.getUint16(44, true);
@@ -80,7 +82,125 @@ export function parseElf(image: Uint8Array): ElfImage {
     segments.push({ addr: paddr, data: image.subarray(offset, offset + filesz), memBytes: memsz });
   }
   if (segments.length === 0) throw new ElfError('no loadable (PT_LOAD) segments');
+  const arch = archAttribute(image, dv);
+  if (arch !== undefined) {
+    // C is named once, from e_flags, when both say so.
+    const extra = lackedExtensions(arch).filter((x) => !(x === 'c' && (flags & EF_RISCV_RVC) !== 0));
+    if (extra.length > 0) needs.push(`extension${extra.length > 1 ? 's' : ''} ${extra.map((x) => (x.length === 1 ? x.toUpperCase() : x)).join(', ')} (Tag_RISCV_arch "${arch}")`);
+  }
+  if (needs.length > 0) throw new ElfError(`built for another RISC-V: it needs ${needs.join(', ')}; ftvm runs RV32IM + Zicsr (-march=rv32im -mabi=ilp32)`);
   return { entry, segments };
+}
+
+// e_flags of the RISC-V psABI ("ELF Object Files: File Header").
+const EF_RISCV_RVC = 0x1;
+const EF_RISCV_FLOAT_ABI = 0x6;
+const EF_RISCV_RVE = 0x8;
+const FLOAT_ABIS = ['', 'the ilp32f hard-float ABI', 'the ilp32d hard-float ABI', 'the quad-float ABI'];
+
+/** What e_flags says the image needs beyond RV32IM with the soft-float ilp32 ABI. */
+function flagNeeds(flags: number): string[] {
+  const needs: string[] = [];
+  if (flags & EF_RISCV_RVE) needs.push('the RV32E base (e_flags RVE)');
+  if (flags & EF_RISCV_RVC) needs.push('compressed instructions (e_flags RVC)');
+  const abi = (flags & EF_RISCV_FLOAT_ABI) >> 1;
+  if (abi !== 0) needs.push(`${FLOAT_ABIS[abi]} (e_flags 0x${flags.toString(16)})`);
+  return needs;
+}
+
+/** ftvm's hart: RV32I, M, and the extensions GCC and binutils name for what RV32IM already holds. */
+const SUPPORTED = new Set(['i', 'm', 'zicsr', 'zifencei', 'zmmul']);
+
+/**
+ * The extensions an arch string (`rv32i2p1_m2p0_a2p1_c2p0_zicsr2p0`, or plain `rv32imac`) names
+ * beyond SUPPORTED, in its order. Single letters may run together; each may carry a version
+ * (`2p1`); multi-letter ones (z*, s*, x*) stand alone between underscores.
+ */
+export function lackedExtensions(arch: string): string[] {
+  const m = /^rv(32|64|128)(.*)$/i.exec(arch);
+  if (!m) return [`an unknown ISA`];
+  const lacked: string[] = m[1] === '32' ? [] : [`RV${m[1]}`];
+  const add = (x: string): void => { if (!SUPPORTED.has(x) && !lacked.includes(x)) lacked.push(x); };
+  for (const part of m[2]!.toLowerCase().split('_')) {
+    if (part === '') continue;
+    if (/^[zsx]/.test(part)) add(/^(.+?)(\d+(?:p\d+)?)?$/.exec(part)![1]!);
+    else for (const l of part.matchAll(/([a-z])(?:\d+(?:p\d+)?)?/g)) add(l[1] === 'g' ? 'g (imafd_zicsr_zifencei)' : l[1]!);
+  }
+  return lacked;
+}
+
+const SHT_RISCV_ATTRIBUTES = 0x7000_0003;
+const SHDR_BYTES = 40;
+const TAG_FILE = 1;
+const TAG_RISCV_ARCH = 5;
+
+/**
+ * Tag_RISCV_arch from the `.riscv.attributes` section, or undefined when the image has none (a
+ * hand-built image, or section headers cut off: they are not needed to load). Layout per the
+ * psABI "Attributes" chapter: 'A', then subsections [u32 length, "riscv\0", Tag_File, u32 size,
+ * attributes]; an attribute is a ULEB128 tag and a ULEB128 value (even tag) or a NUL-ended string (odd).
+ */
+function archAttribute(image: Uint8Array, dv: DataView): string | undefined {
+  const shoff = dv.getUint32(32, true);
+  const shentsize = dv.getUint16(46, true);
+  const shnum = dv.getUint16(48, true);
+  if (shoff === 0 || shnum === 0 || shentsize < SHDR_BYTES || shoff + shnum * shentsize > image.length) return undefined;
+  for (let i = 0; i < shnum; i++) {
+    const at = shoff + i * shentsize;
+    if (dv.getUint32(at + 4, true) !== SHT_RISCV_ATTRIBUTES) continue;
+    const offset = dv.getUint32(at + 16, true);
+    const size = dv.getUint32(at + 20, true);
+    if (offset + size > image.length) return undefined;
+    return readArch(image.subarray(offset, offset + size));
+  }
+  return undefined;
+}
+
+function readArch(sec: Uint8Array): string | undefined {
+  const bad = (): never => { throw new ElfError('malformed .riscv.attributes section'); };
+  const dv = new DataView(sec.buffer, sec.byteOffset, sec.byteLength);
+  let p = 0;
+  const uleb = (end: number): number => {
+    let v = 0;
+    for (let shift = 0; ; shift += 7) {
+      if (p >= end || shift > 28) bad();
+      const b = sec[p++]!;
+      v += (b & 0x7f) * 2 ** shift;
+      if ((b & 0x80) === 0) return v;
+    }
+  };
+  const str = (end: number): string => {
+    const nul = sec.indexOf(0, p);
+    if (nul < 0 || nul >= end) bad();
+    const s = new TextDecoder().decode(sec.subarray(p, nul));
+    p = nul + 1;
+    return s;
+  };
+  if (sec.length === 0 || sec[0] !== 0x41 /* 'A' */) bad();
+  p = 1;
+  while (p < sec.length) {
+    if (p + 4 > sec.length) bad();
+    const subEnd = p + dv.getUint32(p, true);
+    if (subEnd <= p + 4 || subEnd > sec.length) bad();
+    p += 4;
+    const vendor = str(subEnd);
+    while (p < subEnd) {
+      const tagAt = p;
+      const tag = uleb(subEnd);
+      if (p + 4 > subEnd) bad();
+      const end = tagAt + dv.getUint32(p, true);
+      if (end > subEnd || end < p + 4) bad();
+      p += 4;
+      if (vendor !== 'riscv' || tag !== TAG_FILE) { p = end; continue; }
+      while (p < end) {
+        const attr = uleb(end);
+        const value = attr % 2 === 1 ? str(end) : uleb(end);
+        if (attr === TAG_RISCV_ARCH) return value as string;
+      }
+    }
+    p = subEnd;
+  }
+  return undefined;
 }
 
 /** Every segment must land in RAM: ftvm loads nothing into device windows or ROM. */

@@ -2,6 +2,8 @@
 // devices see offsets, the CPU sees a bus.
 export const RAM_BASE = 0x8000_0000;
 export const DEFAULT_MEMORY_MIB = 16;
+/** The largest RAM a Machine takes (runtime/machine.ts): RAM must end below 4 GiB, at 0x8000_0000 + 2 GiB. */
+export const MAX_MEMORY_MIB = 2048;
 
 export const CLINT_BASE = 0x0200_0000;
 export const CLINT_SIZE = 0x1_0000;

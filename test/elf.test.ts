@@ -1,7 +1,7 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { ElfError, checkFitsRam, parseElf } from '../runtime/elf.js';
+import { ElfError, checkFitsRam, lackedExtensions, parseElf } from '../runtime/elf.js';
 
 const hello = new Uint8Array(readFileSync(new URL('../guests/hello/hello.elf', import.meta.url)));
 
@@ -101,5 +101,73 @@ describe('ELF loader', () => {
       for (const [at, v] of edits) img[at] = v;
       onlyElfError(img);
     }), { numRuns: 500 });
+  });
+});
+
+describe('ELF loader: the ISA the image was built for', () => {
+  const fixture = (name: string) => new Uint8Array(readFileSync(new URL(`fixtures/${name}`, import.meta.url)));
+
+  it('refuses GCC builds for rv32imac and rv32imafc, naming what they need', () => {
+    // test/fixtures/build.sh builds hello with Debian's riscv64-unknown-elf-gcc for each.
+    const imac = reason(() => parseElf(fixture('hello-rv32imac.elf')));
+    expect(imac).toMatch(/compressed instructions \(e_flags RVC\)/);
+    expect(imac).toMatch(/extension A \(Tag_RISCV_arch "rv32i2p1_m2p0_a2p1_c2p0_zicsr2p0_zmmul1p0"\)/);
+    const imafc = reason(() => parseElf(fixture('hello-rv32imafc.elf')));
+    expect(imafc).toMatch(/compressed instructions/);
+    expect(imafc).toMatch(/ilp32f hard-float ABI/);
+    expect(imafc).toMatch(/extensions A, F /);
+  });
+
+  it('refuses an extension that only the attributes section names', () => {
+    // rv32ima: e_flags is 0; only Tag_RISCV_arch says it needs atomics.
+    expect(reason(() => parseElf(fixture('hello-rv32ima.elf')))).toMatch(/needs extension A \(Tag_RISCV_arch "rv32i2p1_m2p0_a2p1_zicsr2p0_zmmul1p0"\)/);
+  });
+
+  it('refuses each e_flags bit of another ISA on a hand-built image', () => {
+    const withFlags = (f: number) => patched(tinyElf(), 36, [f, 0, 0, 0]);
+    expect(reason(() => parseElf(withFlags(0x1)))).toMatch(/compressed instructions/);
+    expect(reason(() => parseElf(withFlags(0x2)))).toMatch(/ilp32f/);
+    expect(reason(() => parseElf(withFlags(0x4)))).toMatch(/ilp32d/);
+    expect(reason(() => parseElf(withFlags(0x8)))).toMatch(/RV32E/);
+    expect(() => parseElf(withFlags(0x10))).not.toThrow(); // TSO: a memory model, no instructions
+  });
+
+  it('loads every committed guest', () => {
+    const dir = new URL('../guests/', import.meta.url);
+    const elfs = readdirSync(dir, { withFileTypes: true })
+      .filter((d) => d.isDirectory() && existsSync(new URL(`${d.name}/${d.name}.elf`, dir)))
+      .map((d) => d.name);
+    expect(elfs.length).toBeGreaterThanOrEqual(10);
+    for (const g of elfs) expect(() => parseElf(new Uint8Array(readFileSync(new URL(`${g}/${g}.elf`, dir)))), g).not.toThrow();
+  });
+
+  it('reads arch strings as GCC, binutils and people write them', () => {
+    expect(lackedExtensions('rv32i2p1_m2p0_zicsr2p0_zifencei2p0_zmmul1p0')).toEqual([]);
+    expect(lackedExtensions('rv32im')).toEqual([]);
+    expect(lackedExtensions('rv32imac')).toEqual(['a', 'c']);
+    expect(lackedExtensions('rv32i2p1_m2p0_zba1p0_zve32x1p0')).toEqual(['zba', 'zve32x']);
+    expect(lackedExtensions('rv32gc')).toEqual(['g (imafd_zicsr_zifencei)', 'c']);
+    expect(lackedExtensions('rv32e2p0_m2p0')).toEqual(['e']);
+    expect(lackedExtensions('rv64imac')).toEqual(['RV64', 'a', 'c']);
+  });
+
+  it('throws nothing but ElfError on a corrupted attributes section', () => {
+    const img = fixture('hello-rv32ima.elf');
+    const dv = new DataView(img.buffer, img.byteOffset, img.byteLength);
+    // The attributes section: the section header of type SHT_RISCV_ATTRIBUTES.
+    const shoff = dv.getUint32(32, true);
+    let at = -1, size = 0;
+    for (let i = 0; i < dv.getUint16(48, true); i++) {
+      const h = shoff + i * 40;
+      if (dv.getUint32(h + 4, true) === 0x7000_0003) { at = dv.getUint32(h + 16, true); size = dv.getUint32(h + 20, true); }
+    }
+    expect(at).toBeGreaterThan(0);
+    fc.assert(fc.property(fc.array(fc.tuple(fc.nat({ max: size - 1 }), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 6 }), (edits) => {
+      const c = img.slice();
+      for (const [o, v] of edits) c[at + o] = v;
+      try { parseElf(c); } catch (e) {
+        if (!(e instanceof ElfError)) throw e;
+      }
+    }), { numRuns: 1000 });
   });
 });

@@ -118,6 +118,16 @@ describe('membership: only an admitted, synced backup may claim', () => {
   });
 });
 
+describe('operator errors before anything runs', () => {
+  it('--outputs in a missing directory is refused at start, not after the backup attaches', async () => {
+    const { d, common } = fresh();
+    const p = startFtvm(['primary', seq, '--listen', '127.0.0.1:0', ...common('nowhere/p.jsonl')]);
+    expect(await p.exit).toBe('2');
+    expect(p.err()).toMatch(new RegExp(`^ftvm: --outputs ${d}/nowhere/p\\.jsonl: no such directory$`, 'm'));
+    expect(p.err()).not.toMatch(/listening/);
+  });
+});
+
 describe('identity: a pair started again is a new instance', () => {
   it('a rerun with the same key and arbiter is never halted by the earlier run\'s claim', async () => {
     const { d, common } = fresh();

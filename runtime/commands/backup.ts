@@ -6,12 +6,11 @@
 import { parseArgs } from 'node:util';
 import type { Command } from '../cli.js';
 import { hostname } from 'node:os';
-import { DEFAULT_MEMORY_MIB } from '../platform.js';
 import { Machine } from '../machine.js';
 import { LiveEnv } from '../env/live.js';
 import { connectBackup, listenForBackups } from '../channel/tcp.js';
 import { BackupNode } from '../ft/backup-node.js';
-import { CliError, imageDigest, positiveInt, readImage } from './common.js';
+import { CliError, imageDigest, memoryFlag, positiveInt, readImage } from './common.js';
 import {
   batchFlag, bootMachine, cliRun, commonOptions, EXIT_DIVERGED, EXIT_HALTED, EXIT_REFUSED, loadArbiter, loadKey, note, openOutputs,
   pairIdFlag, parseHostPort, reportEvents, serveReprotection, signalExit, sinkOutputs, startInspect, stopOnSignal, takeInspectFlag,
@@ -49,7 +48,7 @@ async function backupWith(argv: string[], inspectPort: number | undefined, start
   const listenAt = values.listen === undefined ? undefined : parseHostPort('listen', values.listen);
   const key = loadKey(values['key-file']);
   const expected = pairIdFlag(values['pair-id']);
-  const memoryMiB = positiveInt('mem', values.mem, DEFAULT_MEMORY_MIB);
+  const memoryMiB = memoryFlag(values.mem);
   const connectTimeoutMs = positiveInt('connect-timeout-ms', values['connect-timeout-ms'], 10_000);
   const timing = timingFlags(values);
   const image = readImage(file);

@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync, realpathSync, statfsSync, statSync, writeSync } from 'node:fs';
+import { dirname, resolve, sep } from 'node:path';
 import type { Machine } from '../machine.js';
+import { checkFitsRam, ElfError, parseElf } from '../elf.js';
+import { DEFAULT_MEMORY_MIB, MAX_MEMORY_MIB, RAM_BASE } from '../platform.js';
 export { packSnapshot, unpackSnapshot } from '../ft/snapshot-wire.js';
 
 /** An expected, user-facing failure: printed as one `ftvm: ...` line, never a stack trace. */
@@ -10,12 +13,68 @@ export class CliError extends Error {
   }
 }
 
+const READ_ERRORS: Record<string, string> = { ENOENT: 'no such file', EISDIR: 'is a directory, not a file', EACCES: 'permission denied' };
+
+/** Why a file named on the command line could not be read, in plain words where they exist. */
+export const readErrorText = (e: unknown): string => READ_ERRORS[(e as NodeJS.ErrnoException).code ?? ''] ?? (e as Error).message;
+
 export function readImage(file: string): Uint8Array {
   try {
     return readFileSync(file);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new CliError(`${file}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+    throw new CliError(`${file}: ${readErrorText(e)}`);
+  }
+}
+
+/** statfs(2) f_type of the kernel's pseudo filesystems: files there are not files (linux/magic.h). */
+const PSEUDO_FS: Record<number, string> = {
+  0x9fa0: 'proc', 0x6265_6572: 'sysfs', 0x2762_0eb: 'cgroup', 0x6367_7270: 'cgroup2', 0x6462_6720: 'debugfs',
+  0x7472_6163: 'tracefs', 0x7363_6673: 'securityfs', 0x1cd1: 'devpts', 0xcafe_4a11: 'bpf', 0x4249_4e4d: 'binfmt_misc',
+};
+
+/**
+ * Check, before anything is written, that `dir` is a directory this process can write into or
+ * can create: an existing file, a pseudo filesystem (/proc, /sys: a write there may hang or
+ * poke the kernel) or an unwritable parent is one line. `flag` names the option (`--out`).
+ */
+export function checkWritableDir(flag: string, dir: string): void {
+  const full = resolve(dir);
+  // The nearest part of the path that exists: the directory itself, or where it would be made.
+  let existing = full;
+  for (;;) {
+    try {
+      statSync(existing);
+      break;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new CliError(`${flag} ${dir}: ${READ_ERRORS[code ?? ''] ?? (e as Error).message}`, 1);
+      existing = dirname(existing);
+    }
+  }
+  const real = realpathSync(existing);
+  let fs = ([['/proc', 'proc'], ['/sys', 'sysfs']] as const).find(([p]) => real === p || real.startsWith(p + sep))?.[1] as string | undefined;
+  try {
+    fs ??= PSEUDO_FS[statfsSync(real).type];
+  } catch {
+    // No statfs here: the path test above is all we have.
+  }
+  if (fs !== undefined) throw new CliError(`${flag} ${dir}: ${real} is on the ${fs} pseudo filesystem, not a place for files`, 1);
+  if (!statSync(real).isDirectory()) {
+    throw new CliError(`${flag} ${dir}: ${existing === full ? 'exists and is not a directory' : `${existing} is not a directory`}`, 1);
+  }
+  try {
+    accessSync(real, constants.W_OK | constants.X_OK);
+  } catch {
+    throw new CliError(`${flag} ${dir}: ${existing === full ? '' : `${existing}: `}permission denied`, 1);
+  }
+}
+
+/** Read and parse an image without running it: for a command that hands the file to its children. */
+export function checkImage(file: string, memoryMiB = DEFAULT_MEMORY_MIB): void {
+  try {
+    checkFitsRam(parseElf(readImage(file)), RAM_BASE, memoryMiB * 1024 * 1024);
+  } catch (e) {
+    throw e instanceof ElfError ? new CliError(`${file}: ${e.message}`) : e;
   }
 }
 
@@ -25,6 +84,21 @@ export function positiveInt(name: string, text: string | undefined, fallback: nu
   if (text === undefined) return fallback;
   const n = Number(text);
   if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n <= 0) throw new CliError(`--${name} wants a positive integer, got '${text}'`);
+  return n;
+}
+
+/** `--mem MiB`: checked here, so that a size the machine cannot have is a flag error, not the image's. */
+export function memoryFlag(text: string | undefined): number {
+  const mib = positiveInt('mem', text, DEFAULT_MEMORY_MIB);
+  if (mib > MAX_MEMORY_MIB) throw new CliError(`--mem wants 1 to ${MAX_MEMORY_MIB} MiB, got '${text}'`);
+  return mib;
+}
+
+/** For a value where 0 means something (a seed): any integer from 0 up. */
+export function nonNegativeInt(name: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n)) throw new CliError(`--${name} wants a non-negative integer, got '${text}'`);
   return n;
 }
 
@@ -47,3 +121,21 @@ export class ConsoleWriter {
 
 /** The line `record` and `replay` both end with, so two runs can be compared with diff. */
 export const digestLine = (m: Machine): string => `digest ${m.digest()} icount ${m.icount}\n`;
+
+const pauseCell = new Int32Array(new SharedArrayBuffer(4));
+/**
+ * Writes all of `buf` to `fd` before returning, as an output released to the world must be.
+ * NOTE once process.stdout or stderr exists, libuv has set its pipe non-blocking, so a plain
+ * writeSync to a full pipe fails with EAGAIN: wait a millisecond and go on.
+ */
+export function writeAllSync(fd: number, buf: Uint8Array): void {
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += writeSync(fd, buf, off, buf.length - off);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      Atomics.wait(pauseCell, 0, 0, 1);
+    }
+  }
+}

@@ -3,7 +3,7 @@ import type { Command } from '../cli.js';
 import { createPair, type PairEvent } from '../pair.js';
 import { guestPath } from '../guests.js';
 import { SeqChecker } from '../demo/seq-checker.js';
-import { CliError, positiveInt, readImage } from './common.js';
+import { CliError, nonNegativeInt, readImage } from './common.js';
 import { startViews, takeViewFlags, ViewFlagError } from '../dashboard/cli.js';
 import { dnsScenario, prng, runScenario, scenarioPassed, summary } from '../demo/dns-load.js';
 import { kvScenario } from '../demo/kv-load.js';
@@ -19,7 +19,7 @@ async function demo(argv: string[]): Promise<number> {
     args: rest,
     options: { seed: { type: 'string' }, guest: { type: 'string' }, 'backup-in': { type: 'string' }, quiet: { type: 'boolean', default: false } },
   });
-  const seed = positiveInt('seed', values.seed, Math.floor(Math.random() * 1e6) + 1);
+  const seed = nonNegativeInt('seed', values.seed, Math.floor(Math.random() * 1e6) + 1);
   const guest = values.guest ?? 'seq';
   if (guest === 'dns' || guest === 'kv') return ioDemo(guest, seed, values.quiet === true, flags.inspect !== undefined || flags.dashboard !== undefined);
   if (guest !== 'seq' && guest !== 'seq-short') throw new CliError(`--guest must be seq, seq-short, dns or kv, got '${guest}'`);
@@ -32,6 +32,8 @@ async function demo(argv: string[]): Promise<number> {
   if (viewing && backupIn === 'worker') throw new CliError('--inspect and --dashboard need --backup-in thread');
   if (backupIn !== 'worker' && backupIn !== 'thread') throw new CliError(`--backup-in must be worker or thread, got '${backupIn}'`);
   const say = (s: string): void => { if (!values.quiet) process.stdout.write(s); };
+  // First, so that a port in use is the only thing said.
+  const views = await startViews(flags);
 
   const random = prng(seed);
   const killAtLine = 1 + Math.floor(random() * (totalLines * 0.8));
@@ -41,7 +43,6 @@ async function demo(argv: string[]): Promise<number> {
   if (autoKill) say(`ftvm demo: guest ${guest}, seed ${seed}: the primary will be killed ${killDelayMs} ms after line ${killAtLine}\n`);
   else say(`ftvm demo: guest ${guest}: press "Kill primary" on the dashboard\n`);
 
-  const views = await startViews(flags);
   const pair = createPair({ image: readImage(guestPath(guest)), backupIn, ...(views.inspect ? { inspect: views.inspect } : {}) });
   views.attach(pair, { guest });
   const checker = new SeqChecker();
@@ -137,8 +138,10 @@ export const command: Command = {
       return await demo(argv);
     } catch (e) {
       if (e instanceof CliError || e instanceof ViewFlagError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-        process.stderr.write(`ftvm: ${(e as Error).message}\nusage: ftvm ${USAGE}\n`);
-        return (e as CliError).exitCode ?? 2;
+        // Exit 1 is a failure at run time (a port in use), not a usage error.
+        const code = (e as CliError).exitCode ?? 2;
+        process.stderr.write(`ftvm: ${(e as Error).message}\n${code === 1 ? '' : `usage: ftvm ${USAGE}\n`}`);
+        return code;
       }
       throw e;
     }

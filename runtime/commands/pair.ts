@@ -14,14 +14,18 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import type { Command } from '../cli.js';
-import { CliError } from './common.js';
-import { cliRun, EXIT_REFUSED, takeInspectFlag } from './primary.js';
+import { checkImage, CliError, memoryFlag, positiveInt } from './common.js';
+import { cliRun, EXIT_REFUSED, loadArbiter, takeInspectFlag } from './primary.js';
+import { checkPortFree } from '../dashboard/cli.js';
 
 // --inspect PORT: one relay per replica process (each inspects its own charts): the primary's
 // on PORT, the backup's on PORT+1, a re-protecting backupN's on PORT+N; without PORT (or 0,
 // or past 65535) each takes any free port. Every replica prints its ws:// URL, relayed here with its name.
 const USAGE = 'pair <elf> [--arbiter SPEC] [--pair-id ID] [--mem MiB] [--suspect-ms N] [--reprotect]\n' +
   '      [--inspect [PORT]]  (primary on PORT, backup on PORT+1, backupN on PORT+N)';
+
+/** 128 + SIGPIPE, as `ftvm run` exits when its reader goes away. */
+const EXIT_BROKEN_PIPE = 141;
 
 /**
  * The children report released outputs as JSON lines on fd 3 (their --outputs); this process
@@ -30,6 +34,8 @@ const USAGE = 'pair <elf> [--arbiter SPEC] [--pair-id ID] [--mem MiB] [--suspect
  */
 class Client {
   private next = 0;
+  /** Set once stdout failed (EPIPE): whoever read the console is gone. */
+  broken = false;
   take(line: string): void {
     let o: { i: number; k: string; v: number };
     try {
@@ -39,7 +45,7 @@ class Client {
     }
     if (o.i < this.next) return;
     this.next = o.i + 1;
-    if (o.k === 'console') process.stdout.write(Buffer.of(o.v));
+    if (o.k === 'console' && !this.broken) process.stdout.write(Buffer.of(o.v));
   }
 }
 
@@ -80,6 +86,17 @@ async function pair(argv: string[]): Promise<number> {
   });
   if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
   const elf = positionals[0]!;
+  // Checked here, not by the children: a bad flag or image is one `ftvm:` line of this command.
+  const memoryMiB = memoryFlag(values.mem);
+  positiveInt('suspect-ms', values['suspect-ms'], 1);
+  positiveInt('batch', values.batch, 1);
+  checkImage(elf, memoryMiB);
+  if (values.arbiter !== undefined) await loadArbiter(values.arbiter).close();
+  // Each child would fail on a taken port with a relayed line: check the first two here.
+  if (inspect !== undefined && inspect !== 0) {
+    await checkPortFree('--inspect', inspect);
+    if (inspect < 65535) await checkPortFree('--inspect', inspect + 1);
+  }
   const reprotect = values.reprotect === true;
   const dir = mkdtempSync(join(tmpdir(), 'ftvm-pair-'));
   try {
@@ -153,13 +170,21 @@ async function pair(argv: string[]): Promise<number> {
       finished = true;
       for (const r of replicas) r.child.kill('SIGTERM');
     };
+    // The console's reader went away (`ftvm pair ... | head`): stop the children, as SIGPIPE would stop us.
+    const onStdoutError = (): void => {
+      client.broken = true;
+      stop();
+    };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
+    process.stdout.on('error', onStdoutError);
     // Until no replica is left (a joiner may be started while we wait).
     while (replicas.length > 0) await Promise.all(replicas.map((r) => r.done));
     clearTimeout(retry);
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
+    // NOTE the stdout listener stays: writes already queued may still fail after we return.
+    if (client.broken) return EXIT_BROKEN_PIPE;
     // The guest's exit code is whichever replica finished it; a halted replica exits with 3.
     // A joiner turned away (5) says nothing about the guest.
     return codes.includes(0) ? 0 : codes.find((c) => c !== 3 && c !== 1 && c !== EXIT_REFUSED) ?? codes[0] ?? 1;

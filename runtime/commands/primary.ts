@@ -2,14 +2,12 @@
 // on TCP (TLS-PSK), runs the guest once the backup is attached, logs every input to it, and
 // prints the guest's console output as the output rule releases it (DESIGN §3).
 
-import { writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { Observable } from 'rxjs';
 import type { Command } from '../cli.js';
 import { Machine } from '../machine.js';
 import { LiveEnv } from '../env/live.js';
 import { ElfError } from '../elf.js';
-import { DEFAULT_MEMORY_MIB } from '../platform.js';
 import type { Arbiter } from '../arbiter/arbiter.js';
 import { parseArbiterSpec } from '../arbiter/spec.js';
 import { listenPrimary, type TcpBackupListener, type TcpPrimaryEnd } from '../channel/tcp.js';
@@ -19,7 +17,7 @@ import { PrimaryNode, type NodeEvent } from '../ft/primary-node.js';
 import { newPairInstance } from '../ft/identity.js';
 import type { FtTiming } from '../ft/timing.js';
 import { OutputLogWriter } from '../faults/output-log.js';
-import { CliError, imageDigest, positiveInt, readImage } from './common.js';
+import { CliError, imageDigest, memoryFlag, positiveInt, readErrorText, readImage, writeAllSync } from './common.js';
 import { startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
 
 const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--no-reprotect] [--inspect [PORT]]';
@@ -45,7 +43,7 @@ export function loadKey(file: string | undefined): Buffer {
   try {
     return readKeyFile(file);
   } catch (e) {
-    throw new CliError(`${file}: ${(e as Error).message}`);
+    throw new CliError(`${file}: ${readErrorText(e)}`);
   }
 }
 
@@ -138,7 +136,7 @@ export function reportEvents(events$: Observable<NodeEvent>): void {
 }
 
 export function note(text: string): void {
-  writeSync(2, `[${((performance.now() - t0) / 1000).toFixed(3)}] ${text}\n`);
+  writeAllSync(2, Buffer.from(`[${((performance.now() - t0) / 1000).toFixed(3)}] ${text}\n`));
 }
 
 /**
@@ -152,7 +150,13 @@ export function sinkOutputs(released$: Observable<ReleasedOutput>, log: OutputLo
     log?.write(o);
     if (o.output.kind === 'console') {
       one[0] = o.output.byte;
-      writeSync(1, one);
+      try {
+        writeAllSync(1, one);
+      } catch (e) {
+        // The reader went away (`ftvm primary ... | head`): end as SIGPIPE would, not with a stack trace.
+        if ((e as NodeJS.ErrnoException).code === 'EPIPE') process.exit(141);
+        throw e;
+      }
     }
   });
 }
@@ -203,7 +207,7 @@ export function takeInspectFlag(argv: string[]): { rest: string[]; inspect: numb
 
 /** Start the inspection relay if asked (its URL goes to stderr); the node's charts report to it. */
 export async function startInspect(port: number | undefined): Promise<Views | undefined> {
-  return port === undefined ? undefined : startViews({ inspect: port, dashboard: undefined }, (s) => writeSync(2, s));
+  return port === undefined ? undefined : startViews({ inspect: port, dashboard: undefined }, (s) => writeAllSync(2, Buffer.from(s)));
 }
 
 async function primary(argv: string[]): Promise<number> {
@@ -219,7 +223,7 @@ async function primary(argv: string[]): Promise<number> {
   const { host, port } = parseHostPort('listen', values.listen);
   const key = loadKey(values['key-file']);
   const resumed = pairIdFlag(values['pair-id']);
-  const memoryMiB = positiveInt('mem', values.mem, DEFAULT_MEMORY_MIB);
+  const memoryMiB = memoryFlag(values.mem);
   const timing = timingFlags(values);
   const image = readImage(file);
   const machine = bootMachine(image, file, memoryMiB);
@@ -364,17 +368,19 @@ export function serveReprotection(node: PrimaryNode, listener: TcpBackupListener
 /** Wraps a command body: expected errors become one `ftvm: ...` line and an exit code. */
 export function cliRun(usage: string, body: (argv: string[]) => Promise<number>): (argv: string[]) => Promise<number> {
   return async (argv) => {
-    try {
-      const code = await body(argv);
-      // The run is over: a socket to a lost host or a gRPC channel must not keep the
-      // process (and with it a supervisor waiting for its exit) alive.
+    // The run is over: a socket to a lost host or a gRPC channel (an arbiter opened before a
+    // later check failed, too) must not keep the process, and a supervisor waiting for it, alive.
+    const exitSoon = (code: number): number => {
       setTimeout(() => process.exit(code), 2000).unref();
       return code;
+    };
+    try {
+      return exitSoon(await body(argv));
     } catch (e) {
       if (e instanceof CliError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
         // Only a usage error (exit 2) earns the usage line; a refusal or an outage does not.
         process.stderr.write(`ftvm: ${(e as Error).message}\n${((e as CliError).exitCode ?? 2) === 2 ? `usage: ftvm ${usage}\n` : ''}`);
-        return (e as CliError).exitCode ?? 2;
+        return exitSoon((e as CliError).exitCode ?? 2);
       }
       throw e;
     }

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { Command } from '../cli.js';
 import { Machine } from '../machine.js';
@@ -6,11 +5,11 @@ import { ElfError } from '../elf.js';
 import { LiveEnv } from '../env/live.js';
 import { DeterministicEnv, GuestDeadlock } from '../env/deterministic.js';
 import { runMachine, type RunOutcome } from '../runner.js';
-import { DEFAULT_MEMORY_MIB } from '../platform.js';
 import type { Output } from '../types.js';
 import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import { runOnCpuActor } from '../cpu-actor.js';
 import { startViews, takeViewFlags, type ViewFlags } from '../dashboard/cli.js';
+import { type CliError, memoryFlag, nonNegativeInt, readImage } from './common.js';
 
 const USAGE = 'run <elf> [--mem MiB] [--max-instructions N] [--stats] [--deterministic [--seed N]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--inspect [PORT]]';
@@ -151,9 +150,9 @@ async function run(argv: string[]): Promise<number> {
   const file = positionals[0]!;
   let memoryMiB: number, maxInstructions: number | undefined, seed: number;
   try {
-    memoryMiB = positiveInt('mem', values.mem, DEFAULT_MEMORY_MIB);
+    memoryMiB = memoryFlag(values.mem);
     maxInstructions = values['max-instructions'] === undefined ? undefined : positiveInt('max-instructions', values['max-instructions'], 0);
-    seed = positiveInt('seed', values.seed, 1);
+    seed = nonNegativeInt('seed', values.seed, 1);
   } catch (e) {
     process.stderr.write(`ftvm: ${(e as Error).message}\nusage: ftvm ${USAGE}\n`);
     return 2;
@@ -161,10 +160,9 @@ async function run(argv: string[]): Promise<number> {
 
   let image: Uint8Array;
   try {
-    image = readFileSync(file);
+    image = readImage(file);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    process.stderr.write(`ftvm: ${file}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message}\n`);
+    process.stderr.write(`ftvm: ${(e as Error).message}\n`);
     return 2;
   }
 
@@ -176,6 +174,8 @@ async function run(argv: string[]): Promise<number> {
     process.stderr.write(`ftvm: ${e.message}\n`);
     return e.exitCode;
   }
+  // Where clients reach the guest: a rule for port 0 gets its port from the host.
+  for (const line of io.udp?.describe() ?? []) process.stderr.write(`ftvm: ${line}\n`);
 
   const live = values.deterministic ? undefined : new LiveEnv();
   // Deterministic runs are a function of image, seed and input, so the input must be known
@@ -197,6 +197,17 @@ async function run(argv: string[]): Promise<number> {
     throw e;
   }
 
+  // --inspect: the guest runs under its CPU chart (actor id `cpu`), which reports every
+  // state to the relay; without it, the plain loop (no chart, no inspection cost). Started
+  // before the console is attached, so a port in use leaves the terminal as it was.
+  let views;
+  try {
+    views = flags.inspect === undefined ? undefined : await startViews({ inspect: flags.inspect, dashboard: undefined });
+  } catch (e) {
+    await (machine.io?.close() ?? io.close());
+    process.stderr.write(`ftvm: ${(e as Error).message}\n`);
+    return (e as CliError).exitCode ?? 1;
+  }
   const abort = new AbortController();
   let abortCode = EXIT_INTERRUPTED;
   const detach = attachConsole(live, (code) => {
@@ -208,9 +219,6 @@ async function run(argv: string[]): Promise<number> {
     abort.abort();
   };
   process.stdout.on('error', onStdoutError);
-  // --inspect: the guest runs under its CPU chart (actor id `cpu`), which reports every
-  // state to the relay; without it, the plain loop (no chart, no inspection cost).
-  const views = flags.inspect === undefined ? undefined : await startViews({ inspect: flags.inspect, dashboard: undefined });
   try {
     const outcome = views?.inspect
       ? await runOnCpuActor(machine, { mode: 'live', inspect: views.inspect, id: 'cpu', signal: abort.signal, onBatch: () => sink.flush() }).done

@@ -2,7 +2,9 @@
 // and later pair/primary/backup). Both take an optional port, which node:util's parseArgs
 // cannot express, so they are taken out of argv before the command parses the rest; so is
 // `--pace PERCENT`, which slows the run down for a person watching the dashboard (pace.ts).
+import { createServer } from 'node:net';
 import type { Pair } from '../pair.js';
+import { CliError } from '../commands/common.js';
 import { fanOut, startInspection, type InspectObserver, type Inspection } from '../inspect/index.js';
 import { startDashboard, type Dashboard } from './server.js';
 import { startPacer, type Pacer } from './pace.js';
@@ -15,7 +17,9 @@ export interface ViewFlags {
   pace?: number | undefined;
 }
 
-export class ViewFlagError extends Error {}
+export class ViewFlagError extends Error {
+  override readonly name = 'ViewFlagError';
+}
 
 const DEFAULT_DASHBOARD_PORT = 8080;
 
@@ -57,10 +61,36 @@ export interface Views {
   close(): Promise<void>;
 }
 
+/** A port the flag names that cannot be listened on, as one line for the operator (exit 1). */
+function listenError(flag: string, port: number, e: unknown): CliError {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'EADDRINUSE') return new CliError(`${flag}: port ${port} is in use`, 1);
+  if (code === 'EACCES') return new CliError(`${flag}: port ${port} needs privileges`, 1);
+  return new CliError(`${flag}: cannot listen on port ${port}: ${(e as Error).message}`, 1);
+}
+
+/**
+ * Fail early, in one line, when `port` on 127.0.0.1 (where the relay and the dashboard
+ * listen) is taken: for a command that hands the port to child processes.
+ */
+export async function checkPortFree(flag: string, port: number): Promise<void> {
+  if (port === 0) return;
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e) => reject(listenError(flag, port, e)));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve()));
+  });
+}
+
 /** Start what the flags ask for, and tell the user (on stderr) where to look. */
 export async function startViews(flags: ViewFlags, say: (s: string) => void = (s) => process.stderr.write(s)): Promise<Views> {
-  const inspection = flags.inspect === undefined ? undefined : await startInspection({ port: flags.inspect });
-  const dashboard = flags.dashboard === undefined ? undefined : await startDashboard({ port: flags.dashboard });
+  const inspection = flags.inspect === undefined ? undefined
+    : await startInspection({ port: flags.inspect }).catch((e: unknown) => { throw listenError('--inspect', flags.inspect!, e); });
+  const dashboard = flags.dashboard === undefined ? undefined
+    : await startDashboard({ port: flags.dashboard }).catch(async (e: unknown) => {
+      await inspection?.stop();
+      throw listenError('--dashboard', flags.dashboard!, e);
+    });
   if (inspection) say(`ftvm: inspecting every chart at ${inspection.url} (@statelyai/inspect WebSocket events; attach any WebSocket client)\n`);
   if (dashboard) say(`ftvm: dashboard at ${dashboard.url}\n`);
   // A person needs time to press "Kill primary", then "Add backup", then "Kill primary" again.

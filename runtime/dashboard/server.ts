@@ -272,7 +272,11 @@ export async function startDashboard(opts: DashboardOptions = {}): Promise<Dashb
     res.end('not found\n');
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (e) => {
+      // Nothing will close this dashboard: its tick must not keep the process alive.
+      clearInterval(tick);
+      reject(e);
+    });
     server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
   });
   const port = (server.address() as AddressInfo).port;

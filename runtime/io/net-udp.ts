@@ -61,9 +61,13 @@ export class UdpNet implements NetBackend {
         const s = createSocket({ type: 'udp4' });
         sockets.push(s);
         await new Promise<void>((resolve, reject) => {
-          s.once('error', reject);
+          s.once('error', (e: NodeJS.ErrnoException) => reject(
+            e.code === 'EADDRINUSE' ? new Error(`--net: udp ${f.hostAddr}:${f.hostPort} is in use`)
+              : e.code === 'EADDRNOTAVAIL' ? new Error(`--net: ${f.hostAddr} is not an address of this host`)
+                : e.code === 'EACCES' ? new Error(`--net: udp port ${f.hostPort} needs privileges`) : e,
+          ));
           s.bind(f.hostPort, f.hostAddr, () => {
-            s.off('error', reject);
+            s.removeAllListeners('error');
             // A send error (e.g. ICMP port unreachable) must not kill the host.
             s.on('error', () => {});
             resolve();
@@ -80,6 +84,11 @@ export class UdpNet implements NetBackend {
   /** The host ports actually bound, in rule order. */
   get boundPorts(): number[] {
     return this.sockets.map((s) => s.address().port);
+  }
+
+  /** One line per rule with the port really bound (a rule for port 0 gets one from the host). */
+  describe(): string[] {
+    return this.forwards.map((f, i) => `forwarding udp ${f.hostAddr}:${this.boundPorts[i]} -> guest port ${f.guestPort}`);
   }
 
   private fromClient(fwd: number, msg: Buffer, addr: string, port: number): void {
