@@ -289,7 +289,8 @@ async function runPair(spec: RunSpec, env: RunEnv, plan: PairPlan): Promise<Pair
   const listening = await waitFor(primary, / primary listening [^ ]+:(\d+) pair (\S+)/, 20_000);
   if (!listening) {
     primary.proc.kill('SIGKILL');
-    throw new Error(`run ${spec.id}: primary did not listen:\n${primary.stderr.join('\n')}`);
+    const exit = await primary.exited;
+    throw new Error(`run ${spec.id}: the primary did not listen (exit ${exit}${primary.stderr.length ? `; stderr: ${primary.stderr.slice(-3).join(' | ')}` : ', nothing on stderr'})`);
   }
   const port = Number(listening[1]);
   const pairId = listening[2];
@@ -479,8 +480,29 @@ async function runPair(spec: RunSpec, env: RunEnv, plan: PairPlan): Promise<Pair
   };
 }
 
+/**
+ * One run; a run the harness itself could not carry out (a primary that never listened, an
+ * etcd that did not come back) is a failed run with one error, not the end of the batch.
+ */
 export async function runOnce(spec: RunSpec): Promise<RunResult> {
   const t0 = performance.now();
+  try {
+    return await runOnceOrThrow(spec, t0);
+  } catch (e) {
+    return {
+      id: spec.id, fault: spec.fault, atMs: spec.atMs, stalls: spec.stalls.length, pairId: undefined, unprotected: false,
+      faults: 0, struck: false, exit: { primary: 'none', backup: 'none' }, hung: false, failoverMs: undefined, failovers: 0,
+      durationMs: performance.now() - t0,
+      check: {
+        ok: false, lost: 0, incomplete: true, duplicates: 0, conflicts: 0, doubleLive: 0, outage: false, refusedOutputs: 0, lines: 0,
+        errors: [`harness: ${(e as Error).message}`],
+      },
+      claims: {}, extras: [],
+    };
+  }
+}
+
+async function runOnceOrThrow(spec: RunSpec, t0: number): Promise<RunResult> {
   if (spec.fault === 'nbd-restart') {
     // Not a pair: one `ftvm run` of the kv guest on an NBD disk whose server restarts.
     const r = await runNbdRestart({ id: spec.id, cli: spec.cli, guest: spec.kvGuest ?? spec.guest, dir: spec.dir, atMs: spec.atMs, downMs: spec.nbdDownMs ?? 700, ...(spec.timeoutMs ? { timeoutMs: spec.timeoutMs } : {}) });

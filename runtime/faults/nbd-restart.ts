@@ -82,7 +82,7 @@ export interface NbdRestartSpec {
   /** guests/kv/kv.elf */
   guest: string;
   dir: string;
-  /** When nbd-server is killed, ms after the load started. */
+  /** When nbd-server is killed, ms after the load started (or after 10 + atMs/20 acknowledged PUTs, if sooner). */
   atMs: number;
   /** How long it stays away before it starts again on its port. */
   downMs: number;
@@ -124,7 +124,12 @@ export async function runNbdRestart(spec: NbdRestartSpec): Promise<NbdRestartRes
     }
     load = new KvLoad({ port: udp, seed: spec.id });
     load.start();
-    await sleep(spec.atMs);
+    // The load PUTs at most 240 keys (then only GETs, which never touch the disk): strike by
+    // time, or once 10-85 PUTs are acknowledged, whichever comes first, so that PUTs still
+    // have to reach the disk after the restart.
+    const killAfterPuts = 10 + Math.floor(spec.atMs / 20);
+    const strikeAt = Date.now() + spec.atMs;
+    while (Date.now() < strikeAt && load.acked.size < killAfterPuts) await sleep(5);
     const before = load.acked.size;
     await server.kill();
     struck = true;
@@ -133,6 +138,7 @@ export async function runNbdRestart(spec: NbdRestartSpec): Promise<NbdRestartRes
     // The load goes on until it has a few more acknowledged PUTs than at the kill (or a while).
     const until = Date.now() + 8_000;
     while (load.acked.size < Math.min(before + 15, 240) && Date.now() < until && !hung) await sleep(20);
+    if (load.acked.size === before) errors.push(`no PUT acknowledged in 8 s after the restart (${before} before it)`);
     await load.stop();
     const client = new KvClient({ servers: [{ host: '127.0.0.1', port: udp }], timeoutMs: 200, maxTimeoutMs: 1000, attemptsPerServer: 10 });
     try {
