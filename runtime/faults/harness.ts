@@ -336,7 +336,7 @@ async function runPair(spec: RunSpec, env: RunEnv, plan: PairPlan): Promise<Pair
     if (node === 'primary') killedAt = performance.now();
     c.proc.kill(signal);
   };
-  let arbiterAway: { downAt: number; claimingAt: number | undefined; upAt: number; backupOutputs: number } | undefined;
+  let arbiterAway: { downAt: number; claimingAt: number | undefined; claimedUntil: number; upAt: number; backupOutputs: number } | undefined;
 
   if (backup) {
     for (const [startMs, ms] of spec.stalls) at(startMs, () => { stalls++; proxy.stall(ms); });
@@ -365,12 +365,17 @@ async function runPair(spec: RunSpec, env: RunEnv, plan: PairPlan): Promise<Pair
           const downAt = performance.now();
           kill('primary', 'SIGKILL');
           await sleep(spec.arbiterDownMs ?? 1000);
-          const claiming = backup.lines.find((l) => l.at >= downAt && / state .*"claiming"/.test(l.text));
+          // The backup's claim while the arbiter was away: from its "claiming" line to the next
+          // state it reports (it may have lost before, to a primary that had won after a stall).
+          const from = backup.lines.findIndex((l) => l.at >= downAt && / state .*"claiming"/.test(l.text));
+          const claiming = from < 0 ? undefined : backup.lines[from];
+          const left = from < 0 ? undefined : backup.lines.slice(from + 1).find((l) => / state /.test(l.text) && !/"claiming"/.test(l.text));
           // DESIGN §3 Split brain: one that cannot reach the arbiter releases no output.
           const backupOutputs = readOutputLog(outputs('backup')).length;
           if (file) renameSync(`${env.arbiterDir!}.away`, env.arbiterDir!);
           else await spec.etcd!.restart();
-          arbiterAway = { downAt, claimingAt: claiming?.at, upAt: performance.now(), backupOutputs };
+          const upAt = performance.now();
+          arbiterAway = { downAt, claimingAt: claiming?.at, claimedUntil: Math.min(upAt, left?.at ?? upAt), upAt, backupOutputs };
         });
         break;
       case 'rerun': break;
@@ -447,8 +452,8 @@ async function runPair(spec: RunSpec, env: RunEnv, plan: PairPlan): Promise<Pair
     const a = arbiterAway;
     if (a.backupOutputs > 0) check.errors.push(`the backup released ${a.backupOutputs} outputs while the arbiter was unreachable`);
     const reports = backup.lines.filter((l) => l.at >= a.downAt && l.at <= a.upAt + 100 && l.text.includes(env.arbiterName));
-    if (a.claimingAt !== undefined && a.upAt - a.claimingAt >= 200 && reports.length === 0) {
-      check.errors.push(`the backup claimed for ${(a.upAt - a.claimingAt).toFixed(0)} ms while the arbiter (${env.arbiterName}) was unreachable and never said so`);
+    if (a.claimingAt !== undefined && a.claimedUntil - a.claimingAt >= 200 && reports.length === 0) {
+      check.errors.push(`the backup claimed for ${(a.claimedUntil - a.claimingAt).toFixed(0)} ms while the arbiter (${env.arbiterName}) was unreachable and never said so`);
     }
     const allowed = Math.ceil((a.upAt - (a.claimingAt ?? a.downAt)) / 1000) + 1;
     if (reports.length > allowed) check.errors.push(`the backup reported the unreachable arbiter ${reports.length} times in ${(a.upAt - a.downAt).toFixed(0)} ms (at most ${allowed})`);
