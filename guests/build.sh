@@ -37,6 +37,7 @@ csr:csr:
 traps:traps:
 seq:seq:
 seq-short:seq:-DSEQ_LINES=50
+seq-mid:seq:-DSEQ_LINES=300
 irqstress:irqstress:
 blkcheck:blkcheck::virtio
 dns:dns::virtio

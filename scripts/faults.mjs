@@ -6,7 +6,16 @@
 // then proves from the outputs the world saw and the arbiter's records: nothing lost, one
 // execution, never two live primaries for one generation.
 //
+// Operator errors (issue 11) are mixed in: a third backup (right or wrong key), a rerun on
+// an earlier run's key and arbiter, a backup of another image or memory size, stray
+// connections before the backup attaches, SIGTERM of either node, and the file arbiter's
+// directory gone at a claim. They run the seq-mid guest (300 lines, about 2 s) with short
+// stalls only, so that what they check is the operator error itself; the failures run seq.
+//
 //   node scripts/faults.mjs [--runs N] [--parallel P] [--etcd-runs M] [--seed S] [--minutes T] [--json FILE]
+//                           [--kinds K,K...] [--etcd-kinds K,K...] [--failure-guest seq|seq-mid] [--keep]
+// --kinds picks the main faults of the file-arbiter runs (default: all, failures weighted as
+// before), --etcd-kinds those of the etcd runs (default: arbiter-down,rerun).
 // Needs `npm run build` first (the processes run bin/ftvm.js).
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,7 +28,7 @@ if (!existsSync(join(root, 'dist/runtime/faults/harness.js'))) {
   console.error('faults: dist/ is missing; run `npm run build` first');
   process.exit(2);
 }
-const { runOnce } = await import(join(root, 'dist/runtime/faults/harness.js'));
+const { runOnce, FAILURE_FAULTS, OPERATOR_FAULTS } = await import(join(root, 'dist/runtime/faults/harness.js'));
 const { EtcdServer, findEtcd } = await import(join(root, 'dist/runtime/faults/etcd-server.js'));
 
 const { values } = parseArgs({
@@ -31,6 +40,9 @@ const { values } = parseArgs({
     minutes: { type: 'string' },
     json: { type: 'string' },
     keep: { type: 'boolean', default: false },
+    kinds: { type: 'string' },
+    'etcd-kinds': { type: 'string', default: 'arbiter-down,rerun' },
+    'failure-guest': { type: 'string', default: 'seq' },
   },
 });
 const runs = Number(values.runs);
@@ -46,19 +58,56 @@ const random = () => {
   return x / 0x1_0000_0000;
 };
 const between = (a, b) => Math.floor(a + random() * (b - a));
-const MAIN = ['kill-primary', 'kill-primary', 'kill-backup', 'cut', 'corrupt', 'none'];
+const FAILURES = ['kill-primary', 'kill-primary', 'kill-backup', 'cut', 'corrupt', 'none'];
+const known = new Set([...FAILURE_FAULTS, ...OPERATOR_FAULTS]);
+const pick = (text) => {
+  const kinds = text.split(',').filter(Boolean);
+  for (const k of kinds) if (!known.has(k)) {
+    console.error(`faults: unknown kind '${k}' (known: ${[...known].join(', ')})`);
+    process.exit(2);
+  }
+  return kinds;
+};
+const MAIN = values.kinds ? pick(values.kinds) : [...FAILURES, ...OPERATOR_FAULTS];
+const ETCD_MAIN = pick(values['etcd-kinds']);
+const OPERATOR = new Set(OPERATOR_FAULTS);
+const guest = (name) => join(root, `guests/${name}/${name}.elf`);
+// The failures' guest: seq (8 s alone, as in batches 1-4) or seq-mid (2 s), with the fault
+// window scaled to it.
+const failureGuest = values['failure-guest'];
+if (!['seq', 'seq-mid'].includes(failureGuest)) {
+  console.error(`faults: --failure-guest must be seq or seq-mid, got '${failureGuest}'`);
+  process.exit(2);
+}
+const failureWindowMs = failureGuest === 'seq' ? 3200 : 1800;
 
 function specFor(id, etcd) {
-  const fault = etcd ? 'arbiter-down' : MAIN[between(0, MAIN.length)];
-  const stalls = Array.from({ length: between(0, 6) }, () => {
-    const long = random() < 0.15;
-    return [between(100, 3500), long ? between(450, 900) : between(5, 200)];
+  const fault = etcd ? ETCD_MAIN[between(0, ETCD_MAIN.length)] : MAIN[between(0, MAIN.length)];
+  const operator = OPERATOR.has(fault);
+  // Operator errors: short stalls only (below suspicion), on the 2 s guest.
+  const stalls = Array.from({ length: between(0, operator ? 3 : 6) }, () => {
+    const long = !operator && random() < 0.15;
+    return [between(100, operator ? 1800 : failureWindowMs + 300), long ? between(450, 900) : between(5, 200)];
   });
+  const atMs = fault === 'nbd-restart' ? between(200, 1500)
+    : operator ? (fault.startsWith('extra-') ? between(100, 1200) : between(150, 1800)) : between(150, failureWindowMs);
+  const strays = ['bytes', 'http', 'wrong-key'];
+  for (let i = strays.length - 1; i > 0; i--) {
+    const j = between(0, i + 1);
+    [strays[i], strays[j]] = [strays[j], strays[i]];
+  }
   return {
-    id, fault, atMs: between(150, 3200), stalls,
-    cli: join(root, 'bin/ftvm.js'), guest: join(root, 'guests/seq/seq.elf'),
+    id, fault, atMs, stalls,
+    cli: join(root, 'bin/ftvm.js'), guest: guest(operator ? 'seq-mid' : failureGuest), kvGuest: guest('kv'),
+    nbdDownMs: between(300, 1500),
     dir: mkdtempSync(join(tmpdir(), `ftvm-fault-${id}-`)),
-    ...(etcd ? { etcd, arbiterDownMs: between(300, 1500) } : {}),
+    arbiterDownMs: between(300, 1500),
+    otherGuest: guest('hello'),
+    otherMemMiB: [8, 32, 64][between(0, 3)],
+    strays,
+    previousGuest: guest('seq-short'),
+    previousAtMs: between(50, 300),
+    ...(etcd ? { etcd } : {}),
   };
 }
 
@@ -68,7 +117,8 @@ const report = (r) => {
   results.push(r);
   const c = r.check;
   const flag = c.ok ? 'ok  ' : 'FAIL';
-  console.log(`${flag} run ${String(r.id).padStart(4)} ${r.fault.padEnd(12)} at ${String(r.atMs).padStart(4)} ms +${r.stalls} stalls  exit P=${r.exit.primary} B=${r.exit.backup}  lines ${c.lines} dup ${c.duplicates} lost ${c.lost} double-live ${c.doubleLive}${r.failoverMs === undefined ? '' : `  failover ${r.failoverMs.toFixed(0)} ms`}${c.ok ? '' : `  ${c.errors.slice(0, 2).join('; ')}`}`);
+  const extras = r.extras.map((x) => ` ${x.name}=${x.exit}${x.missed ? '(missed)' : ''}`).join('');
+  console.log(`${flag} run ${String(r.id).padStart(4)} ${r.fault.padEnd(22)} at ${String(r.atMs).padStart(4)} ms +${r.stalls} stalls  exit P=${r.exit.primary} B=${r.exit.backup}${extras}  lines ${c.lines} dup ${c.duplicates} lost ${c.lost} double-live ${c.doubleLive}${r.failoverMs === undefined ? '' : `  failover ${r.failoverMs.toFixed(0)} ms`}${c.ok ? '' : `  ${c.errors.slice(0, 2).join('; ')}`}`);
   if (c.ok && !values.keep) rmSync(r.dir, { recursive: true, force: true });
 };
 
@@ -98,15 +148,22 @@ if (etcdRuns > 0) {
 
 const sum = (f) => results.reduce((n, r) => n + f(r), 0);
 const byKind = {};
-for (const r of results) if (r.fault !== 'none') byKind[r.fault] = (byKind[r.fault] ?? 0) + (r.faults > r.stalls ? 1 : 0);
-byKind.stall = sum((r) => Math.min(r.stalls, r.faults));
+for (const r of results) if (r.fault !== 'none') byKind[r.fault] = (byKind[r.fault] ?? 0) + (r.struck ? 1 : 0);
+byKind.stall = sum((r) => r.faults - (r.struck ? 1 : 0));
+const runsByKind = {};
+for (const r of results) runsByKind[r.fault] = (runsByKind[r.fault] ?? 0) + 1;
 const failovers = results.map((r) => r.failoverMs).filter((v) => v !== undefined).sort((a, b) => a - b);
 const summary = {
   seed,
   runs: results.length,
   faults: sum((r) => r.faults),
   faultsByKind: byKind,
+  runsByKind,
   failed: sum((r) => (r.check.ok ? 0 : 1)),
+  failedByKind: results.filter((r) => !r.check.ok).reduce((m, r) => ({ ...m, [r.fault]: (m[r.fault] ?? 0) + 1 }), {}),
+  outages: sum((r) => (r.check.outage ? 1 : 0)),
+  refusedBackups: sum((r) => r.extras.filter((x) => !x.missed).length),
+  refusedOutputs: sum((r) => r.check.refusedOutputs),
   lost: sum((r) => r.check.lost),
   conflicts: sum((r) => r.check.conflicts),
   doubleLive: sum((r) => r.check.doubleLive),

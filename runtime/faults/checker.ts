@@ -5,7 +5,10 @@
 // - one execution: an index released twice carries the same output both times, and the
 //   deduplicated stream is one the seq guest prints (numbered lines, right checksums);
 // - no split brain: each generation's outputs come from one node, and from generation 2 on
-//   that node is the arbiter's holder of the previous generation's key.
+//   that node is the arbiter's holder of the previous generation's key;
+// - no outage where a synced replica survived: a run that ends without the guest's power-off
+//   is excused only when every replica the harness did not stop halted because it had lost
+//   the arbiter to one the harness then stopped (a double failure).
 
 import type { ReleasedOutput } from '../ft/output-gate.js';
 import { SeqChecker } from '../demo/seq-checker.js';
@@ -22,6 +25,10 @@ export interface CheckResult {
   conflicts: number;
   /** Generations whose outputs came from more than one node. */
   doubleLive: number;
+  /** The guest did not finish although a synced replica survived (set by judgeOutage's caller). */
+  outage: boolean;
+  /** Outputs released by backups the primary refused (set by the harness; must be 0). */
+  refusedOutputs: number;
   lines: number;
   errors: string[];
 }
@@ -85,7 +92,45 @@ export function checkHistory(history: readonly ReleasedOutput[], claims: Readonl
     duplicates,
     conflicts,
     doubleLive,
+    outage: false,
+    refusedOutputs: 0,
     lines: seq.lines,
     errors,
+  };
+}
+
+/** What became of one accepted replica of a run. */
+export interface ReplicaFate {
+  node: string;
+  /** The harness stopped it (kill -9 or SIGTERM). */
+  killed: boolean;
+  /** Exit code or signal name. */
+  exit: string;
+}
+
+/** Exit code of a replica that lost the arbiter and halted (runtime/commands/primary.ts). */
+const EXIT_HALTED = '3';
+
+/**
+ * No outage where a synced replica survived. Both replicas of a run are accepted and synced
+ * (the backup attached before any fault, holding the log from instruction 0). If the guest
+ * did not finish, every replica the harness did not stop must have halted because it lost
+ * the arbiter to a replica the harness then stopped: a double failure, which may end the
+ * service (but still lose nothing). Anything else is an outage. When the outage is excused,
+ * the checker's "did not finish" error is withdrawn from `check`.
+ */
+export function judgeOutage(check: CheckResult, fates: readonly ReplicaFate[], claims: ReadonlyMap<number, string>): { excused: boolean; error: string | undefined } {
+  if (!check.incomplete) return { excused: false, error: undefined };
+  const killed = new Set(fates.filter((f) => f.killed).map((f) => f.node));
+  const heldByKilled = [...claims.values()].some((holder) => killed.has(holder));
+  const survivors = fates.filter((f) => !f.killed && !(f.exit === EXIT_HALTED && heldByKilled));
+  if (survivors.length === 0) {
+    check.errors = check.errors.filter((e) => !/did not finish/.test(e));
+    check.ok = check.errors.length === 0;
+    return { excused: true, error: undefined };
+  }
+  return {
+    excused: false,
+    error: `outage: the guest did not finish although ${survivors.map((f) => `${f.node} (exit ${f.exit})`).join(' and ')} was never stopped`,
   };
 }

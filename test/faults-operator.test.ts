@@ -1,0 +1,101 @@
+// One run of each operator-error fault of `npm run faults` (issue 11; DESIGN §3 Identity,
+// Membership): the pair as processes on the seq-mid guest, and the checker's verdict.
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { EXIT_REFUSED, runOnce, type MainFault, type RunResult, type RunSpec } from '../runtime/faults/harness.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const guest = (name: string): string => join(root, `guests/${name}/${name}.elf`);
+// Suspicion well above the stalls a loaded CI machine causes: a spurious failover before the
+// operator error would change the scenario.
+const SUSPECT_MS = 1000;
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+let id = 0;
+async function run(fault: MainFault, more: Partial<RunSpec> = {}): Promise<RunResult> {
+  const dir = mkdtempSync(join(tmpdir(), `ftvm-op-${fault}-`));
+  dirs.push(dir);
+  const r = await runOnce({
+    id: ++id, cli: join(root, 'bin/ftvm.js'), guest: guest('seq-mid'), dir, fault, atMs: 400, stalls: [],
+    timeoutMs: 40_000, suspectMs: SUSPECT_MS, otherGuest: guest('hello'), otherMemMiB: 32,
+    previousGuest: guest('seq-short'), previousAtMs: 100, ...more,
+  });
+  // On a failure, the processes' stderr says why.
+  const said = (): string => readdirSync(dir).filter((f) => f.endsWith('stderr.txt')).map((f) => `${f}:\n${existsSync(join(dir, f)) ? readFileSync(join(dir, f), 'utf8') : ''}`).join('\n');
+  expect(r.check.errors, said()).toEqual([]);
+  expect(r.check.ok).toBe(true);
+  expect(r.struck, said()).toBe(true);
+  if (fault !== 'nbd-restart') expect(r.check.lines).toBe(300);
+  return r;
+}
+
+describe('operator errors against a pair of processes', () => {
+  it('refuses a third backup (exit 5); the pair runs on', async () => {
+    const r = await run('extra-backup');
+    expect(r.extras.map((x) => x.exit)).toEqual([String(EXIT_REFUSED)]);
+    expect(r.exit).toEqual({ primary: '0', backup: '0' });
+    expect(r.claims).toEqual({});
+  });
+
+  it('refuses a third backup with the wrong key', async () => {
+    const r = await run('extra-backup-wrong-key');
+    expect(r.extras.map((x) => x.exit)).toEqual([String(EXIT_REFUSED)]);
+    expect(r.exit).toEqual({ primary: '0', backup: '0' });
+  });
+
+  it('refuses a backup of another image, then takes the right one', async () => {
+    const r = await run('other-image');
+    expect(r.extras.map((x) => x.exit)).toEqual([String(EXIT_REFUSED)]);
+    expect(r.exit).toEqual({ primary: '0', backup: '0' });
+  });
+
+  it('refuses a backup of another memory size, then takes the right one', async () => {
+    const r = await run('other-mem');
+    expect(r.extras.map((x) => x.exit)).toEqual([String(EXIT_REFUSED)]);
+  });
+
+  it('keeps listening through stray connections before its backup', async () => {
+    const r = await run('stray', { strays: ['http', 'bytes', 'wrong-key'] });
+    expect(r.exit).toEqual({ primary: '0', backup: '0' });
+  });
+
+  it('a rerun on the same key and arbiter is a new instance: an old claim never halts it', async () => {
+    const r = await run('rerun', { atMs: 600 });
+    expect(r.previous?.claims).toEqual({ 1: 'backup' });
+    expect(r.pairId).not.toBe(r.previous?.pairId);
+    expect(r.exit).toEqual({ primary: '0', backup: 'SIGKILL' });
+    expect(r.claims).toEqual({ 1: 'primary' });
+  });
+
+  it('SIGTERM of the primary: the backup takes over', async () => {
+    const r = await run('sigterm-primary');
+    expect(['0', '6']).toContain(r.exit.primary);
+    expect(r.exit.backup).toBe('0');
+    expect(r.claims).toEqual({ 1: 'backup' });
+  });
+
+  it('SIGTERM of the backup: the primary goes on alone', async () => {
+    const r = await run('sigterm-backup');
+    expect(r.exit.primary).toBe('0');
+    expect(['0', '6']).toContain(r.exit.backup);
+    expect(r.claims).toEqual({ 1: 'primary' });
+  });
+
+  it('the file arbiter out of reach at a claim: the backup says so, waits, then wins', async () => {
+    // Down longer than suspicion (1 s) plus confirmation (0.5 s), so the claim meets it.
+    const r = await run('arbiter-down-file', { arbiterDownMs: 2500 });
+    expect(r.exit).toEqual({ primary: 'SIGKILL', backup: '0' });
+    expect(r.claims).toEqual({ 1: 'backup' });
+  });
+
+  it('the kv guest keeps every acknowledged PUT across an nbd-server restart', async () => {
+    const r = await run('nbd-restart', { kvGuest: guest('kv'), atMs: 500, nbdDownMs: 700 });
+    expect(r.check.lines).toBeGreaterThan(0);
+  });
+});
