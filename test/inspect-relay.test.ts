@@ -64,9 +64,9 @@ describe('inspection relay', () => {
     await until(() => actors().length >= 3 && viewer.got.some((m) => m.type === '@xstate.snapshot' && JSON.stringify(m.snapshot?.value) === '"finished"'), 5000);
     const names = actors().map((m) => m.name).sort();
     // The pair chart (actor id 'pair') runs beside the nodes' charts; a node's inner actors
-    // (its CPU chart, where a node runs one) are named after it: `primary.cpu`.
+    // (its CPU chart, its device charts) are named after it: `primary.cpu`, `backup.plic-10`.
     expect(names).toEqual(expect.arrayContaining(['backup', 'pair', 'primary']));
-    for (const n of names.filter((x) => !['backup', 'pair', 'primary'].includes(x!))) expect(n).toMatch(/^(primary|backup)\.[a-z-]+$/);
+    for (const n of names.filter((x) => !['backup', 'pair', 'primary'].includes(x!))) expect(n).toMatch(/^(primary|backup)\.[a-z0-9-]+$/);
     // The definition travels with the actor, so a viewer can draw the chart.
     const primaryDef = JSON.parse(actors().find((m) => m.name === 'primary')!.definition!) as { states: Record<string, unknown> };
     expect(Object.keys(primaryDef.states)).toEqual(expect.arrayContaining(['unprotected', 'protected', 'claiming', 'alone']));

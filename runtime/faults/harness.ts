@@ -249,7 +249,6 @@ function strayConnection(port: number, payload: Buffer): Promise<void> {
 
 async function runExtra(spec: RunSpec, env: RunEnv, port: number, o: { name: string; why: string; guest: string; key: string; memMiB?: number }, primary: Child): Promise<ExtraBackup> {
   const file = join(spec.dir, `${o.name}.jsonl`);
-  const startedAt = performance.now();
   const x = start(spec.cli, [
     'backup', o.guest, '--connect', `127.0.0.1:${port}`, '--key-file', o.key, '--arbiter', env.arbiter,
     '--outputs', file, '--name', o.name, ...(o.memMiB ? ['--mem', String(o.memMiB)] : []),
@@ -258,11 +257,13 @@ async function runExtra(spec: RunSpec, env: RunEnv, port: number, o: { name: str
   const exit = await Promise.race([x.exited, sleep(20_000).then(() => undefined)]);
   if (exit === undefined) x.proc.kill('SIGKILL');
   const code = exit ?? `${await x.exited} (killed after 20 s)`;
-  // Missed: the primary had gone (or went within the second a process needs to start and
-  // connect) before this backup could reach it. A backup that retried for longer did reach
-  // a live primary and was not refused: that is a failure, not a miss.
-  const missed = code === '1' && primary.exitedAt !== undefined && primary.exitedAt < startedAt + 1000 &&
-    x.stderr.some((l) => /no primary: .*ECONNREFUSED/.test(l));
+  // Missed: nobody listened on the primary's port when this backup came (ECONNREFUSED, and
+  // its channel never opened): the run was over and the primary had closed its listener
+  // (it may linger a second or three after that, closing connections). A backup that did
+  // reach a listening primary and was not refused is a failure, not a miss.
+  const missed = code === '1' && !x.stderr.some((l) => /channel\.open/.test(l)) &&
+    x.stderr.some((l) => /no primary: .*ECONNREFUSED/.test(l)) &&
+    (primary.exitedAt !== undefined || primary.stderr.some((l) => / primary (halted|stopped|stats)/.test(l)));
   writeFileSync(join(spec.dir, `${o.name}.stderr.txt`), x.stderr.join('\n') + '\n');
   return {
     name: o.name,
