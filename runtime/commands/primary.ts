@@ -82,6 +82,8 @@ export function openOutputs(file: string | undefined): OutputLogWriter | undefin
  * SIGTERM/SIGINT stop a node like a crash, but first count what its guest produced and did
  * not release: an operator must hear that outputs were left behind (DESIGN §3 Output rule).
  */
+const ignoreLateSignal = (): void => undefined;
+
 export function stopOnSignal(node: { unreleased(): number; crash(why?: string): void }): { readonly by: string | undefined; readonly unreleased: number; off(): void } {
   const state = { by: undefined as string | undefined, unreleased: 0 };
   const stop = (signal: string): void => {
@@ -98,9 +100,14 @@ export function stopOnSignal(node: { unreleased(): number; crash(why?: string): 
   return {
     get by() { return state.by; },
     get unreleased() { return state.unreleased; },
+    // The node's run is over: a signal from now on (a supervisor stopping a process that is
+    // already closing its connections) must not kill it with the default action and lose the
+    // exit code; it exits by itself within seconds (cliRun).
     off: () => {
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onInt);
+      process.on('SIGTERM', ignoreLateSignal);
+      process.on('SIGINT', ignoreLateSignal);
     },
   };
 }

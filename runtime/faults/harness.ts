@@ -437,6 +437,12 @@ async function runPair(spec: RunSpec, env: RunEnv, plan: PairPlan): Promise<Pair
   const wanted = plan.fault === 'stray' ? (spec.strays ?? ['bytes', 'http', 'wrong-key']).length : extras.filter((x) => !x.missed).length;
   if (refusals < wanted) check.errors.push(`the primary noted ${refusals} refused connections on stderr, expected ${wanted}`);
 
+  // DESIGN §3 Divergence: a diverged replica was detected and stopped, so nothing wrong left
+  // it, but replay is deterministic by construction: a divergence is a bug, and fails the run.
+  for (const [node, code, c] of [['primary', pExit, primary], ['backup', bExit, backup]] as const) {
+    if (code === '4' && c?.stderr.some((l) => /diverge/.test(l))) check.errors.push(`${node} diverged: ${c.stderr.filter((l) => /diverge/.test(l)).slice(-1)[0]}`);
+  }
+
   // SIGTERM/SIGINT: exit 0 if everything produced was released, else 6 with a line saying how many were not.
   for (const node of ['primary', 'backup'] as const) {
     if (!(plan.fault === `sigterm-${node}` && killed.has(node))) continue;
