@@ -99,8 +99,15 @@ export class ReplayEnv implements Env {
 
   nextAt(icount: number): number {
     this.skipPassive();
-    const e = this.queue[this.head];
-    if (e && e.type !== 'value' && e.icount < this.horizon) return Math.max(icount, e.icount);
+    // NOTE the next entry that takes effect between instructions may wait behind value
+    // entries (a `seed` read inside instruction X+1, then a timer at X+1): the reads consume
+    // those during the batch, so the batch must stop at the first entry that is not a value.
+    for (let i = this.head; i < this.queue.length; i++) {
+      const e = this.queue[i]!;
+      if (e.icount >= this.horizon) break;
+      if (e.type === 'value' || e.type === 'progress' || e.type === 'snapshot') continue;
+      return Math.max(icount, e.icount);
+    }
     return this.horizon;
   }
 
