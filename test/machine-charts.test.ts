@@ -6,19 +6,7 @@ import type { InspectionEvent } from 'xstate';
 import { Machine } from '../runtime/machine.js';
 import { DeterministicEnv } from '../runtime/env/deterministic.js';
 import { runMachine } from '../runtime/runner.js';
-import type { Output } from '../runtime/types.js';
-
-const image = (name: string) => new Uint8Array(readFileSync(new URL(`../guests/${name}/${name}.elf`, import.meta.url)));
-
-function boot(name: string, seed = 7) {
-  const outputs: Output[] = [];
-  const env = new DeterministicEnv({ seed });
-  const m = new Machine({ env, onOutput: (o) => outputs.push(o) });
-  m.loadElf(image(name));
-  return { m, env, outputs };
-}
-
-const text = (outs: Output[]) => String.fromCharCode(...outs.flatMap((o) => (o.kind === 'console' ? [o.byte] : [])));
+import { boot, text } from './helpers/boot.js';
 
 /** Device chart states, as the charts hold them. */
 const chartStates = (m: Machine) => ({

@@ -1,22 +1,10 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { Machine } from '../runtime/machine.js';
 import { DeterministicEnv } from '../runtime/env/deterministic.js';
 import { runMachine } from '../runtime/runner.js';
+import { boot, text } from './helpers/boot.js';
 import { decodeSnapshot, encodeSnapshot } from '../runtime/snapshot.js';
 import { Exit, type Output } from '../runtime/types.js';
-
-const image = (name: string) => new Uint8Array(readFileSync(new URL(`../guests/${name}/${name}.elf`, import.meta.url)));
-
-function boot(name: string, seed = 7) {
-  const outputs: Output[] = [];
-  const env = new DeterministicEnv({ seed });
-  const m = new Machine({ env, onOutput: (o) => outputs.push(o) });
-  m.loadElf(image(name));
-  return { m, env, outputs };
-}
-
-const text = (outs: Output[]) => String.fromCharCode(...outs.flatMap((o) => (o.kind === 'console' ? [o.byte] : [])));
 
 describe('machine snapshot/restore', () => {
   for (const guest of ['timer', 'hello']) {
