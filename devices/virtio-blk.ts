@@ -1,11 +1,15 @@
-import type { Output } from '../runtime/types.js';
+import { virtioBlkMachine, type BlkRequestKind } from '../machines/virtio-blk.machine.js';
+import type { ChartInspect, Output } from '../runtime/types.js';
+import { DeviceChart } from './chart.js';
 import type { Chain, VirtioDevice, VirtioMmio } from './virtio-mmio.js';
 
 // virtio-blk (VIRTIO 1.1 §5.2) over the virtio-mmio transport. The device is deterministic:
 // a request is seen at the same icount on every replica and numbered with a tag counted by
 // the device. What the disk answers is not: reads are handed to the host (the primary only)
 // and their data and status come back as logged inputs; writes and flushes leave as outputs
-// (DESIGN §3 output rule) and their status comes back the same way.
+// (DESIGN §3 output rule) and their status comes back the same way. The virtio-blk chart
+// (machines/virtio-blk.machine.ts) decides each waiting request's fate and the backend's
+// attachment; parsing, range checks and byte copies stay here.
 
 export const VIRTIO_ID_BLOCK = 2;
 export const SECTOR_BYTES = 512;
@@ -30,6 +34,8 @@ export const MAX_REQUEST_BYTES = 16 << 20;
 export interface BlkHost {
   /** A read the disk should serve; its data and status return through the env as inputs. */
   read(tag: number, sector: number, count: number): void;
+  /** A request issued again on a backend attached at go-live (DESIGN §3): a read re-reads, a write or flush repeats. */
+  reissue(p: PendingRequest): void;
   /** A write or flush, as an output under the output rule. */
   output(o: Output): void;
   icount(): number;
@@ -38,7 +44,7 @@ export interface BlkHost {
 /** A request the device has seen and the log has not yet completed. */
 export interface PendingRequest {
   tag: number;
-  kind: 'read' | 'write' | 'flush';
+  kind: BlkRequestKind;
   sector: number;
   count: number;
   /** The bytes to write (writes only). */
@@ -72,6 +78,11 @@ export class VirtioBlk implements VirtioDevice {
   private nextTag = 1;
   private readonly pending = new Map<number, Pending>();
   private readonly idBytes = new Uint8Array(ID_BYTES);
+  /** The request the chart's effects act on: the one just submitted, or just completed. */
+  private current: Pending | undefined;
+  private completionStatus = 0;
+  private chart: DeviceChart<typeof virtioBlkMachine>;
+  private inspector: { inspect?: ChartInspect; id: string } = { id: 'virtio-blk' };
 
   constructor(
     /** Capacity in 512-byte sectors. */
@@ -79,11 +90,79 @@ export class VirtioBlk implements VirtioDevice {
     private readonly host: BlkHost,
     /** The serial number GET_ID returns (QEMU's `serial=`), at most 20 bytes. */
     readonly serial = 'ftvm-disk0',
+    opts: { inspect?: ChartInspect } = {},
   ) {
     if (!Number.isSafeInteger(sectors) || sectors < 0) throw new RangeError(`bad disk capacity ${sectors}`);
     const id = new TextEncoder().encode(serial);
     if (id.length > ID_BYTES) throw new RangeError(`disk serial longer than ${ID_BYTES} bytes`);
     this.idBytes.set(id);
+    if (opts.inspect) this.inspector.inspect = opts.inspect;
+    this.chart = this.startChart({ requests: 'idle', backend: 'deferred' });
+  }
+
+  /** Report the chart to `inspect` from now on, as actor `id` (restarted in its current state). */
+  inspectWith(inspect: ChartInspect, id = this.inspector.id): void {
+    this.inspector = { inspect, id };
+    const value = this.state;
+    this.chart.stop();
+    this.chart = this.startChart(value);
+  }
+
+  /** The virtio-blk chart's actor (for inspection and tests). */
+  get chartActor(): DeviceChart<typeof virtioBlkMachine> {
+    return this.chart;
+  }
+
+  private get state(): { requests: string; backend: string } {
+    return this.chart.getSnapshot().value as never;
+  }
+
+  /** Start the chart in `value`: at construction, or from a snapshot (no entry effects rerun). */
+  private startChart(value: { requests: string; backend: string }): DeviceChart<typeof virtioBlkMachine> {
+    const machine = virtioBlkMachine.provide({
+      actions: {
+        issueRead: () => {
+          const p = this.current!;
+          this.host.read(p.tag, p.sector, p.count);
+        },
+        emitOutput: () => {
+          const p = this.current!;
+          this.host.output({
+            kind: 'disk-write', icount: this.host.icount(), tag: p.tag, sector: p.sector, data: p.data ?? new Uint8Array(0),
+            ...(p.kind === 'flush' ? { flush: true } : {}),
+          });
+        },
+        finishRequest: () => {
+          const p = this.current!;
+          const status = this.completionStatus;
+          this.finish(p, status, p.kind === 'read' && status === S_OK ? p.writeBytes - 1 : 0);
+        },
+        forgetRequests: () => this.pending.clear(),
+        reissuePending: () => {
+          for (const p of this.pendingRequests()) this.host.reissue(p);
+        },
+      },
+    });
+    const snapshot = machine.resolveState({ value, context: {} });
+    const { inspect, id } = this.inspector;
+    return new DeviceChart(machine, snapshot, inspect ? { inspect, id } : undefined);
+  }
+
+  /**
+   * The host connected the disk backend (boot on a primary, go-live on a backup): reads are
+   * issued from now on, and the chart re-issues every request still waiting.
+   */
+  backendAttached(): void {
+    if (this.state.backend === 'deferred') this.chart.send({ type: 'blk.backendAttached' });
+  }
+
+  /** The request waits for its completion: hand it to the chart. */
+  private submit(p: Pending): void {
+    p.tag = this.nextTag++;
+    this.pending.set(p.tag, p);
+    this.current = p;
+    this.chart.send({ type: 'blk.submitted', kind: p.kind }, `submitted:${p.kind}`);
+    this.current = undefined;
   }
 
   attach(t: VirtioMmio): void {
@@ -124,10 +203,7 @@ export class VirtioBlk implements VirtioDevice {
         if (!this.inRange(sector, bytes)) return this.finish(p, S_IOERR, 0);
         p.kind = 'read'; p.sector = sector; p.count = count;
         if (count === 0) return this.finish(p, S_OK, 0);
-        p.tag = this.nextTag++;
-        this.pending.set(p.tag, p);
-        this.host.read(p.tag, sector, count);
-        return;
+        return this.submit(p);
       }
       case T_OUT: {
         const bytes = c.readBytes - HEADER_BYTES;
@@ -135,17 +211,11 @@ export class VirtioBlk implements VirtioDevice {
         if (bytes === 0) return this.finish(p, S_OK, 0);
         p.kind = 'write'; p.sector = sector; p.count = bytes / SECTOR_BYTES;
         p.data = this.t.gather(c.read, HEADER_BYTES, bytes);
-        p.tag = this.nextTag++;
-        this.pending.set(p.tag, p);
-        this.host.output({ kind: 'disk-write', icount: this.host.icount(), tag: p.tag, sector, data: p.data });
-        return;
+        return this.submit(p);
       }
       case T_FLUSH:
         p.kind = 'flush';
-        p.tag = this.nextTag++;
-        this.pending.set(p.tag, p);
-        this.host.output({ kind: 'disk-write', icount: this.host.icount(), tag: p.tag, sector: 0, data: new Uint8Array(0), flush: true });
-        return;
+        return this.submit(p);
       case T_GET_ID: {
         const n = this.t.scatter(c.write, 0, this.idBytes.subarray(0, Math.min(ID_BYTES, c.writeBytes - 1)));
         return this.finish(p, S_OK, n);
@@ -183,7 +253,11 @@ export class VirtioBlk implements VirtioDevice {
     const p = this.pending.get(tag);
     if (!p) return false;
     this.pending.delete(tag);
-    this.finish(p, status & 0xff, p.kind === 'read' && status === S_OK ? p.writeBytes - 1 : 0);
+    this.current = p;
+    this.completionStatus = status & 0xff;
+    const last = this.pending.size === 0;
+    this.chart.send({ type: 'blk.completed', last }, last ? 'completed:last' : 'completed');
+    this.current = undefined;
     return true;
   }
 
@@ -194,7 +268,7 @@ export class VirtioBlk implements VirtioDevice {
 
   reset(): void {
     // Completions of forgotten requests are ignored: tags keep counting, so none is reused.
-    this.pending.clear();
+    if (this.pending.size > 0) this.chart.send({ type: 'blk.reset' });
   }
 
   save(): VirtioBlkState {
@@ -218,5 +292,9 @@ export class VirtioBlk implements VirtioDevice {
       const { data, ...rest } = p;
       this.pending.set(p.tag, { ...rest, write: [...p.write], ...(data === undefined ? {} : { data: new Uint8Array(Buffer.from(data, 'base64')) }) });
     }
+    // The requests region follows the saved requests; the backend is this host's, not the snapshot's.
+    const backend = this.state.backend;
+    this.chart.stop();
+    this.chart = this.startChart({ requests: this.pending.size > 0 ? 'waiting' : 'idle', backend });
   }
 }

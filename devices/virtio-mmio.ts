@@ -84,6 +84,8 @@ export interface VirtioDevice {
   reset(): void;
   save(): unknown;
   load(state: unknown): void;
+  /** Report the device's own chart (virtio-blk, virtio-net) to `inspect` as actor `id`. */
+  inspectWith?(inspect: ChartInspect, id: string): void;
 }
 
 interface QueueState {
@@ -132,8 +134,6 @@ function phaseOf(status: number): Phase {
   return 'reset';
 }
 
-const CHART_IDS: Record<number, string> = { 1: 'virtio-net', 2: 'virtio-blk' };
-
 /** A guest mistake that makes the device stop and ask for a reset; never escapes the transport. */
 export class VirtqError extends Error {}
 
@@ -170,7 +170,7 @@ export class VirtioMmio implements MmioDevice {
     this.view = new DataView(bus.ram.buffer, bus.ram.byteOffset, bus.ram.byteLength);
     this.queues = Array.from({ length: device.queueCount }, freshQueue);
     device.attach(this);
-    this.inspector = { ...opts, id: CHART_IDS[device.deviceId] ?? 'virtio' };
+    this.inspector = { ...opts, id: 'virtio' };
     this.chart = this.startChart('reset', 0);
   }
 
@@ -538,11 +538,12 @@ export class VirtioMmio implements MmioDevice {
     this.configGeneration = s.configGeneration;
     this.queues = s.queues.map(({ ready: _ready, ...q }) => ({ ...q }));
     this.broken = s.broken;
-    this.device.load(s.device);
     // The chart restarts in the phase the saved Status names, with the saved queues ready.
     const queuesReady = s.queues.reduce((bits, q, qi) => (q.ready ? bits | (1 << qi) : bits), 0);
     this.chart.stop();
     this.chart = this.startChart(phaseOf(s.status), queuesReady);
+    // After the transport: a device may look at its restored queues.
+    this.device.load(s.device);
     this.updateIrq();
   }
 }

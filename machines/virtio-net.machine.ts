@@ -1,17 +1,26 @@
-// virtio-net under FT (DESIGN §2–§3). A received packet is a logged input: its bytes are
-// copied from a bounce buffer into a receive buffer the guest posted, at an exact icount.
-// A transmitted packet is an output, held until the backup acked its icount.
+// virtio-net's receive side and its network link (VIRTIO 1.1 §5.1, DESIGN §2–§3), the chart
+// devices/virtio-net.ts runs. The device copies frames (plain TypeScript); this chart decides
+// whether a frame from the host may be delivered now (`rx.ready`: the guest has posted a
+// receive buffer and notified; `rx.starved`: frames wait in the host's queue, none is taken
+// and so none is logged) and whether the host network is connected (`link.up`: frames flow in
+// from the backend and released frames go out to it; `link.down`: a replaying backup or
+// `ftvm replay`, whose received frames come from the log and whose sent frames go nowhere).
+// Transmission needs no control state: each frame leaves as an output at its notify.
+//
+// Events come only on changes: an RX notify while starved that finds buffers, the delivery
+// that takes the last posted buffer, a device reset, the backend attached. A frame delivered
+// into one of several posted buffers sends nothing.
 import { setup } from 'xstate';
 
 export type VirtioNetEvent =
-  /** The guest made receive buffers available (rx queue notify). */
+  /** The guest notified the receive queue with buffers available. */
   | { type: 'net.buffersPosted' }
-  /** A packet arrived from the host network; `lastBuffer`: it fills the last posted buffer. */
-  | { type: 'net.arrived'; lastBuffer: boolean }
-  /** The guest queued a packet for transmission: an output. */
-  | { type: 'net.sent' }
-  /** Held packets were released to the network; `remaining` are still held. */
-  | { type: 'net.released'; remaining: number };
+  /** A delivered frame took the last receive buffer the guest had posted. */
+  | { type: 'net.buffersUsedUp' }
+  /** The transport reset the device (status 0, or DEVICE_NEEDS_RESET): no buffer is posted. */
+  | { type: 'net.reset' }
+  /** The host connected the network backend: at boot on a primary, at go-live on a backup. */
+  | { type: 'net.linkUp' };
 
 const unwired = (name: string) => () => {
   throw new Error(`${name}: not provided`);
@@ -20,16 +29,8 @@ const unwired = (name: string) => () => {
 export const virtioNetMachine = setup({
   types: { context: {} as Record<string, never>, events: {} as VirtioNetEvent },
   actions: {
-    /** Copy the packet from the bounce buffer into guest memory, log it, raise the IRQ. */
-    deliverPacket: unwired('deliverPacket'),
-    /** No buffer to take it: drop it, as a NIC does (UDP tolerates loss; nothing is logged). */
-    dropPacket: unwired('dropPacket'),
-    /** Send released packets to the host network. */
-    transmit: unwired('transmit'),
-  },
-  guards: {
-    isLastBuffer: ({ event }) => event.type === 'net.arrived' && event.lastBuffer,
-    isTxDrained: ({ event }) => event.type === 'net.released' && event.remaining === 0,
+    /** Let the backend's frames in: each becomes a frame waiting for delivery (a logged `net-rx` once delivered). */
+    connectBackend: unwired('connectBackend'),
   },
 }).createMachine({
   id: 'virtioNet',
@@ -39,34 +40,20 @@ export const virtioNetMachine = setup({
     rx: {
       initial: 'starved',
       states: {
-        starved: {
+        starved: { on: { 'net.buffersPosted': { target: 'ready' } } },
+        ready: {
           on: {
-            'net.buffersPosted': { target: 'receiving' },
-            'net.arrived': { actions: 'dropPacket' },
-          },
-        },
-        receiving: {
-          on: {
-            'net.arrived': [
-              { guard: 'isLastBuffer', target: 'starved', actions: 'deliverPacket' },
-              { actions: 'deliverPacket' },
-            ],
+            'net.buffersUsedUp': { target: 'starved' },
+            'net.reset': { target: 'starved' },
           },
         },
       },
     },
-    tx: {
-      initial: 'idle',
+    link: {
+      initial: 'down',
       states: {
-        idle: { on: { 'net.sent': { target: 'holding' } } },
-        holding: {
-          on: {
-            'net.released': [
-              { guard: 'isTxDrained', target: 'idle', actions: 'transmit' },
-              { actions: 'transmit' },
-            ],
-          },
-        },
+        down: { on: { 'net.linkUp': { target: 'up', actions: 'connectBackend' } } },
+        up: {},
       },
     },
   },

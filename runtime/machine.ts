@@ -153,6 +153,7 @@ export class Machine {
   /**
    * Report every device chart (timer, UART, PLIC gateways, virtio transports) to `inspect`
    * (`--inspect`, the dashboard), as actors `<prefix>timer`, `<prefix>uart`, `<prefix>plic-N`,
+   * the transports as `<prefix>virtio-<slot>`, and the devices behind them as
    * `<prefix>virtio-blk-<slot>`/`virtio-net-<slot>`.
    */
   inspectCharts(inspect: ChartInspect, prefix = ''): void {
@@ -161,8 +162,9 @@ export class Machine {
     this.plic.inspectWith(inspect, `${prefix}plic`);
     this.virtio.forEach((dev, slot) => {
       if (dev instanceof VirtioMmio) {
-        const kind = dev.device.deviceId === 1 ? 'virtio-net' : dev.device.deviceId === 2 ? 'virtio-blk' : 'virtio';
-        dev.inspectWith(inspect, `${prefix}${kind}-${slot}`);
+        const kind = dev.device.deviceId === 1 ? 'virtio-net' : dev.device.deviceId === 2 ? 'virtio-blk' : 'virtio-dev';
+        dev.inspectWith(inspect, `${prefix}virtio-${slot}`);
+        dev.device.inspectWith?.(inspect, `${prefix}${kind}-${slot}`);
       }
     });
   }

@@ -106,17 +106,27 @@ export class MachineIo {
       out.push((irq) => {
         this.blk = new VirtioBlk(sectors, {
           read: (tag, sector, count) => this.issueRead(tag, sector, count),
+          reissue: (p) => this.reissue(p),
           output: (o) => m.onOutput(o),
           icount: () => m.icount,
         }, d.serial);
-        return new VirtioMmio(this.blk, irq, m.bus);
+        const mmio = new VirtioMmio(this.blk, irq, m.bus);
+        // A backend attached before the device existed (a primary's, at boot).
+        if (this.disk) this.blk.backendAttached();
+        return mmio;
       });
     }
     const n = this.netOpts;
     if (n) {
       out.push((irq) => {
-        this.net = new VirtioNet({ output: (o) => m.onOutput(o), icount: () => m.icount }, n.mac ?? DEFAULT_MAC);
-        return new VirtioMmio(this.net, irq, m.bus);
+        this.net = new VirtioNet({
+          output: (o) => m.onOutput(o),
+          icount: () => m.icount,
+          connect: () => { this.netBackend!.onFrame = (f) => this.frameFromHost(f); },
+        }, n.mac ?? DEFAULT_MAC);
+        const mmio = new VirtioMmio(this.net, irq, m.bus);
+        if (this.netBackend) this.net.linkUp();
+        return mmio;
       });
     }
     if (d?.backend || n?.backend) this.attach({ ...(d?.backend ? { disk: d.backend } : {}), ...(n?.backend ? { net: n.backend } : {}) });
@@ -129,21 +139,20 @@ export class MachineIo {
   }
 
   /**
-   * Connect the host's backends: at boot on a primary, or at go-live on a backup. Then re-issue
-   * every disk request the device has seen without a completion in the log (DESIGN §3): reads
-   * read the shared disk again, writes and flushes are repeated (they are idempotent).
+   * Connect the host's backends: at boot on a primary, or at go-live on a backup. The device
+   * charts take it from there: virtio-blk issues reads from now on and re-issues every request
+   * it has seen without a completion in the log (DESIGN §3: reads read the shared disk again,
+   * writes and flushes are repeated, they are idempotent); virtio-net lets the backend's frames in.
    */
   attach(b: { disk?: DiskBackend; net?: NetBackend }): void {
     if (b.disk) {
       if (this.blk && b.disk.sectors < this.blk.sectors) throw new RangeError(`${b.disk.name}: ${b.disk.sectors} sectors, the guest saw ${this.blk.sectors}`);
       this.disk = b.disk;
+      this.blk?.backendAttached();
     }
     if (b.net) {
       this.netBackend = b.net;
-      b.net.onFrame = (f) => this.frameFromHost(f);
-    }
-    if (b.disk && this.blk) {
-      for (const p of this.blk.pendingRequests()) this.reissue(p);
+      this.net?.linkUp();
     }
   }
 
@@ -159,9 +168,9 @@ export class MachineIo {
 
   // ---- requests and released outputs (host side) ----
 
+  /** The virtio-blk chart's `issueRead`: only with a backend attached (the chart's `backend.attached`). */
   private issueRead(tag: number, sector: number, count: number): void {
-    const disk = this.disk;
-    if (!disk) return; // a backup: the read's answer will come from the log
+    const disk = this.disk!;
     this.stats.diskReads++;
     disk.read(sector, count).then(
       (data) => {
@@ -182,7 +191,8 @@ export class MachineIo {
   execute(o: Output): boolean {
     if (o.kind === 'net') {
       this.stats.framesOut++;
-      this.netBackend?.send(o.frame);
+      // Only over a link the virtio-net chart has up (a replaying backup's frames go nowhere).
+      if (this.net?.isLinkUp) this.netBackend!.send(o.frame);
       return true;
     }
     if (o.kind !== 'disk-write') return false;
