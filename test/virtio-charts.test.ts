@@ -14,6 +14,8 @@ import { ReplayEnv } from '../runtime/env/replay.js';
 import { runMachine } from '../runtime/runner.js';
 import { FileDisk } from '../runtime/io/disk-file.js';
 import { UdpNet } from '../runtime/io/net-udp.js';
+import { startDashboard } from '../runtime/dashboard/server.js';
+import { fanOut } from '../runtime/inspect/index.js';
 import type { LogEntry, LogPayload } from '../runtime/log/entry.js';
 
 const guests = new URL('../guests/', import.meta.url);
@@ -45,11 +47,12 @@ describe('virtio-blk and virtio-net charts in a running machine', () => {
     const sink = (p: LogPayload, icount: number) => log.push({ ...p, seq: log.length, icount } as LogEntry);
     let text = '';
     const live = viewer();
+    const dashboard = await startDashboard();
     const m: Machine = new Machine({
       env: new RecordingEnv(sink), disk: { backend: disk }, net: { backend: net },
       onOutput: (o) => { if (o.kind === 'console') text += String.fromCharCode(o.byte); else m.io!.execute(o); },
     });
-    m.inspectCharts(live.inspect);
+    m.inspectCharts(fanOut(live.inspect, dashboard.inspect) as never);
     m.loadElf(dnsElf);
     const abort = new AbortController();
     const done = runMachine(m, { signal: abort.signal });
@@ -77,6 +80,13 @@ describe('virtio-blk and virtio-net charts in a running machine', () => {
     // The guest posted its receive buffers once; the query came in over a link that is up.
     expect(live.last.get('virtio-net-6')).toEqual({ rx: 'ready', link: 'up' });
     expect(live.events.get('virtio-net-6')).toEqual(['net.buffersPosted']);
+    // The dashboard lights each device chart's card from the same actors.
+    const state = (await (await fetch(`${dashboard.url}api/state`)).json()) as { view: { actors: { node: string; chart?: string; value: unknown }[] } };
+    await dashboard.close();
+    const card = (chart: string) => state.view.actors.filter((a) => a.chart === chart).map((a) => [a.node, a.value]);
+    expect(card('virtio-blk')).toEqual([['virtio-blk-7', { requests: 'idle', backend: 'attached' }]]);
+    expect(card('virtio-net')).toEqual([['virtio-net-6', { rx: 'ready', link: 'up' }]]);
+    expect(card('virtio').sort()).toEqual([['virtio-6', 'ready'], ['virtio-7', 'ready']]);
 
     const replayed = viewer();
     const env = new ReplayEnv({ digest: (mm) => mm.digest() });

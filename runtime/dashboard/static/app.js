@@ -41,8 +41,13 @@ const actorLabel = (actorId) => {
   return inner.length > 0 ? `${node} node (${inner.join('.')})` : `${node} node`;
 };
 /** Why a chart has no actor, where the reason is known. */
+/** The device charts run in every machine with a virtio disk or NIC; the seq demo's has none. */
+const NO_VIRTIO = "the demo's seq guest has no virtio disk or NIC: `--inspect` on `ftvm run`, `primary` or `backup` with --disk/--net shows this chart";
 const IDLE_NOTE = {
   cpu: 'no node runs its batches under the CPU chart (runtime/cpu-actor.ts) in this runtime yet',
+  virtio: NO_VIRTIO,
+  'virtio-blk': NO_VIRTIO,
+  'virtio-net': NO_VIRTIO,
 };
 
 function buildCharts(list) {
