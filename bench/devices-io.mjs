@@ -8,6 +8,8 @@
 //         each way. No guest CPU in it: the device path alone, where a chart step would show.
 //   dns:  the dns guest under the live env, its zone on an in-memory disk, answering a closed
 //         loop of 32 queries in flight handed to virtio-net by an in-process network: queries/s.
+//   dns FT: the same under FT, `createPair` in this process (backup in the same thread, every
+//         query and answer through the log and the output rule, the backup's devices replaying).
 // Best and median of RUNS (default 7) runs each.
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -28,6 +30,7 @@ for (const root of roots) {
     Machine: (await import(root + '/dist/runtime/machine.js')).Machine,
     LiveEnv: (await import(root + '/dist/runtime/env/live.js')).LiveEnv,
     runMachine: (await import(root + '/dist/runtime/runner.js')).runMachine,
+    createPair: (await import(root + '/dist/runtime/pair.js')).createPair,
     frames: await import(root + '/dist/runtime/io/frames.js'),
     DEFAULT_MAC: (await import(root + '/dist/devices/virtio-net.js')).DEFAULT_MAC,
   });
@@ -128,11 +131,13 @@ function question(id) {
   return Uint8Array.from([id >> 8, id & 0xff, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, ...name, 0, 1, 0, 1]);
 }
 
-/** Queries/s the dns guest answers with INFLIGHT in flight, until QUERIES answers. */
-async function dns(b) {
+/** Queries/s the dns guest answers with INFLIGHT in flight, until QUERIES answers; `ft`: as a pair. */
+async function dns(b, ft = false) {
   const { udpFrame, parseFrame, arpReply, GATEWAY_IP, GATEWAY_MAC, GUEST_IP } = b.frames;
   let text = '', answers = 0, sent = 0, t0 = 0;
   const abort = new AbortController();
+  let finished;
+  const over = new Promise((r) => { finished = r; });
   const ask = () => {
     sent++;
     net.onFrame?.(udpFrame({ dstMac: b.DEFAULT_MAC, srcMac: GATEWAY_MAC, srcIp: GATEWAY_IP, dstIp: GUEST_IP, srcPort: 40000 + (sent % INFLIGHT), dstPort: 53, payload: question(sent & 0xffff) }));
@@ -143,38 +148,50 @@ async function dns(b) {
       const p = parseFrame(f);
       if (p.kind === 'arp-request') net.onFrame?.(arpReply(p.arp, GATEWAY_MAC, GATEWAY_IP));
       else if (p.kind === 'udp') {
-        if (++answers === QUERIES) abort.abort();
-        else ask();
+        if (++answers === QUERIES) finished();
+        else if (answers < QUERIES) ask();
       }
     },
     close: () => Promise.resolve(),
   };
-  let m;
-  m = new b.Machine({
-    env: new b.LiveEnv(), disk: { backend: memDisk(zone.slice()) }, net: { backend: net },
-    onOutput: (o) => { if (o.kind === 'console') text += String.fromCharCode(o.byte); else m.io.execute(o); },
-  });
-  m.loadElf(dnsElf);
-  const run = b.runMachine(m, { signal: abort.signal });
+  let stop;
+  if (ft) {
+    const pair = b.createPair({ image: dnsElf, disk: memDisk(zone.slice()), net });
+    pair.outputs$.subscribe((o) => { if (o.output.kind === 'console') text += String.fromCharCode(o.output.byte); });
+    const started = pair.start();
+    stop = async () => { await pair.stop(); await started; };
+  } else {
+    let m;
+    m = new b.Machine({
+      env: new b.LiveEnv(), disk: { backend: memDisk(zone.slice()) }, net: { backend: net },
+      onOutput: (o) => { if (o.kind === 'console') text += String.fromCharCode(o.byte); else m.io.execute(o); },
+    });
+    m.loadElf(dnsElf);
+    const run = b.runMachine(m, { signal: abort.signal });
+    stop = async () => { abort.abort(); await run; };
+  }
   while (!/serving/.test(text)) await new Promise((r) => setTimeout(r, 1));
   t0 = performance.now();
   for (let i = 0; i < INFLIGHT; i++) ask();
-  await run;
-  return QUERIES / ((performance.now() - t0) / 1000);
+  await over;
+  const qps = QUERIES / ((performance.now() - t0) / 1000);
+  await stop();
+  return qps;
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const res = builds.map(() => ({ disk: [], net: [], dns: [] }));
+const res = builds.map(() => ({ disk: [], net: [], dns: [], dnsFt: [] }));
 for (let i = 0; i < RUNS; i++) {
   for (const [k, b] of builds.entries()) {
     res[k].disk.push(await disk(b));
     res[k].net.push(net(b));
     res[k].dns.push(await dns(b));
+    res[k].dnsFt.push(await dns(b, true));
   }
 }
 console.log(`${RUNS} alternating runs; disk: ${2 * DISK_REQS} requests of 4 KiB; net: ${FRAMES} frames each way; dns: ${QUERIES} queries, ${INFLIGHT} in flight`);
 const fmt = (xs, unit) => `${median(xs).toFixed(0)} ${unit} median (best ${Math.max(...xs).toFixed(0)})`;
 builds.forEach((b, k) => {
   const r = res[k];
-  console.log(`${b.root}: disk ${fmt(r.disk, 'req/s')}, net ${fmt(r.net, 'frames/s')}, dns ${fmt(r.dns, 'q/s')}`);
+  console.log(`${b.root}: disk ${fmt(r.disk, 'req/s')}, net ${fmt(r.net, 'frames/s')}, dns ${fmt(r.dns, 'q/s')}, dns FT ${fmt(r.dnsFt, 'q/s')}`);
 });
