@@ -189,7 +189,7 @@ describe('virtio-net chart, driven against the real virtio-net and its I/O hub',
     expect([...eventsHandled(virtioNetMachine)].sort()).toEqual(Object.keys(EVENT_TYPES).sort());
   });
 
-  it('sends the chart nothing per frame while buffers remain, nor per transmit', () => {
+  it('sends the chart nothing per frame while buffers remain, nor per transmit, nor for a reset while starved', () => {
     const events = eventCounter();
     const r = rig(events.inspect);
     r.io.attach({ net: r.wire });
@@ -200,6 +200,10 @@ describe('virtio-net chart, driven against the real virtio-net and its I/O hub',
     expect(events.types).toEqual(['net.linkUp', 'net.buffersPosted']);
     deliverOne(r, 'the last buffer');
     expect(events.types).toEqual(['net.linkUp', 'net.buffersPosted', 'net.buffersUsedUp']);
+    r.drv.init(); // a reset while starved changes nothing
+    post(r);
+    r.drv.init(); // one while buffers are posted forgets them
+    expect(events.types.slice(3)).toEqual(['net.buffersPosted', 'net.reset']);
   });
 
   it('restores rx readiness from a snapshot (and from an older one without it, by the ring)', () => {
