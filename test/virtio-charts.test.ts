@@ -31,7 +31,7 @@ function viewer() {
   const events = new Map<string, string[]>();
   const inspect = (e: InspectionEvent): void => {
     const id = (e.actorRef as unknown as { id: string }).id;
-    if (e.type === '@xstate.snapshot') last.set(id, (e.snapshot as { value: unknown }).value);
+    if (e.type === '@xstate.snapshot') last.set(id, (e.snapshot as unknown as { value: unknown }).value);
     if (e.type === '@xstate.event' && !e.event.type.startsWith('xstate.')) events.set(id, [...(events.get(id) ?? []), e.event.type]);
   };
   return { inspect, last, events };
