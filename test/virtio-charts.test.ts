@@ -1,7 +1,8 @@
 // The virtio-blk and virtio-net charts run in a live Machine (issue 12): a recorded dns session
 // shows them to an inspector as `virtio-blk-7` and `virtio-net-6` (beside their transports,
 // `virtio-7` and `virtio-6`) with the backends attached, and its replay, inspected too, with
-// none attached (the log answers) reaches the same digest as the memoized charts.
+// none attached (the log answers) reaches the same digest, as does a replay on the memoized
+// charts (no inspector).
 import { Resolver } from 'node:dns/promises';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -38,7 +39,7 @@ function viewer() {
 }
 
 describe('virtio-blk and virtio-net charts in a running machine', () => {
-  it('a recorded dns session shows them live, and its inspected replay shows them on the log, to the same digest', async () => {
+  it('a recorded dns session shows them live; its replays, inspected and memoized, show them on the log, to the same digest', async () => {
     const image = join(dir, 'zone.img');
     copyFileSync(new URL('dns/zone.img', guests), image);
     const disk = await FileDisk.open(image);
@@ -101,5 +102,15 @@ describe('virtio-blk and virtio-net charts in a running machine', () => {
     expect(replayed.last.get('virtio-blk-7')).toEqual({ requests: 'idle', backend: 'deferred' });
     expect(replayed.last.get('virtio-net-6')).toEqual({ rx: 'ready', link: 'down' });
     expect(replayed.events.get('virtio-blk-7')).toEqual(blk);
+
+    // The memoized charts (no inspector) replay the actors' recording to the same machine.
+    const plainEnv = new ReplayEnv({ digest: (mm) => mm.digest() });
+    for (const e of log) plainEnv.push(e);
+    const plain = new Machine({ env: plainEnv, disk: { sectors: disk.sectors }, net: {} });
+    plain.loadElf(dnsElf);
+    expect((await runMachine(plain, { untilIcount: final.icount })).reason).toBe('until');
+    expect(plain.digest()).toBe(final.digest);
+    expect(plain.io!.blk!.chartActor.getSnapshot().value).toEqual({ requests: 'idle', backend: 'deferred' });
+    expect(plain.io!.net!.chartActor.getSnapshot().value).toEqual({ rx: 'ready', link: 'down' });
   });
 });
