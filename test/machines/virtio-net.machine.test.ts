@@ -207,6 +207,18 @@ describe('virtio-net chart, driven against the real virtio-net and its I/O hub',
     expect(events.types.slice(3)).toEqual(['net.buffersPosted', 'net.reset']);
   });
 
+  it('takes no frame for a driver that took its queue away while the chart says ready (it would not replay)', () => {
+    for (const takeAway of [(r: Rig) => r.drv.write(STATUS, 0x80 | DRIVER_OK_STATUS), (r: Rig) => { r.drv.write(0x030, RX); r.drv.write(0x044, 0); }]) {
+      const r = rig();
+      r.io.attach({ net: r.wire });
+      post(r);
+      takeAway(r);
+      r.wire.onFrame?.(frame());
+      expect(r.io.hasDue()).toBe(false);
+      expect(r.io.takeDue()).toBeUndefined();
+    }
+  });
+
   it('restores rx readiness from a snapshot (and from an older one without it, by the ring)', () => {
     const a = rig();
     post(a);
