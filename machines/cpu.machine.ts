@@ -79,9 +79,10 @@ export const cpuMachine = setup({
       on: {
         'cpu.batchEnded': [
           // A batch that simply ran out (or was cut short by the guest) is followed by the
-          // next one; re-entering runs `scheduleBatch` again.
-          { guard: { type: 'isExit', params: { exit: 'budget' } }, target: 'running', reenter: true },
-          { guard: { type: 'isExit', params: { exit: 'request' } }, target: 'running', reenter: true },
+          // next one. NOTE a targetless transition, not a re-entry: this is the one taken
+          // once per batch, and leaving and re-entering the state costs the hot path.
+          { guard: { type: 'isExit', params: { exit: 'budget' } }, actions: 'scheduleBatch' },
+          { guard: { type: 'isExit', params: { exit: 'request' } }, actions: 'scheduleBatch' },
           { guard: { type: 'isExit', params: { exit: 'wfi' } }, target: 'waitingForInterrupt' },
           { guard: { type: 'isExit', params: { exit: 'horizon' } }, target: 'waitingForInterrupt' },
           { guard: { type: 'isExit', params: { exit: 'halt' } }, target: 'halted' },
@@ -106,13 +107,13 @@ export const cpuMachine = setup({
       on: {
         'cpu.batchEnded': [
           { guard: { type: 'isExit', params: { exit: 'target' } }, target: 'paused' },
-          { guard: { type: 'isExit', params: { exit: 'budget' } }, target: 'runningUntil', reenter: true },
-          { guard: { type: 'isExit', params: { exit: 'request' } }, target: 'runningUntil', reenter: true },
+          { guard: { type: 'isExit', params: { exit: 'budget' } }, actions: 'scheduleBatch' },
+          { guard: { type: 'isExit', params: { exit: 'request' } }, actions: 'scheduleBatch' },
           // NOTE: wfi may legally retire as a no-op (RISC-V privileged spec, WFI). Under
           // replay the log, not a host wait, says when the next interrupt lands, so the
           // run continues toward its target and the env delivers the input at its icount.
           // Live, a sleeping guest waits for its interrupt as it would without a target.
-          { guard: 'wfiUnderReplay', target: 'runningUntil', reenter: true },
+          { guard: 'wfiUnderReplay', actions: 'scheduleBatch' },
           { guard: { type: 'isExit', params: { exit: 'wfi' } }, target: 'waitingUntil' },
           { guard: { type: 'isExit', params: { exit: 'horizon' } }, target: 'waitingUntil' },
           { guard: { type: 'isExit', params: { exit: 'halt' } }, target: 'halted' },

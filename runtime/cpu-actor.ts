@@ -66,7 +66,6 @@ const bindings = new WeakMap<CpuActor, CpuActorOptions>();
  * pause came meanwhile. `m.env` is the env holder: `cpu.takeover` swaps it in place.
  */
 export function createCpuActor(m: Machine, opts: CpuActorOptions = {}): CpuActor {
-  const yieldMs = opts.yieldMs ?? 0;
   let lastYield = performance.now();
   let target = Infinity;
   let stopped = false;
@@ -80,10 +79,11 @@ export function createCpuActor(m: Machine, opts: CpuActorOptions = {}): CpuActor
     queued = false;
     // After cpu.stop the machine is to be reloaded: a batch still queued must not touch it.
     if (stopped) return;
-    const s = actor.getSnapshot();
-    const until = s.matches('runningUntil');
+    // The chart is flat: its value is the state's name (cheaper than matches(), once per batch).
+    const state = actor.getSnapshot().value;
+    const until = state === 'runningUntil';
     // A batch queued before a pause does not start while paused; resume queues one anew.
-    if (!until && !s.matches('running')) return;
+    if (!until && state !== 'running') return;
     const before = m.icount;
     const room = until ? target - before : Infinity;
     let name: BatchExit;
@@ -115,12 +115,14 @@ export function createCpuActor(m: Machine, opts: CpuActorOptions = {}): CpuActor
     runBatch();
   };
   const schedule = opts.schedule ?? ((run: () => void): void => {
+    // Read each time: a node that adopts this CPU sets its own.
+    const yieldMs = opts.yieldMs ?? 0;
     if (yieldMs > 0 && performance.now() - lastYield < yieldMs) queueMicrotask(run);
     else setImmediate(afterTurn);
   });
   const waiting = (): boolean => {
-    const s = actor.getSnapshot();
-    return s.matches('waitingForInterrupt') || s.matches('waitingUntil');
+    const state = actor.getSnapshot().value;
+    return state === 'waitingForInterrupt' || state === 'waitingUntil';
   };
 
   const actor: CpuActor = createActor(
@@ -240,7 +242,7 @@ export function runOnCpuActor(m: Machine, opts: CpuRunOptions): { actor: CpuActo
     if (!bound) throw new Error('runOnCpuActor: not a CPU actor of this runtime');
     if (mode === 'replay') throw new Error('runOnCpuActor: a takeover leaves replay');
     if (!actor.getSnapshot().matches('paused')) throw new Error(`cpu.takeover: the CPU is not paused at a batch boundary (${JSON.stringify(actor.getSnapshot().value)})`);
-    Object.assign(bound, hooks, { takeoverEnv: () => adopt.env });
+    Object.assign(bound, hooks, { takeoverEnv: () => adopt.env, yieldMs: rest.yieldMs ?? 0 });
     if (rest.batch !== undefined) bound.batch = rest.batch;
   } else {
     actor = createCpuActor(m, { ...rest, ...hooks, ...(id === undefined ? {} : { id }) });
