@@ -94,6 +94,8 @@ export class BackupNode {
   /** The guest powered off or faulted in replay (the CPU chart halted or faulted). */
   private guestStopped = false;
   private finished!: () => void;
+  /** Not a divergence: a fault of this runtime, which run() rethrows. */
+  private failure: unknown;
   private readonly done = new Promise<void>((resolve) => { this.finished = resolve; });
   private readonly claims: ArbiterClaims;
   /** Entries received since the last delivery to the chart, and the batch being delivered. */
@@ -224,6 +226,7 @@ export class BackupNode {
     } finally {
       this.teardown();
     }
+    if (this.failure !== undefined) throw this.failure;
     return this.outcome ?? { reason: 'stopped', detail: 'stopped' };
   }
 
@@ -425,7 +428,11 @@ export class BackupNode {
   }
 
   private diverge(err: unknown): void {
-    if (!(err instanceof DivergenceError)) throw err;
+    if (!(err instanceof DivergenceError)) {
+      this.failure ??= err;
+      this.finishWith({ reason: 'stopped', detail: String(err) });
+      return;
+    }
     this.divergence = err;
     this.actor.send({ type: 'digest.mismatch' });
     this.finishWith({ reason: 'diverged', detail: err.message });

@@ -44,7 +44,8 @@ describe('takeover on the real runtime', () => {
       // Every actor the runtime creates, by id: a CPU built behind the chart's back shows here.
       const cpus: string[] = [];
       const inspect = (e: InspectionEvent) => {
-        if (e.type === '@xstate.actor' && e.actorRef.id.endsWith('.cpu')) cpus.push(e.actorRef.id);
+        const id = (e.actorRef as { id?: string }).id ?? '';
+        if (e.type === '@xstate.actor' && id.endsWith('.cpu')) cpus.push(id);
       };
       const primary = new PrimaryNode({ name: 'primary', pairId: 'tk', generation: 1, machine: boot(), arbiter, channel: ch.primary, inspect });
       const machine = boot();
