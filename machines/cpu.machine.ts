@@ -1,7 +1,10 @@
 // CPU control (DESIGN §4): the instruction loop is plain TypeScript run in batches; this
 // chart only decides whether another batch runs. It never sees an instruction: the batch
 // runner sends exactly one `cpu.batchEnded` per batch, and the runtime's effects
-// (`scheduleBatch`, ...) are supplied with `.provide()`.
+// (`scheduleBatch`, ...) are supplied with `.provide()`. Every execution runs under it:
+// `ftvm run` (live), `ftvm record` and the primary (record), `ftvm replay` and the backup
+// (replay, to an icount with `cpu.runUntil`), and a backup's go-live (`cpu.takeover`, the
+// env switched in place on the same machine).
 import { assign, setup } from 'xstate';
 
 /** live: no FT; record: primary, logs every input; replay: backup, reads inputs from the log. */
@@ -11,9 +14,10 @@ export type CpuMode = 'live' | 'record' | 'replay';
  * Why a batch ended. budget: its instruction budget ran out; request: the guest ended it
  * early (a write to mie/mstatus/mtimecmp, STYLE "Exits and traps"); wfi: the hart waits
  * for an interrupt; halt: the guest powered off; fault: the machine cannot go on (e.g. a
- * replay mismatch); target: the icount set by `cpu.runUntil` was reached.
+ * replay mismatch); target: the icount set by `cpu.runUntil` was reached; horizon: the
+ * env let no instruction run (a replay waiting for its log), so the CPU must wait, not spin.
  */
-export type BatchExit = 'budget' | 'request' | 'wfi' | 'halt' | 'fault' | 'target';
+export type BatchExit = 'budget' | 'request' | 'wfi' | 'halt' | 'fault' | 'target' | 'horizon';
 
 export interface CpuContext {
   mode: CpuMode;
@@ -26,7 +30,10 @@ export type CpuEvent =
   | { type: 'cpu.runUntil'; icount: number }
   | { type: 'cpu.batchEnded'; exit: BatchExit }
   | { type: 'cpu.inputDelivered' }
-  | { type: 'cpu.takeover' }
+  /** The env could not wait for input (a deterministic guest that can never wake, a broken log). */
+  | { type: 'cpu.envFailed' }
+  /** Go-live: leave replay for `mode` (a backup becoming primary logs for a future backup). */
+  | { type: 'cpu.takeover'; mode: 'live' | 'record' }
   | { type: 'cpu.stop' };
 
 const unwired = (name: string) => () => {
@@ -42,7 +49,7 @@ export const cpuMachine = setup({
     setRunTarget: unwired('setRunTarget'),
     /** Idle until an interrupt or input is due; the runtime answers `cpu.inputDelivered`. */
     awaitInput: unwired('awaitInput'),
-    /** Go-live: swap ReplayEnv for LiveEnv at this batch boundary (DESIGN §3 Go-live). */
+    /** Go-live: swap ReplayEnv for the event's live or recording env at this batch boundary (DESIGN §3 Go-live). */
     swapToLiveEnv: unwired('swapToLiveEnv'),
     reportHalt: unwired('reportHalt'),
     reportFault: unwired('reportFault'),
@@ -51,6 +58,7 @@ export const cpuMachine = setup({
     isExit: ({ event }, params: { exit: BatchExit }) =>
       event.type === 'cpu.batchEnded' && event.exit === params.exit,
     isReplaying: ({ context }) => context.mode === 'replay',
+    wfiUnderReplay: ({ context, event }) => context.mode === 'replay' && event.type === 'cpu.batchEnded' && event.exit === 'wfi',
   },
 }).createMachine({
   id: 'cpu',
@@ -71,10 +79,12 @@ export const cpuMachine = setup({
       on: {
         'cpu.batchEnded': [
           // A batch that simply ran out (or was cut short by the guest) is followed by the
-          // next one; re-entering runs `scheduleBatch` again.
-          { guard: { type: 'isExit', params: { exit: 'budget' } }, target: 'running', reenter: true },
-          { guard: { type: 'isExit', params: { exit: 'request' } }, target: 'running', reenter: true },
+          // next one. NOTE a targetless transition, not a re-entry: this is the one taken
+          // once per batch, and leaving and re-entering the state costs the hot path.
+          { guard: { type: 'isExit', params: { exit: 'budget' } }, actions: 'scheduleBatch' },
+          { guard: { type: 'isExit', params: { exit: 'request' } }, actions: 'scheduleBatch' },
           { guard: { type: 'isExit', params: { exit: 'wfi' } }, target: 'waitingForInterrupt' },
+          { guard: { type: 'isExit', params: { exit: 'horizon' } }, target: 'waitingForInterrupt' },
           { guard: { type: 'isExit', params: { exit: 'halt' } }, target: 'halted' },
           { guard: { type: 'isExit', params: { exit: 'fault' } }, target: 'faulted' },
           // 'target' without a runUntil in force is stale: ignore it.
@@ -87,6 +97,7 @@ export const cpuMachine = setup({
       entry: 'awaitInput',
       on: {
         'cpu.inputDelivered': { target: 'running' },
+        'cpu.envFailed': { target: 'faulted' },
         'cpu.pause': { target: 'paused' },
         'cpu.runUntil': { target: 'runningUntil', actions: 'setRunTarget' },
       },
@@ -96,17 +107,30 @@ export const cpuMachine = setup({
       on: {
         'cpu.batchEnded': [
           { guard: { type: 'isExit', params: { exit: 'target' } }, target: 'paused' },
-          { guard: { type: 'isExit', params: { exit: 'budget' } }, target: 'runningUntil', reenter: true },
-          { guard: { type: 'isExit', params: { exit: 'request' } }, target: 'runningUntil', reenter: true },
+          { guard: { type: 'isExit', params: { exit: 'budget' } }, actions: 'scheduleBatch' },
+          { guard: { type: 'isExit', params: { exit: 'request' } }, actions: 'scheduleBatch' },
           // NOTE: wfi may legally retire as a no-op (RISC-V privileged spec, WFI). Under
           // replay the log, not a host wait, says when the next interrupt lands, so the
           // run continues toward its target and the env delivers the input at its icount.
-          { guard: { type: 'isExit', params: { exit: 'wfi' } }, target: 'runningUntil', reenter: true },
+          // Live, a sleeping guest waits for its interrupt as it would without a target.
+          { guard: 'wfiUnderReplay', actions: 'scheduleBatch' },
+          { guard: { type: 'isExit', params: { exit: 'wfi' } }, target: 'waitingUntil' },
+          { guard: { type: 'isExit', params: { exit: 'horizon' } }, target: 'waitingUntil' },
           { guard: { type: 'isExit', params: { exit: 'halt' } }, target: 'halted' },
           { guard: { type: 'isExit', params: { exit: 'fault' } }, target: 'faulted' },
         ],
         'cpu.pause': { target: 'paused' },
         'cpu.runUntil': { target: 'runningUntil', reenter: true, actions: 'setRunTarget' },
+      },
+    },
+    // Asleep (wfi live, or a replay at the end of its log) with a target still in force.
+    waitingUntil: {
+      entry: 'awaitInput',
+      on: {
+        'cpu.inputDelivered': { target: 'runningUntil' },
+        'cpu.envFailed': { target: 'faulted' },
+        'cpu.pause': { target: 'paused' },
+        'cpu.runUntil': { target: 'runningUntil', actions: 'setRunTarget' },
       },
     },
     paused: {
@@ -126,7 +150,7 @@ export const cpuMachine = setup({
         'cpu.takeover': {
           guard: 'isReplaying',
           target: 'running',
-          actions: ['swapToLiveEnv', assign({ mode: 'live' as const })],
+          actions: ['swapToLiveEnv', assign({ mode: ({ event }) => event.mode })],
         },
       },
     },

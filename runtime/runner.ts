@@ -1,5 +1,8 @@
-import { Exit, type GuestFault } from './types.js';
+import type { Exit, GuestFault } from './types.js';
 import type { Machine } from './machine.js';
+import type { Env } from './env/env.js';
+import type { CpuMode } from '../machines/cpu.machine.js';
+import { runOnCpuActor } from './cpu-actor.js';
 
 export interface RunOptions {
   /** Stop after this many instructions from the start of this call. */
@@ -23,53 +26,27 @@ export interface RunOutcome {
   seconds: number;
 }
 
-const DEFAULT_BATCH = 1_000_000;
 const DEFAULT_YIELD_MS = 4;
 
-const yieldToHost = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
-function abortable(p: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
-  if (!signal) return p;
-  return new Promise((resolve, reject) => {
-    const onAbort = (): void => resolve();
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
-}
+/** The CPU chart's mode for an env: a deterministic run is live as far as FT goes (nothing logged). */
+export const cpuModeOf = (env: Env): CpuMode => (env.mode === 'deterministic' ? 'live' : env.mode);
 
 /**
- * The host loop outside the CPU (TinyEMU's virt_machine_run): run a batch, and between
- * batches let Node serve sockets and stdin, sleep while the hart waits for an interrupt, and
- * stop on power-off, fault, a limit or abort. Rejects only if the env does (e.g. a replay
- * mismatch, or a deterministic guest that can never wake).
+ * The host loop outside the CPU (TinyEMU's virt_machine_run), as the CPU chart runs it: a
+ * batch at a time, and between batches Node serves sockets and stdin, sleeps while the hart
+ * waits for an interrupt, and stops on power-off, fault, a limit or abort (DESIGN §4). Rejects
+ * only if the env does (e.g. a replay mismatch, or a deterministic guest that can never wake).
  */
-export async function runMachine(m: Machine, opts: RunOptions = {}): Promise<RunOutcome> {
-  const t0 = performance.now();
+export function runMachine(m: Machine, opts: RunOptions = {}): Promise<RunOutcome> {
   const limit = opts.maxInstructions === undefined ? Infinity : m.icount + opts.maxInstructions;
   const until = opts.untilIcount ?? Infinity;
-  const batch = opts.batch ?? DEFAULT_BATCH;
-  const yieldMs = opts.yieldMs ?? DEFAULT_YIELD_MS;
-  const { signal, onBatch } = opts;
-  const done = (reason: RunOutcome['reason'], extra: Partial<RunOutcome> = {}): RunOutcome =>
-    ({ reason, ...extra, icount: m.icount, seconds: (performance.now() - t0) / 1000 });
-
-  let lastYield = t0;
-  for (;;) {
-    if (signal?.aborted) return done('aborted');
-    if (m.icount >= until) return done('until');
-    if (m.icount >= limit) return done('limit');
-    const before = m.icount;
-    const exit = m.step(Math.min(batch, until - before, limit - before));
-    onBatch?.(exit);
-    if (exit === Exit.Halt) return done('halt', { code: m.hart.haltCode ?? 0 });
-    if (exit === Exit.Fault) return done('fault', m.hart.fault ? { fault: m.hart.fault } : {});
-    // A zero-length batch means the env's horizon is now (replay waiting for the log): sleep like wfi.
-    if (exit === Exit.Wfi || (exit === Exit.Budget && m.icount === before)) {
-      await abortable(m.env.idle(m), signal);
-      lastYield = performance.now();
-    } else if (performance.now() - lastYield >= yieldMs) {
-      await yieldToHost();
-      lastYield = performance.now();
-    }
-  }
+  const stopAt = Math.min(limit, until);
+  return runOnCpuActor(m, {
+    mode: cpuModeOf(m.env),
+    yieldMs: opts.yieldMs ?? DEFAULT_YIELD_MS,
+    ...(opts.batch === undefined ? {} : { batch: opts.batch }),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    ...(opts.onBatch ? { onBatch: opts.onBatch } : {}),
+    ...(stopAt === Infinity ? {} : { until: stopAt, untilReason: until <= limit ? 'until' : 'limit' }),
+  }).done;
 }

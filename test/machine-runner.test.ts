@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { Machine } from '../runtime/machine.js';
 import { DeterministicEnv } from '../runtime/env/deterministic.js';
 import { runMachine } from '../runtime/runner.js';
+import { runOnCpuActor } from '../runtime/cpu-actor.js';
+import type { InspectionEvent } from 'xstate';
 import type { Env } from '../runtime/env/env.js';
 import { Exit, type ValueKind } from '../runtime/types.js';
 
@@ -78,5 +80,20 @@ describe('runMachine', () => {
     m.bus.writeRam(0x8000_0000, new Uint8Array(prog.buffer));
     m.hart.reset(0x8000_0000);
     expect(await runMachine(m, { maxInstructions: 1000 })).toMatchObject({ reason: 'halt', code: 42, icount: 4 });
+  });
+
+  it('runs under the CPU chart, which sees one event per batch and nothing per instruction', async () => {
+    const m = spinner(new DeterministicEnv());
+    const events: string[] = [];
+    let batches = 0;
+    const inspect = (e: InspectionEvent) => {
+      if (e.type === '@xstate.event' && (e.actorRef as { id?: string }).id === 'cpu') events.push(e.event.type);
+    };
+    const { done } = runOnCpuActor(m, { mode: 'live', id: 'cpu', inspect, batch: 10_000, until: 1_000_000, onBatch: () => batches++ });
+    expect(await done).toMatchObject({ reason: 'until', icount: 1_000_000 });
+    expect(batches).toBe(100);
+    // xstate.init, cpu.start, cpu.runUntil, then exactly one cpu.batchEnded per batch.
+    expect(events.filter((t) => t === 'cpu.batchEnded')).toHaveLength(batches);
+    expect(events).toHaveLength(batches + 3);
   });
 });

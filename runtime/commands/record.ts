@@ -5,7 +5,7 @@ import { Machine } from '../machine.js';
 import { ElfError } from '../elf.js';
 import { RecordingEnv } from '../env/recording.js';
 import { LogFileWriter, LogWriteError } from '../log/file.js';
-import { runMachine } from '../runner.js';
+import { runOnCpuActor } from '../cpu-actor.js';
 import { DEFAULT_MEMORY_MIB } from '../platform.js';
 import { Exit } from '../types.js';
 import { SeqLog } from '../ft/seq-log.js';
@@ -18,6 +18,8 @@ const USAGE = 'record <elf> --log FILE [--mem MiB] [--max-instructions N] [--sna
 /** Seeking (replay --until) starts from the newest snapshot before the target. */
 const DEFAULT_SNAPSHOT_EVERY = 50_000_000;
 const DEFAULT_DIGEST_EVERY = 10_000_000;
+/** Batches run back to back for this long before Node serves signals and stdout. */
+const YIELD_MS = 4;
 
 /** 128 + the signal's number, as a shell reports a command that signal ended (SIGINT 130, SIGTERM 143, SIGPIPE 141). */
 const exitCodeForSignal = (signal: NodeJS.Signals): number => 128 + osConstants.signals[signal];
@@ -170,7 +172,15 @@ async function record(o: RecordOptions): Promise<number> {
 
   let outcome;
   try {
-    outcome = await runMachine(machine, { ...(maxInstructions === undefined ? {} : { maxInstructions }), onBatch, signal: abort.signal });
+    // The guest runs under its CPU chart in record mode; --max-instructions is its run-until.
+    outcome = await runOnCpuActor(machine, {
+      mode: 'record',
+      id: 'cpu',
+      yieldMs: YIELD_MS,
+      onBatch,
+      signal: abort.signal,
+      ...(maxInstructions === undefined ? {} : { until: machine.icount + maxInstructions, untilReason: 'limit' as const }),
+    }).done;
   } catch (e) {
     detach();
     writer.abandon();

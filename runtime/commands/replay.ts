@@ -6,7 +6,7 @@ import { ElfError } from '../elf.js';
 import { DivergenceError, ReplayEnv } from '../env/replay.js';
 import { scanLogFile, type LogFileScan } from '../log/file.js';
 import type { LogEntry, LogEntryOf } from '../log/entry.js';
-import { runMachine } from '../runner.js';
+import { runOnCpuActor } from '../cpu-actor.js';
 import { ioShapeOf } from '../io/machine-io.js';
 import { CliError, ConsoleWriter, digestLine, imageDigest, readImage, unpackSnapshot } from './common.js';
 
@@ -18,6 +18,8 @@ export const EXIT_DIVERGED = 3;
 export const EXIT_INCOMPLETE = 4;
 /** 128 + SIGPIPE: whoever read stdout went away, as a shell reports `yes | head`. */
 const EXIT_BROKEN_PIPE = 128 + osConstants.signals.SIGPIPE;
+/** Batches run back to back for this long before Node serves stdout. */
+const YIELD_MS = 4;
 
 /**
  * Where to start replaying toward `until`: the newest snapshot at or before it (time travel
@@ -151,7 +153,10 @@ async function replay(o: ReplayOptions): Promise<number> {
   const logEnd = end ? end.icount : env.horizon;
   const stopAt = Math.min(until ?? Infinity, logEnd);
   try {
-    const outcome = await runMachine(machine, { untilIcount: stopAt, onBatch: () => out.flush(), signal: abort.signal });
+    // The CPU chart replays to an icount: `cpu.runUntil` stops the batch exactly there.
+    const outcome = await runOnCpuActor(machine, {
+      mode: 'replay', id: 'cpu', yieldMs: YIELD_MS, until: stopAt, onBatch: () => out.flush(), signal: abort.signal,
+    }).done;
     out.flush();
     const atEnd = end !== undefined && outcome.reason === 'until' && machine.icount === end.icount;
     // The recorder logged a digest (and output marker) at the icount it stopped at: check them.

@@ -4,7 +4,7 @@ import { Machine } from '../machine.js';
 import { ElfError } from '../elf.js';
 import { LiveEnv } from '../env/live.js';
 import { DeterministicEnv, GuestDeadlock } from '../env/deterministic.js';
-import { runMachine, type RunOutcome } from '../runner.js';
+import { cpuModeOf, type RunOutcome } from '../runner.js';
 import type { Output } from '../types.js';
 import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import { runOnCpuActor } from '../cpu-actor.js';
@@ -23,6 +23,8 @@ export const EXIT_TERMINATED = 143;
 export const EXIT_BROKEN_PIPE = 141;
 
 const CTRL_A = 0x01;
+/** Batches run back to back for this long before Node serves stdin and sockets. */
+const YIELD_MS = 4;
 
 class UsageError extends Error {}
 
@@ -141,8 +143,6 @@ async function run(argv: string[]): Promise<number> {
     if (values.deterministic && (values.disk !== undefined || values.net !== undefined)) throw new UsageError('--disk and --net need a live run (not --deterministic)');
     if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
     if (values.seed !== undefined && !values.deterministic) throw new UsageError('--seed needs --deterministic');
-    // The CPU chart has no instruction budget of its own (a run-until pauses, it does not stop).
-    if (flags.inspect !== undefined && values['max-instructions'] !== undefined) throw new UsageError('--max-instructions cannot be combined with --inspect');
   } catch (e) {
     process.stderr.write(`ftvm: ${(e as Error).message}\nusage: ftvm ${USAGE}\n`);
     return 2;
@@ -197,9 +197,9 @@ async function run(argv: string[]): Promise<number> {
     throw e;
   }
 
-  // --inspect: the guest runs under its CPU chart (actor id `cpu`), which reports every
-  // state to the relay; without it, the plain loop (no chart, no inspection cost). Started
-  // before the console is attached, so a port in use leaves the terminal as it was.
+  // The guest runs under its CPU chart (actor id `cpu`); --inspect reports its every state
+  // to the relay. Started before the console is attached, so a port in use leaves the
+  // terminal as it was.
   let views;
   try {
     views = flags.inspect === undefined ? undefined : await startViews({ inspect: flags.inspect, dashboard: undefined });
@@ -222,13 +222,16 @@ async function run(argv: string[]): Promise<number> {
   };
   process.stdout.on('error', onStdoutError);
   try {
-    const outcome = views?.inspect
-      ? await runOnCpuActor(machine, { mode: 'live', inspect: views.inspect, id: 'cpu', signal: abort.signal, onBatch: () => sink.flush() }).done
-      : await runMachine(machine, {
-        ...(maxInstructions === undefined ? {} : { maxInstructions }),
-        signal: abort.signal,
-        onBatch: () => sink.flush(),
-      });
+    // --max-instructions is a run-until: the chart pauses the CPU exactly there.
+    const outcome = await runOnCpuActor(machine, {
+      mode: cpuModeOf(machine.env),
+      id: 'cpu',
+      yieldMs: YIELD_MS,
+      signal: abort.signal,
+      onBatch: () => sink.flush(),
+      ...(views?.inspect ? { inspect: views.inspect } : {}),
+      ...(maxInstructions === undefined ? {} : { until: machine.icount + maxInstructions, untilReason: 'limit' as const }),
+    }).done;
     sink.flush();
     if (sink.broken) return EXIT_BROKEN_PIPE;
     if (values.stats && machine.io) process.stderr.write(`io ${JSON.stringify(machine.io.stats)}${io.udp ? ` net ${JSON.stringify(io.udp.stats)}` : ''}\n`);

@@ -1,4 +1,4 @@
-import { Subject, type Observable, type Subscription } from 'rxjs';
+import { Subject, filter, from, take, type Observable, type Subscription } from 'rxjs';
 import type { LogEntry } from '../log/entry.js';
 import { createActor, type Actor, type ActorOptions } from 'xstate';
 import { backupMachine } from '../../machines/backup.machine.js';
@@ -8,7 +8,7 @@ import { DivergenceError, ReplayEnv } from '../env/replay.js';
 import { RefusedError, type BackupEnd } from '../channel/channel.js';
 import type { Arbiter } from '../arbiter/arbiter.js';
 import { ArbiterClaims } from './arbiter-claims.js';
-import { Exit } from '../types.js';
+import { createCpuActor, type CpuActor } from '../cpu-actor.js';
 import type { NumberedOutput } from './output-gate.js';
 import { PrimaryNode, type NodeEvent } from './primary-node.js';
 import { watchPeer } from './suspicion.js';
@@ -66,13 +66,18 @@ const YIELD_MS = 1;
  * The backup side: replays the primary's log in lockstep, acknowledging each entry as it
  * arrives (so the primary may release outputs), watches for the primary's silence, and when
  * it is confirmed, claims the arbiter, replays everything it has, and goes live as a new
- * primary (DESIGN §3). The decisions are the backup chart's; this class supplies its effects.
+ * primary (DESIGN §3). The decisions are the backup chart's and its CPU chart's; this class
+ * supplies their effects. The guest replays under the CPU chart in replay mode; the drain is
+ * its `cpu.runUntil` to the log's horizon, and go-live hands the same machine and CPU actor,
+ * paused there, to the new primary, whose `cpu.takeover` switches the env in place.
  */
 export class BackupNode {
   readonly name: string;
   readonly machine: Machine;
   readonly env: ReplayEnv;
   readonly actor: Actor<typeof backupMachine>;
+  /** The CPU chart replaying this node's machine; after go-live the new primary's. */
+  readonly cpu: CpuActor;
   private readonly events = new Subject<NodeEvent>();
   readonly events$: Observable<NodeEvent> = this.events.asObservable();
 
@@ -85,6 +90,13 @@ export class BackupNode {
   private releasedHint = 0;
   private stopped = false;
   private draining = false;
+  private cpuStarted = false;
+  /** The guest powered off or faulted in replay (the CPU chart halted or faulted). */
+  private guestStopped = false;
+  private finished!: () => void;
+  /** Not a divergence: a fault of this runtime, which run() rethrows. */
+  private failure: unknown;
+  private readonly done = new Promise<void>((resolve) => { this.finished = resolve; });
   private readonly claims: ArbiterClaims;
   /** Entries received since the last delivery to the chart, and the batch being delivered. */
   private inbox: LogEntry[] = [];
@@ -117,6 +129,15 @@ export class BackupNode {
       const index = this.outputs++;
       if (index >= this.releasedHint) this.replayed.push({ index, output });
     };
+    this.cpu = createCpuActor(this.machine, {
+      batch: opts.batch ?? DEFAULT_BATCH,
+      yieldMs: YIELD_MS,
+      id: `${opts.name}.cpu`,
+      ...(opts.inspect ? { inspect: opts.inspect as never } : {}),
+      onHalt: () => this.onGuestStopped(),
+      // A replay mismatch is the env's error; a guest fault happened on the primary too.
+      onFault: (_message, error) => (error === undefined ? this.onGuestStopped() : this.diverge(error)),
+    });
     this.actor = createActor(
       backupMachine.provide({
         actions: {
@@ -136,12 +157,7 @@ export class BackupNode {
           watchPrimary: () => {
             this.subs.push(watchPeer(this.opts.channel.entries$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e)));
           },
-          drainLog: () => {
-            // From here the chart takes no entries: what was acked is all the old primary may
-            // have released, and all this side replays.
-            this.draining = true;
-            this.env.interrupt();
-          },
+          drainLog: () => this.drain(),
           goLive: () => this.goLive(),
           reportDivergence: () => {
             this.note('divergence', this.divergence?.message ?? 'digest mismatch');
@@ -203,11 +219,14 @@ export class BackupNode {
     }));
     this.actor.send({ type: 'backup.start' });
     this.admit();
+    // Joining: the CPU starts once the snapshot is restored.
+    if (this.loaded && !this.stopped) this.startCpu();
     try {
-      await this.replayLoop();
+      await this.done;
     } finally {
       this.teardown();
     }
+    if (this.failure !== undefined) throw this.failure;
     return this.outcome ?? { reason: 'stopped', detail: 'stopped' };
   }
 
@@ -254,6 +273,15 @@ export class BackupNode {
       if (e.type === 'progress') this.noteReleased(e.released);
       this.appliedSeq = e.seq;
     }
+    if (this.loaded && !this.cpuStarted && !this.stopped) this.startCpu();
+    // The guest already stopped in replay: these entries may hold the primary's `end`.
+    if (this.guestStopped && !this.draining && !this.stopped) this.consumeEnd();
+  }
+
+  private startCpu(): void {
+    this.cpuStarted = true;
+    this.cpu.start();
+    this.cpu.send({ type: 'cpu.start', mode: 'replay' });
   }
 
   /**
@@ -307,57 +335,59 @@ export class BackupNode {
     this.finishWith({ reason: 'stopped', detail: 'crashed' });
   }
 
-  private async replayLoop(): Promise<void> {
-    const m = this.machine;
-    const batch = this.opts.batch ?? DEFAULT_BATCH;
-    let lastYield = performance.now();
-    while (!this.stopped) {
-      if (!this.loaded) {
-        await this.env.idle(m);
-        continue;
-      }
-      if (m.hart.haltCode !== undefined || m.hart.fault) {
-        // The guest stopped in replay, exactly where the primary's did: wait for its `end`,
-        // and for word that every output was released, or go live to release them itself.
-        if (this.draining) return this.drained();
-        if (this.consumeEnd()) return;
-        await this.env.idle(m);
-        continue;
-      }
-      const before = m.icount;
-      let exit: Exit;
-      try {
-        exit = m.step(batch);
-      } catch (err) {
-        this.diverge(err);
-        return;
-      }
-      if (exit === Exit.Halt || exit === Exit.Fault) continue;
-      if (exit === Exit.Wfi || (exit === Exit.Budget && m.icount === before)) {
-        if (this.draining && this.env.drained(m)) return this.drained();
-        await this.env.idle(m);
-        lastYield = performance.now();
-      } else if (performance.now() - lastYield >= YIELD_MS) {
-        await new Promise((r) => setImmediate(r));
-        lastYield = performance.now();
-      }
-    }
+  /** The CPU chart halted or faulted in replay, where the primary's guest did. */
+  private onGuestStopped(): void {
+    this.guestStopped = true;
+    // Wait for the primary's `end`, and for word that every output was released, or go
+    // live to release them itself.
+    if (this.draining) this.drained();
+    else this.consumeEnd();
   }
 
-  /** Apply the entries that sit at the halted machine's icount; true once `end` was among them. */
-  private consumeEnd(): boolean {
+  /**
+   * The chart's `drainLog`: from here the chart takes no entries, so what was acked is all
+   * the old primary may have released, and all this side replays. The CPU runs until the
+   * log's horizon (`cpu.runUntil`) and pauses there, at a batch boundary, for the takeover.
+   */
+  private drain(): void {
+    this.draining = true;
+    if (this.guestStopped) {
+      this.drained();
+      return;
+    }
+    this.subs.push(from(this.cpu).pipe(filter((s) => s.matches('paused')), take(1)).subscribe(() => this.atHorizon()));
+    this.cpu.send({ type: 'cpu.runUntil', icount: this.env.horizon });
+  }
+
+  /** Paused at the horizon: apply what the log holds at this very icount, then go live. */
+  private atHorizon(): void {
+    const m = this.machine;
+    try {
+      this.env.deliverDue(m);
+    } catch (err) {
+      this.diverge(err);
+      return;
+    }
+    if (!this.env.drained(m)) {
+      this.diverge(new DivergenceError(this.env.appliedSeq + 1, m.icount, 'every received entry replayed', `${this.env.pending} entries left at the horizon`));
+      return;
+    }
+    this.drained();
+  }
+
+  /** Apply the entries that sit at the halted machine's icount, and finish once `end` was among them. */
+  private consumeEnd(): void {
     try {
       this.env.deliverDue(this.machine);
     } catch (err) {
       this.diverge(err);
-      return true;
+      return;
     }
     const end = this.env.ended;
-    if (!end || this.releasedHint < this.outputs) return false;
+    if (!end || this.releasedHint < this.outputs) return;
     this.note('halted', `primary's guest exited with code ${end.code}; replay reached the same end`);
     this.actor.send({ type: 'primary.ended' });
     this.finishWith({ reason: 'finished', code: end.code });
-    return true;
   }
 
   private drained(): void {
@@ -379,6 +409,8 @@ export class BackupNode {
       outputsSoFar: this.outputs,
       mtimeAt: this.env.lastMtime,
       reissue,
+      // The same machine and CPU chart, paused at the horizon: its run takes them over.
+      cpu: this.cpu,
       timing: this.timing,
       ...(this.opts.batch === undefined ? {} : { batch: this.opts.batch }),
       ...(this.opts.inspect ? { inspect: this.opts.inspect } : {}),
@@ -396,7 +428,11 @@ export class BackupNode {
   }
 
   private diverge(err: unknown): void {
-    if (!(err instanceof DivergenceError)) throw err;
+    if (!(err instanceof DivergenceError)) {
+      this.failure ??= err;
+      this.finishWith({ reason: 'stopped', detail: String(err) });
+      return;
+    }
     this.divergence = err;
     this.actor.send({ type: 'digest.mismatch' });
     this.finishWith({ reason: 'diverged', detail: err.message });
@@ -405,7 +441,10 @@ export class BackupNode {
   private finishWith(o: BackupOutcome): void {
     this.outcome ??= o;
     this.stopped = true;
+    // Gone live, the CPU stays paused for the new primary to take over; otherwise it ends here.
+    if (this.outcome.reason !== 'live') this.cpu.stop();
     this.env.interrupt();
+    this.finished();
   }
 
   private note(type: NodeEvent['type'], detail: string): void {

@@ -9,7 +9,7 @@ import type { PrimaryEnd } from '../channel/channel.js';
 import type { Arbiter } from '../arbiter/arbiter.js';
 import { ArbiterClaims } from './arbiter-claims.js';
 import type { RunOutcome } from '../runner.js';
-import { runOnCpuActor } from '../cpu-actor.js';
+import { runOnCpuActor, type CpuActor } from '../cpu-actor.js';
 import type { cpuMachine } from '../../machines/cpu.machine.js';
 import { Exit, type Output } from '../types.js';
 import { OutputGate, type NumberedOutput, type ReleasedOutput } from './output-gate.js';
@@ -45,6 +45,11 @@ export interface PrimaryNodeOptions {
   reissue?: NumberedOutput[];
   /** The guest's mtime when this node takes over, so the clock never runs backwards. */
   mtimeAt?: number;
+  /**
+   * A backup gone live: the CPU chart already running `machine`, paused in replay at a batch
+   * boundary. This node adopts it; its `cpu.takeover` installs the recording env in place.
+   */
+  cpu?: CpuActor;
   timing?: Partial<FtTiming>;
   batch?: number;
   /** Inspection of this node's chart (`--inspect`, the dashboard); the actor's id is the node's name. */
@@ -93,6 +98,7 @@ export class PrimaryNode {
   private alone = false;
   private stopped = false;
   private paused = false;
+  private readonly recording: RecordingEnv;
   /** The CPU chart running this node's machine, while it runs. */
   private cpu: Actor<typeof cpuMachine> | undefined;
   private readonly abort = new AbortController();
@@ -123,9 +129,11 @@ export class PrimaryNode {
       this.entriesSent++;
       this.channel?.send(e);
     });
-    this.machine.env = new RecordingEnv((payload, icount) => this.log.append(payload, icount), {
+    this.recording = new RecordingEnv((payload, icount) => this.log.append(payload, icount), {
       ...(opts.mtimeAt === undefined ? {} : { mtimeAt: opts.mtimeAt }),
     });
+    // An adopted CPU switches to it by its own takeover; a fresh machine starts on it.
+    if (!opts.cpu) this.machine.env = this.recording;
     this.machine.onOutput = (o: Output) => {
       this.pending.push({ index: this.outputs++, output: o });
       // End the batch so the output's marker goes out now, not a batch later.
@@ -214,6 +222,7 @@ export class PrimaryNode {
       signal: this.abort.signal,
       onBatch: (exit) => this.afterBatch(exit),
       id: `${this.name}.cpu`,
+      ...(this.opts.cpu ? { adopt: { cpu: this.opts.cpu, env: this.recording } } : {}),
       ...(this.opts.batch === undefined ? {} : { batch: this.opts.batch }),
       ...(this.opts.inspect ? { inspect: this.opts.inspect as never } : {}),
     });

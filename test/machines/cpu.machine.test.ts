@@ -7,11 +7,11 @@ import { count, eventsCovered, eventsHandled, everyTransition, recording, runPat
 // Exhaustive by type: adding an event to CpuEvent without listing it here fails tsc.
 const EVENT_TYPES: Record<CpuEvent['type'], true> = {
   'cpu.start': true, 'cpu.pause': true, 'cpu.resume': true, 'cpu.runUntil': true,
-  'cpu.batchEnded': true, 'cpu.inputDelivered': true, 'cpu.takeover': true, 'cpu.stop': true,
+  'cpu.batchEnded': true, 'cpu.inputDelivered': true, 'cpu.envFailed': true, 'cpu.takeover': true, 'cpu.stop': true,
 };
 const ACTIONS = ['scheduleBatch', 'setRunTarget', 'awaitInput', 'swapToLiveEnv', 'reportHalt', 'reportFault'];
 const MODES: CpuMode[] = ['live', 'record', 'replay'];
-const EXITS: BatchExit[] = ['budget', 'request', 'wfi', 'halt', 'fault', 'target'];
+const EXITS: BatchExit[] = ['budget', 'request', 'wfi', 'halt', 'fault', 'target', 'horizon'];
 
 const model = createTestModel(cpuMachine, {
   ...everyTransition,
@@ -19,6 +19,8 @@ const model = createTestModel(cpuMachine, {
     ...MODES.map((mode) => ({ type: 'cpu.start', mode }) as const),
     ...EXITS.map((exit) => ({ type: 'cpu.batchEnded', exit }) as const),
     { type: 'cpu.runUntil', icount: 1_000 },
+    { type: 'cpu.takeover', mode: 'live' },
+    { type: 'cpu.takeover', mode: 'record' },
   ],
 });
 
@@ -42,13 +44,13 @@ const rules: Rule[] = [
     expect(count(fired, 'reportFault')).toBe(next.matches('faulted') && !prev.matches('faulted') ? 1 : 0);
   },
   // Go-live swaps the env only from replay, only when paused at a batch boundary, and the
-  // mode becomes live in the same step.
-  ({ prev, next, fired }) => {
+  // mode becomes the takeover's (live, or record for a future backup) in the same step.
+  ({ prev, next, event, fired }) => {
     const swapped = count(fired, 'swapToLiveEnv');
     if (swapped) {
       expect(prev.context.mode).toBe('replay');
       expect(prev.value).toBe('paused');
-      expect(next.context.mode).toBe('live');
+      expect(next.context.mode).toBe((event as unknown as { mode: string }).mode);
       expect(next.value).toBe('running');
     }
     if (next.context.mode !== prev.context.mode && prev.value !== 'stopped') {
@@ -56,7 +58,13 @@ const rules: Rule[] = [
     }
   },
   ({ next, fired }) => {
-    if (count(fired, 'awaitInput')) expect(next.value).toBe('waitingForInterrupt');
+    if (count(fired, 'awaitInput')) expect(['waitingForInterrupt', 'waitingUntil']).toContain(next.value);
+  },
+  // A replay at the end of its log waits; it never spins on empty batches.
+  ({ event, next }) => {
+    if (event.type === 'cpu.batchEnded' && (event as unknown as { exit: BatchExit }).exit === 'horizon') {
+      expect(['waitingForInterrupt', 'waitingUntil', 'paused']).toContain(next.value);
+    }
   },
   ({ event, fired }) => {
     if (count(fired, 'setRunTarget')) expect(event.type).toBe('cpu.runUntil');
@@ -81,7 +89,7 @@ describe('cpu chart', () => {
   it('reaches every state in every mode it can have', () => {
     const reached = new Set(paths.flatMap((p) => p.steps.map((s) => `${String(s.state.value)}/${s.state.context.mode}`)));
     for (const mode of MODES) {
-      for (const s of ['running', 'paused', 'waitingForInterrupt', 'runningUntil', 'halted', 'faulted']) {
+      for (const s of ['running', 'paused', 'waitingForInterrupt', 'runningUntil', 'waitingUntil', 'halted', 'faulted']) {
         expect(reached.has(`${s}/${mode}`), `${s}/${mode}`).toBe(true);
       }
     }
@@ -95,11 +103,11 @@ describe('cpu chart', () => {
       cpu.send({ type: 'cpu.runUntil', icount: 5_000 });
       cpu.send({ type: 'cpu.batchEnded', exit: 'target' });
       expect(cpu.getSnapshot().value).toBe('paused');
-      cpu.send({ type: 'cpu.takeover' });
+      cpu.send({ type: 'cpu.takeover', mode: 'record' });
       const s = cpu.getSnapshot();
       if (mode === 'replay') {
         expect(s.value).toBe('running');
-        expect(s.context.mode).toBe('live');
+        expect(s.context.mode).toBe('record');
         expect(count(fired, 'swapToLiveEnv')).toBe(1);
       } else {
         expect(s.value).toBe('paused');
