@@ -19,11 +19,25 @@ export interface PrimaryContext {
   caughtUp: boolean;
   /** The arbiter client's backoff while the arbiter is unreachable (its delays). */
   claimRetry: ClaimRetry;
+  /** The road this node starts on (see PrimaryStart); read once, by `starting`. */
+  start: PrimaryStart;
 }
+
+/**
+ * How the node begins (its chart's first road):
+ * - `unprotected`: no backup yet and no claim won; outputs are held.
+ * - `paired`: booted together with its backup from one image, so that backup holds the same
+ *   state from instruction 0 and the pair is protected from the start.
+ * - `alone`: a backup that went live (it won `generation` as a backup). It claims again the
+ *   key it won: test-and-set answers 'won' again to the same claimant, so `alone` is reached
+ *   only by the arbiter's yes, and a replica whose claim is not on record halts instead.
+ */
+export type PrimaryStart = 'unprotected' | 'paired' | 'alone';
 
 export interface PrimaryInput {
   generation: number;
   claimRetry?: Partial<ClaimRetry>;
+  start?: PrimaryStart;
 }
 
 export type PrimaryEvent =
@@ -68,16 +82,19 @@ export const primaryMachine = setup({
   },
   guards: {
     isCaughtUp: ({ context }) => context.caughtUp,
+    startsPaired: ({ context }) => context.start === 'paired',
+    startsAlone: ({ context }) => context.start === 'alone',
     /** The arbiter client's verdict; anything but an explicit win halts (never two primaries). */
     claimWon: ({ event }) => (event as { output?: ArbiterClientOutput }).output?.result === 'won',
   },
 }).createMachine({
   id: 'primary',
-  initial: 'unprotected',
+  initial: 'starting',
   context: ({ input }) => ({
     generation: input.generation,
     caughtUp: false,
     claimRetry: { ...DEFAULT_CLAIM_RETRY, ...input.claimRetry },
+    start: input.start ?? 'unprotected',
   }),
   on: {
     // The guest powered off (its power-off is itself an output, released under the
@@ -88,6 +105,14 @@ export const primaryMachine = setup({
     'digest.mismatch': { actions: 'reportDivergence' },
   },
   states: {
+    // The node's input picks the first road; nothing has run yet.
+    starting: {
+      always: [
+        { guard: 'startsPaired', target: 'protected', actions: assign({ caughtUp: true }) },
+        { guard: 'startsAlone', target: 'claiming' },
+        { target: 'unprotected' },
+      ],
+    },
     // Running without a backup and without having won the arbiter: outputs are held.
     // `suspect.expired` here means no backup came in time, so the primary asks to go alone.
     unprotected: {
