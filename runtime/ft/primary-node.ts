@@ -107,6 +107,7 @@ export class PrimaryNode {
   private readonly claims: ArbiterClaims;
 
   constructor(private readonly opts: PrimaryNodeOptions) {
+    if (!opts.channel && !opts.startAlone) throw new Error(`${opts.name}: a primary runs with a backup channel or alone after a won claim`);
     this.name = opts.name;
     this.machine = opts.machine;
     this.timing = withTiming(opts.timing);
@@ -143,7 +144,6 @@ export class PrimaryNode {
             this.note('arbiter', `lost the test-and-set (${this.claims.lostDetail}): that replica is live; halting`);
             this.stop();
           },
-          reportDivergence: () => this.note('divergence', 'backup reported a digest mismatch'),
         },
         actors: {
           // The chart's arbiter client retries and backs off; this supplies the call only.
@@ -154,7 +154,7 @@ export class PrimaryNode {
         input: {
           generation: opts.generation,
           claimRetry: { firstMs: this.timing.claimRetryMs, maxMs: this.timing.claimRetryMaxMs },
-          start: opts.channel ? 'paired' : opts.startAlone ? 'alone' : 'unprotected',
+          start: opts.channel ? 'paired' : 'alone',
         },
         id: opts.name,
         ...(opts.inspect ? { inspect: opts.inspect } : {}),

@@ -66,7 +66,6 @@ class World {
         pauseVm: noop,
         resumeVm: noop,
         haltVm: () => { this.primaryAlive = false; },
-        reportDivergence: () => { throw new Error('no divergence in this world'); },
       },
       actors: { arbiterClient: client('P') },
     }), { input: { generation: 0 }, clock: this.clock });
@@ -90,7 +89,6 @@ class World {
           this.cpu.send({ type: 'cpu.takeover' });
           this.backupDirect = true;
         },
-        reportDivergence: () => { throw new Error('no divergence in this world'); },
       },
       actors: { arbiterClient: client('B') },
     }), { input: { generation: 0 }, clock: this.clock });
