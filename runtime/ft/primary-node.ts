@@ -186,7 +186,7 @@ export class PrimaryNode {
 
   /** Run the guest until it halts, faults, or this node stops or crashes. */
   async run(): Promise<RunOutcome> {
-    // The chart starts on the road its input names (paired, alone, unprotected).
+    // The chart starts on the road its input names: paired, or alone after a won claim.
     this.actor.start();
     if (this.channel) this.watchChannel(this.channel);
     this.heartbeat = setInterval(() => this.beat(), this.timing.heartbeatMs);
