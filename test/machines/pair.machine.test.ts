@@ -20,7 +20,19 @@ const model = createTestModel(pairMachine, {
   stopWhen: (s) => s.status === 'done' || s.context.generation >= 2,
 });
 
+/** The effect each operator request has where the chart takes it. */
+const TAKEN: Record<string, string> = {
+  'fault.killPrimary': 'crashPrimary', 'fault.killBackup': 'crashBackup', 'fault.cutChannel': 'cutChannel',
+  'fault.corruptBackup': 'corruptBackup', 'pair.addBackup': 'startBackup',
+};
+
 const rules: Rule[] = [
+  // Every operator request is either carried out (its effect, once) or refused (said so, once).
+  ({ event, fired }) => {
+    const effect = TAKEN[event.type];
+    if (!effect) return expect(count(fired, 'refuseRequest')).toBe(0);
+    expect(count(fired, effect) + count(fired, 'refuseRequest')).toBe(1);
+  },
   // Each failover has exactly one winner: announced once, and the generation advances
   // once, exactly when a claimant leaves failingOver as the live primary.
   ({ prev, next, event, fired }) => {
