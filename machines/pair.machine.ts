@@ -1,7 +1,10 @@
 // The pair as a whole (DESIGN §4): both replicas and the arbiter seen from above, for the
-// in-process pair and the demo. It does not drive the replicas; the runtime reports what
-// each did, and this chart keeps the pair's story straight — and notices if it ever has
-// two live primaries (DESIGN §6: "never two live primaries").
+// in-process pair and the demo. It decides which injected fault may happen in which state
+// (a kill needs a live victim, a cut needs a channel between two live replicas), when a new
+// backup is started (on request, or by itself after a divergence), and it notices if the pair
+// ever has two live primaries (DESIGN §6: "never two live primaries"). What the replicas did
+// reaches it from the runtime's observations of the nodes (their crashes, run outcomes and
+// chart states), never from the method that injected the fault.
 import { assign, setup } from 'xstate';
 
 export interface PairContext {
@@ -11,22 +14,35 @@ export interface PairContext {
    * has claimed, and an old backup (which can only claim g) can never win again.
    */
   generation: number;
+  /** The last backup diverged: once the primary is alone, a new one joins by itself. */
+  rebuild: boolean;
 }
 
 export type PairEvent =
+  /** The runtime booted both replicas and started them. */
   | { type: 'pair.started' }
-  /** The primary crashed (or was killed); only the backup can go live. */
-  | { type: 'pair.primaryDied' }
-  /** The backup crashed; only the primary can go on, alone. */
-  | { type: 'pair.backupDied' }
-  /** The logging channel was cut with both alive: both claim, the arbiter picks one. */
-  | { type: 'pair.partitioned' }
-  /** The backup won the arbiter, drained its log and went live. */
-  | { type: 'pair.backupLive' }
-  /** The primary won the arbiter and releases outputs alone. */
-  | { type: 'pair.primaryAlone' }
+  /** Operator (test, demo, dashboard): fail-stop the live primary / the backup. */
+  | { type: 'fault.killPrimary' }
+  | { type: 'fault.killBackup' }
+  /** Operator: cut the logging channel while both replicas live: both claim, the arbiter picks one. */
+  | { type: 'fault.cutChannel' }
+  /** Operator: flip a byte of the backup's RAM (its digest then diverges). */
+  | { type: 'fault.corruptBackup' }
+  /** Operator: start a new backup that joins the live primary (DESIGN §3 Re-protection). */
   | { type: 'pair.addBackup' }
+  /** Observed: the live primary's node crashed; only the backup can go live. */
+  | { type: 'pair.primaryDied' }
+  /** Observed: the backup's node crashed, halted or gave up; only the primary can go on, alone. */
+  | { type: 'pair.backupDied' }
+  /** Observed: the backup's replay diverged from the primary (DESIGN §3 Divergence). */
+  | { type: 'pair.backupDiverged' }
+  /** Observed: the backup won the arbiter, drained its log and went live. */
+  | { type: 'pair.backupLive' }
+  /** Observed: the primary's chart won the arbiter and releases outputs alone. */
+  | { type: 'pair.primaryAlone' }
+  /** Observed: the joining backup's snapshot was acknowledged (the primary's chart is protected). */
   | { type: 'pair.backupCaughtUp' }
+  /** Observed: the live primary's guest exited and its last output is out. */
   | { type: 'pair.guestExited' }
   | { type: 'pair.stop' };
 
@@ -45,22 +61,46 @@ export const pairMachine = setup({
     startBackup: unwired('startBackup'),
     /** A second replica claims to be live: the split-brain guard failed. Never ignored. */
     reportSplitBrain: unwired('reportSplitBrain'),
+    /** Fail-stop the live primary's host (and with it its end of the channel). */
+    crashPrimary: unwired('crashPrimary'),
+    /** Fail-stop the backup's host (and with it its end of the channel). */
+    crashBackup: unwired('crashBackup'),
+    /** Drop everything on the logging channel, both ways, from now on. */
+    cutChannel: unwired('cutChannel'),
+    corruptBackup: unwired('corruptBackup'),
+    /** Say why a requested fault or re-protection does not apply in this state. */
+    refuseRequest: unwired('refuseRequest'),
+  },
+  guards: {
+    mustRebuild: ({ context }) => context.rebuild,
   },
 }).createMachine({
   id: 'pair',
   initial: 'starting',
-  context: ({ input }) => ({ generation: input.generation }),
+  context: ({ input }) => ({ generation: input.generation, rebuild: false }),
   on: {
     'pair.stop': { target: '.stopped' },
     'pair.guestExited': { target: '.finished' },
+    // A request the current state does not take: refused, and said so.
+    'fault.killPrimary': { actions: 'refuseRequest' },
+    'fault.killBackup': { actions: 'refuseRequest' },
+    'fault.cutChannel': { actions: 'refuseRequest' },
+    'fault.corruptBackup': { actions: 'refuseRequest' },
+    'pair.addBackup': { actions: 'refuseRequest' },
   },
   states: {
     starting: { on: { 'pair.started': { target: 'protected' } } },
     protected: {
       on: {
+        'fault.killPrimary': { actions: 'crashPrimary' },
+        'fault.killBackup': { actions: 'crashBackup' },
+        // Nobody sees a cut on the wire (each side only hears silence): the chart that made
+        // it knows the pair is now contested, whoever the arbiter picks.
+        'fault.cutChannel': { target: 'failingOver.contested', actions: 'cutChannel' },
+        'fault.corruptBackup': { actions: 'corruptBackup' },
         'pair.primaryDied': { target: 'failingOver.toBackup' },
         'pair.backupDied': { target: 'failingOver.toPrimary' },
-        'pair.partitioned': { target: 'failingOver.contested' },
+        'pair.backupDiverged': { target: 'failingOver.toPrimary', actions: assign({ rebuild: true }) },
       },
     },
     // Someone is claiming the arbiter. Exactly one winner leaves this state.
@@ -70,18 +110,22 @@ export const pairMachine = setup({
       states: {
         toBackup: {
           on: {
+            'fault.killBackup': { actions: 'crashBackup' },
             'pair.backupLive': { target: '#pair.unprotected', actions: ['advanceGeneration', 'announceFailover'] },
             'pair.backupDied': { target: '#pair.lost' },
           },
         },
         toPrimary: {
           on: {
+            'fault.killPrimary': { actions: 'crashPrimary' },
             'pair.primaryAlone': { target: '#pair.unprotected', actions: ['advanceGeneration', 'announceFailover'] },
             'pair.primaryDied': { target: '#pair.lost' },
           },
         },
         contested: {
           on: {
+            'fault.killPrimary': { actions: 'crashPrimary' },
+            'fault.killBackup': { actions: 'crashBackup' },
             'pair.backupLive': { target: '#pair.unprotected', actions: ['advanceGeneration', 'announceFailover'] },
             'pair.primaryAlone': { target: '#pair.unprotected', actions: ['advanceGeneration', 'announceFailover'] },
           },
@@ -90,8 +134,11 @@ export const pairMachine = setup({
     },
     // One live primary, no backup.
     unprotected: {
+      // DESIGN §3 Divergence: the diverged backup is rebuilt from a snapshot of the survivor.
+      always: { guard: 'mustRebuild', target: 'reprotecting', actions: [assign({ rebuild: false }), 'startBackup'] },
       on: {
         'pair.addBackup': { target: 'reprotecting', actions: 'startBackup' },
+        'fault.killPrimary': { actions: 'crashPrimary' },
         'pair.primaryDied': { target: 'lost' },
         // A second live replica while one already is: DESIGN §3 Split brain was broken.
         'pair.backupLive': { target: 'splitBrain' },
@@ -101,11 +148,14 @@ export const pairMachine = setup({
     reprotecting: {
       on: {
         'pair.backupCaughtUp': { target: 'protected' },
+        'fault.killPrimary': { actions: 'crashPrimary' },
+        'fault.killBackup': { actions: 'crashBackup' },
+        'fault.cutChannel': { target: 'failingOver.contested', actions: 'cutChannel' },
         // A backup that already loaded the snapshot may claim; one still receiving it
         // cannot (backup chart: `abandoned`) and then reports `pair.backupDied`.
         'pair.primaryDied': { target: 'failingOver.toBackup' },
         'pair.backupDied': { target: 'failingOver.toPrimary' },
-        'pair.partitioned': { target: 'failingOver.contested' },
+        'pair.backupDiverged': { target: 'failingOver.toPrimary', actions: assign({ rebuild: true }) },
       },
     },
     /** No replica is left alive. */

@@ -19,11 +19,25 @@ export interface PrimaryContext {
   caughtUp: boolean;
   /** The arbiter client's backoff while the arbiter is unreachable (its delays). */
   claimRetry: ClaimRetry;
+  /** The road this node starts on (see PrimaryStart); read once, by `starting`. */
+  start: PrimaryStart;
 }
+
+/**
+ * How the node begins (its chart's first road). There is no third: a primary never runs
+ * without either a backup or a won claim (DESIGN §3 Split brain).
+ * - `paired` (the default): booted together with its backup from one image, so that backup
+ *   holds the same state from instruction 0 and the pair is protected from the start.
+ * - `alone`: a backup that went live (it won `generation` as a backup). It claims again the
+ *   key it won: test-and-set answers 'won' again to the same claimant, so `alone` is reached
+ *   only by the arbiter's yes, and a replica whose claim is not on record halts instead.
+ */
+export type PrimaryStart = 'paired' | 'alone';
 
 export interface PrimaryInput {
   generation: number;
   claimRetry?: Partial<ClaimRetry>;
+  start?: PrimaryStart;
 }
 
 export type PrimaryEvent =
@@ -35,10 +49,8 @@ export type PrimaryEvent =
   | { type: 'channel.failed' }
   | { type: 'peer.silent' }
   | { type: 'peer.heard' }
-  | { type: 'peer.confirmedDead' }
   | { type: 'suspect.expired' }
-  | { type: 'vm.halted' }
-  | { type: 'digest.mismatch' };
+  | { type: 'vm.halted' };
 
 const unwired = (name: string) => () => {
   throw new Error(`${name}: not provided`);
@@ -60,7 +72,6 @@ export const primaryMachine = setup({
     resumeVm: unwired('resumeVm'),
     /** The arbiter was lost: another replica is live, so this VM must stop for good. */
     haltVm: unwired('haltVm'),
-    reportDivergence: unwired('reportDivergence'),
   },
   actors: {
     /** Claims `context.generation` until the arbiter answers (DESIGN §3 Split brain). */
@@ -68,34 +79,33 @@ export const primaryMachine = setup({
   },
   guards: {
     isCaughtUp: ({ context }) => context.caughtUp,
+    startsAlone: ({ context }) => context.start === 'alone',
     /** The arbiter client's verdict; anything but an explicit win halts (never two primaries). */
     claimWon: ({ event }) => (event as { output?: ArbiterClientOutput }).output?.result === 'won',
   },
 }).createMachine({
   id: 'primary',
-  initial: 'unprotected',
+  initial: 'starting',
   context: ({ input }) => ({
     generation: input.generation,
     caughtUp: false,
     claimRetry: { ...DEFAULT_CLAIM_RETRY, ...input.claimRetry },
+    start: input.start ?? 'paired',
   }),
   on: {
     // The guest powered off (its power-off is itself an output, released under the
     // output rule before the runtime reports it): the run is over, whatever the state.
     'vm.halted': { target: '.finished' },
-    // DESIGN §3 Divergence: reported at once, never ignored; the runtime rebuilds the
-    // backup, so the primary itself stays where it is.
-    'digest.mismatch': { actions: 'reportDivergence' },
+    // NOTE no `digest.mismatch` here: the backup compares digests (DESIGN §3 Divergence) and
+    // its chart ends in `diverged`; this side sees only a backup that went silent.
   },
   states: {
-    // Running without a backup and without having won the arbiter: outputs are held.
-    // `suspect.expired` here means no backup came in time, so the primary asks to go alone.
-    unprotected: {
-      on: {
-        'backup.joined': { target: 'protecting', actions: assign({ caughtUp: false }) },
-        'suspect.expired': { target: 'claiming' },
-        'peer.confirmedDead': { target: 'claiming' },
-      },
+    // The node's input picks the first road; nothing has run yet.
+    starting: {
+      always: [
+        { guard: 'startsAlone', target: 'claiming' },
+        { target: 'protected', actions: assign({ caughtUp: true }) },
+      ],
     },
     // A backup is joining (snapshot streaming, then catching up). It could take over once
     // it has the snapshot, so the output rule already applies to everything logged since.
@@ -133,7 +143,6 @@ export const primaryMachine = setup({
       on: {
         'peer.heard': [{ guard: 'isCaughtUp', target: 'protected' }, { target: 'protecting' }],
         'suspect.expired': { target: 'claiming' },
-        'peer.confirmedDead': { target: 'claiming' },
       },
     },
     // DESIGN §3 Split brain: the primary that lost its backup must win the test-and-set

@@ -54,6 +54,8 @@ export type PairEvent =
   | { node: 'pair'; type: 'failover'; detail: string; atMs: number }
   | { node: 'pair'; type: 'killed'; detail: string; atMs: number }
   | { node: 'pair'; type: 'reprotect'; detail: string; atMs: number }
+  /** The pair chart did not take a requested fault or re-protection in its current state. */
+  | { node: 'pair'; type: 'refused'; detail: string; atMs: number }
   | { node: 'pair'; type: 'error'; detail: string; atMs: number };
 
 export interface PairStats {
@@ -75,9 +77,12 @@ export interface PairOutcome {
 export interface Pair {
   /** Boot both replicas and run until the guest exits or the pair is stopped. */
   start(): Promise<PairOutcome>;
-  /** Fail-stop one replica (and with it its end of the logging channel). */
+  /**
+   * Fail-stop one replica (and with it its end of the logging channel). The pair chart
+   * decides whether that replica is there to kill; a refusal comes as a `refused` event.
+   */
   kill(who: 'primary' | 'backup'): void;
-  /** Cut the logging channel while both replicas live: exactly one goes on. */
+  /** Cut the logging channel while both replicas live: exactly one goes on (else `refused`). */
   cutChannel(): void;
   /**
    * Resolves once both replicas are up (with `backupIn: 'worker'`, once the worker has booted
@@ -171,8 +176,6 @@ export function createPair(opts: PairOptions): Pair {
     : undefined;
   let failovers = 0;
   let joins = 0;
-  /** A backup diverged: once the primary runs alone again, join a fresh one. */
-  let rebuild = false;
   let stopping = false;
   let lastRun: RunOutcome | undefined;
   const running = new Set<Promise<void>>();
@@ -186,6 +189,34 @@ export function createPair(opts: PairOptions): Pair {
         announceFailover: () => {},
         startBackup: () => joinBackup(),
         reportSplitBrain: () => events.next({ node: 'pair', type: 'error', detail: 'two live primaries: the split-brain guard failed', atMs: at() }),
+        // The injected faults. What they lead to reaches the chart from the nodes (observe*).
+        crashPrimary: () => {
+          events.next({ node: 'pair', type: 'killed', detail: 'primary', atMs: at() });
+          // After a failover in the worker, the live primary is the worker's.
+          if (remote?.isLive) remote.crash();
+          else primary?.crash();
+          channel.cut();
+        },
+        crashBackup: () => {
+          events.next({ node: 'pair', type: 'killed', detail: 'backup', atMs: at() });
+          if (remote) {
+            if (!remote.isLive) remote.crash();
+          } else backup?.crash();
+          channel.cut();
+        },
+        cutChannel: () => channel.cut(),
+        corruptBackup: () => {
+          const m = backup?.machine;
+          if (!m) throw new Error('corruptBackup: no backup in this thread');
+          // A byte in the middle of RAM: the guest may never read it, only the digest notices.
+          const addr = m.bus.ramBase + (m.bus.ramBytes >>> 1);
+          const [b] = m.bus.readRam(addr, 1);
+          m.bus.writeRam(addr, Uint8Array.of((b ?? 0) ^ 0x5a));
+        },
+        refuseRequest: ({ event }) => {
+          const why = `${event.type}: not now, the pair is ${JSON.stringify(pairActor.getSnapshot().value)}`;
+          events.next({ node: 'pair', type: 'refused', detail: why, atMs: at() });
+        },
       },
     }),
     { input: { generation: 1 }, id: 'pair', ...inspect },
@@ -214,13 +245,6 @@ export function createPair(opts: PairOptions): Pair {
       if (now === 'alone' && was !== 'alone') {
         if (skipAlone) skipAlone = false;
         else pairActor.send({ type: 'pair.primaryAlone' });
-        if (rebuild && !stopping) {
-          rebuild = false;
-          // After the chart's own step: the primary takes the backup between two batches.
-          setImmediate(() => {
-            if (!stopping && pairActor.getSnapshot().matches('unprotected')) pairActor.send({ type: 'pair.addBackup' });
-          });
-        }
       }
       if (typeof now === 'object' && now !== null && 'protected' in now && !(typeof was === 'object' && was !== null && 'protected' in was)) {
         pairActor.send({ type: 'pair.backupCaughtUp' });
@@ -231,7 +255,11 @@ export function createPair(opts: PairOptions): Pair {
   };
 
   const runPrimary = async (node: PrimaryNode, promoted: boolean): Promise<RunOutcome | undefined> => {
-    subs.push(node.events$.subscribe((e) => events.next(e)));
+    subs.push(node.events$.subscribe((e) => {
+      events.next(e);
+      // Observed, not inferred from who asked: the live primary's host died.
+      if (e.type === 'crashed' && !stopping) pairActor.send({ type: 'pair.primaryDied' });
+    }));
     subs.push(node.released$.subscribe((o) => outputs.next(o)));
     primary = node;
     follow(node, promoted);
@@ -247,15 +275,21 @@ export function createPair(opts: PairOptions): Pair {
 
   /** A backup in this thread: replay; if it goes live, run it as the new primary. */
   const runBackup = async (node: BackupNode): Promise<RunOutcome | undefined> => {
-    subs.push(node.events$.subscribe((e) => events.next(e)));
+    let crashed = false;
+    subs.push(node.events$.subscribe((e) => {
+      events.next(e);
+      if (e.type === 'crashed' && !stopping) {
+        crashed = true;
+        pairActor.send({ type: 'pair.backupDied' });
+      }
+    }));
     const b: BackupOutcome = await node.run();
     if (backup === node) backup = undefined;
     // A backup that halted, diverged or gave up joining no longer protects anyone.
     if (b.reason === 'diverged') {
-      rebuild = true;
       events.next({ node: 'pair', type: 'error', detail: `${node.name} diverged (${b.detail}); rebuilding the backup from a snapshot`, atMs: at() });
-    }
-    if (b.reason === 'halted' || b.reason === 'diverged' || (b.reason === 'stopped' && !stopping)) pairActor.send({ type: 'pair.backupDied' });
+      pairActor.send({ type: 'pair.backupDiverged' });
+    } else if (!crashed && (b.reason === 'halted' || (b.reason === 'stopped' && !stopping))) pairActor.send({ type: 'pair.backupDied' });
     if (b.reason !== 'live' || stopping) return undefined;
     failedOver(b.primary.machine.icount);
     return runPrimary(b.primary, true);
@@ -263,7 +297,11 @@ export function createPair(opts: PairOptions): Pair {
 
   /** The backup in a worker: its events and, once it is live there, its outputs come through the proxy. */
   const runRemote = async (r: RemoteBackup): Promise<RunOutcome | undefined> => {
-    subs.push(r.events$.subscribe((e) => events.next(e)));
+    subs.push(r.events$.subscribe((e) => {
+      events.next(e);
+      // The worker's backup, or the primary it became, died with its thread.
+      if (e.type === 'crashed' && !stopping) pairActor.send({ type: r.isLive ? 'pair.primaryDied' : 'pair.backupDied' });
+    }));
     subs.push(r.released$.subscribe((o) => outputs.next(o)));
     subs.push(r.live$.subscribe((icount) => failedOver(icount)));
     const b = await r.run();
@@ -331,41 +369,26 @@ export function createPair(opts: PairOptions): Pair {
     },
 
     kill(who) {
-      events.next({ node: 'pair', type: 'killed', detail: who, atMs: at() });
-      // After a failover in the worker, the live primary is the worker's.
-      if (who === 'primary') {
-        if (remote?.isLive) remote.crash();
-        else primary?.crash();
-        pairActor.send({ type: 'pair.primaryDied' });
-      } else {
-        if (remote) {
-          if (!remote.isLive) remote.crash();
-        } else backup?.crash();
-        pairActor.send({ type: 'pair.backupDied' });
-      }
-      channel.cut();
+      pairActor.send({ type: who === 'primary' ? 'fault.killPrimary' : 'fault.killBackup' });
     },
 
     cutChannel() {
-      channel.cut();
-      pairActor.send({ type: 'pair.partitioned' });
+      pairActor.send({ type: 'fault.cutChannel' });
     },
 
     addBackup() {
       if (remote?.isLive) throw new Error('addBackup: the live primary runs in the worker thread; re-protection there is not supported');
-      if (!pairActor.getSnapshot().matches('unprotected')) {
-        throw new Error(`addBackup: the pair is ${JSON.stringify(pairActor.getSnapshot().value)}, not unprotected`);
-      }
+      const before = pairActor.getSnapshot();
       pairActor.send({ type: 'pair.addBackup' });
+      // The chart decides: only an unprotected pair takes a new backup.
+      if (!pairActor.getSnapshot().matches('reprotecting')) {
+        throw new Error(`addBackup: the pair is ${JSON.stringify(before.value)}, not unprotected`);
+      }
     },
 
     corruptBackup() {
-      const m = backup?.machine;
-      if (!m) throw new Error('corruptBackup: no backup in this thread');
-      // A byte in the middle of RAM: the guest may never read it, only the digest notices.
-      const at = m.bus.ramBase + (m.bus.ramBytes >>> 1);
-      const [b] = m.bus.readRam(at, 1);
-      m.bus.writeRam(at, Uint8Array.of((b ?? 0) ^ 0x5a));
+      if (!backup) throw new Error('corruptBackup: no backup in this thread');
+      pairActor.send({ type: 'fault.corruptBackup' });
     },
 
     stats(): PairStats {

@@ -60,9 +60,9 @@ export class OutputGate {
     this.compact();
   }
 
-  /** The node runs alone (it won the arbiter): nothing is left to wait for. */
-  releaseAll(): void {
-    while (this.head < this.queue.length) this.releaseHead();
+  /** The node runs alone (it won the arbiter): nothing is left to wait for. `release` overrides the gate's. */
+  releaseAll(release = this.release): void {
+    while (this.head < this.queue.length) this.releaseHead(release);
     this.compact();
   }
 
@@ -82,13 +82,13 @@ export class OutputGate {
     return { p50Ms: at(0.5), p99Ms: at(0.99), samples: s.length };
   }
 
-  private releaseHead(): void {
+  private releaseHead(release = this.release): void {
     const h = this.queue[this.head++]!;
     const waited = this.nowMs() - h.heldAtMs;
     if (this.latencyMs.length < this.latencySamples) this.latencyMs.push(waited);
     else this.latencyMs[this.latencyNext++ % this.latencySamples] = waited;
     this.releasedCount++;
-    this.release({ index: h.index, output: h.output });
+    release({ index: h.index, output: h.output });
   }
 
   private compact(): void {

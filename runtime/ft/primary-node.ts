@@ -95,9 +95,8 @@ export class PrimaryNode {
   private channel: PrimaryEnd | undefined;
   private outputs: number;
   private pending: NumberedOutput[] = [];
-  private alone = false;
+  /** The host died or the arbiter was lost: nothing more runs, is sent or released. */
   private stopped = false;
-  private paused = false;
   private readonly recording: RecordingEnv;
   /** The CPU chart running this node's machine, while it runs. */
   private cpu: Actor<typeof cpuMachine> | undefined;
@@ -112,10 +111,9 @@ export class PrimaryNode {
   private releasedSent = -1;
   private lastProgressMs = 0;
   private readonly claims: ArbiterClaims;
-  /** The generation this node went live in (set before the chart's snapshot shows it). */
-  private liveGeneration: number | undefined;
 
   constructor(private readonly opts: PrimaryNodeOptions) {
+    if (!opts.channel && !opts.startAlone) throw new Error(`${opts.name}: a primary runs with a backup channel or alone after a won claim`);
     this.name = opts.name;
     this.machine = opts.machine;
     this.timing = withTiming(opts.timing);
@@ -123,7 +121,10 @@ export class PrimaryNode {
     this.outputs = opts.outputsSoFar ?? 0;
     this.releasedThrough = this.outputs;
     this.claims = new ArbiterClaims(opts.arbiter, opts.name, (detail) => this.note('arbiter', detail));
-    this.gate = new OutputGate((o) => this.emit(o), () => performance.now());
+    this.gate = new OutputGate((o) => this.emit(o, this.generation), () => performance.now());
+    // Outputs a backup replayed before going live wait in the gate like any held output:
+    // only the arbiter's yes (`releaseAllOutputs`) lets them out, never an ack.
+    for (const o of opts.reissue ?? []) this.gate.hold(o.index, o.output, Infinity);
     this.log = new SeqLog((e) => {
       this.lastSendMs = performance.now();
       this.entriesSent++;
@@ -145,13 +146,12 @@ export class PrimaryNode {
         actions: {
           releaseOutputs: () => this.gate.acked(this.channel?.ackedSeq ?? -1),
           releaseAllOutputs: ({ context }) => this.goAlone(context.generation),
-          pauseVm: () => this.pause(),
-          resumeVm: () => this.resume(),
+          pauseVm: () => this.cpu?.send({ type: 'cpu.pause' }),
+          resumeVm: () => this.cpu?.send({ type: 'cpu.resume' }),
           haltVm: () => {
             this.note('arbiter', `lost the test-and-set (${this.claims.lostDetail}): that replica is live; halting`);
             this.stop();
           },
-          reportDivergence: () => this.note('divergence', 'backup reported a digest mismatch'),
         },
         actors: {
           // The chart's arbiter client retries and backs off; this supplies the call only.
@@ -159,7 +159,11 @@ export class PrimaryNode {
         },
       }),
       {
-        input: { generation: opts.generation, claimRetry: { firstMs: this.timing.claimRetryMs, maxMs: this.timing.claimRetryMaxMs } },
+        input: {
+          generation: opts.generation,
+          claimRetry: { firstMs: this.timing.claimRetryMs, maxMs: this.timing.claimRetryMaxMs },
+          start: opts.channel ? 'paired' : 'alone',
+        },
         id: opts.name,
         ...(opts.inspect ? { inspect: opts.inspect } : {}),
       },
@@ -180,23 +184,19 @@ export class PrimaryNode {
   }
 
   get generation(): number {
-    return this.liveGeneration ?? this.actor.getSnapshot().context.generation;
+    return this.actor.getSnapshot().context.generation;
+  }
+
+  /** Won the arbiter without a backup: outputs leave directly, nothing is logged. */
+  private get alone(): boolean {
+    return this.actor.getSnapshot().matches('alone');
   }
 
   /** Run the guest until it halts, faults, or this node stops or crashes. */
   async run(): Promise<RunOutcome> {
+    // The chart starts on the road its input names: paired, or alone after a won claim.
     this.actor.start();
-    const ch = this.channel;
-    if (ch) {
-      this.watchChannel(ch);
-      // Booted together from one image, the backup is caught up from the first instruction.
-      this.actor.send({ type: 'backup.joined' });
-      this.actor.send({ type: 'backup.caughtUp' });
-    } else if (this.opts.startAlone) {
-      // A backup gone live re-claims the key it already won: test-and-set answers 'won'
-      // again to the same claimant, so the chart reaches `alone` by its only road.
-      this.actor.send({ type: 'suspect.expired' });
-    }
+    if (this.channel) this.watchChannel(this.channel);
     this.heartbeat = setInterval(() => this.beat(), this.timing.heartbeatMs);
     this.nextDigestMs = performance.now() + this.timing.digestEveryMs;
     try {
@@ -227,7 +227,7 @@ export class PrimaryNode {
       ...(this.opts.inspect ? { inspect: this.opts.inspect as never } : {}),
     });
     this.cpu = actor;
-    if (this.paused) actor.send({ type: 'cpu.pause' });
+    if (this.actor.getSnapshot().matches({ protected: 'throttled' })) actor.send({ type: 'cpu.pause' });
     return done;
   }
 
@@ -241,7 +241,6 @@ export class PrimaryNode {
   attachBackup(channel: PrimaryEnd): void {
     if (this.channel || this.stopped) throw new Error(`${this.name}: cannot take a backup now (${JSON.stringify(this.state)})`);
     this.channel = channel;
-    this.alone = false;
     const icount = this.machine.icount;
     const snapSeq = this.log.append({ type: 'snapshot', data: packSnapshot(this.machine) }, icount);
     this.log.append({ type: 'output', kind: 'console', count: this.outputs }, icount);
@@ -325,7 +324,7 @@ export class PrimaryNode {
       lagBytes: this.channel?.lag.bytes ?? 0,
       entriesSent: this.entriesSent,
       outputDelay: this.gate.latency(),
-      paused: this.paused,
+      paused: this.actor.getSnapshot().matches({ protected: 'throttled' }),
     };
   }
 
@@ -337,11 +336,13 @@ export class PrimaryNode {
   private afterBatch(exit: Exit): void {
     if (this.stopped) return;
     const icount = this.machine.icount;
+    const alone = this.alone;
     if (this.pending.length > 0) {
       const batch = this.pending;
       this.pending = [];
-      if (this.alone) {
-        for (const o of batch) this.emit(o);
+      if (alone) {
+        const generation = this.generation;
+        for (const o of batch) this.emit(o, generation);
       } else {
         const seq = this.log.append({ type: 'output', kind: batch[batch.length - 1]!.output.kind, count: this.outputs }, icount);
         for (const o of batch) this.gate.hold(o.index, o.output, seq);
@@ -351,7 +352,7 @@ export class PrimaryNode {
     }
     if (exit === Exit.Halt || exit === Exit.Fault) return;
     const now = performance.now();
-    if (!this.alone && now >= this.nextDigestMs) {
+    if (!alone && now >= this.nextDigestMs) {
       this.log.append({ type: 'digest', digest: this.machine.digest() }, icount);
       this.nextDigestMs = now + this.timing.digestEveryMs;
     }
@@ -359,7 +360,7 @@ export class PrimaryNode {
     // count moved: it bounds what a backup going live must re-issue (DESIGN §3 duplicates).
     const quiet = now - this.lastSendMs >= this.timing.heartbeatMs;
     const releaseNews = this.releasedThrough !== this.releasedSent && now - this.lastProgressMs >= this.timing.heartbeatMs;
-    if (!this.alone && (quiet || releaseNews)) this.progress();
+    if (!alone && (quiet || releaseNews)) this.progress();
   }
 
   private progress(): void {
@@ -376,10 +377,9 @@ export class PrimaryNode {
 
   private async finish(outcome: RunOutcome): Promise<void> {
     if (!this.alone) this.log.append({ type: 'end', code: outcome.code ?? (outcome.reason === 'fault' ? 1 : 0) }, this.machine.icount);
-    // The power-off is an output too: the run is over only once everything is out.
-    // A backup gone live may find its guest already powered off: its re-issued outputs leave
-    // only once the arbiter has said yes, so wait for `alone` too, or they would be lost.
-    while (!this.stopped && (this.gate.heldCount > 0 || (this.opts.startAlone === true && !this.alone))) {
+    // The power-off is an output too: the run is over only once everything is out. (A backup
+    // gone live may find its guest already powered off: its re-issued outputs are held too.)
+    while (!this.stopped && this.gate.heldCount > 0) {
       await new Promise((r) => setTimeout(r, 1));
     }
     if (this.stopped) return;
@@ -392,40 +392,25 @@ export class PrimaryNode {
     this.actor.send({ type: 'vm.halted' });
   }
 
-  private emit(o: NumberedOutput): void {
+  private emit(o: NumberedOutput, generation: number): void {
     // Released: a frame goes to the network, a disk write to the shared disk (its completion
     // comes back as a logged input). Console and power-off go only to the subscribers.
     this.machine.io?.execute(o.output);
     this.releasedThrough = o.index + 1;
-    this.released.next({ ...o, node: this.name, generation: this.generation });
+    this.released.next({ ...o, node: this.name, generation });
   }
 
   /** `generation` is the chart's, already advanced past the key this node won. */
   private goAlone(generation: number): void {
-    // NOTE: inside a chart action the actor's snapshot still holds the old generation, so
-    // outputs released here would be labelled with the generation this node just won.
-    this.liveGeneration = generation;
-    this.alone = true;
     this.links.at(-1)?.send({ type: 'channel.close' });
     for (const sub of this.channelSubs) sub.unsubscribe();
     this.channelSubs = [];
     this.channel?.close();
     this.channel = undefined;
-    for (const o of this.opts.reissue ?? []) this.emit(o);
-    this.gate.releaseAll();
+    // NOTE inside a chart action the actor's snapshot still holds the generation just won:
+    // the outputs released here are labelled with the action's context instead.
+    this.gate.releaseAll((o) => this.emit(o, generation));
     this.note('arbiter', `won generation ${generation - 1}: live without a backup`);
-  }
-
-  private pause(): void {
-    if (this.paused) return;
-    this.paused = true;
-    this.cpu?.send({ type: 'cpu.pause' });
-  }
-
-  private resume(): void {
-    if (!this.paused) return;
-    this.paused = false;
-    this.cpu?.send({ type: 'cpu.resume' });
   }
 
   private note(type: NodeEvent['type'], detail: string): void {
@@ -436,7 +421,8 @@ export class PrimaryNode {
     if (this.stopped) return;
     this.stopped = true;
     this.abort.abort();
-    this.resume();
+    // A CPU paused by flow control must run on to see the abort.
+    if (this.cpu?.getSnapshot().status === 'active') this.cpu.send({ type: 'cpu.resume' });
   }
 
   private teardown(): void {

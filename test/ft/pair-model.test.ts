@@ -7,8 +7,10 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { createTestModel } from 'xstate/graph';
+import { transition } from 'xstate';
 import { pairMachine } from '../../machines/pair.machine.js';
-import { createPair, type Pair } from '../../runtime/pair.js';
+import { createPair, type Pair, type PairEvent, type PairOutcome } from '../../runtime/pair.js';
+import type { ReleasedOutput } from '../../runtime/ft/output-gate.js';
 import type { Arbiter } from '../../runtime/arbiter/arbiter.js';
 import { InProcessArbiter } from '../../runtime/arbiter/in-process.js';
 import { SeqChecker } from '../../runtime/demo/seq-checker.js';
@@ -32,14 +34,47 @@ class SteeredArbiter implements Arbiter {
 const long = readFileSync(guestPath('seq'));
 const short = readFileSync(guestPath('seq-short'));
 
-async function settle(pair: Pair, want: unknown, ms: number): Promise<boolean> {
+/**
+ * The pair chart's states as the real pair went through them. A step is reached when its
+ * state shows up after the previous step's: a state the real pair passes through quickly
+ * (`reprotecting` before a snapshot is acked) counts even if it is gone by the next poll.
+ */
+function trail(pair: Pair) {
+  const seen: string[] = [JSON.stringify(pair.actor.getSnapshot().value)];
+  pair.actor.subscribe((snap) => seen.push(JSON.stringify(snap.value)));
+  let from = 0;
+  return {
+    async reach(want: unknown, ms: number): Promise<boolean> {
+      const key = JSON.stringify(want);
+      const t0 = Date.now();
+      for (;;) {
+        const i = seen.indexOf(key, from);
+        if (i >= 0) {
+          from = i;
+          return true;
+        }
+        if (Date.now() - t0 > ms) return false;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    },
+    get now(): string {
+      return seen.at(-1)!;
+    },
+  };
+}
+
+/** Wait for an output released after index `from` of `released` by `node` in `generation`. */
+async function releasedBy(released: ReleasedOutput[], node: string, generation: number, from: number): Promise<boolean> {
   const t0 = Date.now();
-  for (;;) {
-    if (JSON.stringify(pair.actor.getSnapshot().value) === JSON.stringify(want)) return true;
-    if (Date.now() - t0 > ms) return false;
+  while (Date.now() - t0 < 5_000) {
+    if (released.slice(from).some((o) => o.node === node && o.generation === generation)) return true;
     await new Promise((r) => setTimeout(r, 5));
   }
+  return false;
 }
+
+/** Requests the chart takes without changing state (a crash whose death comes later, or a refusal). */
+const FAULTS_IN_PLACE = new Set(['fault.killPrimary', 'fault.killBackup', 'fault.corruptBackup']);
 
 describe('pair chart on a real pair', () => {
   // Context is part of a state's identity and the generation grows with every failover:
@@ -68,7 +103,7 @@ describe('pair chart on a real pair', () => {
   }
   const paths = [...byState.values()];
 
-  it('follows every path a real pair can take and never has two live primaries', { timeout: 240_000 }, async () => {
+  it('follows every path a real pair can take and never has two live primaries', { timeout: 300_000 }, async () => {
     const followed: string[] = [];
     const visited = new Set<string>();
     const refused: string[] = [];
@@ -78,35 +113,98 @@ describe('pair chart on a real pair', () => {
       const arbiter = new SteeredArbiter();
       // The short guest only where nothing but its exit is awaited; faults need a guest still running.
       const quick = types.length === 3 && types[2] === 'pair.guestExited';
-      const pair = createPair({ image: quick ? short : long, arbiter, pairId: 'model' });
+      const pair = createPair({ image: quick ? short : long, arbiter, pairId: 'model', timing: { digestEveryMs: 20 } });
       const checker = new SeqChecker();
-      pair.outputs$.subscribe((o) => checker.accept(o));
-      let done: Promise<unknown> | undefined;
+      const released: ReleasedOutput[] = [];
+      const events: PairEvent[] = [];
+      pair.outputs$.subscribe((o) => {
+        released.push(o);
+        checker.accept(o);
+      });
+      pair.events$.subscribe((e) => events.push(e));
+      const states = trail(pair);
+      let done: Promise<PairOutcome> | undefined;
       let ok = true;
       for (const [i, step] of path.steps.entries()) {
         const type = step.event.type as string;
         const next = path.steps[i + 1]?.event.type;
+        const at = `${label}: after ${type}`;
+        // The operator's requests are made, and a death or divergence is caused by its fault;
+        // then the step's event must come from what the real pair observes.
         switch (type) {
           case 'xstate.init': continue;
           case 'pair.started': done = pair.start(); break;
-          case 'pair.primaryDied': pair.kill('primary'); break;
-          case 'pair.backupDied': pair.kill('backup'); break;
-          case 'pair.partitioned':
-            arbiter.prefer = next === 'pair.primaryAlone' ? 'primary' : 'backup';
+          case 'fault.killPrimary': case 'pair.primaryDied': pair.kill('primary'); break;
+          case 'fault.killBackup': case 'pair.backupDied': pair.kill('backup'); break;
+          case 'fault.cutChannel':
+            arbiter.prefer = next === 'pair.primaryAlone' ? pair.stats().live : 'backup';
             pair.cutChannel();
             break;
+          case 'fault.corruptBackup': case 'pair.backupDiverged': pair.corruptBackup(); break;
           case 'pair.addBackup': pair.addBackup(); break;
           case 'pair.stop': await pair.stop(); break;
-          default: break; // reported by the real pair itself: wait for it below
+          default: break;
         }
         // Let the pair run a little before a fault, so it happens mid-run, not at boot.
         if (type === 'pair.started' && !quick) await new Promise((r) => setTimeout(r, 150));
-        const reached = await settle(pair, step.state.value, type === 'pair.guestExited' ? 30_000 : 3_000);
+        if (FAULTS_IN_PLACE.has(type)) {
+          // The chart takes the request in place: the crash or the refusal is its effect, and
+          // what follows is observed later (a later step, if the path has one).
+          // The model says whether this state takes the request; the real pair must show it.
+          const [, actions] = transition(pairMachine, path.steps[i - 1]!.state as never, step.event as never);
+          const took = actions.map((x) => x.type);
+          const last = events.filter((e) => e.type === 'killed' || e.type === 'refused').at(-1);
+          if (took.includes('refuseRequest')) expect(last?.type === 'refused' && last.detail.startsWith(`${type}: not now`), at).toBe(true);
+          else if (type === 'fault.killPrimary' || type === 'fault.killBackup') {
+            expect(last?.type, at).toBe('killed');
+            expect(last?.detail, at).toBe(type === 'fault.killPrimary' ? 'primary' : 'backup');
+          }
+          visited.add(JSON.stringify(step.state.value));
+          continue;
+        }
+        const reached = await states.reach(step.state.value, type === 'pair.guestExited' ? 30_000 : 5_000);
         if (reached) visited.add(JSON.stringify(step.state.value));
         if (!reached) {
-          refused.push(`${label}: at ${type} the real pair stayed ${JSON.stringify(pair.actor.getSnapshot().value)}`);
+          refused.push(`${label}: at ${type} the real pair stayed ${states.now}`);
           ok = false;
           break;
+        }
+        // What the product shows at this step (not the chart's value, checked above).
+        const generation = step.state.context.generation;
+        switch (type) {
+          case 'pair.backupLive': case 'pair.primaryAlone': {
+            // The winner holds the key it claimed, and the new primary's outputs carry the new
+            // generation: one arbiter record, one releasing replica.
+            const live = pair.stats().live!;
+            expect(await arbiter.holder('model', generation - 1), at).toBe(live);
+            expect(await releasedBy(released, live, generation, released.length), at).toBe(true);
+            break;
+          }
+          case 'pair.backupCaughtUp': {
+            // Protected again: the live primary's outputs flow under the output rule, acked by the new backup.
+            expect(pair.stats().backup, at).toBeDefined();
+            expect(await releasedBy(released, pair.stats().live!, generation, released.length), at).toBe(true);
+            break;
+          }
+          case 'pair.backupDiverged':
+            expect(events.some((e) => e.type === 'divergence'), at).toBe(true);
+            break;
+          case 'pair.primaryDied': case 'pair.backupDied':
+            expect(events.filter((e) => e.type === 'killed').at(-1)?.detail, at).toBe(type === 'pair.primaryDied' ? 'primary' : 'backup');
+            if (step.state.value === 'lost') {
+              // Nobody is left: nothing more is released.
+              const n = released.length;
+              await new Promise((r) => setTimeout(r, 300));
+              expect(released.length, at).toBe(n);
+            }
+            break;
+          case 'pair.guestExited': {
+            const outcome = await done!;
+            expect(outcome.code, at).toBe(0);
+            expect(checker.ok, at).toBe(true);
+            break;
+          }
+          default: break;
         }
       }
       if (ok) followed.push(label);

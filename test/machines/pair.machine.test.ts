@@ -5,11 +5,12 @@ import { pairMachine, type PairEvent } from '../../machines/pair.machine.js';
 import { count, eventsCovered, eventsHandled, everyTransition, recording, runPaths, type Rule } from './harness.js';
 
 const EVENT_TYPES: Record<PairEvent['type'], true> = {
-  'pair.started': true, 'pair.primaryDied': true, 'pair.backupDied': true, 'pair.partitioned': true,
+  'pair.started': true, 'pair.primaryDied': true, 'pair.backupDied': true, 'pair.backupDiverged': true,
+  'fault.killPrimary': true, 'fault.killBackup': true, 'fault.cutChannel': true, 'fault.corruptBackup': true,
   'pair.backupLive': true, 'pair.primaryAlone': true, 'pair.addBackup': true, 'pair.backupCaughtUp': true,
   'pair.guestExited': true, 'pair.stop': true,
 };
-const ACTIONS = ['announceFailover', 'startBackup', 'reportSplitBrain'];
+const ACTIONS = ['announceFailover', 'startBackup', 'reportSplitBrain', 'crashPrimary', 'crashBackup', 'cutChannel', 'corruptBackup', 'refuseRequest'];
 const INPUT = { generation: 0 };
 const WINNERS = new Set(['pair.backupLive', 'pair.primaryAlone']);
 
@@ -19,11 +20,23 @@ const model = createTestModel(pairMachine, {
   stopWhen: (s) => s.status === 'done' || s.context.generation >= 2,
 });
 
+/** The effect each operator request has where the chart takes it. */
+const TAKEN: Record<string, string> = {
+  'fault.killPrimary': 'crashPrimary', 'fault.killBackup': 'crashBackup', 'fault.cutChannel': 'cutChannel',
+  'fault.corruptBackup': 'corruptBackup', 'pair.addBackup': 'startBackup',
+};
+
 const rules: Rule[] = [
+  // Every operator request is either carried out (its effect, once) or refused (said so, once).
+  ({ event, fired }) => {
+    const effect = TAKEN[event.type];
+    if (!effect) return expect(count(fired, 'refuseRequest')).toBe(0);
+    expect(count(fired, effect) + count(fired, 'refuseRequest')).toBe(1);
+  },
   // Each failover has exactly one winner: announced once, and the generation advances
   // once, exactly when a claimant leaves failingOver as the live primary.
   ({ prev, next, event, fired }) => {
-    const won = prev.matches('failingOver') && next.matches('unprotected');
+    const won = prev.matches('failingOver') && (next.matches('unprotected') || next.matches('reprotecting'));
     if (won) expect(WINNERS.has(event.type)).toBe(true);
     expect(count(fired, 'announceFailover')).toBe(won ? 1 : 0);
     expect(next.context.generation).toBe(prev.context.generation + (won ? 1 : 0));
@@ -38,8 +51,8 @@ const rules: Rule[] = [
   ({ prev, event, fired }) => {
     expect(count(fired, 'reportSplitBrain')).toBe(prev.matches('unprotected') && WINNERS.has(event.type) ? 1 : 0);
   },
-  ({ prev, event, fired }) => {
-    expect(count(fired, 'startBackup')).toBe(prev.matches('unprotected') && event.type === 'pair.addBackup' ? 1 : 0);
+  ({ prev, next, event, fired }) => {
+    expect(count(fired, 'startBackup')).toBe(prev.matches('unprotected') && event.type === 'pair.addBackup' || next.matches('reprotecting') && prev.context.rebuild ? 1 : 0);
   },
 ];
 
@@ -67,13 +80,13 @@ describe('pair chart', () => {
       const { machine, fired } = recording(pairMachine, ACTIONS);
       const p = createActor(machine, { input: INPUT }).start();
       p.send({ type: 'pair.started' });
-      p.send({ type: 'pair.partitioned' });
+      p.send({ type: 'fault.cutChannel' });
       p.send({ type: first });
       expect(p.getSnapshot().value).toBe('unprotected');
       expect(p.getSnapshot().context.generation).toBe(1);
       p.send({ type: second });
       expect(p.getSnapshot().value).toBe('splitBrain');
-      expect(fired).toEqual(['announceFailover', 'reportSplitBrain']);
+      expect(fired).toEqual(['cutChannel', 'announceFailover', 'reportSplitBrain']);
     }
   });
 
