@@ -128,9 +128,10 @@ export class Hart {
    * instruction executes, i.e. at the top of this loop. That check is exact even though
    * translated blocks run many instructions between checks, because (mip & mie) and
    * mstatus.MIE change only through (1) setPending, called either between batches or by a
-   * device inside an MMIO access, and MMIO always runs in step(); (2) csr writes, mret and
-   * trap entry, which all run in step(). A translated block contains none of these, so the
-   * interrupt state seen at its start holds until its end. A batch that ends with budget 0
+   * device inside an MMIO access, and MMIO always runs in the interpreter; (2) csr writes,
+   * mret and trap entry, which also run only there. The interpreter returns here after each
+   * of these, and a translated block contains none of them, so the interrupt state seen at
+   * the start of an interpreter stretch or a block holds until its end. A batch that ends with budget 0
    * leaves a pending interrupt untaken; the next run() takes it before its first
    * instruction, so the state at a given icount does not depend on how batches were split.
    */
