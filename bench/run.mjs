@@ -66,7 +66,8 @@ variants.forEach((v, i) => {
   const sec = median(runs.map((r) => r.seconds));
   const wall = median(runs.map((r) => r.wall));
   if (i === 0) ftvmMipsWall = instructions / wall / 1e6;
-  console.log(`${v.name}: ${instructions} instructions, ${fmt(sec, 3)} s running (${fmt(instructions / sec / 1e6)} MIPS), ${fmt(wall, 3)} s wall with Node start-up (${fmt(instructions / wall / 1e6)} MIPS), peak RSS ${fmt(median(runs.map((r) => r.maxRssMiB)))} MiB`);
+  const cpu = median(runs.map((r) => r.cpuSeconds ?? NaN));
+  console.log(`${v.name}: ${instructions} instructions, ${fmt(sec, 3)} s running (${fmt(instructions / sec / 1e6)} MIPS), ${fmt(wall, 3)} s wall with Node start-up (${fmt(instructions / wall / 1e6)} MIPS), ${fmt(cpu, 3)} s CPU running (${fmt(instructions / cpu / 1e6)} MIPS), peak RSS ${fmt(median(runs.map((r) => r.maxRssMiB)))} MiB`);
 });
 const ftvmMips = instructions / median(results[0].map((r) => r.seconds)) / 1e6;
 
