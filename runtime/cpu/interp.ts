@@ -9,7 +9,7 @@
 // is done by a helper, and ends the call: the caller (Hart.run) then checks for interrupts,
 // which only such instructions can make pending or enabled.
 import { Exit } from '../types.js';
-import type { Bus } from '../bus.js';
+import { CODE_SHIFT, type Bus } from '../bus.js';
 import { Op } from './insn.js';
 import type { Decoded } from './decode.js';
 import type { DecodeCache } from './decode-cache.js';
@@ -158,7 +158,7 @@ export function interpret(h: StepTarget, budget: number): number {
   const bus = h.bus, x = h.x, dc = h.dcache;
   const ops = dc.op, rdA = dc.rd, rs1A = dc.rs1, rs2A = dc.rs2, immA = dc.imm;
   const base = bus.ramBase, lastWord = bus.ramBytes - 4;
-  const m8 = bus.ram, m32 = bus.ram32, dirty = bus.dirty, code = bus.code;
+  const m8 = bus.ram, m32 = bus.ram32, dirty = bus.dirty, code = bus.code, cshift = CODE_SHIFT;
   const ic0 = h.icount;
   // pc as an unsigned byte offset from the RAM base: small integers in the hot loop.
   let off = (h.pc - base) >>> 0;
@@ -274,7 +274,7 @@ export function interpret(h: StepTarget, budget: number): number {
         const o = (a - base) >>> 0;
         const size = op === Op.Sw ? 4 : op === Op.Sh ? 2 : 1;
         // A store into a granule holding decoded code goes the slow way, which drops it.
-        if (o > bus.ramBytes - size || (o & (size - 1)) !== 0 || code[o >>> 8] !== 0) {
+        if (o > bus.ramBytes - size || (o & (size - 1)) !== 0 || code[o >>> cshift] !== 0) {
           h.pc = (base + off) >>> 0;
           h.icount = ic0 + n;
           return storeSlow(h, w, a, size);
