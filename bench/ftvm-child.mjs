@@ -9,8 +9,12 @@ const [elf] = process.argv.slice(2);
 let consoleBytes = 0;
 const m = new Machine({ env: new LiveEnv(), onOutput: (o) => { if (o.kind === 'console') consoleBytes++; } });
 m.loadElf(readFileSync(elf));
+const c0 = process.cpuUsage();
 const o = await runMachine(m, {});
+const c = process.cpuUsage(c0);
 process.stdout.write(JSON.stringify({
   reason: o.reason, code: o.code, instructions: o.icount, seconds: o.seconds, consoleBytes,
+  // CPU time of the run, all threads (JIT compiles and GC included): steadier than wall on a busy host.
+  cpuSeconds: (c.user + c.system) / 1e6,
   maxRssMiB: process.resourceUsage().maxRSS / 1024,
 }) + '\n');

@@ -1,5 +1,8 @@
-// `npm run bench`: interpreter speed of ftvm on the bench guest, and QEMU's on the same image
-// when qemu-system-riscv32 is installed. Median of RUNS runs each. Needs `npm run build` first.
+// `npm run bench`: speed of ftvm on the bench guest (with the JIT, and the interpreter alone:
+// FTVM_JIT=0), and QEMU's on the same image when qemu-system-riscv32 is installed. Median of
+// RUNS runs each. Needs `npm run build` first.
+// BENCH_BASELINE=/other/checkout (built) adds the same rows for that checkout, runs
+// interleaved with this one's, for before/after numbers taken side by side in one run.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -19,9 +22,10 @@ if (!existsSync(join(root, 'dist/runtime/machine.js'))) {
   process.exit(2);
 }
 
-function ftvmOnce() {
+function ftvmOnce(dir, jit) {
   const t0 = process.hrtime.bigint();
-  const out = execFileSync(process.execPath, [join(root, 'bench/ftvm-child.mjs'), elf], { encoding: 'utf8' });
+  const env = { ...process.env, FTVM_JIT: jit ? '1' : '0' };
+  const out = execFileSync(process.execPath, [join(dir, 'bench/ftvm-child.mjs'), elf], { encoding: 'utf8', env });
   return { ...JSON.parse(out), wall: Number(process.hrtime.bigint() - t0) / 1e9 };
 }
 
@@ -42,17 +46,30 @@ const cpuModel = (readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*
 console.log(`machine: ${cpus().length} CPUs (${cpuModel}), node ${process.version}`);
 console.log(`guest: ${guest} (${RUNS} runs each, median)`);
 
-const runs = Array.from({ length: RUNS }, ftvmOnce);
-const instructions = runs[0].instructions;
-if (runs.some((r) => r.instructions !== instructions || r.reason !== 'halt')) {
-  console.error('bench: runs disagree on the instruction count; the guest is not deterministic', runs);
-  process.exit(1);
-}
-const ftvmSec = median(runs.map((r) => r.seconds));
-const ftvmMips = instructions / ftvmSec / 1e6;
-const ftvmWall = median(runs.map((r) => r.wall));
-const ftvmMipsWall = instructions / ftvmWall / 1e6;
-console.log(`ftvm: ${instructions} instructions, ${fmt(ftvmSec, 3)} s running (${fmt(ftvmMips)} MIPS), ${fmt(ftvmWall, 3)} s wall with Node start-up (${fmt(ftvmMipsWall)} MIPS), peak RSS ${fmt(median(runs.map((r) => r.maxRssMiB)))} MiB`);
+const baseline = process.env.BENCH_BASELINE;
+const variants = [
+  { name: 'ftvm', dir: root, jit: true },
+  { name: 'ftvm interpreter only', dir: root, jit: false },
+  ...(baseline ? [{ name: 'baseline', dir: baseline, jit: true }, { name: 'baseline interpreter only', dir: baseline, jit: false }] : []),
+];
+// Interleaved (A B A B ...) so that a change in host load hits every variant alike.
+const results = variants.map(() => []);
+for (let r = 0; r < RUNS; r++) variants.forEach((v, i) => results[i].push(ftvmOnce(v.dir, v.jit)));
+const instructions = results[0][0].instructions;
+let ftvmMipsWall = 0;
+variants.forEach((v, i) => {
+  const runs = results[i];
+  if (runs.some((r) => r.instructions !== instructions || r.reason !== 'halt')) {
+    console.error(`bench: ${v.name} runs disagree on the instruction count; the guest is not deterministic`, runs);
+    process.exit(1);
+  }
+  const sec = median(runs.map((r) => r.seconds));
+  const wall = median(runs.map((r) => r.wall));
+  if (i === 0) ftvmMipsWall = instructions / wall / 1e6;
+  const cpu = median(runs.map((r) => r.cpuSeconds ?? NaN));
+  console.log(`${v.name}: ${instructions} instructions, ${fmt(sec, 3)} s running (${fmt(instructions / sec / 1e6)} MIPS), ${fmt(wall, 3)} s wall with Node start-up (${fmt(instructions / wall / 1e6)} MIPS), ${fmt(cpu, 3)} s CPU running (${fmt(instructions / cpu / 1e6)} MIPS), peak RSS ${fmt(median(runs.map((r) => r.maxRssMiB)))} MiB`);
+});
+const ftvmMips = instructions / median(results[0].map((r) => r.seconds)) / 1e6;
 
 if (hasQemu) {
   const q = Array.from({ length: RUNS }, () => qemuOnce(elf));

@@ -1,40 +1,14 @@
-// RV32IM + Zicsr + Zifencei decoding (RISC-V Unprivileged ISA, ch. 2, 7 and 34 "RV32/64G
-// Instruction Set Listings"). One table, decoded once per fetch into a reusable record.
+// Decoding and disassembly, both built from the instruction table (insn.ts): the row whose
+// mask/match fits the word gives the op, and the row's declared format says which
+// immediate to extract (Unprivileged ISA §2.3) and how to print the operands.
+import { INSNS, INSN_BY_OP, Op, type Format, type Insn } from './insn.js';
 
-/** Every operation the hart knows. Plain numbers so the interpreter switch stays dense. */
-export const Op = {
-  Illegal: 0,
-  Lui: 1, Auipc: 2, Jal: 3, Jalr: 4,
-  Beq: 5, Bne: 6, Blt: 7, Bge: 8, Bltu: 9, Bgeu: 10,
-  Lb: 11, Lh: 12, Lw: 13, Lbu: 14, Lhu: 15,
-  Sb: 16, Sh: 17, Sw: 18,
-  Addi: 19, Slti: 20, Sltiu: 21, Xori: 22, Ori: 23, Andi: 24, Slli: 25, Srli: 26, Srai: 27,
-  Add: 28, Sub: 29, Sll: 30, Slt: 31, Sltu: 32, Xor: 33, Srl: 34, Sra: 35, Or: 36, And: 37,
-  Mul: 38, Mulh: 39, Mulhsu: 40, Mulhu: 41, Div: 42, Divu: 43, Rem: 44, Remu: 45,
-  Fence: 46, FenceI: 47, Ecall: 48, Ebreak: 49, Mret: 50, Wfi: 51,
-  Csrrw: 52, Csrrs: 53, Csrrc: 54, Csrrwi: 55, Csrrsi: 56, Csrrci: 57,
-} as const;
-export type Op = (typeof Op)[keyof typeof Op];
+export { Op, type Format } from './insn.js';
 
-export type Format = 'R' | 'I' | 'S' | 'B' | 'U' | 'J' | 'CSR' | 'SYS';
-
-/** The Op table: name and format per op, indexed by Op (used by disassembly and tests). */
+/** Name and format per op, indexed by Op (disassembly and tests). */
 export const OPS: readonly { readonly name: string; readonly fmt: Format }[] = (() => {
-  const t: { name: string; fmt: Format }[] = [];
-  const fmtOf = (name: string): Format => {
-    if (name === 'lui' || name === 'auipc') return 'U';
-    if (name === 'jal') return 'J';
-    if (/^b/.test(name)) return 'B';
-    if (/^s[bhw]$/.test(name)) return 'S';
-    if (/^csr/.test(name)) return 'CSR';
-    if (['fence', 'fencei', 'ecall', 'ebreak', 'mret', 'wfi', 'illegal'].includes(name)) return 'SYS';
-    if (/^(add|sub|sll|slt|sltu|xor|srl|sra|or|and|mul.*|div.*|rem.*)$/.test(name)) return 'R';
-    return 'I';
-  };
-  for (const [k, v] of Object.entries(Op)) {
-    const name = k.toLowerCase();
-    t[v] = { name: name === 'fencei' ? 'fence.i' : name, fmt: fmtOf(name) };
-  }
+  const t: { name: string; fmt: Format }[] = [{ name: 'undecoded', fmt: 'None' }, { name: 'illegal', fmt: 'None' }];
+  for (const i of INSNS) t[i.op] = { name: i.name, fmt: i.fmt };
   return t;
 })();
 
@@ -44,7 +18,7 @@ export interface Decoded {
   rd: number;
   rs1: number;
   rs2: number;
-  /** Sign-extended immediate; shift amount for slli/srli/srai; zimm for csr*i. */
+  /** Sign-extended immediate; shift amount for Ishamt; zimm (the rs1 field) for CSR ops. */
   imm: number;
   /** CSR number for Zicsr ops. */
   csr: number;
@@ -60,71 +34,42 @@ const immU = (w: number): number => w & 0xfffff000;
 const immJ = (w: number): number =>
   ((w >> 31) << 20) | (((w >>> 12) & 0xff) << 12) | (((w >>> 20) & 1) << 11) | (((w >>> 21) & 0x3ff) << 1);
 
-const BRANCH: readonly Op[] = [Op.Beq, Op.Bne, Op.Illegal, Op.Illegal, Op.Blt, Op.Bge, Op.Bltu, Op.Bgeu];
-const LOAD: readonly Op[] = [Op.Lb, Op.Lh, Op.Lw, Op.Illegal, Op.Lbu, Op.Lhu, Op.Illegal, Op.Illegal];
-const STORE: readonly Op[] = [Op.Sb, Op.Sh, Op.Sw];
-const OPIMM: readonly Op[] = [Op.Addi, Op.Slli, Op.Slti, Op.Sltiu, Op.Xori, Op.Srli, Op.Ori, Op.Andi];
-const OP0: readonly Op[] = [Op.Add, Op.Sll, Op.Slt, Op.Sltu, Op.Xor, Op.Srl, Op.Or, Op.And];
-const MULDIV: readonly Op[] = [Op.Mul, Op.Mulh, Op.Mulhsu, Op.Mulhu, Op.Div, Op.Divu, Op.Rem, Op.Remu];
-const CSROPS: readonly Op[] = [Op.Illegal, Op.Csrrw, Op.Csrrs, Op.Csrrc, Op.Illegal, Op.Csrrwi, Op.Csrrsi, Op.Csrrci];
+/** Rows by major opcode (bits 6:0), so a decode looks at a handful of rows. */
+const BY_OPCODE: readonly (readonly Insn[])[] = (() => {
+  const t: Insn[][] = Array.from({ length: 128 }, () => []);
+  for (const i of INSNS) t[i.match & 0x7f]!.push(i);
+  return t;
+})();
+
+/** The table row matching word `w`, or undefined (reserved encodings, compressed words). */
+export function lookup(w: number): Insn | undefined {
+  for (const i of BY_OPCODE[w & 0x7f]!) if (((w & i.mask) >>> 0) === i.match >>> 0) return i;
+  return undefined;
+}
 
 /** Decode instruction word `w` into `d`. Reserved encodings decode to Op.Illegal. */
 export function decode(w: number, d: Decoded): void {
-  const f3 = (w >>> 12) & 7;
-  const f7 = w >>> 25;
   d.rd = (w >>> 7) & 31;
   d.rs1 = (w >>> 15) & 31;
   d.rs2 = (w >>> 20) & 31;
   d.imm = 0;
   d.csr = 0;
-  let op: Op = Op.Illegal;
-  // Bits 1:0 != 11 are compressed encodings: without the C extension they are illegal.
-  switch (w & 0x7f) {
-    case 0x37: op = Op.Lui; d.imm = immU(w); break;
-    case 0x17: op = Op.Auipc; d.imm = immU(w); break;
-    case 0x6f: op = Op.Jal; d.imm = immJ(w); break;
-    case 0x67: if (f3 === 0) { op = Op.Jalr; d.imm = immI(w); } break;
-    case 0x63: op = BRANCH[f3]!; d.imm = immB(w); break;
-    case 0x03: op = LOAD[f3]!; d.imm = immI(w); break;
-    case 0x23: op = STORE[f3] ?? Op.Illegal; d.imm = immS(w); break;
-    case 0x13:
-      op = OPIMM[f3]!;
-      d.imm = immI(w);
-      if (f3 === 1) {
-        if (f7 !== 0) op = Op.Illegal;
-        d.imm = d.rs2;
-      } else if (f3 === 5) {
-        // RV32: shamt[5] must be 0; funct7 0x20 selects srai.
-        op = f7 === 0 ? Op.Srli : f7 === 0x20 ? Op.Srai : Op.Illegal;
-        d.imm = d.rs2;
-      }
-      break;
-    case 0x33:
-      if (f7 === 0) op = OP0[f3]!;
-      else if (f7 === 1) op = MULDIV[f3]!;
-      else if (f7 === 0x20) op = f3 === 0 ? Op.Sub : f3 === 5 ? Op.Sra : Op.Illegal;
-      break;
-    case 0x0f:
-      // fence's fm/pred/succ/rs1/rd fields are reserved-for-hints: every value is a fence.
-      if (f3 === 0) op = Op.Fence;
-      else if (f3 === 1) op = Op.FenceI;
-      break;
-    case 0x73:
-      if (f3 === 0) {
-        if (w === 0x00000073) op = Op.Ecall;
-        else if (w === 0x00100073) op = Op.Ebreak;
-        else if (w === 0x30200073) op = Op.Mret;
-        else if (w === 0x10500073) op = Op.Wfi;
-      } else {
-        op = CSROPS[f3]!;
-        d.csr = w >>> 20;
-        d.imm = d.rs1; // zimm for the *i forms
-      }
-      break;
-    default:
-      break;
+  const i = lookup(w);
+  if (i === undefined) {
+    d.op = Op.Illegal;
+    return;
   }
-  d.op = op;
+  d.op = i.op;
+  switch (i.fmt) {
+    case 'I': case 'Iload': d.imm = immI(w); break;
+    case 'Ishamt': d.imm = d.rs2; break;
+    case 'S': d.imm = immS(w); break;
+    case 'B': d.imm = immB(w); break;
+    case 'U': d.imm = immU(w); break;
+    case 'J': d.imm = immJ(w); break;
+    case 'Csr': case 'Csri': d.csr = w >>> 20; d.imm = d.rs1; break;
+    case 'R': case 'None': break;
+  }
 }
 
 const hex = (v: number): string => '0x' + (v >>> 0).toString(16);
@@ -133,18 +78,20 @@ const hex = (v: number): string => '0x' + (v >>> 0).toString(16);
 export function disasm(w: number): string {
   const d = newDecoded();
   decode(w, d);
-  const { name, fmt } = OPS[d.op]!;
+  const row = INSN_BY_OP[d.op];
+  if (row === undefined) return `illegal ${hex(w)}`;
   const r = (i: number): string => 'x' + i;
-  switch (fmt) {
+  const name = row.name;
+  switch (row.fmt) {
     case 'R': return `${name} ${r(d.rd)}, ${r(d.rs1)}, ${r(d.rs2)}`;
-    case 'I':
-      if (d.op >= Op.Lb && d.op <= Op.Lhu) return `${name} ${r(d.rd)}, ${d.imm}(${r(d.rs1)})`;
-      return `${name} ${r(d.rd)}, ${r(d.rs1)}, ${d.imm}`;
+    case 'I': case 'Ishamt': return `${name} ${r(d.rd)}, ${r(d.rs1)}, ${d.imm}`;
+    case 'Iload': return `${name} ${r(d.rd)}, ${d.imm}(${r(d.rs1)})`;
     case 'S': return `${name} ${r(d.rs2)}, ${d.imm}(${r(d.rs1)})`;
     case 'B': return `${name} ${r(d.rs1)}, ${r(d.rs2)}, ${d.imm}`;
     case 'U': return `${name} ${r(d.rd)}, ${hex(d.imm >>> 12)}`;
     case 'J': return `${name} ${r(d.rd)}, ${d.imm}`;
-    case 'CSR': return `${name} ${r(d.rd)}, ${hex(d.csr)}, ${d.op >= Op.Csrrwi ? d.imm : r(d.rs1)}`;
-    default: return d.op === Op.Illegal ? `illegal ${hex(w)}` : name;
+    case 'Csr': return `${name} ${r(d.rd)}, ${hex(d.csr)}, ${r(d.rs1)}`;
+    case 'Csri': return `${name} ${r(d.rd)}, ${hex(d.csr)}, ${d.imm}`;
+    case 'None': return name;
   }
 }

@@ -4,7 +4,7 @@ import { Exit, type GuestFault, type ValueKind } from '../types.js';
 import type { Bus } from '../bus.js';
 import { Csrs, MIP_MASK } from './csr.js';
 import { newDecoded } from './decode.js';
-import { step, STEP_OK } from './interp.js';
+import { interpret, STEP_OK } from './interp.js';
 import { INTERRUPT, enterTrap, pendingInterrupt } from './trap.js';
 import { Jit } from './jit.js';
 import { DecodeCache } from './decode-cache.js';
@@ -22,7 +22,10 @@ export interface HartHost {
 }
 
 export interface HartOptions {
-  /** Translate basic blocks into JS functions (default true). false = reference interpreter only. */
+  /**
+   * Translate code into JS functions (default true, unless the environment variable
+   * FTVM_JIT is `0`). false = reference interpreter only.
+   */
   jit?: boolean;
 }
 
@@ -63,7 +66,8 @@ export class Hart {
     opts: HartOptions = {},
   ) {
     this.dcache = new DecodeCache(bus);
-    const jit = (this.jit = opts.jit === false ? undefined : new Jit(bus, this.x));
+    const useJit = opts.jit ?? process.env['FTVM_JIT'] !== '0';
+    const jit = (this.jit = useJit ? new Jit(bus, this.x) : undefined);
     const dcache = this.dcache;
     // Both caches hold code from RAM; a write into a granule with code drops it from both.
     bus.codeSink = {
@@ -124,9 +128,10 @@ export class Hart {
    * instruction executes, i.e. at the top of this loop. That check is exact even though
    * translated blocks run many instructions between checks, because (mip & mie) and
    * mstatus.MIE change only through (1) setPending, called either between batches or by a
-   * device inside an MMIO access, and MMIO always runs in step(); (2) csr writes, mret and
-   * trap entry, which all run in step(). A translated block contains none of these, so the
-   * interrupt state seen at its start holds until its end. A batch that ends with budget 0
+   * device inside an MMIO access, and MMIO always runs in the interpreter; (2) csr writes,
+   * mret and trap entry, which also run only there. The interpreter returns here after each
+   * of these, and a translated block contains none of them, so the interrupt state seen at
+   * the start of an interpreter stretch or a block holds until its end. A batch that ends with budget 0
    * leaves a pending interrupt untaken; the next run() takes it before its first
    * instruction, so the state at a given icount does not depend on how batches were split.
    */
@@ -154,8 +159,10 @@ export class Hart {
           continue;
         }
       }
+      // The interpreter alone runs the whole budget; behind the JIT it does the one
+      // instruction the JIT handed back, then the JIT goes on.
       const before = this.icount;
-      const r = step(this);
+      const r = interpret(this, jit === undefined ? left : 1);
       left -= this.icount - before;
       if (r !== STEP_OK) return r as Exit;
     }

@@ -20,7 +20,8 @@
 // return address (checked at run time). So a block may cover any code granules; each granule
 // keeps the ids of the blocks that read it.
 import { CODE_SHIFT, type Bus, type CodeSink } from '../bus.js';
-import { decode, newDecoded, Op, type Decoded } from './decode.js';
+import { decode, newDecoded } from './decode.js';
+import { INSN_BY_OP, type Insn } from './insn.js';
 import { div, divu, mulh, mulhsu, mulhu, rem, remu } from './muldiv.js';
 
 /** Block results besides the returned count. One per Jit, reused: no allocation per block. */
@@ -44,23 +45,27 @@ export const MAX_BLOCK = 64;
 /** A granule whose blocks were dropped this often is left to the interpreter (hot self-modifying or data-in-code). */
 const MAX_DROPS = 64;
 
-/** Translation state of one trace. */
-interface Trace {
-  start: number;
-  /** pcs already in the trace: jumping to one ends it (no code duplication, no cycles). */
-  visited: number[];
-  /** Return addresses of calls (jal with a link) followed into, innermost last. */
-  links: number[];
+/** One instruction of a trace, as found by plan(). */
+interface Step {
+  w: number;
+  pc: number;
+  row: Insn;
+  rd: number;
+  rs1: number;
+  rs2: number;
+  imm: number;
+  /** branch, jal: the target; jalr: the return address the trace continues at; else -1. */
+  target: number;
+  /** jal, jalr: the trace continues at the target (else the instruction leaves it). */
+  follow: boolean;
 }
 
-/** One instruction's JS, and the pc the trace continues at (-1: the code always leaves). */
-interface Emitted {
-  code: string;
-  next: number;
+/** How an emitted trace names guest registers, and which it reads and writes. */
+interface Regs {
+  locals: boolean;
+  used: Uint8Array;
+  written: Uint8Array;
 }
-
-/** Placeholder for the block length in emitted code. */
-const LEN = '@LEN@';
 
 type Factory = (...args: unknown[]) => BlockFn;
 
@@ -178,49 +183,42 @@ export class Jit implements CodeSink {
 
   /** Translate the trace starting at RAM word `w0`; returns its id, or -1 to interpret. */
   private translate(w0: number): number {
-    const bus = this.bus, d = this.dec, cg = bus.code, base = bus.ramBase;
+    const bus = this.bus, cg = bus.code;
     const gshift = CODE_SHIFT - 2;
     const g0 = w0 >>> gshift;
     cg[g0] = 1;
     if (this.drops[g0]! >= MAX_DROPS) return (this.ids[w0] = -1);
-    const t: Trace = { start: (base + w0 * 4) >>> 0, visited: [], links: [] };
-    const out: string[] = [];
-    const granules: number[] = [];
-    let pc = t.start;
-    let len = 0;
-    let ended = false;
-    while (len < MAX_BLOCK) {
-      const w = (pc - base) >>> 2;
-      if (w >= this.words || (len > 0 && (pc === t.start || t.visited.includes(pc)))) break;
-      decode(bus.ram32[w]!, d);
-      const r = this.emit(d, pc, len, t);
-      if (r === undefined) break;
-      t.visited.push(pc);
-      if (!granules.includes(w >>> gshift)) granules.push(w >>> gshift);
-      out.push(r.code);
-      len++;
-      if (r.next < 0) {
-        ended = true;
-        break;
-      }
-      pc = r.next;
-    }
+    const steps: Step[] = [];
+    const endPc = this.plan(w0, steps);
+    const len = steps.length;
     if (len === 0) return (this.ids[w0] = -1);
-    if (!ended) out.push(`s.pc = ${pc}; return n + ${len};`);
-    // In a block that loops on itself, guest registers live in JS locals (r1..r31): loaded
-    // on entry, and the ones the block assigns stored back before every return (every exit
-    // is a `return n ...`). Every emitted expression is int32, so a local equals what the
-    // Int32Array would hold. Other blocks run once per call, where the loads and stores
+    const start = steps[0]!.pc;
+    // In a trace that loops on itself, guest registers live in JS locals (r1..r31): loaded
+    // on entry, and the ones it assigns stored back once on the way out (every exit breaks
+    // out of the loop). Every emitted expression is int32, so a local equals what the
+    // Int32Array would hold. Other traces run once per call, where the loads and stores
     // around them cost more than they save (measured on the bench guest), so their
     // registers stay in the Int32Array.
-    let code = out.join('\n    ').replaceAll(LEN, String(len));
-    if (!code.includes('continue;')) code = code.replace(/\br(\d+)\b/g, 'x[$1]');
-    const used = [...new Set([...code.matchAll(/\br(\d+)\b/g)].map((m) => Number(m[1])))].sort((p, q) => p - q);
-    const written = [...new Set([...code.matchAll(/\br(\d+) = /g)].map((m) => Number(m[1])))].sort((p, q) => p - q);
-    const load = used.length > 0 ? `let ${used.map((r) => `r${r} = x[${r}]`).join(', ')};` : '';
-    const store = written.map((r) => `x[${r}] = r${r}; `).join('');
-    code = code.replaceAll('return n', `${store}return n`);
-    const body = `return function block_${t.start.toString(16)}(s, lim) {\n  let n = 0, o = 0, t = 0;\n  ${load}\n  for (;;) {\n    ${code}\n  }\n};`;
+    const loops = steps.some((st) => st.target === start && st.row.jit !== 'jalr' && !st.follow);
+    const regs: Regs = { locals: loops, used: new Uint8Array(32), written: new Uint8Array(32) };
+    const out: string[] = [];
+    const granules: number[] = [];
+    steps.forEach((st, k) => {
+      const g = st.w >>> gshift;
+      if (!granules.includes(g)) granules.push(g);
+      out.push(this.emit(st, k, len, start, regs));
+    });
+    if (endPc >= 0) out.push(`s.pc = ${endPc}; n += ${len}; break L;`);
+    let load = '', store = '';
+    if (loops) {
+      const live: number[] = [];
+      for (let r = 1; r < 32; r++) if (regs.used[r] !== 0 || regs.written[r] !== 0) live.push(r);
+      if (live.length > 0) load = `let ${live.map((r) => `r${r} = x[${r}]`).join(', ')};`;
+      for (let r = 1; r < 32; r++) if (regs.written[r] !== 0) store += `x[${r}] = r${r}; `;
+    }
+    const body =
+      `return function block_${start.toString(16)}(s, lim) {\n  let n = 0, o = 0, t = 0;\n  ${load}\n` +
+      `  L: for (;;) {\n    ${out.join('\n    ')}\n  }\n  ${store}\n  return n;\n};`;
     const factory = new Function(
       'x', 'm8', 's8', 'm16', 's16', 'm32', 'dirty', 'cg', 'mulh', 'mulhsu', 'mulhu', 'div', 'divu', 'rem', 'remu',
       body,
@@ -238,102 +236,116 @@ export class Jit implements CodeSink {
     return id;
   }
 
-  /** JS for one instruction at index k of the block, or undefined if the block must end before it. */
-  private emit(d: Decoded, pc: number, k: number, tr: Trace): Emitted | undefined {
-    const start = tr.start;
-    const { rd, rs1, rs2, imm } = d;
-    const a = rs1 === 0 ? '0' : `r${rs1}`, b = rs2 === 0 ? '0' : `r${rs2}`;
-    const set = (e: string): string => (rd === 0 ? '' : `r${rd} = ${e};`);
-    const bail = `{ s.pc = ${pc}; s.flag = ${BAIL}; return n + ${k}; }`;
+  /**
+   * Find the trace from RAM word `w0` into `steps`: straight-line code, through conditional
+   * branches (taken = side exit), into jal targets, and after a `ret` whose link register
+   * still holds the return address of a call made earlier in the trace, on at that return
+   * address (checked at run time). It ends before a row the interpreter must do, before a
+   * jump to a misaligned target, at a pc already in it, or after MAX_BLOCK instructions.
+   * Returns the pc it runs off at, or -1 if its last instruction always leaves.
+   */
+  private plan(w0: number, steps: Step[]): number {
+    const bus = this.bus, d = this.dec, base = bus.ramBase;
+    const start = (base + w0 * 4) >>> 0;
+    const visited: number[] = [];
+    /** Return addresses of calls (jal with a link) followed into, innermost last. */
+    const links: number[] = [];
+    let pc = start;
+    while (steps.length < MAX_BLOCK) {
+      const w = (pc - base) >>> 2;
+      if (w >= this.words || (steps.length > 0 && (pc === start || visited.includes(pc)))) break;
+      decode(bus.ram32[w]!, d);
+      const row = INSN_BY_OP[d.op];
+      if (row === undefined || row.jit === 'interp') break;
+      /** Continue the trace at `t` unless that would repeat code already in it. */
+      const follows = (t: number): boolean => t !== start && !visited.includes(t) && t !== pc;
+      const st: Step = { w, pc, row, rd: d.rd, rs1: d.rs1, rs2: d.rs2, imm: d.imm, target: -1, follow: false };
+      let next = (pc + 4) >>> 0;
+      let leaves = false;
+      if (row.jit === 'branch' || row.jit === 'jal') {
+        st.target = (pc + d.imm) >>> 0;
+        // §2.5: the jump to a misaligned target traps: the interpreter's job.
+        if ((st.target & 3) !== 0) break;
+        if (row.jit === 'jal') {
+          if (follows(st.target) && bus.inRam(st.target, 4)) {
+            if (d.rd !== 0) links.push(next);
+            st.follow = true;
+            next = st.target;
+          } else leaves = true;
+        }
+      } else if (row.jit === 'jalr') {
+        const ret = links.length > 0 ? links[links.length - 1]! : -1;
+        if (d.rd === 0 && ret >= 0 && follows(ret)) {
+          links.pop();
+          st.target = ret;
+          st.follow = true;
+          next = ret;
+        } else leaves = true;
+      }
+      visited.push(pc);
+      steps.push(st);
+      if (leaves) return -1;
+      pc = next;
+    }
+    return pc;
+  }
+
+  /** JS for step `st`, at index k of a trace of `len` starting at pc `start`. Every exit sets s.pc and n, then breaks out of L. */
+  private emit(st: Step, k: number, len: number, start: number, regs: Regs): string {
+    const { row, rd, rs1, rs2, imm, pc } = st;
+    const base = this.bus.ramBase;
+    const reg = (r: number): string => (regs.locals ? `r${r}` : `x[${r}]`);
+    const src = (r: number): string => {
+      if (r === 0) return '0';
+      regs.used[r] = 1;
+      return reg(r);
+    };
+    const set = (e: string): string => {
+      if (rd === 0) return '';
+      regs.written[rd] = 1;
+      return `${reg(rd)} = ${e};`;
+    };
+    const a = src(rs1);
+    const b = row.jit === 'store' || row.jit === 'branch' || row.fmt === 'R' ? src(rs2) : '0';
     const L = k + 1;
     const next = (pc + 4) >>> 0;
-    // A jump back to the block's start loops inside the function if a whole further pass
-    // still fits in the budget (LEN is patched in once the block's length is known).
+    const bail = `{ s.pc = ${pc}; s.flag = ${BAIL}; n += ${k}; break L; }`;
+    // A jump back to the trace's start loops inside the function if a whole further pass
+    // still fits in the budget.
     const leave = (target: number): string =>
-      (target === start ? `if (n + ${L} + ${LEN} <= lim) { n += ${L}; continue; } ` : '') + `s.pc = ${target}; return n + ${L};`;
-    const ramLimit = (size: number): number => this.bus.ramBytes - size;
-    const addr = `o = (${a} + ${imm - this.bus.ramBase}) >>> 0;`;
-    const op = (code: string): Emitted => ({ code, next });
-    const end = (code: string): Emitted => ({ code, next: -1 });
-    /** Continue the trace at `target` unless that would repeat code already in it. */
-    const follows = (target: number): boolean => target !== start && !tr.visited.includes(target) && target !== pc;
-    const branch = (cond: string): Emitted | undefined => {
-      const t = (pc + imm) >>> 0;
-      if ((t & 3) !== 0) return undefined;
-      // Not taken: fall through within the block (a side exit, so loops with ifs stay one block).
-      return op(`if (${cond}) { ${leave(t)} }`);
-    };
-    const load = (size: number, view: string, shift: number): Emitted =>
-      op(`${addr} if (o > ${ramLimit(size)}${size > 1 ? ` || (o & ${size - 1}) !== 0` : ''}) ${bail} ${set(`${view}[o${shift ? ` >>> ${shift}` : ''}]`)}`);
-    const store = (size: number, view: string, shift: number): Emitted =>
-      op(
-        `${addr} if (o > ${ramLimit(size)}${size > 1 ? ` || (o & ${size - 1}) !== 0` : ''}) ${bail} ` +
-          `${view}[o${shift ? ` >>> ${shift}` : ''}] = ${b}; dirty[o >>> 12] = 1; ` +
-          `if (cg[o >>> ${CODE_SHIFT}] !== 0) { s.pc = ${next}; s.flag = ${SMC}; s.granule = o >>> ${CODE_SHIFT}; return n + ${L}; }`,
-      );
-    switch (d.op) {
-      case Op.Lui: return op(set(`${imm | 0}`));
-      case Op.Auipc: return op(set(`${(pc + imm) | 0}`));
-      case Op.Jal: {
-        const t = (pc + imm) >>> 0;
-        if ((t & 3) !== 0) return undefined;
-        if (!follows(t) || !this.bus.inRam(t, 4)) return end(`${set(`${next | 0}`)} ${leave(t)}`);
-        if (rd !== 0) tr.links.push(next);
-        return { code: set(`${next | 0}`), next: t };
+      (target === start ? `if (n + ${L + len} <= lim) { n += ${L}; continue L; } ` : '') + `s.pc = ${target}; n += ${L}; break L;`;
+    const check = (size: number): string =>
+      `o = (${a} + ${imm - base}) >>> 0; if (o > ${this.bus.ramBytes - size}${size > 1 ? ` || (o & ${size - 1}) !== 0` : ''}) ${bail}`;
+    const at = (size: number): string => (size === 4 ? 'o >>> 2' : size === 2 ? 'o >>> 1' : 'o');
+    switch (row.jit) {
+      case 'alu':
+        return set(row.expr!(a, b, imm, pc));
+      case 'fence':
+        return '';
+      case 'load': {
+        const size = row.size!;
+        const view = size === 4 ? 'm32' : size === 2 ? (row.signed ? 's16' : 'm16') : row.signed ? 's8' : 'm8';
+        return `${check(size)} ${set(`${view}[${at(size)}]`)}`;
       }
-      case Op.Jalr: {
+      case 'store': {
+        const size = row.size!;
+        const view = size === 4 ? 'm32' : size === 2 ? 'm16' : 'm8';
+        return `${check(size)} ${view}[${at(size)}] = ${b}; dirty[o >>> 12] = 1; ` +
+          `if (cg[o >>> ${CODE_SHIFT}] !== 0) { s.pc = ${next}; s.flag = ${SMC}; s.granule = o >>> ${CODE_SHIFT}; n += ${L}; break L; }`;
+      }
+      case 'branch':
+        // Not taken: fall through within the trace (a side exit, so loops with ifs stay one trace).
+        return `if (${row.expr!(a, b, imm, pc)}) { ${leave(st.target)} }`;
+      case 'jal':
+        return st.follow ? set(`${next | 0}`) : `${set(`${next | 0}`)} ${leave(st.target)}`;
+      case 'jalr': {
         const head = `t = (${a} + ${imm}) & -2; if ((t & 2) !== 0) ${bail} ${set(`${next | 0}`)}`;
-        const ret = tr.links.length > 0 ? tr.links[tr.links.length - 1]! : -1;
         // A return to the call made earlier in this trace: keep going if the link still matches.
-        if (rd === 0 && ret >= 0 && follows(ret)) {
-          tr.links.pop();
-          return { code: `${head} if (t !== ${ret | 0}) { s.pc = t >>> 0; return n + ${L}; }`, next: ret };
-        }
-        return end(`${head} s.pc = t >>> 0; return n + ${L};`);
+        if (st.follow) return `${head} if (t !== ${st.target | 0}) { s.pc = t >>> 0; n += ${L}; break L; }`;
+        return `${head} s.pc = t >>> 0; n += ${L}; break L;`;
       }
-      case Op.Beq: return branch(`${a} === ${b}`);
-      case Op.Bne: return branch(`${a} !== ${b}`);
-      case Op.Blt: return branch(`${a} < ${b}`);
-      case Op.Bge: return branch(`${a} >= ${b}`);
-      case Op.Bltu: return branch(`(${a} >>> 0) < (${b} >>> 0)`);
-      case Op.Bgeu: return branch(`(${a} >>> 0) >= (${b} >>> 0)`);
-      case Op.Lb: return load(1, 's8', 0);
-      case Op.Lbu: return load(1, 'm8', 0);
-      case Op.Lh: return load(2, 's16', 1);
-      case Op.Lhu: return load(2, 'm16', 1);
-      case Op.Lw: return load(4, 'm32', 2);
-      case Op.Sb: return store(1, 'm8', 0);
-      case Op.Sh: return store(2, 'm16', 1);
-      case Op.Sw: return store(4, 'm32', 2);
-      case Op.Addi: return op(set(`(${a} + ${imm}) | 0`));
-      case Op.Slti: return op(set(`${a} < ${imm} ? 1 : 0`));
-      case Op.Sltiu: return op(set(`(${a} >>> 0) < ${imm >>> 0} ? 1 : 0`));
-      case Op.Xori: return op(set(`${a} ^ ${imm}`));
-      case Op.Ori: return op(set(`${a} | ${imm}`));
-      case Op.Andi: return op(set(`${a} & ${imm}`));
-      case Op.Slli: return op(set(`${a} << ${imm}`));
-      case Op.Srli: return op(set(`(${a} >>> ${imm}) | 0`));
-      case Op.Srai: return op(set(`${a} >> ${imm}`));
-      case Op.Add: return op(set(`(${a} + ${b}) | 0`));
-      case Op.Sub: return op(set(`(${a} - ${b}) | 0`));
-      case Op.Sll: return op(set(`${a} << (${b} & 31)`));
-      case Op.Slt: return op(set(`${a} < ${b} ? 1 : 0`));
-      case Op.Sltu: return op(set(`(${a} >>> 0) < (${b} >>> 0) ? 1 : 0`));
-      case Op.Xor: return op(set(`${a} ^ ${b}`));
-      case Op.Srl: return op(set(`(${a} >>> (${b} & 31)) | 0`));
-      case Op.Sra: return op(set(`${a} >> (${b} & 31)`));
-      case Op.Or: return op(set(`${a} | ${b}`));
-      case Op.And: return op(set(`${a} & ${b}`));
-      case Op.Mul: return op(set(`Math.imul(${a}, ${b})`));
-      case Op.Mulh: return op(set(`mulh(${a}, ${b})`));
-      case Op.Mulhsu: return op(set(`mulhsu(${a}, ${b})`));
-      case Op.Mulhu: return op(set(`mulhu(${a}, ${b})`));
-      case Op.Div: return op(set(`div(${a}, ${b})`));
-      case Op.Divu: return op(set(`divu(${a}, ${b})`));
-      case Op.Rem: return op(set(`rem(${a}, ${b})`));
-      case Op.Remu: return op(set(`remu(${a}, ${b})`));
-      case Op.Fence: case Op.FenceI: return op('');
-      default: return undefined; // csr*, ecall, ebreak, mret, wfi, illegal: the interpreter's
+      case 'interp':
+        throw new Error(`jit: ${row.name} is the interpreter's`);
     }
   }
 }
