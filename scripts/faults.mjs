@@ -117,6 +117,9 @@ function serviceSpecFor(id, etcd) {
     dir: mkdtempSync(join(tmpdir(), `ftvm-fault-${service}-${id}-`)),
     arbiterDownMs: between(300, 1500),
     nbdDownMs: between(300, 1500),
+    // As the services tests: a loaded 2-core host stalls a process for tens of ms; the long
+    // stalls above are the partitions meant to fail over.
+    suspectMs: 600,
     ...(etcd ? { etcd } : {}),
   };
 }
