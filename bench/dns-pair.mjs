@@ -107,6 +107,7 @@ try {
   const under = await load;
   const reissued = victim.lines.map((l) => /re-issuing (\d+) outputs/.exec(l)).find(Boolean)?.[1];
   await stop(victim);
+  if (firstMs === undefined || process.env.BENCH_VERBOSE) console.error(victim.lines.filter((l) => !/state "(replaying|suspecting)"/.test(l)).join('\n'));
   console.log(`kill -9 of the primary under dnsperf -q 32: kill → first answer ${firstMs === undefined ? 'none in 10 s' : `${firstMs.toFixed(0)} ms`}` +
     `; dnsperf lost ${under.lost} of ${under.sent}` +
     ` (32 in flight); re-issued at go-live ${reissued ?? '?'}`);
