@@ -2,8 +2,10 @@
 // Needs `npm run build`; uses dnsperf when installed (`apt-get install dnsperf`).
 //   without FT: `ftvm run guests/dns/dns.elf --disk FILE --net udp:PORT:53` (a child process);
 //   with FT:    createPair({ image, disk, net }) from dist/ in a child process (this script with
-//               --serve-ft), the backup in the same thread as the primary (I/O pairs keep it
-//               there), every query and answer going through the log and the output rule.
+//               --serve-ft), the backup in the same thread as the primary, or with
+//               BENCH_DNS_BACKUP_IN=worker in a worker thread (the other core; it opens the
+//               disk and the port itself at go-live), every query and answer going through the
+//               log and the output rule.
 // The load runs in this process: a Node UDP loop with N queries in flight for a few seconds
 // per level, and dnsperf -q 32. Prints queries/s of both, their ratio, the FT log bytes per
 // query. Loopback only; BENCH_DNS_SECONDS (default 5) per level.
@@ -27,7 +29,9 @@ if (process.argv[2] === '--serve-ft') {
   const { createPair } = await import(join(root, 'dist/runtime/pair.js'));
   const { openIo } = await import(join(root, 'dist/runtime/io/open.js'));
   const io = await openIo({ disk: `file:${disk}`, net: ['udp:127.0.0.1:0:53'] });
-  const pair = createPair({ image: readFileSync(join(root, 'guests/dns/dns.elf')), disk: io.disk.backend, net: io.net.backend });
+  const backupIn = process.env.BENCH_DNS_BACKUP_IN ?? 'thread';
+  const pair = createPair({ image: readFileSync(join(root, 'guests/dns/dns.elf')), disk: io.disk.backend, net: io.net.backend, backupIn });
+  await pair.ready();
   let text = '';
   let outputs = 0;
   pair.outputs$.subscribe((o) => {

@@ -14,6 +14,8 @@ import type { RunOutcome } from './runner.js';
 import { createActor, type Actor, type ActorOptions, type AnyActorLogic } from 'xstate';
 import { pairMachine } from '../machines/pair.machine.js';
 import type { DiskBackend, NetBackend } from './io/backend.js';
+import { UdpNet } from './io/net-udp.js';
+import type { WorkerIo } from './ft/remote-backup.js';
 import { DEFAULT_MEMORY_MIB } from './platform.js';
 
 export interface PairOptions {
@@ -42,8 +44,10 @@ export interface PairOptions {
   backupIn?: 'thread' | 'worker';
   /**
    * The shared disk and the network (opened by the caller, e.g. with `openIo`). The primary
-   * uses them; a backup gets them only when it goes live. I/O backends cannot cross threads,
-   * so a pair with I/O keeps its backup in this thread.
+   * uses them; a backup gets them only when it goes live. Backends cannot cross threads: a
+   * backup in a worker opens its own from their specs (the disk's name, the forwards' bound
+   * ports) at go-live, once the primary here has let go of them (this pair closes them then).
+   * A network other than UDP forwarding keeps the backup in this thread.
    */
   disk?: DiskBackend;
   net?: NetBackend;
@@ -146,7 +150,8 @@ export function createPair(opts: PairOptions): Pair {
     return m;
   };
   const pm = boot(true);
-  const inWorker = opts.backupIn === 'worker' && io === undefined;
+  const workerIo = opts.backupIn === 'worker' ? ioForWorker(opts) : undefined;
+  const inWorker = workerIo !== undefined;
   const timing = inWorker ? { ...WORKER_TIMING, ...opts.timing } : opts.timing;
   const common = {
     pairId,
@@ -158,7 +163,10 @@ export function createPair(opts: PairOptions): Pair {
   const inspect = opts.inspect ? { inspect: opts.inspect } : {};
   // The backup and the channel to it: in this thread, or in a worker over a MessagePort.
   const remote = inWorker
-    ? new RemoteBackup({ ...common, name: 'backup', image: opts.image, memoryMiB, ...(opts.channel ? { channel: opts.channel } : {}) })
+    ? new RemoteBackup({
+      ...common, name: 'backup', image: opts.image, memoryMiB, ...(opts.channel ? { channel: opts.channel } : {}),
+      ...(workerIo && (workerIo.disk || workerIo.net) ? { io: workerIo } : {}),
+    })
     : undefined;
   const local: InProcessChannel | undefined = inWorker ? undefined : createInProcessChannel(opts.channel);
   let channel: { cut(): void; stats(): { bytesSent: number; entriesSent: number } } = remote?.channel ?? local!;
@@ -303,11 +311,25 @@ export function createPair(opts: PairOptions): Pair {
       if (e.type === 'crashed' && !stopping) pairActor.send({ type: r.isLive ? 'pair.primaryDied' : 'pair.backupDied' });
     }));
     subs.push(r.released$.subscribe((o) => outputs.next(o)));
-    subs.push(r.live$.subscribe((icount) => failedOver(icount)));
+    subs.push(r.live$.subscribe((icount) => {
+      failedOver(icount);
+      if (io) void releaseIo(r);
+    }));
     const b = await r.run();
     if (b.reason !== 'live') return undefined;
     const run = b.run;
     return run && (run.reason === 'halt' || run.reason === 'fault') ? run : undefined;
+  };
+
+  /**
+   * The worker's replica is live, so the primary here is not (killed, or halted having lost
+   * the arbiter): its released writes reach the disk, the disk and ports close, and only then
+   * may the worker open them (DESIGN §3 one writer per disk).
+   */
+  const releaseIo = async (r: RemoteBackup): Promise<void> => {
+    await pm.io?.drain();
+    await Promise.all([opts.disk?.close(), opts.net?.close()]);
+    r.releaseIo();
   };
 
   /** Re-protection: a blank machine joins the live primary from its snapshot (chart: startBackup). */
@@ -414,5 +436,19 @@ export function createPair(opts: PairOptions): Pair {
       remote?.crash();
       channel.cut();
     },
+  };
+}
+
+/**
+ * What a backup in a worker needs to open the pair's backends itself: the disk's spec (its
+ * name is one: `file:PATH`, `nbd://HOST:PORT/EXPORT`) and size, and the forwards with the ports
+ * really bound. Undefined when the network cannot be reopened there (not UDP forwarding).
+ */
+function ioForWorker(opts: PairOptions): WorkerIo | undefined {
+  if (opts.net && !(opts.net instanceof UdpNet)) return undefined;
+  const net = opts.net;
+  return {
+    ...(opts.disk ? { disk: { spec: opts.disk.name, sectors: opts.disk.sectors } } : {}),
+    ...(net ? { net: net.forwards.map((f, i) => ({ ...f, hostPort: net.boundPorts[i]! })) } : {}),
   };
 }

@@ -12,7 +12,12 @@
 // directory gone at a claim. They run the seq-mid guest (300 lines, about 2 s) with short
 // stalls only, so that what they check is the operator error itself; the failures run seq.
 //
-//   node scripts/faults.mjs [--runs N] [--parallel P] [--etcd-runs M] [--seed S] [--minutes T] [--json FILE]
+// With --service dns|kv the runs are of that service guest across processes instead
+// (runtime/faults/service-run.ts): a disk (a file, or an NBD export for --nbd-share of the
+// runs and every 'nbd-restart'), a UDP forward and a client load; faults kill-primary,
+// kill-backup, cut, arbiter-down, nbd-restart, none, each with channel stalls.
+//
+//   node scripts/faults.mjs [--service dns|kv] [--nbd-share F] [--runs N] [--parallel P] [--etcd-runs M] [--seed S] [--minutes T] [--json FILE]
 //                           [--kinds K,K...] [--etcd-kinds K,K...] [--failure-guest seq|seq-mid] [--keep]
 // --kinds picks the main faults of the file-arbiter runs (default: all, failures weighted as
 // before), --etcd-kinds those of the etcd runs (default: arbiter-down,rerun).
@@ -30,6 +35,7 @@ if (!existsSync(join(root, 'dist/runtime/faults/harness.js'))) {
 }
 const { runOnce, FAILURE_FAULTS, OPERATOR_FAULTS } = await import(join(root, 'dist/runtime/faults/harness.js'));
 const { EtcdServer, findEtcd } = await import(join(root, 'dist/runtime/faults/etcd-server.js'));
+const { runServiceOnce, SERVICE_FAULTS } = await import(join(root, 'dist/runtime/faults/service-run.js'));
 
 const { values } = parseArgs({
   options: {
@@ -41,8 +47,10 @@ const { values } = parseArgs({
     json: { type: 'string' },
     keep: { type: 'boolean', default: false },
     kinds: { type: 'string' },
-    'etcd-kinds': { type: 'string', default: 'arbiter-down,rerun' },
+    'etcd-kinds': { type: 'string' },
     'failure-guest': { type: 'string', default: 'seq' },
+    service: { type: 'string' },
+    'nbd-share': { type: 'string', default: '0.25' },
   },
 });
 const runs = Number(values.runs);
@@ -68,8 +76,24 @@ const pick = (text) => {
   }
   return kinds;
 };
-const MAIN = values.kinds ? pick(values.kinds) : [...FAILURES, ...OPERATOR_FAULTS];
-const ETCD_MAIN = pick(values['etcd-kinds']);
+const service = values.service;
+if (service !== undefined && !['dns', 'kv'].includes(service)) {
+  console.error(`faults: --service must be dns or kv, got '${service}'`);
+  process.exit(2);
+}
+const serviceKinds = (text) => {
+  const kinds = pick(text);
+  for (const k of kinds) if (!SERVICE_FAULTS.includes(k)) {
+    console.error(`faults: '${k}' is not a fault of the service runs (${SERVICE_FAULTS.join(', ')})`);
+    process.exit(2);
+  }
+  return kinds;
+};
+const SERVICE_MIX = ['kill-primary', 'kill-primary', 'kill-backup', 'cut', 'arbiter-down', 'nbd-restart', 'none'];
+const MAIN = service ? (values.kinds ? serviceKinds(values.kinds) : SERVICE_MIX)
+  : values.kinds ? pick(values.kinds) : [...FAILURES, ...OPERATOR_FAULTS];
+const ETCD_MAIN = service ? serviceKinds(values['etcd-kinds'] ?? 'arbiter-down') : pick(values['etcd-kinds'] ?? 'arbiter-down,rerun');
+const nbdShare = Number(values['nbd-share']);
 const OPERATOR = new Set(OPERATOR_FAULTS);
 const guest = (name) => join(root, `guests/${name}/${name}.elf`);
 // The failures' guest: seq (8 s alone, as in batches 1-4) or seq-mid (2 s), with the fault
@@ -81,7 +105,27 @@ if (!['seq', 'seq-mid'].includes(failureGuest)) {
 }
 const failureWindowMs = failureGuest === 'seq' ? 3200 : 1800;
 
+function serviceSpecFor(id, etcd) {
+  const fault = etcd ? ETCD_MAIN[between(0, ETCD_MAIN.length)] : MAIN[between(0, MAIN.length)];
+  // Mostly short stalls (below suspicion); now and then a long one, a partition that heals.
+  const stalls = Array.from({ length: between(0, 4) }, () => [between(100, 2500), random() < 0.1 ? between(450, 900) : between(5, 200)]);
+  return {
+    id, fault, service, stalls,
+    atMs: between(300, 2000),
+    nbd: fault === 'nbd-restart' || random() < nbdShare,
+    cli: join(root, 'bin/ftvm.js'), guestsDir: join(root, 'guests'),
+    dir: mkdtempSync(join(tmpdir(), `ftvm-fault-${service}-${id}-`)),
+    arbiterDownMs: between(300, 1500),
+    nbdDownMs: between(300, 1500),
+    // As the services tests: a loaded 2-core host stalls a process for tens of ms; the long
+    // stalls above are the partitions meant to fail over.
+    suspectMs: 600,
+    ...(etcd ? { etcd } : {}),
+  };
+}
+
 function specFor(id, etcd) {
+  if (service) return serviceSpecFor(id, etcd);
   const fault = etcd ? ETCD_MAIN[between(0, ETCD_MAIN.length)] : MAIN[between(0, MAIN.length)];
   const operator = OPERATOR.has(fault);
   // Operator errors: short stalls only (below suspicion), on the 2 s guest.
@@ -111,13 +155,20 @@ function specFor(id, etcd) {
   };
 }
 
-console.log(`faults: seed ${seed}, ${runs} runs (${parallel} in parallel) + ${etcdRuns} etcd runs`);
+const runOne = (spec) => (service ? runServiceOnce(spec) : runOnce(spec));
+console.log(`faults: ${service ? `the ${service} guest, ` : ''}seed ${seed}, ${runs} runs (${parallel} in parallel) + ${etcdRuns} etcd runs`);
 const results = [];
 const report = (r) => {
   results.push(r);
   const c = r.check;
   const flag = c.ok ? 'ok  ' : 'FAIL';
   const extras = r.extras.map((x) => ` ${x.name}=${x.exit}${x.missed ? '(missed)' : ''}`).join('');
+  if (r.service) {
+    const s = r.service;
+    console.log(`${flag} run ${String(r.id).padStart(4)} ${s.guest} ${r.fault.padEnd(13)} at ${String(r.atMs).padStart(4)} ms +${r.stalls} stalls  exit P=${r.exit.primary} B=${r.exit.backup}  ${s.guest === 'kv' ? `acked ${s.acked}` : `answered ${s.answered}`}  outputs ${c.lines} dup ${c.duplicates} lost ${c.lost} double-live ${c.doubleLive}${r.failoverMs === undefined ? '' : `  first answer ${r.failoverMs.toFixed(0)} ms`}${c.ok ? '' : `  ${c.errors.slice(0, 2).join('; ')}`}`);
+    if (c.ok && !values.keep) rmSync(r.dir, { recursive: true, force: true });
+    return;
+  }
   console.log(`${flag} run ${String(r.id).padStart(4)} ${r.fault.padEnd(22)} at ${String(r.atMs).padStart(4)} ms +${r.stalls} stalls  exit P=${r.exit.primary} B=${r.exit.backup}${extras}  lines ${c.lines} dup ${c.duplicates} lost ${c.lost} double-live ${c.doubleLive}${r.failoverMs === undefined ? '' : `  failover ${r.failoverMs.toFixed(0)} ms`}${c.ok ? '' : `  ${c.errors.slice(0, 2).join('; ')}`}`);
   if (c.ok && !values.keep) rmSync(r.dir, { recursive: true, force: true });
 };
@@ -126,7 +177,7 @@ let next = 0;
 async function worker() {
   while (next < runs && Date.now() < deadline) {
     const spec = specFor(next++);
-    const r = await runOnce(spec);
+    const r = await runOne(spec);
     report({ ...r, dir: spec.dir });
   }
 }
@@ -138,7 +189,7 @@ if (etcdRuns > 0) {
   try {
     for (let i = 0; i < etcdRuns && Date.now() < deadline; i++) {
       const spec = specFor(runs + i, etcd);
-      const r = await runOnce(spec);
+      const r = await runOne(spec);
       report({ ...r, dir: spec.dir });
     }
   } finally {
@@ -171,6 +222,15 @@ const summary = {
   duplicates: sum((r) => r.check.duplicates),
   failovers: sum((r) => r.failovers),
   unprotectedKills: sum((r) => (r.unprotected ? 1 : 0)),
+  ...(service ? {
+    service,
+    ackedPuts: sum((r) => r.service?.acked ?? 0),
+    answered: sum((r) => r.service?.answered ?? 0),
+    // Acknowledged PUTs that did not read back or were missing from the log on the disk.
+    ackedPutsLost: sum((r) => r.check.errors.filter((e) => /^acknowledged PUT/.test(e)).length),
+    appliedTwice: sum((r) => r.check.errors.filter((e) => /applied twice/.test(e)).length),
+    dnsUnansweredOrWrong: sum((r) => r.check.errors.filter((e) => /: no answer after \d+ tries$|, zone says /.test(e)).length),
+  } : {}),
   failoverMs: failovers.length ? { p50: failovers[Math.floor(failovers.length / 2)], max: failovers.at(-1), n: failovers.length } : undefined,
 };
 console.log(JSON.stringify(summary, null, 2));

@@ -1,7 +1,7 @@
 // The fault checker's verdicts on made-up histories: the operator-error rules of issue 11
 // (no outage where a synced replica survived; refused backups release nothing).
 import { describe, expect, it } from 'vitest';
-import { checkHistory, judgeOutage, type ReplicaFate } from '../runtime/faults/checker.js';
+import { checkHistory, checkOutputs, judgeOutage, type ReplicaFate } from '../runtime/faults/checker.js';
 import { seqCheck } from '../runtime/demo/seq-checker.js';
 import type { ReleasedOutput } from '../runtime/ft/output-gate.js';
 
@@ -55,5 +55,38 @@ describe('fault checker', () => {
     const c = checkHistory([...seqOutputs(3, 'primary', 1, true), ...extra], new Map([[1, 'extra-backup']]));
     expect(c.ok).toBe(false);
     expect(c.conflicts).toBeGreaterThan(0);
+  });
+
+  describe('service guests (checkOutputs)', () => {
+    /** Net frames (a service's replies) with indices `from`..`to`, as `node` in `generation`. */
+    const replies = (from: number, to: number, node: string, generation: number, salt = 0): ReleasedOutput[] =>
+      Array.from({ length: to - from + 1 }, (_, k) => ({
+        index: from + k, node, generation, output: { kind: 'net' as const, icount: 5000 + 10 * (from + k), frame: Uint8Array.of(from + k, salt) },
+      }));
+
+    it('passes a failover that re-issued what the old primary may not have released', () => {
+      const c = checkOutputs([...replies(0, 9, 'primary', 1), ...replies(7, 15, 'backup', 2)], new Map([[1, 'backup']]));
+      expect(c.errors).toEqual([]);
+      expect(c).toMatchObject({ ok: true, lost: 0, duplicates: 3, conflicts: 0, doubleLive: 0, lines: 16 });
+    });
+
+    it('finds an output that never left any replica', () => {
+      const c = checkOutputs([...replies(0, 9, 'primary', 1), ...replies(12, 15, 'backup', 2)], new Map([[1, 'backup']]));
+      expect(c.ok).toBe(false);
+      expect(c.lost).toBe(2);
+      expect(c.errors).toContain('2 of the outputs 0..15 never left any replica');
+    });
+
+    it('finds two executions and two live nodes in one generation', () => {
+      const c = checkOutputs([...replies(0, 9, 'primary', 1), ...replies(5, 12, 'backup', 1, 1)], new Map());
+      expect(c.ok).toBe(false);
+      expect(c.conflicts).toBe(5);
+      expect(c.doubleLive).toBe(1);
+    });
+
+    it('finds a node live in generation 2 without the key of generation 1', () => {
+      const c = checkOutputs([...replies(0, 3, 'primary', 1), ...replies(4, 6, 'backup', 2)], new Map([[1, 'primary']]));
+      expect(c.errors).toContain('generation 2: backup released outputs without holding key 1 (holder: primary)');
+    });
   });
 });

@@ -220,7 +220,11 @@ export async function openNodeIo(values: { disk?: string | undefined; net?: stri
 export function machineIo(io: OpenedIo): { disk?: DiskOptions; net?: NetOptions } {
   const disk = io.disk?.backend;
   if (io.deferred) {
-    return { ...(disk ? { disk: { sectors: disk.sectors } } : {}), ...(io.net ? { net: {} } : {}) };
+    const net = io.deferred.net;
+    return {
+      ...(disk ? { disk: { sectors: disk.sectors } } : {}),
+      ...(net ? { net: { onDelivered: (f: Uint8Array) => net.learn(f) } } : io.net ? { net: {} } : {}),
+    };
   }
   return { ...(io.disk ? { disk: io.disk } : {}), ...(io.net ? { net: io.net } : {}) };
 }
@@ -231,6 +235,12 @@ export function machineIo(io: OpenedIo): { disk?: DiskOptions; net?: NetOptions 
  * A clean stop (SIGTERM) leaves the disk as durable as the guest's last released write.
  */
 export async function closeNodeIo(machine: Machine, io: OpenedIo): Promise<void> {
+  const udp = io.udp;
+  if (udp) {
+    const s = udp.stats;
+    const why = Object.entries(s.dropReasons).map(([k, n]) => `${k}: ${n}`).join(', ');
+    note(`net ${s.datagramsIn} datagrams in, ${s.datagramsOut} out, ${s.dropped} frames dropped${why ? ` (${why})` : ''}`);
+  }
   const disk = machine.io?.isLive ? io.disk?.backend : undefined;
   // A backup's disk that go-live has not locked yet holds nothing of this process to flush
   // (and a flush would wait for the lock with the old primary, maybe for ever).

@@ -107,6 +107,8 @@ export interface RunResult {
   check: CheckResult;
   claims: Record<number, string>;
   extras: ExtraBackup[];
+  /** A service guest's run (service-run.ts): what its clients' checker found. */
+  service?: { guest: 'dns' | 'kv'; lines: string[]; acked: number | undefined; answered: number };
   /** 'rerun': the earlier run on the same key and arbiter. */
   previous?: { pairId: string | undefined; ok: boolean; claims: Record<number, string>; errors: string[] };
 }

@@ -7,6 +7,11 @@
 // between both replicas: test-and-set and holder travel as messages. If the backup goes live,
 // the promoted PrimaryNode keeps running here, and its released outputs go to the main
 // thread, which hands them to the outside world.
+//
+// A pair with a disk and a network (issue 13): backends cannot cross threads, so the worker
+// gets their specs and opens its own at go-live, as `ftvm backup` does in another process
+// (DeferredDisk, DeferredNet): but only once the main thread says its primary has let go of
+// them, since the image lock cannot tell two threads of one process apart.
 
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { Machine } from '../machine.js';
@@ -17,6 +22,10 @@ import { BackupNode } from './backup-node.js';
 import type { PrimaryNode } from './primary-node.js';
 import type { ReleasedOutput } from './output-gate.js';
 import type { ToMain, ToWorker, WorkerInit, WorkerOutcome } from './remote-backup.js';
+import type { DiskBackend } from '../io/backend.js';
+import { DeferredDisk } from '../io/deferred-disk.js';
+import { DeferredNet } from '../io/deferred-net.js';
+import { parseDiskSpec } from '../io/spec.js';
 
 const init = workerData as WorkerInit;
 const control = parentPort!;
@@ -66,8 +75,46 @@ class ProxyArbiter implements Arbiter {
   async close(): Promise<void> {}
 }
 
+/** The deferred disk behind a gate: no request reaches it before the main thread let go. */
+class AfterRelease implements DiskBackend {
+  readonly name: string;
+  readonly sectors: number;
+  constructor(private readonly disk: DeferredDisk, private readonly released: Promise<void>) {
+    this.name = disk.name;
+    this.sectors = disk.sectors;
+  }
+  async read(sector: number, count: number): Promise<Uint8Array> {
+    await this.released;
+    return this.disk.read(sector, count);
+  }
+  async write(sector: number, data: Uint8Array): Promise<void> {
+    await this.released;
+    return this.disk.write(sector, data);
+  }
+  async flush(): Promise<void> {
+    await this.released;
+    return this.disk.flush();
+  }
+  close(): Promise<void> {
+    return this.disk.close();
+  }
+}
+
+let letGo!: () => void;
+const ioReleased = new Promise<void>((r) => { letGo = r; });
+const report = (line: string): void => send({ t: 'event', e: { node: init.name, type: 'state', detail: line } });
+const deferredDisk = init.io?.disk ? new DeferredDisk(parseDiskSpec(init.io.disk.spec), { sectors: init.io.disk.sectors, report }) : undefined;
+const deferredNet = init.io?.net ? new DeferredNet(init.io.net, { report }) : undefined;
+const disk = deferredDisk ? new AfterRelease(deferredDisk, ioReleased) : undefined;
+
 const arbiter = new ProxyArbiter();
-const machine = new Machine({ memoryMiB: init.memoryMiB, env: new LiveEnv() });
+const machine = new Machine({
+  memoryMiB: init.memoryMiB,
+  env: new LiveEnv(),
+  ...(disk ? { disk: { sectors: disk.sectors } } : {}),
+  // The replay teaches the NAT the clients the primary's forwards mapped (deferred-net.ts).
+  ...(deferredNet ? { net: { onDelivered: (f: Uint8Array) => deferredNet.learn(f) } } : {}),
+});
 machine.loadElf(init.image);
 const logPort = init.logPort as MessagePort;
 const channel = createPortBackup(logPort, { ...init.channel, ownsPort: true });
@@ -80,6 +127,7 @@ const node = new BackupNode({
   arbiter,
   ...(init.timing ? { timing: init.timing } : {}),
   ...(init.batch === undefined ? {} : { batch: init.batch }),
+  ...(disk || deferredNet ? { io: { ...(disk ? { disk } : {}), ...(deferredNet ? { net: deferredNet } : {}) } } : {}),
 });
 node.events$.subscribe((e) => send({ t: 'event', e }));
 
@@ -102,12 +150,23 @@ async function main(): Promise<WorkerOutcome> {
   primary.released$.subscribe((o: ReleasedOutput) => send({ t: 'released', o }));
   send({ t: 'live', icount: machine.icount });
   postStats();
+  if (deferredDisk || deferredNet) {
+    // The backends once the main thread's primary let go: the lock, then the service ports.
+    const t = performance.now();
+    void ioReleased.then(() => Promise.all([deferredDisk?.claim(), deferredNet?.open()])).then(
+      () => report(`took over ${[deferredDisk ? `disk ${deferredDisk.name}` : '', deferredNet ? 'the service ports' : ''].filter(Boolean).join(' and ')} in ${(performance.now() - t).toFixed(1)} ms`),
+      (e: Error) => report(`cannot take over its backends: ${e.message}`),
+    );
+  }
   const run = await primary.run();
+  // Every released write on the disk, the ports unbound: as a process's clean stop does.
+  await machine.io?.close();
   return { reason: 'live', icount: machine.icount, run };
 }
 
 control.on('message', (m: ToWorker) => {
   if (m.t === 'arbiter-reply') arbiter.answer(m);
+  else if (m.t === 'io-released') letGo();
   else if (m.t === 'start') {
     main().then(
       (outcome) => {

@@ -23,6 +23,7 @@ import type { NodeEvent, PrimaryStats } from './primary-node.js';
 import type { BackupStats } from './backup-node.js';
 import type { FtTiming } from './timing.js';
 import { DEFAULT_MEMORY_MIB } from '../platform.js';
+import type { UdpForward } from '../io/net-udp.js';
 
 /** What the worker is started with (workerData). */
 export interface WorkerInit {
@@ -35,6 +36,13 @@ export interface WorkerInit {
   channel?: Pick<PortChannelOptions, 'latencyMs'>;
   timing?: Partial<FtTiming>;
   batch?: number;
+  /** The pair's disk (its spec and size) and UDP forwards, opened in the worker at go-live. */
+  io?: WorkerIo;
+}
+
+export interface WorkerIo {
+  disk?: { spec: string; sectors: number };
+  net?: UdpForward[];
 }
 
 export type WorkerOutcome =
@@ -45,6 +53,8 @@ export type WorkerOutcome =
 
 export type ToWorker =
   | { t: 'start' }
+  /** The main thread's primary let go of the disk and the ports: the worker may open them. */
+  | { t: 'io-released' }
   | { t: 'arbiter-reply'; id: number; ok: true; value: unknown }
   | { t: 'arbiter-reply'; id: number; ok: false; unavailable: boolean; message: string };
 
@@ -70,6 +80,7 @@ export interface RemoteBackupOptions {
   channel?: PortChannelOptions;
   timing?: Partial<FtTiming>;
   batch?: number;
+  io?: WorkerIo;
 }
 
 export type RemoteBackupOutcome =
@@ -184,6 +195,7 @@ export class RemoteBackup {
       ...(opts.channel?.latencyMs === undefined ? {} : { channel: { latencyMs: opts.channel.latencyMs } }),
       ...(opts.timing ? { timing: opts.timing } : {}),
       ...(opts.batch === undefined ? {} : { batch: opts.batch }),
+      ...(opts.io ? { io: opts.io } : {}),
     };
     this.worker = startModuleWorker(workerEntry(), { workerData: init, transferList: [port2] });
     this.donePromise = new Promise((resolve) => { this.settle = resolve; });
@@ -220,6 +232,15 @@ export class RemoteBackup {
       this.readyPromise.then(() => this.post({ t: 'start' }), () => {});
     }
     return this.donePromise;
+  }
+
+  /**
+   * The primary in this thread is gone and has let go of the disk and the ports (DESIGN §3 one
+   * writer per disk): the worker's live replica opens them now. POSIX locks belong to the
+   * process, so the image lock cannot tell the two threads apart: this message does.
+   */
+  releaseIo(): void {
+    this.post({ t: 'io-released' });
   }
 
   /** True once the backup went live in the worker (it is now the pair's primary). */

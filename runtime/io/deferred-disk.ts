@@ -2,6 +2,7 @@ import { statSync } from 'node:fs';
 import type { DiskBackend } from './backend.js';
 import { DiskInUseError } from './image-lock.js';
 import { openDisk, type DiskSpec } from './spec.js';
+import { DEFAULT_RECONNECT_DELAY_MS } from './disk-nbd.js';
 
 const SECTOR_BYTES = 512;
 const FIRST_RETRY_MS = 100;
@@ -94,12 +95,17 @@ export class DeferredDisk implements DiskBackend {
         if (reportedAt > -Infinity) this.report(`disk ${this.spec.kind === 'file' ? this.spec.path : this.name} locked after ${Math.round(performance.now() - t0)} ms`);
         return d;
       } catch (e) {
-        // Only a lock held elsewhere is worth waiting for; anything else is an I/O error now.
-        if (!(e instanceof DiskInUseError)) throw e;
         const now = performance.now();
+        // An NBD server that is not there (restarting) is waited for as a connected NbdDisk
+        // waits for one it lost: up to reconnect-delay, the guest's I/O waiting meanwhile.
+        const serverAway = this.spec.kind === 'nbd' && /ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|connection closed/.test((e as Error).message) &&
+          now - t0 < (this.spec.reconnectDelayMs ?? DEFAULT_RECONNECT_DELAY_MS);
+        // Only a lock held elsewhere, or that, is worth waiting for; anything else is an I/O error now.
+        if (!(e instanceof DiskInUseError) && !serverAway) throw e;
         if (now - reportedAt >= REPORT_EVERY_MS) {
           reportedAt = now;
-          this.report(`${e.message}; the old primary may still hold it: retrying, the guest's disk I/O waits`);
+          this.report(serverAway ? `${(e as Error).message}: retrying, the guest's disk I/O waits`
+            : `${(e as Error).message}; the old primary may still hold it: retrying, the guest's disk I/O waits`);
         }
       }
       await new Promise<void>((r) => {

@@ -1,11 +1,13 @@
 import { randomInt } from 'node:crypto';
 import type { NetBackend } from './backend.js';
-import { UdpNet, type UdpForward } from './net-udp.js';
+import { UdpNat, UdpNet, type UdpForward } from './net-udp.js';
 
 const FIRST_RETRY_MS = 50;
 // Short: at go-live the --on-live hook may be adding the address right now.
 const MAX_RETRY_MS = 200;
 const REPORT_EVERY_MS = 10_000;
+/** Replies held while the ports are being bound; a full NIC queue drops beyond (the clients retry). */
+const MAX_HELD_FRAMES = 256;
 
 export interface DeferredNetOptions {
   /** Where the waiting lines go; by default `ftvm: …` lines on stderr. */
@@ -19,10 +21,12 @@ export interface DeferredNetOptions {
  * yet) or an address not here yet (an --on-live hook is moving the service address to this
  * host) is retried with backoff, said on stderr every 10 s: clients retry meanwhile.
  *
- * NOTE the NAT table of the old primary died with it: a reply the new primary re-issues to a
- * client mapping it never saw is dropped (counted as "UDP to an unmapped port"), which a UDP
- * client sees as a lost datagram and retries; the guest answers the retry (dns is stateless,
- * kv replays its stored reply by request id).
+ * The NAT table of the old primary died with it, but every frame its guest received carried
+ * its client (frames.ts): `learn`, called for each frame the replay delivers, rebuilds the table
+ * the guest's replies need, and the frames the guest sends before the ports are bound (the
+ * replies go-live re-issues) are held and sent once they are (DESIGN §3 Duplicate outputs).
+ * NOTE a backup that joined from a snapshot learns only the frames after it: a reply still
+ * owed to a client from before is dropped ("UDP to an unmapped port") and the client retries.
  */
 export class DeferredNet implements NetBackend {
   onFrame: ((frame: Uint8Array) => void) | undefined;
@@ -31,12 +35,26 @@ export class DeferredNet implements NetBackend {
   private closed = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private wake: (() => void) | undefined;
-  /** Frames the guest sent before the ports were bound (dropped: no client mapping exists yet). */
+  /** Frames the guest sent before the ports were bound beyond MAX_HELD_FRAMES (dropped). */
   droppedBeforeOpen = 0;
+  /** Frames the guest sent before the ports were bound and that went out once they were. */
+  sentAfterOpen = 0;
+  private held: Uint8Array[] = [];
   private readonly report: (line: string) => void;
+  /**
+   * Learned from the log while replaying. Until a frame teaches otherwise, its new mappings
+   * start away from the old primary's first ones (a joined backup, whose log starts at a
+   * snapshot, learns only part of the table).
+   */
+  readonly nat = new UdpNat(4096 + randomInt(8192));
 
   constructor(readonly forwards: readonly UdpForward[], opts: DeferredNetOptions = {}) {
     this.report = opts.report ?? ((line) => { process.stderr.write(`ftvm: ${line}\n`); });
+  }
+
+  /** A frame the guest received (replayed from the log, or live): learn its client's mapping. */
+  learn(frame: Uint8Array): void {
+    if (!this.net) this.nat.learn(frame);
   }
 
   /** The bound backend, once open. */
@@ -52,12 +70,14 @@ export class DeferredNet implements NetBackend {
 
   send(frame: Uint8Array): void {
     if (this.net) this.net.send(frame);
+    else if (this.held.length < MAX_HELD_FRAMES) this.held.push(frame);
     else this.droppedBeforeOpen++;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.held = [];
     clearTimeout(this.retryTimer);
     this.wake?.();
     await this.opening?.then((n) => n.close(), () => undefined);
@@ -67,18 +87,20 @@ export class DeferredNet implements NetBackend {
     const t0 = performance.now();
     let delayMs = FIRST_RETRY_MS;
     let reportedAt = -Infinity;
-    // Away from the old primary's mappings, which started at the first port (net-udp.ts).
-    const firstMapped = 4096 + randomInt(8192);
     for (;;) {
       if (this.closed) throw new Error('network closed before go-live');
       try {
-        const net = await UdpNet.open(this.forwards, { firstMapped });
+        const net = await UdpNet.open(this.forwards, { nat: this.nat });
         if (this.closed) {
           await net.close();
           throw new Error('network closed before go-live');
         }
         net.onFrame = (f) => this.onFrame?.(f);
         this.net = net;
+        const held = this.held;
+        this.held = [];
+        for (const f of held) net.send(f);
+        this.sentAfterOpen += held.length;
         if (reportedAt > -Infinity) this.report(`service ports bound after ${Math.round(performance.now() - t0)} ms`);
         return net;
       } catch (e) {

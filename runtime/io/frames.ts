@@ -42,9 +42,11 @@ function ethHeader(f: Uint8Array, dst: readonly number[], src: readonly number[]
 export function udpFrame(o: {
   dstMac: readonly number[]; srcMac: readonly number[];
   srcIp: number; dstIp: number; srcPort: number; dstPort: number; payload: Uint8Array; ipId?: number;
+  /** Bytes left zero after the datagram, for `putClientTrailer`. */
+  trailerBytes?: number;
 }): Uint8Array {
   const udpLen = UDP_HDR + o.payload.length;
-  const f = new Uint8Array(ETH_HDR + IP_HDR + udpLen);
+  const f = new Uint8Array(ETH_HDR + IP_HDR + udpLen + (o.trailerBytes ?? 0));
   ethHeader(f, o.dstMac, o.srcMac, ETHERTYPE_IPV4);
   const ip = ETH_HDR;
   f[ip] = 0x45;
@@ -143,4 +145,54 @@ export function arpReply(req: ArpRequest, mac: readonly number[], ip: number): U
   f.set(req.senderMac, a + 18);
   put32(f, a + 24, req.senderIp);
   return f;
+}
+
+/**
+ * The client a forwarded datagram came from, carried after the IPv4 datagram inside its frame
+ * (where Ethernet puts padding: every stack, the guests' included, reads only the IPv4 total
+ * length). The frame is what the log records for a `net-rx`, so a backup replaying it learns
+ * the NAT mapping the primary made, and a reply its guest re-issues after go-live reaches the
+ * right client (DESIGN §3 Duplicate outputs: re-issued, never lost).
+ * Layout: client IPv4 (4), client port (2), forward index (1), TRAILER_TAG (1).
+ */
+export const CLIENT_TRAILER_BYTES = 8;
+const TRAILER_TAG = 0xf7;
+
+export function putClientTrailer(f: Uint8Array, ip: number, port: number, fwd: number): void {
+  const t = f.length - CLIENT_TRAILER_BYTES;
+  put32(f, t, ip);
+  put16(f, t + 4, port);
+  f[t + 6] = fwd;
+  f[t + 7] = TRAILER_TAG;
+}
+
+export interface FrameClient {
+  /** The UDP source port the guest saw (the NAT's mapped port). */
+  mappedPort: number;
+  ip: number;
+  port: number;
+  fwd: number;
+}
+
+/**
+ * The client trailer of a frame built by `udpFrame` + `putClientTrailer`, or undefined for any
+ * other frame. Allocation-free apart from the result; never throws on guest-visible bytes.
+ */
+export function clientTrailer(f: Uint8Array): FrameClient | undefined {
+  const ip = ETH_HDR;
+  if (f.length < ip + IP_HDR + UDP_HDR + CLIENT_TRAILER_BYTES || get16(f, 12) !== ETHERTYPE_IPV4) return undefined;
+  if (f[ip] !== 0x45 || f[ip + 9] !== IPPROTO_UDP) return undefined;
+  const t = ip + get16(f, ip + 2);
+  if (t + CLIENT_TRAILER_BYTES !== f.length || f[t + 7] !== TRAILER_TAG) return undefined;
+  return { mappedPort: get16(f, ip + IP_HDR), ip: get32(f, t), port: get16(f, t + 4), fwd: f[t + 6]! };
+}
+
+export const ipv4Text = (ip: number): string => `${ip >>> 24}.${(ip >>> 16) & 255}.${(ip >>> 8) & 255}.${ip & 255}`;
+
+export function ipv4Number(text: string): number | undefined {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
+  if (!m) return undefined;
+  const b = m.slice(1).map(Number);
+  if (b.some((x) => x > 255)) return undefined;
+  return ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0;
 }

@@ -22,6 +22,11 @@ export interface DiskOptions {
 export interface NetOptions {
   mac?: readonly number[];
   backend?: NetBackend;
+  /**
+   * Told each frame the guest received, live or replayed: a backup's deferred network learns
+   * from the log the NAT mappings its guest's replies will need at go-live (deferred-net.ts).
+   */
+  onDelivered?: (frame: Uint8Array) => void;
 }
 
 /** An I/O result on its way into the guest: exactly the payload that is logged for it. */
@@ -285,7 +290,11 @@ export class MachineIo {
     switch (c.type) {
       case 'disk-read': return this.blk?.completeRead(c.tag, c.data) ?? false;
       case 'disk-done': return this.blk?.complete(c.tag, c.status) ?? false;
-      case 'net-rx': return this.net?.receive(c.frame) ?? false;
+      case 'net-rx': {
+        if (!this.net?.receive(c.frame)) return false;
+        this.netOpts?.onDelivered?.(c.frame);
+        return true;
+      }
     }
   }
 

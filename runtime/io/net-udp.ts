@@ -1,7 +1,9 @@
 import { createSocket, type Socket } from 'node:dgram';
 import type { NetBackend } from './backend.js';
 import { DEFAULT_MAC } from '../../devices/virtio-net.js';
-import { arpReply, GATEWAY_IP, GATEWAY_MAC, GUEST_IP, parseFrame, udpFrame } from './frames.js';
+import {
+  arpReply, CLIENT_TRAILER_BYTES, clientTrailer, GATEWAY_IP, GATEWAY_MAC, GUEST_IP, ipv4Number, ipv4Text, parseFrame, putClientTrailer, udpFrame,
+} from './frames.js';
 
 /** One `hostfwd=udp:ADDR:HOSTPORT-:GUESTPORT` rule. */
 export interface UdpForward {
@@ -23,12 +25,77 @@ export interface UdpNetStats {
 interface Mapping {
   fwd: number;
   addr: string;
+  /** `addr` as a number, for the frame's client trailer. */
+  ip: number;
   port: number;
 }
 
 /** Source ports the guest sees for clients: 49152–65535, reused oldest first. */
 const FIRST_MAPPED_PORT = 49152;
 const MAPPED_PORTS = 65536 - FIRST_MAPPED_PORT;
+/** The largest datagram forwarded: an Ethernet payload of 1500 bytes holds the IPv4 and UDP headers and the client trailer. */
+export const MAX_FORWARDED_PAYLOAD = 1500 - 28 - CLIENT_TRAILER_BYTES;
+
+/**
+ * The NAT table of UDP forwarding: client (forward, address, port) <-> the source port the
+ * guest sees. A live node fills it as datagrams arrive; a replaying backup learns the very same
+ * entries from the frames its log brings (each frame carries its client, frames.ts), so the
+ * table it takes live with answers every client the guest can still reply to.
+ */
+export class UdpNat {
+  private readonly byClient = new Map<string, number>();
+  private readonly byPort = new Map<number, Mapping>();
+  private nextPort: number;
+  /** Mappings learned from replayed frames. */
+  learned = 0;
+
+  constructor(firstMapped = 0) {
+    this.nextPort = firstMapped % MAPPED_PORTS;
+  }
+
+  /**
+   * The port the guest sees for this client, made (oldest reused first) if it has none;
+   * undefined for an address that is not IPv4 (the sockets are udp4: never, in practice).
+   */
+  map(fwd: number, addr: string, port: number): number | undefined {
+    const key = `${fwd}|${addr}|${port}`;
+    let mapped = this.byClient.get(key);
+    if (mapped === undefined) {
+      const ip = ipv4Number(addr);
+      if (ip === undefined) return undefined;
+      mapped = FIRST_MAPPED_PORT + this.nextPort;
+      this.set(mapped, { fwd, addr, ip, port }, key);
+    }
+    return mapped;
+  }
+
+  client(mappedPort: number): Mapping | undefined {
+    return this.byPort.get(mappedPort);
+  }
+
+  /**
+   * A frame the guest received: if it came through a forward, record its mapping as the node
+   * that forwarded it made it. Allocation only for a mapping not known yet.
+   */
+  learn(frame: Uint8Array): void {
+    const c = clientTrailer(frame);
+    if (!c || c.mappedPort < FIRST_MAPPED_PORT) return;
+    const m = this.byPort.get(c.mappedPort);
+    if (m && m.ip === c.ip && m.port === c.port && m.fwd === c.fwd) return;
+    const addr = ipv4Text(c.ip);
+    this.set(c.mappedPort, { fwd: c.fwd, addr, ip: c.ip, port: c.port }, `${c.fwd}|${addr}|${c.port}`);
+    this.learned++;
+  }
+
+  private set(mapped: number, m: Mapping, key: string): void {
+    // Allocation continues after the newest mapping, as on the node that made it.
+    this.nextPort = (mapped - FIRST_MAPPED_PORT + 1) % MAPPED_PORTS;
+    const old = this.byPort.get(mapped);
+    if (old) this.byClient.delete(`${old.fwd}|${old.addr}|${old.port}`);
+    this.byPort.set(mapped, m);
+    this.byClient.set(key, mapped);
+  }
+}
 
 /**
  * UDP port forwarding into the guest, as QEMU's user networking does it (DESIGN §4): each
@@ -42,26 +109,21 @@ export class UdpNet implements NetBackend {
   onFrame: ((frame: Uint8Array) => void) | undefined;
   readonly stats: UdpNetStats = { datagramsIn: 0, datagramsOut: 0, arpReplies: 0, dropped: 0, dropReasons: {} };
   private guestMac: readonly number[] = DEFAULT_MAC;
-  private readonly byClient = new Map<string, number>();
-  private readonly byPort = new Map<number, Mapping>();
-  private nextPort = 0;
   private ipId = 0;
 
   private constructor(
     private readonly sockets: Socket[],
     readonly forwards: readonly UdpForward[],
-    firstMapped: number,
+    readonly nat: UdpNat,
   ) {
-    this.nextPort = firstMapped % MAPPED_PORTS;
     sockets.forEach((s, i) => s.on('message', (msg, rinfo) => this.fromClient(i, msg, rinfo.address, rinfo.port)));
   }
 
   /**
-   * Bind every rule's socket. `opts.firstMapped` offsets the source ports the guest sees
-   * (0 to 16383 past 49152): a replica gone live in another process starts with an empty NAT
-   * table, and starting elsewhere keeps a reply the old primary mapped from reaching a new client.
+   * Bind every rule's socket. `opts.nat` is the table to go on with: the one a backup learned
+   * from its log, so that replies its guest re-issues at go-live reach their clients.
    */
-  static async open(forwards: readonly UdpForward[], opts: { firstMapped?: number } = {}): Promise<UdpNet> {
+  static async open(forwards: readonly UdpForward[], opts: { nat?: UdpNat } = {}): Promise<UdpNet> {
     const sockets: Socket[] = [];
     try {
       for (const f of forwards) {
@@ -85,7 +147,7 @@ export class UdpNet implements NetBackend {
       for (const s of sockets) s.close();
       throw e;
     }
-    return new UdpNet(sockets, forwards, opts.firstMapped ?? 0);
+    return new UdpNet(sockets, forwards, opts.nat ?? new UdpNat());
   }
 
   /** The host ports actually bound, in rule order. */
@@ -100,22 +162,16 @@ export class UdpNet implements NetBackend {
 
   private fromClient(fwd: number, msg: Buffer, addr: string, port: number): void {
     // An IPv4 datagram carries at most 65507 bytes of UDP payload; the guest's MTU far less.
-    if (msg.length > 1500 - 28) return this.drop('datagram larger than the MTU');
-    const key = `${fwd}|${addr}|${port}`;
-    let mapped = this.byClient.get(key);
-    if (mapped === undefined) {
-      mapped = FIRST_MAPPED_PORT + this.nextPort;
-      this.nextPort = (this.nextPort + 1) % MAPPED_PORTS;
-      const old = this.byPort.get(mapped);
-      if (old) this.byClient.delete(`${old.fwd}|${old.addr}|${old.port}`);
-      this.byPort.set(mapped, { fwd, addr, port });
-      this.byClient.set(key, mapped);
-    }
+    if (msg.length > MAX_FORWARDED_PAYLOAD) return this.drop('datagram larger than the MTU');
+    const mapped = this.nat.map(fwd, addr, port);
+    if (mapped === undefined) return this.drop('client not IPv4');
     this.stats.datagramsIn++;
-    this.onFrame?.(udpFrame({
+    const f = udpFrame({
       dstMac: this.guestMac, srcMac: GATEWAY_MAC, srcIp: GATEWAY_IP, dstIp: GUEST_IP,
-      srcPort: mapped, dstPort: this.forwards[fwd]!.guestPort, payload: msg, ipId: this.ipId++,
-    }));
+      srcPort: mapped, dstPort: this.forwards[fwd]!.guestPort, payload: msg, ipId: this.ipId++, trailerBytes: CLIENT_TRAILER_BYTES,
+    });
+    putClientTrailer(f, this.nat.client(mapped)!.ip, port, fwd);
+    this.onFrame?.(f);
   }
 
   send(frame: Uint8Array): void {
@@ -130,7 +186,7 @@ export class UdpNet implements NetBackend {
       case 'udp': {
         const u = p.udp;
         if (u.dstIp !== GATEWAY_IP) return this.drop('UDP to another address');
-        const m = this.byPort.get(u.dstPort);
+        const m = this.nat.client(u.dstPort);
         if (!m) return this.drop('UDP to an unmapped port');
         this.guestMac = u.srcMac;
         this.stats.datagramsOut++;

@@ -1,0 +1,350 @@
+// One fault-injection run of a service guest across processes (issue 13, DESIGN §6): the dns
+// or the kv guest as `ftvm primary` and `ftvm backup` with a shared disk (a file, or an NBD
+// export of the Debian nbd-server) and a UDP forward, joined through a FaultProxy, under a
+// client load through the service port; a seeded fault (kill -9 of either node, a cut, stalls,
+// the arbiter away around a failover, nbd-server restarted); then the load reads back what it
+// was told, the live node is stopped with SIGTERM, and the checkers judge:
+// - dns: every query answered, as the zone says (checkDns);
+// - kv: every acknowledged PUT reads back and is in the log on the disk; no request applied
+//   twice (checkKv);
+// - the outputs the nodes released: one execution, no split brain, none lost (checkOutputs).
+
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { EtcdArbiter } from '../arbiter/etcd.js';
+import { KvClient, KvOp, KvStatus } from '../clients/kv-client.js';
+import { checkDns, DnsLoad, parseZone, zeroedDisk } from '../demo/dns-load.js';
+import { checkKv, KV_DISK_BYTES, KvLoad, readWal } from '../demo/kv-load.js';
+import { checkOutputs, type CheckResult } from './checker.js';
+import type { EtcdServer } from './etcd-server.js';
+import { freePort } from './etcd-server.js';
+import { readOutputLog } from './output-log.js';
+import { FaultProxy } from './proxy.js';
+import { readClaimFiles, type RunResult } from './harness.js';
+
+export const SERVICE_FAULTS = ['none', 'kill-primary', 'kill-backup', 'cut', 'arbiter-down', 'nbd-restart'] as const;
+export type ServiceFault = (typeof SERVICE_FAULTS)[number];
+export type ServiceGuest = 'dns' | 'kv';
+
+export interface ServiceSpec {
+  id: number;
+  cli: string;
+  service: ServiceGuest;
+  /** guests/ (dns/dns.elf, dns/zone.img, dns/zone.txt, kv/kv.elf). */
+  guestsDir: string;
+  dir: string;
+  fault: ServiceFault;
+  /** When the fault strikes, ms after the backup attached. */
+  atMs: number;
+  stalls: Array<[number, number]>;
+  etcd?: EtcdServer;
+  /** The disk is an NBD export (always for 'nbd-restart'). */
+  nbd?: boolean;
+  arbiterDownMs?: number;
+  nbdDownMs?: number;
+  suspectMs?: number;
+  /** How long the load goes on after the fault (at least; until it got answers again). */
+  afterMs?: number;
+  timeoutMs?: number;
+}
+
+interface Child {
+  proc: ChildProcess;
+  exited: Promise<string>;
+  stderr: string[];
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function start(cli: string, args: string[]): Child {
+  const proc = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const c: Child = { proc, stderr: [], exited: new Promise((resolve) => proc.once('exit', (code, sig) => resolve(sig ?? String(code)))) };
+  createInterface({ input: proc.stderr! }).on('line', (l) => c.stderr.push(l));
+  return c;
+}
+
+const alive = (c: Child): boolean => c.proc.exitCode === null && c.proc.signalCode === null;
+
+async function waitFor(c: Child, re: RegExp, ms: number): Promise<RegExpExecArray | undefined> {
+  const t0 = Date.now();
+  for (;;) {
+    for (const l of c.stderr) {
+      const m = re.exec(l);
+      if (m) return m;
+    }
+    if (!alive(c) || Date.now() - t0 > ms) return undefined;
+    await sleep(5);
+  }
+}
+
+/**
+ * The Debian nbd-server serving one image, as a daemon (its `-d` mode serves one client, and a
+ * backup reads the export's size before the primary dies): tracked by its pid file, stopped
+ * by its pid, its per-client children with it.
+ */
+class NbdDaemon {
+  pid = 0;
+  constructor(readonly dir: string, readonly image: string, readonly port: number) {}
+
+  async start(): Promise<void> {
+    const cfg = join(this.dir, 'nbd.conf');
+    const pidFile = join(this.dir, 'nbd.pid');
+    rmSync(pidFile, { force: true });
+    writeFileSync(cfg, `[generic]\n    listenaddr = 127.0.0.1\n    port = ${this.port}\n[disk]\n    exportname = ${this.image}\n    flush = true\n`);
+    const launched = spawnSync('nbd-server', ['-C', cfg, '-p', pidFile], { encoding: 'utf8', timeout: 10_000 });
+    if (launched.status !== 0) throw new Error(`nbd-server failed to start: ${launched.stderr}`);
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      if (existsSync(pidFile)) this.pid = Number(readFileSync(pidFile, 'utf8').trim());
+      const up = this.pid > 0 && await new Promise<boolean>((resolve) => {
+        const s = connect(this.port, '127.0.0.1');
+        s.once('connect', () => { s.destroy(); resolve(true); });
+        s.once('error', () => resolve(false));
+      });
+      if (up) return;
+      if (Date.now() > deadline) throw new Error(`nbd-server did not listen on ${this.port}`);
+      await sleep(30);
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.pid <= 0) return;
+    const pid = this.pid;
+    this.pid = 0;
+    // Its children (one per client) first: killing the daemon alone leaves them serving.
+    spawnSync('pkill', ['-KILL', '-P', String(pid)]);
+    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    const until = Date.now() + 5000;
+    while (Date.now() < until) {
+      try {
+        if (/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'))) break;
+      } catch {
+        break;
+      }
+      await sleep(10);
+    }
+  }
+}
+
+const GUEST_PORT: Record<ServiceGuest, number> = { dns: 53, kv: 7000 };
+
+export async function runServiceOnce(spec: ServiceSpec): Promise<RunResult> {
+  const t0 = performance.now();
+  try {
+    return await runService(spec, t0);
+  } catch (e) {
+    return {
+      id: spec.id, fault: spec.fault, atMs: spec.atMs, stalls: spec.stalls.length, pairId: undefined, unprotected: false,
+      faults: 0, struck: false, exit: { primary: 'none', backup: 'none' }, hung: false, failoverMs: undefined, failovers: 0,
+      durationMs: performance.now() - t0,
+      check: {
+        ok: false, lost: 0, incomplete: true, duplicates: 0, conflicts: 0, doubleLive: 0, outage: false, refusedOutputs: 0, lines: 0,
+        errors: [`harness: ${(e as Error).message}`],
+      },
+      claims: {}, extras: [],
+    };
+  }
+}
+
+async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
+  const errors: string[] = [];
+  const guestPort = GUEST_PORT[spec.service];
+  const elf = join(spec.guestsDir, spec.service, `${spec.service}.elf`);
+  const image = join(spec.dir, `${spec.service}.img`);
+  if (spec.service === 'dns') copyFileSync(join(spec.guestsDir, 'dns', 'zone.img'), image);
+  else zeroedDisk(image, KV_DISK_BYTES);
+  const nbd = spec.nbd || spec.fault === 'nbd-restart' ? new NbdDaemon(spec.dir, image, await freePort()) : undefined;
+  await nbd?.start();
+  const diskSpec = nbd ? `nbd://127.0.0.1:${nbd.port}/disk` : `file:${image}`;
+
+  const arbiterDir = join(spec.dir, 'arbiter');
+  mkdirSync(arbiterDir, { recursive: true });
+  const keyFile = join(spec.dir, 'key');
+  writeFileSync(keyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+  const arbiter = spec.etcd ? `etcd:${spec.etcd.endpoint}` : `file:${arbiterDir}`;
+  const common = ['--key-file', keyFile, '--arbiter', arbiter, '--disk', diskSpec, ...(spec.suspectMs ? ['--suspect-ms', String(spec.suspectMs)] : [])];
+  const outputs = (node: string): string => join(spec.dir, `${node}.jsonl`);
+
+  const primary = start(spec.cli, ['primary', elf, '--listen', '127.0.0.1:0', '--net', `udp:127.0.0.1:0:${guestPort}`, '--outputs', outputs('primary'), ...common]);
+  const fwd = await waitFor(primary, / primary forwarding udp 127\.0\.0\.1:(\d+) -> guest port/, 20_000);
+  const listening = await waitFor(primary, / primary listening [^ ]+:(\d+) pair (\S+)/, 20_000);
+  if (!fwd || !listening) {
+    primary.proc.kill('SIGKILL');
+    await primary.exited;
+    await nbd?.stop();
+    throw new Error(`the primary did not serve (stderr: ${primary.stderr.slice(-3).join(' | ')})`);
+  }
+  const port = Number(fwd[1]);
+  const pairId = listening[2];
+  const proxy = await FaultProxy.start('127.0.0.1', Number(listening[1]));
+  const backup = start(spec.cli, ['backup', elf, '--connect', `127.0.0.1:${proxy.port}`, '--net', `udp:127.0.0.1:${port}:${guestPort}`, '--outputs', outputs('backup'), ...common]);
+  if (!(await waitFor(primary, / primary backup attached /, 20_000))) errors.push('the backup never attached');
+  const attachedAt = performance.now();
+
+  const load = spec.service === 'dns' ? new DnsLoad({ port, seed: spec.id, concurrency: 3 }) : new KvLoad({ port, seed: spec.id });
+  load.start();
+
+  const killed = new Set<string>();
+  let struck = false;
+  let killedAt: number | undefined;
+  let faultAt: number | undefined;
+  let stalls = 0;
+  const timers: NodeJS.Timeout[] = [];
+  const pending: Promise<unknown>[] = [];
+  const at = (ms: number, fn: () => void | Promise<void>): void => {
+    timers.push(setTimeout(() => pending.push(Promise.resolve(fn())), Math.max(0, ms - (performance.now() - attachedAt))));
+  };
+  const kill = (c: Child, node: string): void => {
+    if (!alive(c)) return;
+    struck = true;
+    killed.add(node);
+    if (node === 'primary') killedAt = performance.now();
+    c.proc.kill('SIGKILL');
+  };
+  for (const [s, ms] of spec.stalls) at(s, () => { stalls++; proxy.stall(ms); });
+  at(spec.atMs, async () => {
+    faultAt = performance.now();
+    switch (spec.fault) {
+      case 'none': return;
+      case 'kill-primary': return kill(primary, 'primary');
+      case 'kill-backup': return kill(backup, 'backup');
+      case 'cut': struck = true; proxy.cut(); return;
+      case 'arbiter-down': {
+        if (spec.etcd) await spec.etcd.kill();
+        else renameSync(arbiterDir, `${arbiterDir}.away`);
+        kill(primary, 'primary');
+        await sleep(spec.arbiterDownMs ?? 1000);
+        if (spec.etcd) await spec.etcd.restart();
+        else renameSync(`${arbiterDir}.away`, arbiterDir);
+        return;
+      }
+      case 'nbd-restart': {
+        struck = true;
+        await nbd!.stop();
+        await sleep(spec.nbdDownMs ?? 700);
+        await nbd!.start();
+        return;
+      }
+    }
+  });
+
+  // The load goes on past the fault until the clients have answers again, or a while.
+  const deadline = attachedAt + spec.atMs + (spec.timeoutMs ?? 30_000);
+  while (faultAt === undefined && performance.now() < deadline) await sleep(10);
+  await Promise.all(pending);
+  const answeredAtFault = load.answered;
+  const settle = performance.now() + (spec.afterMs ?? 1500);
+  while (performance.now() < deadline && (performance.now() < settle || load.answered < answeredAtFault + 20)) await sleep(10);
+  for (const t of timers) clearTimeout(t);
+  await Promise.all(pending);
+  await load.stop();
+  const outage = load.answered < answeredAtFault + 20;
+
+  // kv: every acknowledged key read back from whichever node serves now.
+  const readBack = new Map<string, string | undefined>();
+  if (load instanceof KvLoad && !outage) {
+    const reader = new KvClient({ servers: [{ host: '127.0.0.1', port }], timeoutMs: 100, maxTimeoutMs: 400, attemptsPerServer: 40 });
+    try {
+      for (const key of load.acked.keys()) {
+        const r = await reader.request(KvOp.Get, Buffer.from(key)).catch(() => undefined);
+        readBack.set(key, r?.status === KvStatus.Ok ? r.value.toString() : undefined);
+      }
+    } finally {
+      reader.close();
+    }
+  }
+
+  // A clean stop of whatever still runs (DESIGN: SIGTERM stops the guest, flushes the disk).
+  const stopping = performance.now();
+  for (const c of [primary, backup]) if (alive(c)) c.proc.kill('SIGTERM');
+  let hung = false;
+  const guard = setTimeout(() => {
+    hung = true;
+    primary.proc.kill('SIGKILL');
+    backup.proc.kill('SIGKILL');
+  }, 20_000);
+  const [pExit, bExit] = await Promise.all([primary.exited, backup.exited]);
+  clearTimeout(guard);
+  await proxy.close();
+  if (spec.etcd && !spec.etcd.running) await spec.etcd.restart();
+  if (!existsSync(arbiterDir) && existsSync(`${arbiterDir}.away`)) renameSync(`${arbiterDir}.away`, arbiterDir);
+  await nbd?.stop();
+  if (hung) errors.push(`hung: a node did not exit ${((performance.now() - stopping) / 1000).toFixed(0)} s after SIGTERM`);
+
+  const claims = await readClaims(spec, arbiterDir, pairId);
+  const check: CheckResult = checkOutputs([...readOutputLog(outputs('primary')), ...readOutputLog(outputs('backup'))], claims);
+  // No service after the fault is excused only as a double failure (as judgeOutage does for
+  // the seq guest): every node the harness did not kill halted having lost the arbiter to one
+  // it then killed. The replica the fault struck was alone: nothing was left to fail over to.
+  const killedHolds = [...claims.values()].some((holder) => killed.has(holder));
+  const unprotected = outage && killed.size > 0 && [['primary', pExit], ['backup', bExit]].every(([node, code]) => killed.has(node!) || (code === '3' && killedHolds));
+  if (outage && !unprotected) errors.push(`outage: ${load.answered - answeredAtFault} requests answered after the ${spec.fault} fault`);
+  let service: { errors: string[]; lines: string[] };
+  if (load instanceof KvLoad) {
+    const wal = readWal(readFileSync(image));
+    const kv = checkKv(load, readBack, wal);
+    // Unprotected and killed: nobody serves to read back from, but the disk must still hold
+    // every acknowledged PUT once, and no request twice.
+    service = { errors: unprotected ? kv.errors.filter((e) => !/ reads back as |^failed: GET: /.test(e)) : kv.errors, lines: kv.lines };
+    if (load.acked.size === 0 && !unprotected) service.errors.push('no PUT was acknowledged');
+  } else {
+    const dns = checkDns(parseZone(readFileSync(join(spec.guestsDir, 'dns', 'zone.txt'), 'utf8')), load.records);
+    // Unprotected and killed: the queries after the kill had no server; those answered must be right.
+    service = {
+      errors: unprotected ? dns.errors.filter((e) => !/: no answer after \d+ tries$/.test(e)) : dns.errors,
+      lines: [`queries: ${load.records.length}, unanswered ${dns.unanswered}, wrong ${dns.wrong}, retries ${load.retries}`],
+    };
+  }
+  check.errors.push(...errors, ...service.errors);
+  // The NBD client says when its server went away and came back (issue 11: the backend says so).
+  if (spec.fault === 'nbd-restart' && struck && ![...primary.stderr, ...backup.stderr].some((l) => /nbd .*reconnected/.test(l))) check.errors.push('no "nbd ... reconnected" line from the live node');
+  // Replay is deterministic by construction: a divergence is a bug.
+  for (const [node, code, c] of [['primary', pExit, primary], ['backup', bExit, backup]] as const) {
+    if (code === '4' && c.stderr.some((l) => /diverge/.test(l))) check.errors.push(`${node} diverged`);
+    // Not killed: it ended by SIGTERM (0, or 6 with unreleased outputs said), or halted having lost the arbiter (3).
+    if (!killed.has(node) && !['0', '3', '6'].includes(code)) check.errors.push(`${node} exited ${code}`);
+  }
+  check.ok = check.errors.length === 0;
+  const firstAnswerAfterKill = killedAt === undefined ? undefined : load.answerTimes.find((t) => t > killedAt!);
+  writeFileSync(join(spec.dir, 'stderr.txt'), [
+    ...service.lines.map((l) => `C ${l}`), ...primary.stderr.map((l) => `P ${l}`), ...backup.stderr.map((l) => `B ${l}`),
+  ].join('\n') + '\n');
+  const backupLive = backup.stderr.some((l) => /live at icount/.test(l));
+  return {
+    id: spec.id,
+    fault: spec.fault,
+    atMs: spec.atMs,
+    stalls: spec.stalls.length,
+    pairId,
+    unprotected,
+    faults: stalls + (struck ? 1 : 0),
+    struck,
+    exit: { primary: pExit, backup: bExit },
+    hung,
+    // Kill -> the first answer the clients got after it (from the new primary, or the old one on the same host in the first ms).
+    failoverMs: firstAnswerAfterKill === undefined || killedAt === undefined ? undefined : firstAnswerAfterKill - killedAt,
+    failovers: backupLive ? 1 : 0,
+    durationMs: performance.now() - t0,
+    check,
+    claims: Object.fromEntries(claims),
+    extras: [],
+    service: { guest: spec.service, lines: service.lines, acked: load instanceof KvLoad ? load.acked.size : undefined, answered: load.answered },
+  };
+}
+
+async function readClaims(spec: ServiceSpec, dir: string, pairId: string | undefined): Promise<Map<number, string>> {
+  if (pairId === undefined) return new Map();
+  if (spec.etcd) {
+    const a = new EtcdArbiter({ endpoints: [spec.etcd.endpoint], callTimeoutMs: 3000, dialTimeoutMs: 3000 });
+    try {
+      return await a.claims(pairId);
+    } finally {
+      await a.close();
+    }
+  }
+  return readClaimFiles(dir, pairId);
+}
