@@ -38,7 +38,8 @@ describe('ftvm demo --dashboard', () => {
       }
     };
     try {
-      await until(() => /dashboard at http/.test(err), 30_000, 'the dashboard URL');
+      // The three lines are separate writes to a pipe: wait for the last, not the first chunk.
+      await until(() => /dashboard at http/.test(err) && /pacing this thread/.test(err), 30_000, 'the dashboard URL and the pacing line');
       expect(err).toMatch(/inspecting every chart at ws:\/\/127\.0\.0\.1:\d+/);
       expect(err).toContain('pacing this thread (pair and dashboard) at 50% of host speed');
       const url = /dashboard at (http:\/\/127\.0\.0\.1:\d+\/)/.exec(err)![1]!;
