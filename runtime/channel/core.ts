@@ -12,7 +12,7 @@
 // NOTE a running actor executes an action during its transition, before getSnapshot() shows
 // the new state: effects that move data take `now` rather than ask the tags.
 
-import { BehaviorSubject, defer, from, map, merge, NEVER, Observable, ReplaySubject, startWith, Subject, type Subscription } from 'rxjs';
+import { BehaviorSubject, defer, from, map, merge, NEVER, Observable, ReplaySubject, startWith, Subject, type SchedulerLike, type Subscription } from 'rxjs';
 import { createActor, type Actor, type ActorOptions, type SnapshotFrom } from 'xstate';
 import { channelMachine, type ChannelEvent as ChartEvent } from '../../machines/channel.machine.js';
 import { Decoder, LogFrameError } from '../log/codec.js';
@@ -31,6 +31,8 @@ export interface ChartOptions {
   inspect?: ActorOptions<typeof channelMachine>['inspect'];
   /** Report the peer silent (`peer.silent`) after this long without hearing from it. */
   silenceMs?: number;
+  /** The watchdog's clock (tests pass a virtual one). */
+  scheduler?: SchedulerLike;
 }
 
 /** The effects a transport supplies to the chart of its end. */
@@ -92,7 +94,7 @@ abstract class ChartedEnd {
     });
     const actor = this.actor;
     this.state$ = defer(() => (actor.getSnapshot().status === 'active' ? from(actor).pipe(startWith(actor.getSnapshot())) : from([actor.getSnapshot()])));
-    const silence$ = opts.silenceMs === undefined ? NEVER : watchdog$(activity$, opts.silenceMs).pipe(map((type): ChartEvent => ({ type })));
+    const silence$ = opts.silenceMs === undefined ? NEVER : watchdog$(activity$, opts.silenceMs, opts.scheduler).pipe(map((type): ChartEvent => ({ type })));
     this.actor.start();
     this.factsSub = merge(this.facts, silence$).subscribe((e) => actor.send(e));
     this.actor.subscribe({ complete: () => this.factsSub.unsubscribe() });
