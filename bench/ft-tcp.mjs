@@ -105,6 +105,50 @@ for (let i = 0; i < RUNS + 2; i++) {
 console.log(`failover (kill -9 of the primary -> first output of the backup, suspicion 250+125 ms): median ${median(fo).toFixed(0)} ms, min ${Math.min(...fo).toFixed(0)}, max ${Math.max(...fo).toFixed(0)} (${fo.length} runs)`);
 }
 
+// The channel alone, no guest: one entry out, its ack back, 2000 times, nothing else on
+// either event loop. TCP: both ends in this process over loopback TLS-PSK. MessagePort: the
+// backup end in a worker thread that acks each entry as it arrives.
+if (row('rtt')) {
+  const N = 2000;
+  const pct = (xs) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return `p50 ${(s[Math.floor(s.length / 2)] * 1000).toFixed(0)} µs, p99 ${(s[Math.floor(s.length * 0.99)] * 1000).toFixed(0)} µs`;
+  };
+  const roundTrips = async (end) => {
+    const rtt = [];
+    for (let i = 0; i < N; i++) {
+      const t = performance.now();
+      const acked = new Promise((r) => { const sub = end.acked$.subscribe((a) => { if (a === i) { r(); queueMicrotask(() => sub.unsubscribe()); } }); });
+      end.send({ seq: i, icount: i * 1000, type: 'timer' });
+      await acked;
+      rtt.push(performance.now() - t);
+    }
+    return rtt.slice(100);
+  };
+  const { listenPrimary, connectBackup } = await import(dist('runtime/channel/tcp.js'));
+  const k = Buffer.alloc(32, 9);
+  const l = await listenPrimary({ host: '127.0.0.1', port: 0, key: k, identity: { instance: 'rtt-1', imageDigest: 'ab'.repeat(16), memoryMiB: 16 } });
+  const bk = connectBackup({ host: '127.0.0.1', port: l.port, key: k, member: { instance: '', imageDigest: 'ab'.repeat(16), memoryMiB: 16 } });
+  await l.end.attached;
+  bk.entries$.subscribe((e) => bk.ack(e.seq));
+  console.log(`channel round trip, TLS-PSK on loopback (entry out, ack back; ${N} times): ${pct(await roundTrips(l.end))}`);
+  bk.close();
+  await l.close();
+  const { Worker, MessageChannel } = await import('node:worker_threads');
+  const { createPortPrimary } = await import(dist('runtime/channel/port.js'));
+  const code = `const { workerData } = require('node:worker_threads');
+import(${JSON.stringify('file://' + dist('runtime/channel/port.js'))}).then(({ createPortBackup }) => {
+  const { backup } = createPortBackup(workerData.port, { ownsPort: true });
+  backup.entries$.subscribe((e) => backup.ack(e.seq));
+});`;
+  const { port1, port2 } = new MessageChannel();
+  const w = new Worker(code, { eval: true, workerData: { port: port2 }, transferList: [port2] });
+  const p = createPortPrimary(port1, { ownsPort: true });
+  console.log(`channel round trip, MessagePort to a worker thread (${N} times): ${pct(await roundTrips(p.primary))}`);
+  p.dispose();
+  await w.terminate();
+}
+
 if (row('bandwidth')) {
 const { listenPrimary, connectBackup } = await import(dist('runtime/channel/tcp.js'));
 const k = Buffer.alloc(32, 7);

@@ -254,6 +254,8 @@ export class PrimaryCore extends ChartedEnd {
     this.events.next({ type: 'channel.open' });
     this.attach.resolve();
     this.flush(true);
+    // Entries that waited for a backup may have filled the window before the chart could pause.
+    if (this.window.full) this.fact('window.full');
   }
 
   protected pressure(on: boolean): void {

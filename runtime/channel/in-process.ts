@@ -11,8 +11,8 @@ import type { Observable } from 'rxjs';
 export interface InProcessChannelOptions extends FlowControlOptions {
   /** One-way delay of entries and acks. 0 still delivers asynchronously (a microtask later). */
   latencyMs?: number;
-  /** The two ends' charts (ids `<id>.primary`/`<id>.backup` when `id` is given), and their watchdog. */
-  chart?: ChartOptions;
+  /** Each end's chart: actor id, inspection, silence watchdog. */
+  charts?: { primary?: ChartOptions; backup?: ChartOptions };
 }
 
 export interface InProcessChannel {
@@ -27,15 +27,13 @@ export interface InProcessChannel {
 
 export function createInProcessChannel(opts: InProcessChannelOptions = {}): InProcessChannel {
   const latencyMs = opts.latencyMs ?? 0;
-  const chart = opts.chart ?? {};
-  const named = (side: string): ChartOptions => ({ ...chart, ...(chart.id === undefined ? {} : { id: `${chart.id}.${side}` }) });
   let isCut = false;
   let corruptNext = false;
   // Set below; both transports reach the other end's core.
   let primary!: PrimaryCore;
   let backup!: BackupCore;
 
-  primary = new PrimaryCore({ ...opts, ...named('primary') }, {
+  primary = new PrimaryCore({ ...opts, ...opts.charts?.primary }, {
     startHandshake: () => primary.admitted(),
     write(chunk) {
       if (isCut) return;
@@ -64,7 +62,7 @@ export function createInProcessChannel(opts: InProcessChannelOptions = {}): InPr
       if (error) backup.fail(error);
     },
   });
-  backup = new BackupCore(named('backup'), {
+  backup = new BackupCore(opts.charts?.backup ?? {}, {
     startHandshake: () => backup.admitted(),
     writeAck(seq) {
       if (isCut) return;

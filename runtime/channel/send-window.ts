@@ -49,6 +49,11 @@ export class SendWindow {
     return { entries: this.seqs.length - this.head, bytes: this.bytes };
   }
 
+  /** Above the high-water mark now. */
+  get full(): boolean {
+    return this.above();
+  }
+
   private above(): boolean {
     return this.bytes > this.highBytes || this.seqs.length - this.head > this.highEntries;
   }

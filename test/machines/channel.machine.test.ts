@@ -108,7 +108,7 @@ interface PrimaryWire {
 const flowOpts = { highWaterEntries: HIGH, lowWaterEntries: LOW, highWaterBytes: 1 << 20 };
 
 async function inProcessWire(clock: VirtualTimeScheduler): Promise<PrimaryWire> {
-  const ch = createInProcessChannel({ ...flowOpts, chart: { silenceMs: SILENCE_MS, scheduler: clock } });
+  const ch = createInProcessChannel({ ...flowOpts, charts: { primary: { silenceMs: SILENCE_MS, scheduler: clock } } });
   return { primary: ch.primary, backup: ch.backup, corrupt: () => ch.corrupt(), dispose: async () => undefined };
 }
 
