@@ -152,8 +152,8 @@ import(${JSON.stringify('file://' + dist('runtime/channel/port.js'))}).then(({ c
 if (row('bandwidth')) {
 const { listenPrimary, connectBackup } = await import(dist('runtime/channel/tcp.js'));
 const k = Buffer.alloc(32, 7);
-const l = await listenPrimary({ host: '127.0.0.1', port: 0, key: k, highWaterBytes: 64 << 20 });
-const bk = connectBackup({ host: '127.0.0.1', port: l.port, key: k });
+const l = await listenPrimary({ host: '127.0.0.1', port: 0, key: k, highWaterBytes: 64 << 20, identity: { instance: 'bw-1', imageDigest: 'cd'.repeat(16), memoryMiB: 16 } });
+const bk = connectBackup({ host: '127.0.0.1', port: l.port, key: k, member: { instance: '', imageDigest: 'cd'.repeat(16), memoryMiB: 16 } });
 await l.end.attached;
 bk.entries$.subscribe((e) => bk.ack(e.seq));
 const frame = new Uint8Array(65536).map((_, i) => (i * 31) & 0xff);
