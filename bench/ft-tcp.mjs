@@ -5,8 +5,11 @@
 // 2. output-rule delay over loopback TCP on the seq guest (PrimaryNode stats().outputDelay);
 // 3. failover, kill -9 of the primary -> first console byte from the backup gone live;
 // 4. channel bandwidth: 64 KiB entries through one TLS-PSK channel on loopback.
+// One row alone: `node bench/ft-tcp.mjs ratio|delay|failover|bandwidth`. `delay` also times
+// the output rule with the backup in a worker thread (MessagePort channel, createPair), and
+// runs the seq guest without FT beside each, so the two show side by side.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -50,9 +53,12 @@ async function ftPair(elf, extra = []) {
   };
 }
 
+const only = process.argv[2];
+const row = (name) => only === undefined || only === name;
 console.log(`machine: ${cpus().length} CPUs, node ${process.version}, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
 
 const bench = join(root, 'guests/bench/bench.elf');
+if (row('ratio')) {
 const base = Array.from({ length: RUNS }, () => plain(bench));
 const ft = [];
 for (let i = 0; i < RUNS; i++) ft.push(await ftPair(bench));
@@ -61,12 +67,34 @@ const ftSec = median(ft.map((r) => r.seconds));
 const f = ft[0];
 console.log(`bench guest: ${base[0].instructions} instructions; no FT ${baseSec.toFixed(3)} s, FT over TCP ${ftSec.toFixed(3)} s: ratio ${(baseSec / ftSec).toFixed(3)} (median of ${RUNS})`);
 console.log(`  log: ${f.bytes} bytes in ${f.entries} entries, ${((f.bytes * 1000) / f.icount).toFixed(4)} bytes per 1000 instructions, ${((f.bytes * 8) / ftSec / 1e6).toFixed(3)} Mbit/s; spurious failovers ${ft.reduce((n, r) => n + r.failovers, 0)}`);
+}
 
 const seq = join(root, 'guests/seq/seq.elf');
-const seqRuns = [];
-for (let i = 0; i < RUNS; i++) seqRuns.push(await ftPair(seq));
-console.log(`output-rule delay over loopback TCP (seq guest, ${seqRuns[0].icount} instructions): p50 ${median(seqRuns.map((r) => r.p50)).toFixed(2)} ms, p99 ${median(seqRuns.map((r) => r.p99)).toFixed(2)} ms (median of ${RUNS} runs)`);
+if (row('delay')) {
+  const us = (ms) => `${(ms * 1000).toFixed(0)} µs`;
+  const seqRuns = [], seqPlain = [];
+  for (let i = 0; i < RUNS; i++) {
+    seqPlain.push(plain(seq).seconds);
+    seqRuns.push(await ftPair(seq));
+  }
+  console.log(`output-rule delay over loopback TCP (seq guest, ${seqRuns[0].icount} instructions): p50 ${us(median(seqRuns.map((r) => r.p50)))}, p99 ${us(median(seqRuns.map((r) => r.p99)))} (median of ${RUNS} runs; runs p50 ${seqRuns.map((r) => us(r.p50)).join(', ')}; p99 ${seqRuns.map((r) => us(r.p99)).join(', ')})`);
+  console.log(`  seq guest no FT ${median(seqPlain).toFixed(3)} s, FT over TCP ${median(seqRuns.map((r) => r.seconds)).toFixed(3)} s (primary: backup attached -> halted)`);
+  const { createPair } = await import(dist('runtime/pair.js'));
+  const image = readFileSync(seq);
+  for (const backupIn of ['worker', 'thread']) {
+    const runs = [];
+    for (let i = 0; i < RUNS; i++) {
+      const pair = createPair({ image, backupIn });
+      await pair.ready();
+      const t0 = performance.now();
+      await pair.start();
+      runs.push({ ...pair.stats().primary.outputDelay, seconds: (performance.now() - t0) / 1000 });
+    }
+    console.log(`output-rule delay, backup in ${backupIn === 'worker' ? 'a worker (MessagePort)' : 'the primary\'s thread'} (seq guest, createPair): p50 ${us(median(runs.map((r) => r.p50Ms)))}, p99 ${us(median(runs.map((r) => r.p99Ms)))} (median of ${RUNS}; runs p50 ${runs.map((r) => us(r.p50Ms)).join(', ')}); run ${median(runs.map((r) => r.seconds)).toFixed(3)} s vs no FT ${median(seqPlain).toFixed(3)} s`);
+  }
+}
 
+if (row('failover')) {
 const { runOnce } = await import(dist('runtime/faults/harness.js'));
 const fo = [];
 for (let i = 0; i < RUNS + 2; i++) {
@@ -75,11 +103,57 @@ for (let i = 0; i < RUNS + 2; i++) {
   if (r.failoverMs !== undefined && r.check.ok) fo.push(r.failoverMs);
 }
 console.log(`failover (kill -9 of the primary -> first output of the backup, suspicion 250+125 ms): median ${median(fo).toFixed(0)} ms, min ${Math.min(...fo).toFixed(0)}, max ${Math.max(...fo).toFixed(0)} (${fo.length} runs)`);
+}
 
+// The channel alone, no guest: one entry out, its ack back, 2000 times, nothing else on
+// either event loop. TCP: both ends in this process over loopback TLS-PSK. MessagePort: the
+// backup end in a worker thread that acks each entry as it arrives.
+if (row('rtt')) {
+  const N = 2000;
+  const pct = (xs) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return `p50 ${(s[Math.floor(s.length / 2)] * 1000).toFixed(0)} µs, p99 ${(s[Math.floor(s.length * 0.99)] * 1000).toFixed(0)} µs`;
+  };
+  const roundTrips = async (end) => {
+    const rtt = [];
+    for (let i = 0; i < N; i++) {
+      const t = performance.now();
+      const acked = new Promise((r) => { const sub = end.acked$.subscribe((a) => { if (a === i) { r(); queueMicrotask(() => sub.unsubscribe()); } }); });
+      end.send({ seq: i, icount: i * 1000, type: 'timer' });
+      await acked;
+      rtt.push(performance.now() - t);
+    }
+    return rtt.slice(100);
+  };
+  const { listenPrimary, connectBackup } = await import(dist('runtime/channel/tcp.js'));
+  const k = Buffer.alloc(32, 9);
+  const l = await listenPrimary({ host: '127.0.0.1', port: 0, key: k, identity: { instance: 'rtt-1', imageDigest: 'ab'.repeat(16), memoryMiB: 16 } });
+  const bk = connectBackup({ host: '127.0.0.1', port: l.port, key: k, member: { instance: '', imageDigest: 'ab'.repeat(16), memoryMiB: 16 } });
+  await l.end.attached;
+  bk.entries$.subscribe((e) => bk.ack(e.seq));
+  console.log(`channel round trip, TLS-PSK on loopback (entry out, ack back; ${N} times): ${pct(await roundTrips(l.end))}`);
+  bk.close();
+  await l.close();
+  const { Worker, MessageChannel } = await import('node:worker_threads');
+  const { createPortPrimary } = await import(dist('runtime/channel/port.js'));
+  const code = `const { workerData } = require('node:worker_threads');
+import(${JSON.stringify('file://' + dist('runtime/channel/port.js'))}).then(({ createPortBackup }) => {
+  const { backup } = createPortBackup(workerData.port, { ownsPort: true });
+  backup.entries$.subscribe((e) => backup.ack(e.seq));
+});`;
+  const { port1, port2 } = new MessageChannel();
+  const w = new Worker(code, { eval: true, workerData: { port: port2 }, transferList: [port2] });
+  const p = createPortPrimary(port1, { ownsPort: true });
+  console.log(`channel round trip, MessagePort to a worker thread (${N} times): ${pct(await roundTrips(p.primary))}`);
+  p.dispose();
+  await w.terminate();
+}
+
+if (row('bandwidth')) {
 const { listenPrimary, connectBackup } = await import(dist('runtime/channel/tcp.js'));
 const k = Buffer.alloc(32, 7);
-const l = await listenPrimary({ host: '127.0.0.1', port: 0, key: k, highWaterBytes: 64 << 20 });
-const bk = connectBackup({ host: '127.0.0.1', port: l.port, key: k });
+const l = await listenPrimary({ host: '127.0.0.1', port: 0, key: k, highWaterBytes: 64 << 20, identity: { instance: 'bw-1', imageDigest: 'cd'.repeat(16), memoryMiB: 16 } });
+const bk = connectBackup({ host: '127.0.0.1', port: l.port, key: k, member: { instance: '', imageDigest: 'cd'.repeat(16), memoryMiB: 16 } });
 await l.end.attached;
 bk.entries$.subscribe((e) => bk.ack(e.seq));
 const frame = new Uint8Array(65536).map((_, i) => (i * 31) & 0xff);
@@ -95,5 +169,6 @@ const s = (performance.now() - t0) / 1000;
 console.log(`channel bandwidth (TLS-PSK, loopback, one process both ends): ${((N * 65536) / s / 1e6).toFixed(0)} MB/s = ${((N * 65536 * 8) / s / 1e9).toFixed(2)} Gbit/s; cipher ${'ECDHE-PSK-CHACHA20-POLY1305'}`);
 await l.close();
 bk.close();
+}
 rmSync(dir, { recursive: true, force: true });
 process.exit(0);

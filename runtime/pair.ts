@@ -9,7 +9,7 @@ import type { ReleasedOutput } from './ft/output-gate.js';
 import { PrimaryNode, type NodeEvent, type PrimaryStats } from './ft/primary-node.js';
 import { BackupNode, type BackupOutcome, type BackupStats } from './ft/backup-node.js';
 import { RemoteBackup } from './ft/remote-backup.js';
-import type { FtTiming } from './ft/timing.js';
+import { withTiming, type FtTiming } from './ft/timing.js';
 import type { RunOutcome } from './runner.js';
 import { createActor, type Actor, type ActorOptions, type AnyActorLogic } from 'xstate';
 import { pairMachine } from '../machines/pair.machine.js';
@@ -168,7 +168,13 @@ export function createPair(opts: PairOptions): Pair {
       ...(workerIo && (workerIo.disk || workerIo.net) ? { io: workerIo } : {}),
     })
     : undefined;
-  const local: InProcessChannel | undefined = inWorker ? undefined : createInProcessChannel(opts.channel);
+  // Each end of a channel runs the channel chart, inspected under its node's name; the
+  // primary's end reports a silent backup after the suspicion timeout.
+  const charts = (p: string, b: string): InProcessChannelOptions['charts'] => ({
+    primary: { id: `${p}.channel`, silenceMs: withTiming(timing).suspectMs, ...(inspect as { inspect?: never }) },
+    backup: { id: `${b}.channel`, ...(inspect as { inspect?: never }) },
+  });
+  const local: InProcessChannel | undefined = inWorker ? undefined : createInProcessChannel({ ...opts.channel, charts: charts('primary', 'backup') });
   let channel: { cut(): void; stats(): { bytesSent: number; entriesSent: number } } = remote?.channel ?? local!;
   /** Log traffic of channels to backups that are gone. */
   const logBefore = { bytes: 0, entries: 0 };
@@ -339,11 +345,12 @@ export function createPair(opts: PairOptions): Pair {
     const s = channel.stats();
     logBefore.bytes += s.bytesSent;
     logBefore.entries += s.entriesSent;
-    const ch = createInProcessChannel(opts.channel);
+    const name = `backup-${++joins}`;
+    const ch = createInProcessChannel({ ...opts.channel, charts: charts(live.name, name) });
     channel = ch;
     const node = new BackupNode({
       ...withInspect,
-      name: `backup-${++joins}`,
+      name,
       generation: live.generation,
       machine: machine(false),
       channel: ch.backup,

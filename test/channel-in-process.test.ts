@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { filter, firstValueFrom, lastValueFrom, take, toArray } from 'rxjs';
+import { filter, firstValueFrom, lastValueFrom, map, take, toArray } from 'rxjs';
 import { Encoder, LogFrameError } from '../runtime/log/codec.js';
 import type { LogEntry } from '../runtime/log/entry.js';
 import type { ChannelEvent } from '../runtime/channel/channel.js';
@@ -177,4 +177,18 @@ describe('in-process logging channel', () => {
       { numRuns: 50 },
     );
   });
+
+  it('shows the chart of each end as a typed snapshot stream that ends with the channel', async () => {
+    const ch = createInProcessChannel();
+    const states = lastValueFrom(ch.primary.state$.pipe(map((s) => s.value), toArray()));
+    const backupLast = lastValueFrom(ch.backup.state$);
+    await sleep(1);
+    ch.primary.close();
+    expect((await states).at(-1)).toBe('closed');
+    expect((await states)).toContainEqual({ open: { flow: 'flowing', peer: 'responsive' } });
+    const b = await backupLast;
+    expect(b.value).toBe('closed');
+    expect(b.status).toBe('done');
+  });
 });
+

@@ -4,6 +4,8 @@ import type { LogEntry } from '../log/entry.js';
 /** Lifecycle of a logging channel, seen from either end. */
 export type ChannelEvent =
   | { type: 'channel.open' }
+  /** Nothing heard from the peer for the silence timeout (a report: the protocol decides). */
+  | { type: 'channel.suspect' }
   /** The stream broke (bad frame, transport error); no more entries will arrive. */
   | { type: 'channel.failed'; error: Error }
   /** Closed in order, by this end ('local') or the other ('peer'). */

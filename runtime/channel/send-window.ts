@@ -1,4 +1,4 @@
-import { BehaviorSubject, distinctUntilChanged, type Observable } from 'rxjs';
+import { BehaviorSubject, type Observable } from 'rxjs';
 import type { ChannelStats, FlowControlOptions, Lag } from './channel.js';
 import { Encoder } from '../log/codec.js';
 import type { LogEntry } from '../log/entry.js';
@@ -6,9 +6,14 @@ import type { LogEntry } from '../log/entry.js';
 export const DEFAULT_HIGH_WATER_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_HIGH_WATER_ENTRIES = 100_000;
 
+/** What a change of the window crossed: the high-water mark upwards, the low one downwards. */
+export type WindowCrossing = 'full' | 'drained' | undefined;
+
 /**
  * What the primary has sent and the backup has not acknowledged yet: the lag that flow
- * control bounds (DESIGN §3). Pressure has hysteresis so it does not flap at the mark.
+ * control bounds (DESIGN §3). It reports when the lag crosses a mark; whether the sender is
+ * paused is the channel chart's decision (hysteresis: paused at the high mark, flowing again
+ * at the low one), so this keeps no pressure state of its own.
  */
 export class SendWindow {
   private readonly seqs: number[] = [];
@@ -16,7 +21,6 @@ export class SendWindow {
   private head = 0;
   private bytes = 0;
   private readonly acked = new BehaviorSubject<number>(-1);
-  private readonly pressure = new BehaviorSubject<boolean>(false);
   private readonly highBytes: number;
   private readonly lowBytes: number;
   private readonly highEntries: number;
@@ -26,7 +30,6 @@ export class SendWindow {
   private readonly counts: ChannelStats = { bytesSent: 0, entriesSent: 0 };
 
   readonly acked$: Observable<number> = this.acked.asObservable();
-  readonly pressure$: Observable<boolean> = this.pressure.pipe(distinctUntilChanged());
 
   constructor(opts: FlowControlOptions = {}) {
     this.highBytes = opts.highWaterBytes ?? DEFAULT_HIGH_WATER_BYTES;
@@ -46,6 +49,19 @@ export class SendWindow {
     return { entries: this.seqs.length - this.head, bytes: this.bytes };
   }
 
+  /** Above the high-water mark now. */
+  get full(): boolean {
+    return this.above();
+  }
+
+  private above(): boolean {
+    return this.bytes > this.highBytes || this.seqs.length - this.head > this.highEntries;
+  }
+
+  private below(): boolean {
+    return this.bytes <= this.lowBytes && this.seqs.length - this.head <= this.lowEntries;
+  }
+
   /**
    * Encode `e` as the next frame of this stream (delta-coded against the previous one) and
    * count it as sent and unacknowledged. Every channel sends its frames through here, so the
@@ -55,7 +71,6 @@ export class SendWindow {
     const frame = this.encoder.encode(e);
     this.counts.bytesSent += frame.length;
     this.counts.entriesSent++;
-    this.sent(e.seq, frame.length);
     return frame;
   }
 
@@ -64,20 +79,24 @@ export class SendWindow {
     return { ...this.counts };
   }
 
-  sent(seq: number, size: number): void {
+  /** Counts a frame of `size` bytes as sent; 'full' when this pushed the lag over the high-water mark. */
+  sent(seq: number, size: number): WindowCrossing {
+    const wasAbove = this.above();
     this.seqs.push(seq);
     this.sizes.push(size);
     this.bytes += size;
     this.lastSent = seq;
-    if (!this.pressure.value && (this.bytes > this.highBytes || this.lag.entries > this.highEntries)) {
-      this.pressure.next(true);
-    }
+    return !wasAbove && this.above() ? 'full' : undefined;
   }
 
-  /** The backup applied everything up to `seq`. Stale acks are ignored; acks past the last sent entry are capped. */
-  ack(seq: number): void {
+  /**
+   * The backup applied everything up to `seq`; 'drained' when this brought the lag down to the
+   * low-water mark. Stale acks are ignored; acks past the last sent entry are capped.
+   */
+  ack(seq: number): WindowCrossing {
     const upTo = Math.min(seq, this.lastSent);
-    if (upTo <= this.acked.value) return;
+    if (upTo <= this.acked.value) return undefined;
+    const wasBelow = this.below();
     while (this.head < this.seqs.length && this.seqs[this.head]! <= upTo) {
       this.bytes -= this.sizes[this.head]!;
       this.head++;
@@ -89,13 +108,10 @@ export class SendWindow {
       this.head = 0;
     }
     this.acked.next(upTo);
-    if (this.pressure.value && this.bytes <= this.lowBytes && this.lag.entries <= this.lowEntries) {
-      this.pressure.next(false);
-    }
+    return !wasBelow && this.below() ? 'drained' : undefined;
   }
 
   complete(): void {
     this.acked.complete();
-    this.pressure.complete();
   }
 }

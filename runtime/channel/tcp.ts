@@ -1,7 +1,8 @@
 // The logging channel between processes or hosts (DESIGN §4): TCP, authenticated and private
-// with a pre-shared key through TLS-PSK. The ends behave as the embedded channel's do
-// (in-process.ts): the same log frames, acks that only rise, the same SendWindow for flow
+// with a pre-shared key through TLS-PSK. A thin transport under the channel core (core.ts),
+// as the embedded channel is: the same log frames, acks that only rise, the same flow
 // control, and every failure (bad key, bad frame, broken socket) as one 'channel.failed'.
+// Each end's chart runs the v2 handshake's outcome (admitted, refused) and the close.
 //
 // Why TLS 1.2 with PSK suites: Node 20 (OpenSSL 3) does TLS-PSK in both 1.2 and 1.3, but in
 // 1.2 the cipher list names PSK suites only, so no certificate path exists and a wrong key
@@ -10,11 +11,9 @@
 
 import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
-import { Observable, ReplaySubject, Subject } from 'rxjs';
-import { Decoder, LogFrameError } from '../log/codec.js';
-import type { LogEntry } from '../log/entry.js';
-import { RefusedError, type Admission, type BackupEnd, type ChannelEvent, type ChannelStats, type FlowControlOptions, type Lag, type PrimaryEnd } from './channel.js';
-import { SendWindow } from './send-window.js';
+import { Subject, type Observable } from 'rxjs';
+import { RefusedError, type Admission, type BackupEnd, type ChannelStats, type FlowControlOptions, type PrimaryEnd } from './channel.js';
+import { BackupCore, PrimaryCore, type ChannelSnapshot, type ChartOptions } from './core.js';
 import {
   ControlDecoder, decodeHello, decodeRequest, encodeAck, encodeBye, encodeHello, encodeRequest, MIN_KEY_BYTES, refusal,
   type Hello, type JoinRequest, type PairIdentity,
@@ -30,6 +29,8 @@ export interface TcpChannelOptions extends FlowControlOptions {
   port: number;
   /** The pre-shared key (see tcp-frames.ts parseKey for the key file format). */
   key: Uint8Array;
+  /** This end's chart (id, inspection, silence watchdog). */
+  chart?: ChartOptions;
 }
 
 export interface TcpPrimaryEnd extends PrimaryEnd {
@@ -38,6 +39,8 @@ export interface TcpPrimaryEnd extends PrimaryEnd {
   /** Address of the attached backup, `host:port`. */
   readonly peer: string | undefined;
   stats(): ChannelStats;
+  /** This end's chart, snapshot by snapshot. */
+  readonly state$: Observable<ChannelSnapshot>;
 }
 
 export interface TcpListenOptions extends TcpChannelOptions {
@@ -92,6 +95,7 @@ export interface TcpBackupEnd extends BackupEnd {
   /** What the primary answered (set before `opened` resolves). */
   readonly hello: Hello | undefined;
   stats(): { bytesReceived: number; entriesReceived: number };
+  readonly state$: Observable<ChannelSnapshot>;
 }
 
 
@@ -119,7 +123,9 @@ export async function listenPrimary(opts: TcpListenOptions): Promise<TcpListener
 
 interface EndSlot {
   end: TcpPrimaryEnd;
+  /** The end's chart still waits for a backup (`connecting`). */
   waiting(): boolean;
+  /** Its chart has admitted one and not ended. */
   open(): boolean;
   take(s: tls.TLSSocket, rest: Uint8Array): void;
   fail(e: Error): void;
@@ -227,122 +233,82 @@ export async function listenForBackups(opts: TcpListenOptions): Promise<TcpBacku
 function makeEnd(opts: TcpChannelOptions, identity: PairIdentity, joinOffer: { generation: number } | undefined): EndSlot {
   const offer = joinOffer ? 'join' : 'boot';
   const generation = joinOffer?.generation ?? 1;
-  const window = new SendWindow(opts);
   const control = new ControlDecoder();
-  const events = new ReplaySubject<ChannelEvent>();
-  let state: 'waiting' | 'open' | 'closing' | 'closed' | 'failed' = 'waiting';
   let sock: tls.TLSSocket | undefined;
   let peer: string | undefined;
-  let outbound: Uint8Array[] = [];
-  let flushScheduled = false;
-  let byeReceived = false;
   let closeTimer: NodeJS.Timeout | undefined;
-  let attach!: { resolve: () => void; reject: (e: Error) => void };
-  const attached = new Promise<void>((resolve, reject) => { attach = { resolve, reject }; });
-  attached.catch(() => undefined);
 
-  const finish = (ev: ChannelEvent): void => {
-    if (state === 'closed' || state === 'failed') return;
-    state = ev.type === 'channel.failed' ? 'failed' : 'closed';
-    outbound = [];
-    clearTimeout(closeTimer);
-    if (ev.type === 'channel.failed') sock?.destroy();
-    attach.reject(ev.type === 'channel.failed' ? ev.error : new Error('channel closed before a backup attached'));
-    events.next(ev);
-    events.complete();
-    window.complete();
-  };
-  const fail = (error: Error): void => finish({ type: 'channel.failed', error });
-
-  const flush = (): void => {
-    flushScheduled = false;
-    if (!sock || outbound.length === 0 || (state !== 'open' && state !== 'closing')) return;
-    const chunk = concatBytes(outbound);
-    outbound = [];
-    sock.write(chunk);
-  };
+  const core: PrimaryCore = new PrimaryCore({ ...opts, ...opts.chart }, {
+    // Admitted by the listener (it checked the join request): the hello names the instance
+    // and generation, and the log follows it.
+    startHandshake() {
+      sock!.write(encodeHello({ ...identity, mode: offer, generation, reason: '' }));
+      core.admitted();
+    },
+    write: (chunk) => sock!.write(chunk),
+    // Orderly close: what was sent still arrives, then the backup sees the end of stream.
+    end() {
+      sock!.end();
+      // A backup that never answers the close is not waited for forever.
+      closeTimer = setTimeout(() => {
+        sock?.destroy();
+        core.ended();
+      }, 2000);
+      closeTimer.unref();
+    },
+    abort(error) {
+      clearTimeout(closeTimer);
+      if (error) sock?.destroy();
+    },
+  });
+  core.end.events$.subscribe({ complete: () => clearTimeout(closeTimer) });
 
   const take = (s: tls.TLSSocket, rest: Uint8Array): void => {
     sock = s;
     peer = `${s.remoteAddress}:${s.remotePort}`;
-    state = 'open';
     s.setNoDelay(true);
-    // Admitted: the hello names the instance and generation, and the log follows it.
-    s.write(encodeHello({ ...identity, mode: offer, generation, reason: '' }));
     const onControl = (chunk: Uint8Array): void => {
       let frames;
       try {
         frames = control.push(chunk);
       } catch (err) {
-        fail(asError(err));
+        core.fail(err);
         return;
       }
       for (const f of frames) {
-        if (f.type === 'ack') window.ack(f.seq);
-        else byeReceived = true;
+        if (f.type === 'ack') core.ack(f.seq);
+        else core.peerClosed();
       }
     };
     s.on('data', onControl);
-    s.on('end', () => {
-      if (state === 'closing') finish({ type: 'channel.closed', by: 'local' });
-      else if (byeReceived) finish({ type: 'channel.closed', by: 'peer' });
-      else fail(new Error(`backup ${peer} closed the connection without a goodbye`));
-    });
-    s.on('error', (err) => fail(new Error(`channel to backup ${peer}: ${err.message}`, { cause: err })));
-    s.on('close', () => {
-      if (state === 'closing') finish({ type: 'channel.closed', by: 'local' });
-      else fail(new Error(`connection to backup ${peer} closed`));
-    });
-    events.next({ type: 'channel.open' });
-    attach.resolve();
+    const gone = (why: string): void => {
+      if (core.closing) core.ended();
+      else core.fail(new Error(why));
+    };
+    s.on('end', () => gone(`backup ${peer} closed the connection without a goodbye`));
+    s.on('error', (err) => core.fail(new Error(`channel to backup ${peer}: ${err.message}`, { cause: err })));
+    s.on('close', () => gone(`connection to backup ${peer} closed`));
+    core.connected();
     if (rest.length > 0) onControl(rest);
-    flush();
   };
 
-  const end: TcpPrimaryEnd = {
-    send(e: LogEntry): void {
-      if (state !== 'waiting' && state !== 'open') return;
-      const frame = window.frame(e);
-      outbound.push(frame);
-      // Entries of one tick leave in one write, as the embedded channel sends one chunk.
-      if (!flushScheduled) {
-        flushScheduled = true;
-        queueMicrotask(flush);
-      }
-    },
-    acked$: window.acked$,
-    get ackedSeq(): number {
-      return window.ackedSeq;
-    },
-    get lag(): Lag {
-      return window.lag;
-    },
-    pressure$: window.pressure$,
-    events$: events.asObservable(),
-    attached,
+  const end: TcpPrimaryEnd = Object.assign(Object.create(core.end) as PrimaryEnd, {
+    attached: core.attached,
     get peer(): string | undefined {
       return peer;
     },
-    stats: () => window.stats(),
-    close(): void {
-      if (state === 'waiting') {
-        finish({ type: 'channel.closed', by: 'local' });
-        return;
-      }
-      if (state !== 'open') return;
-      // Orderly close: what was sent still arrives, then the backup sees the end of stream.
-      flush();
-      state = 'closing';
-      sock!.end();
-      // A backup that never answers the close is not waited for forever.
-      closeTimer = setTimeout(() => {
-        sock?.destroy();
-        finish({ type: 'channel.closed', by: 'local' });
-      }, 2000);
-      closeTimer.unref();
-    },
+    stats: () => core.stats(),
+    state$: core.state$,
+  });
+  return {
+    end,
+    waiting: () => core.snapshot.matches('connecting'),
+    open: () => core.snapshot.hasTag('writable') || core.snapshot.matches('handshaking'),
+    take,
+    fail: (e) => core.fail(e),
+    offer,
+    generation,
   };
-  return { end, waiting: () => state === 'waiting', open: () => state === 'open' || state === 'closing', take, fail, offer, generation };
 }
 
 /**
@@ -353,25 +319,12 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
   const key = checkKey(opts.key);
   const connectTimeoutMs = opts.connectTimeoutMs ?? 5000;
   const retryMs = opts.retryMs ?? 100;
-  const decoder = new Decoder();
-  const events = new ReplaySubject<ChannelEvent>();
-  const entries = new Subject<LogEntry>();
-  const stats = { bytesReceived: 0, entriesReceived: 0 };
   const where = `${opts.host}:${opts.port}`;
-  let state: 'connecting' | 'open' | 'closed' | 'failed' = 'connecting';
   let sock: tls.TLSSocket | undefined;
   let retryTimer: NodeJS.Timeout | undefined;
-  // Chunks that arrived before anyone subscribed wait here, as in a socket buffer.
-  const inbox: Uint8Array[] = [];
-  let subscribers = 0;
-  let sawEnd = false;
-  let eof = false;
-  let pendingAck = -1;
-  let sentAck = -1;
   // Until the primary's hello has arrived whole.
   let greeting: Uint8Array | undefined = new Uint8Array(0);
   let hello: Hello | undefined;
-  let ackScheduled = false;
   let open!: { resolve: () => void; reject: (e: Error) => void };
   const opened = new Promise<void>((resolve, reject) => { open = { resolve, reject }; });
   opened.catch(() => undefined);
@@ -379,47 +332,29 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
   admission.catch(() => undefined);
   const t0 = Date.now();
 
-  const finish = (ev: ChannelEvent): void => {
-    if (state === 'closed' || state === 'failed') return;
-    state = ev.type === 'channel.failed' ? 'failed' : 'closed';
-    clearTimeout(retryTimer);
-    inbox.length = 0;
-    if (ev.type === 'channel.failed') sock?.destroy();
-    open.reject(ev.type === 'channel.failed' ? ev.error : new Error('channel closed'));
-    events.next(ev);
-    events.complete();
-    entries.complete();
-  };
-  const fail = (error: Error): void => finish({ type: 'channel.failed', error });
-
-  const drain = (): void => {
-    while (state === 'open' && subscribers > 0 && inbox.length > 0) {
-      let decoded: LogEntry[];
-      try {
-        decoded = decoder.push(inbox.shift()!);
-      } catch (err) {
-        if (err instanceof LogFrameError) for (const e of err.entries) entries.next(e);
-        fail(asError(err));
-        return;
-      }
-      stats.entriesReceived += decoded.length;
-      for (const e of decoded) {
-        if (e.type === 'end') sawEnd = true;
-        entries.next(e);
-      }
-    }
-    if (state === 'open' && eof && inbox.length === 0) {
-      try {
-        decoder.finish();
-      } catch (err) {
-        fail(asError(err));
-        return;
-      }
-      // A primary that ends the log closes in order; one that vanishes mid-stream failed.
-      if (sawEnd) finish({ type: 'channel.closed', by: 'peer' });
-      else fail(new Error(`primary ${where} closed the connection before the end of the log`));
-    }
-  };
+  const core: BackupCore = new BackupCore(opts.chart ?? {}, {
+    startHandshake: () => sock!.write(encodeRequest({ mode: opts.join ? 'join' : 'boot', ...opts.member })),
+    writeAck: (seq) => sock!.write(encodeAck(seq)),
+    end() {
+      const s = sock!;
+      s.end(encodeBye());
+      // A primary that is gone (host lost: no FIN, no RST) never completes the close;
+      // the socket must not keep this process alive for TCP's retransmission timeout.
+      setTimeout(() => s.destroy(), 1000).unref();
+      core.ended();
+    },
+    abort() {
+      clearTimeout(retryTimer);
+      sock?.destroy();
+    },
+  });
+  core.end.events$.subscribe({
+    next: (e) => {
+      if (e.type === 'channel.open') open.resolve();
+      else if (e.type === 'channel.failed') open.reject(e.error);
+      else if (e.type === 'channel.closed') open.reject(new Error('channel closed'));
+    },
+  });
 
   /** Bytes past the primary's hello once it admitted us, or undefined while it has not (or failed). */
   const greet = (chunk: Buffer): Buffer | undefined => {
@@ -428,7 +363,7 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
     try {
       got = decodeHello(buf);
     } catch (err) {
-      fail(new Error(`primary ${where} did not answer as an ftvm primary: ${(err as Error).message}`, { cause: err }));
+      core.fail(new Error(`primary ${where} did not answer as an ftvm primary: ${(err as Error).message}`, { cause: err }));
       return undefined;
     }
     if (!got) {
@@ -447,16 +382,16 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
               : h.memoryMiB !== opts.member.memoryMiB ? `primary ${where} runs ${h.memoryMiB} MiB, this backup ${opts.member.memoryMiB} MiB`
                 : undefined;
     if (why) {
-      fail(new RefusedError(why));
+      core.refused(new RefusedError(why));
       return undefined;
     }
     hello = h;
-    open.resolve();
+    core.admitted();
     return buf.subarray(got.used);
   };
 
   const attempt = (): void => {
-    if (state !== 'connecting') return;
+    if (!core.snapshot.matches('connecting')) return;
     const s = tls.connect({
       host: opts.host,
       port: opts.port,
@@ -470,99 +405,56 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
     sock = s;
     let secure = false;
     s.on('secureConnect', () => {
-      if (state !== 'connecting') {
+      if (!core.snapshot.matches('connecting')) {
         s.destroy();
         return;
       }
       secure = true;
-      state = 'open';
       s.setNoDelay(true);
-      events.next({ type: 'channel.open' });
-      s.write(encodeRequest({ mode: opts.join ? 'join' : 'boot', ...opts.member }));
-      drain();
+      core.connected();
     });
     s.on('data', (chunk: Buffer) => {
-      if (state !== 'open') return;
-      stats.bytesReceived += chunk.length;
       if (greeting) {
+        core.counts.bytesReceived += chunk.length;
         const rest = greet(chunk);
         if (!rest) return;
+        core.counts.bytesReceived -= rest.length;
         chunk = rest;
       }
-      inbox.push(chunk);
-      drain();
+      core.chunk(chunk);
     });
-    s.on('end', () => {
-      eof = true;
-      drain();
-    });
+    // A primary that ends the log closes in order; one that vanishes mid-stream failed.
+    let eof = false;
+    s.on('end', () => (eof = true) && core.streamEnded(() => (core.sawEndEntry ? undefined : new Error(`primary ${where} closed the connection before the end of the log`))));
     s.on('error', (err: NodeJS.ErrnoException) => {
       if (!secure) {
         if (isTlsError(err)) {
-          fail(new RefusedError(`primary ${where} refused the TLS-PSK handshake (wrong key?): ${tlsReason(err)}`, { cause: err }));
+          core.refused(new RefusedError(`primary ${where} refused the TLS-PSK handshake (wrong key?): ${tlsReason(err)}`, { cause: err }));
         } else if ((err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH' || err.code === 'ECONNRESET')
           && Date.now() - t0 < connectTimeoutMs) {
           s.destroy();
           retryTimer = setTimeout(attempt, retryMs);
         } else {
-          fail(new Error(`cannot connect to primary ${where}: ${err.message}`, { cause: err }));
+          core.fail(new Error(`cannot connect to primary ${where}: ${err.message}`, { cause: err }));
         }
         return;
       }
-      fail(new Error(`channel to primary ${where}: ${err.message}`, { cause: err }));
+      core.fail(new Error(`channel to primary ${where}: ${err.message}`, { cause: err }));
     });
     s.on('close', () => {
-      if (secure && state === 'open' && !eof) fail(new Error(`connection to primary ${where} closed`));
+      if (secure && !eof && !core.closing) core.streamEnded(() => new Error(`connection to primary ${where} closed`));
     });
-  };
-
-  const flushAck = (): void => {
-    ackScheduled = false;
-    if (state !== 'open' || pendingAck <= sentAck) return;
-    sentAck = pendingAck;
-    sock!.write(encodeAck(sentAck));
   };
 
   attempt();
 
-  return {
-    entries$: new Observable<LogEntry>((sub) => {
-      const s = entries.subscribe(sub);
-      subscribers++;
-      queueMicrotask(drain);
-      return () => {
-        subscribers--;
-        s.unsubscribe();
-      };
-    }),
-    ack(seq: number): void {
-      if (state !== 'open' || seq <= pendingAck) return;
-      pendingAck = seq;
-      // Acks of one tick (one socket chunk's entries) travel as one frame.
-      if (!ackScheduled) {
-        ackScheduled = true;
-        queueMicrotask(flushAck);
-      }
-    },
-    events$: events.asObservable(),
+  return Object.assign(Object.create(core.end) as BackupEnd, {
     opened,
     admission,
     get hello(): Hello | undefined {
       return hello;
     },
-    stats: () => ({ ...stats }),
-    close(): void {
-      if (state === 'open') {
-        flushAck();
-        const s = sock!;
-        s.end(encodeBye());
-        // A primary that is gone (host lost: no FIN, no RST) never completes the close;
-        // the socket must not keep this process alive for TCP's retransmission timeout.
-        setTimeout(() => s.destroy(), 1000).unref();
-      } else {
-        sock?.destroy();
-      }
-      finish({ type: 'channel.closed', by: 'local' });
-    },
-  };
+    stats: () => ({ ...core.counts }),
+    state$: core.state$,
+  }) as TcpBackupEnd;
 }

@@ -16,23 +16,33 @@ export const watchdog$ = (
   new Observable<PeerStatus>((sub) => {
     let silent = false;
     let ended = false;
+    let last = scheduler.now();
+    // NOTE one timer per silence period, not one per arrival: an arrival only notes its time,
+    // and the timer, when it fires, waits again for what is left (acks come once per batch).
     let timer: Subscription | undefined;
-    const arm = (): void => {
-      timer?.unsubscribe();
-      timer = scheduler.schedule(() => {
-        silent = true;
-        sub.next('peer.silent');
-        if (ended) sub.complete();
-      }, timeoutMs);
+    const arm = (delayMs: number): void => {
+      timer = scheduler.schedule(check, delayMs);
     };
-    arm();
+    const check = (): void => {
+      timer = undefined;
+      const quietMs = scheduler.now() - last;
+      if (quietMs < timeoutMs) {
+        arm(timeoutMs - quietMs);
+        return;
+      }
+      silent = true;
+      sub.next('peer.silent');
+      if (ended) sub.complete();
+    };
+    arm(timeoutMs);
     const source = activity$.subscribe({
       next: () => {
+        last = scheduler.now();
         if (silent) {
           silent = false;
           sub.next('peer.heard');
         }
-        arm();
+        if (!timer) arm(timeoutMs);
       },
       error: (err: unknown) => sub.error(err),
       complete: () => {

@@ -97,7 +97,10 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
   const views = await startInspect(inspectPort);
   started(views);
 
-  const end = connectBackup({ host, port, key, connectTimeoutMs, join: joining, member: { instance: expected ?? '', imageDigest: imageDigest(image), memoryMiB } });
+  const end = connectBackup({
+    host, port, key, connectTimeoutMs, join: joining, member: { instance: expected ?? '', imageDigest: imageDigest(image), memoryMiB },
+    chart: { id: `${name}.channel`, ...(views?.inspect ? { inspect: views.inspect as never } : {}) },
+  });
   end.events$.subscribe((e) => note(`backup channel ${e.type}${e.type === 'channel.failed' ? ` ${e.error.message}` : e.type === 'channel.closed' ? ` by ${e.by}` : ''}`));
   // The `pair` command and the fault harness read this line (the instance and, joining, the name).
   end.admission.then((a) => note(`backup ${joining ? 'joined' : 'connected to'} ${host}:${port} pair ${a.instance}${joining ? ` as ${name}, generation ${a.generation}` : ''}`), () => undefined);

@@ -374,7 +374,8 @@ async function runPrimary(
   const pairId = identity.instance;
   let listener;
   try {
-    listener = await listenPrimary({ host, port, key, identity });
+    // Each backup's end runs the channel chart; --inspect and the dashboard see it.
+    listener = await listenPrimary({ host, port, key, identity, chart: { id: 'primary.channel', ...(views?.inspect ? { inspect: views.inspect as never } : {}) } });
   } catch (e) {
     await arbiter.close();
     throw new CliError(`cannot listen on ${host}:${port}: ${(e as Error).message}`, 1);

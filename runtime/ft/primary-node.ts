@@ -2,7 +2,6 @@ import { Subject, filter, take, type Observable, type Subscription } from 'rxjs'
 import { createActor, type Actor, type ActorOptions } from 'xstate';
 import { primaryMachine } from '../../machines/primary.machine.js';
 import { arbiterClientMachine } from '../../machines/arbiter-client.machine.js';
-import { channelMachine } from '../../machines/channel.machine.js';
 import type { Machine } from '../machine.js';
 import { RecordingEnv } from '../env/recording.js';
 import type { PrimaryEnd } from '../channel/channel.js';
@@ -90,8 +89,6 @@ export class PrimaryNode {
   private readonly subs: Subscription[] = [];
   /** Subscriptions to the current backup's channel, dropped when that backup is given up. */
   private channelSubs: Subscription[] = [];
-  /** Channel charts of this node's backups, stopped with the node. */
-  private readonly links: Actor<typeof channelMachine>[] = [];
   private channel: PrimaryEnd | undefined;
   private outputs: number;
   private pending: NumberedOutput[] = [];
@@ -255,51 +252,16 @@ export class PrimaryNode {
     );
   }
 
+  /** The channel's own chart (in its core) decides connect, close and back-pressure; this follows it. */
   private watchChannel(ch: PrimaryEnd): void {
-    const link = this.channelChart();
-    // The ends a node is given are connected and authenticated already (TCP: after TLS-PSK).
-    link.send({ type: 'channel.connected' });
-    link.send({ type: 'channel.authenticated' });
     this.channelSubs.push(
       ch.acked$.subscribe(() => this.actor.send({ type: 'channel.acked' })),
-      ch.pressure$.subscribe((p) => {
-        const type = p ? 'channel.highWater' : 'channel.lowWater';
-        this.actor.send({ type });
-        link.send({ type });
-      }),
+      ch.pressure$.subscribe((p) => this.actor.send({ type: p ? 'channel.highWater' : 'channel.lowWater' })),
       ch.events$.subscribe((e) => {
-        if (e.type === 'channel.failed') {
-          this.actor.send({ type: 'channel.failed' });
-          link.send({ type: 'channel.failed' });
-        } else if (e.type === 'channel.closed') link.send({ type: 'channel.close' });
+        if (e.type === 'channel.failed') this.actor.send({ type: 'channel.failed' });
       }),
-      watchPeer(ch.acked$, this.timing.suspectMs, this.timing.confirmMs, (e) => {
-        this.actor.send(e);
-        if (e.type !== 'suspect.expired') link.send(e);
-      }),
+      watchPeer(ch.acked$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e)),
     );
-  }
-
-  /**
-   * The logging channel's own chart (connecting, open: flowing/backpressured and
-   * responsive/suspect, closed), one per backup this node logs to, for inspection and the
-   * dashboard. NOTE flow control acts through the primary chart's `throttled` state (it also
-   * lets go when the backup is given up), so this chart's pauseVm/resumeVm only record.
-   */
-  private channelChart(): Actor<typeof channelMachine> {
-    const link = createActor(
-      channelMachine.provide({
-        actions: {
-          pauseVm: () => {},
-          resumeVm: () => {},
-          reportSuspect: () => this.note('state', 'channel: the backup is silent'),
-        },
-      }),
-      { id: `${this.name}.channel`, ...(this.opts.inspect ? { inspect: this.opts.inspect as never } : {}) },
-    );
-    link.start();
-    this.links.push(link);
-    return link;
   }
 
   /** Outputs the guest produced that have not left yet: held by the output rule, or not yet marked. */
@@ -402,7 +364,6 @@ export class PrimaryNode {
 
   /** `generation` is the chart's, already advanced past the key this node won. */
   private goAlone(generation: number): void {
-    this.links.at(-1)?.send({ type: 'channel.close' });
     for (const sub of this.channelSubs) sub.unsubscribe();
     this.channelSubs = [];
     this.channel?.close();
@@ -429,7 +390,6 @@ export class PrimaryNode {
     this.stopped = true;
     clearInterval(this.heartbeat);
     for (const s of [...this.subs, ...this.channelSubs]) s.unsubscribe();
-    for (const link of this.links) link.stop();
     this.actor.stop();
     this.released.complete();
     this.events.complete();
