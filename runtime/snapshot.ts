@@ -371,7 +371,16 @@ export function resolveSnapshotChain(chain: readonly { icount: number; data: Uin
   for (let k = 1; k < chain.length; k++) {
     const { icount, data } = chain[k]!;
     if (!isDeltaSnapshot(data)) throw new Error(`the snapshot at icount ${icount} is full, not a delta`);
-    const body = inflate(data.subarray(4), prevHeader);
+    let body: Uint8Array;
+    try {
+      body = inflateSync(data.subarray(4), { dictionary: prevHeader });
+    } catch (e) {
+      // The dictionary is the previous snapshot's header: zlib checks it before any byte.
+      if (/dictionary/i.test((e as Error).message)) {
+        throw new Error(`incremental snapshot at icount ${icount} builds on another snapshot than the one at icount ${snap.icount} (one is missing or damaged)`);
+      }
+      throw new Error(`snapshot does not inflate: ${(e as Error).message}`);
+    }
     const dv = new DataView(body.buffer, body.byteOffset, body.byteLength);
     if (body.length < 4) throw new Error(`truncated incremental snapshot at icount ${icount}`);
     const headerLen = dv.getUint32(0, true);
@@ -408,9 +417,9 @@ export function resolveSnapshotChain(chain: readonly { icount: number; data: Uin
 /** The JSON header of an encoded (inflated) full snapshot, as encodeSnapshot laid it out. */
 const fullHeader = (raw: Uint8Array): Uint8Array => raw.subarray(8, 8 + new DataView(raw.buffer, raw.byteOffset, raw.byteLength).getUint32(4, true));
 
-function inflate(data: Uint8Array, dictionary?: Uint8Array): Uint8Array {
+function inflate(data: Uint8Array): Uint8Array {
   try {
-    return dictionary ? inflateSync(data, { dictionary }) : inflateSync(data);
+    return inflateSync(data);
   } catch (e) {
     throw new Error(`snapshot does not inflate: ${(e as Error).message}`);
   }
