@@ -1,4 +1,7 @@
+import { createServer, type Socket } from 'node:net';
+import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
+import { fromEvent } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { watchdog$ } from '../runtime/channel/watchdog.js';
 
@@ -35,5 +38,56 @@ describe('watchdog$', () => {
     scheduler().run(({ cold, expectObservable }) => {
       expectObservable(watchdog$(cold('-a#', undefined, new Error('boom')), 5)).toBe('--#', values, new Error('boom'));
     });
+  });
+
+  it('with a ceiling, waits twice the longest recent gap before calling a peer silent', () => {
+    scheduler().run(({ cold, expectObservable }) => {
+      const activity = cold('a 29ms b');
+      // Fixed timeout: silent 10 ms after each arrival.
+      expectObservable(watchdog$(activity, 10), '^ 120ms !').toBe('10ms s 19ms h 9ms s', values);
+    });
+    scheduler().run(({ cold, expectObservable }) => {
+      const activity = cold('a 29ms b');
+      // The 30 ms gap stretches the next timeout to 60 ms (GAP_FACTOR 2), under the 100 ms ceiling.
+      expectObservable(watchdog$(activity, 10, undefined, 100), '^ 120ms !').toBe('10ms s 19ms h 59ms s', values);
+    });
+    scheduler().run(({ cold, expectObservable }) => {
+      // A 80 ms gap would ask for 160 ms: the ceiling says 100.
+      expectObservable(watchdog$(cold('a 79ms b'), 10, undefined, 100), '^ 300ms !').toBe('10ms s 69ms h 99ms s', values);
+    });
+  });
+
+  // A real socket and a real stall: a peer (a worker thread) writes every 5 ms while this
+  // thread is blocked for 4 timeouts. Its bytes wait in the socket; the timer is due too.
+  it('does not report silence for bytes that queued while this thread stalled', async () => {
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const accepted = new Promise<Socket>((r) => server.once('connection', r));
+    const peer = new Worker(
+      `const s = require('node:net').connect(${port}, '127.0.0.1');
+       s.on('connect', () => { const t = setInterval(() => s.write('x'), 5); s.on('error', () => clearInterval(t)); s.on('close', () => clearInterval(t)); });
+       s.on('error', () => {});`,
+      { eval: true },
+    );
+    const sock = await accepted;
+    const seen: string[] = [];
+    const sub = watchdog$(fromEvent(sock, 'data'), 50).subscribe((s) => seen.push(s));
+    try {
+      await new Promise((r) => setTimeout(r, 30));
+      const until = performance.now() + 200;
+      while (performance.now() < until) { /* the stall */ }
+      await new Promise((r) => setTimeout(r, 60));
+      expect(seen).toEqual([]);
+      // And a real silence is still reported.
+      await peer.terminate();
+      await new Promise((r) => setTimeout(r, 120));
+      expect(seen).toEqual(['peer.silent']);
+    } finally {
+      sub.unsubscribe();
+      sock.destroy();
+      await peer.terminate();
+      server.close();
+    }
   });
 });

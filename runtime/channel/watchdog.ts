@@ -7,27 +7,64 @@ export type PeerStatus = 'peer.silent' | 'peer.heard';
  * `timeoutMs` (counted from subscription, then from the latest arrival), 'peer.heard' on the
  * first arrival after that. Suspicion only: deciding what to do is the caller's job. When
  * `activity$` completes, the silence still gets reported, then the watchdog completes.
+ *
+ * The silence is confirmed one event-loop turn after the timer: when this thread itself was
+ * stalled (GC, a long batch, a descheduled core), the timer and the peer's queued bytes are
+ * both due at once, and Node runs timers before it reads sockets. The second look comes
+ * after the poll phase, so only a silence the socket confirms counts; it costs one turn.
  */
+/**
+ * With `maxTimeoutMs` above `timeoutMs` the timeout fits the host: GAP_FACTOR times the
+ * longest gap between arrivals seen in the last one or two GAP_WINDOW_MS windows, between
+ * the two bounds. A calm host (heartbeats every few ms) is watched at `timeoutMs`; a host
+ * that just stalled a side for 300 ms is watched at 600 ms until it has been calm for a
+ * window again, so its stalls do not fail a healthy pair over.
+ */
+export const GAP_FACTOR = 2;
+export const GAP_WINDOW_MS = 5000;
+
 export const watchdog$ = (
   activity$: Observable<unknown>,
   timeoutMs: number,
   scheduler: SchedulerLike = asyncScheduler,
+  maxTimeoutMs = timeoutMs,
 ): Observable<PeerStatus> =>
   new Observable<PeerStatus>((sub) => {
     let silent = false;
     let ended = false;
     let timer: Subscription | undefined;
+    // The longest gap between arrivals in this window and the one before (see GAP_FACTOR).
+    let last = scheduler.now();
+    let windowAt = last;
+    let peak = 0;
+    let prevPeak = 0;
+    const timeout = (): number =>
+      Math.min(maxTimeoutMs, Math.max(timeoutMs, GAP_FACTOR * (peak > prevPeak ? peak : prevPeak)));
+    const report = (): void => {
+      silent = true;
+      sub.next('peer.silent');
+      if (ended) sub.complete();
+    };
     const arm = (): void => {
       timer?.unsubscribe();
+      // Ended: nothing more can arrive, no second look needed.
       timer = scheduler.schedule(() => {
-        silent = true;
-        sub.next('peer.silent');
-        if (ended) sub.complete();
-      }, timeoutMs);
+        timer = ended ? (report(), undefined) : scheduler.schedule(report, 0);
+      }, timeout());
     };
     arm();
     const source = activity$.subscribe({
       next: () => {
+        if (maxTimeoutMs > timeoutMs) {
+          const now = scheduler.now();
+          if (now - windowAt >= GAP_WINDOW_MS) {
+            prevPeak = peak;
+            peak = 0;
+            windowAt = now;
+          }
+          if (now - last > peak) peak = now - last;
+          last = now;
+        }
         if (silent) {
           silent = false;
           sub.next('peer.heard');

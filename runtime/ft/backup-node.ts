@@ -134,7 +134,7 @@ export class BackupNode {
             this.finishWith({ reason: 'refused', detail: this.turnedAway });
           },
           watchPrimary: () => {
-            this.subs.push(watchPeer(this.opts.channel.entries$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e)));
+            this.subs.push(watchPeer(this.opts.channel.entries$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e), this.timing.suspectMaxMs));
           },
           drainLog: () => {
             // From here the chart takes no entries: what was acked is all the old primary may

@@ -268,7 +268,7 @@ export class PrimaryNode {
       watchPeer(ch.acked$, this.timing.suspectMs, this.timing.confirmMs, (e) => {
         this.actor.send(e);
         if (e.type !== 'suspect.expired') link.send(e);
-      }),
+      }, this.timing.suspectMaxMs),
     );
   }
 

@@ -1,4 +1,4 @@
-import { Subscription, type Observable } from 'rxjs';
+import { asyncScheduler, Subscription, type Observable } from 'rxjs';
 import { watchdog$ } from '../channel/watchdog.js';
 
 export type SuspicionEvent = { type: 'peer.silent' } | { type: 'peer.heard' } | { type: 'suspect.expired' };
@@ -13,14 +13,20 @@ export function watchPeer(
   suspectMs: number,
   confirmMs: number,
   send: (e: SuspicionEvent) => void,
+  /** Above suspectMs: the suspicion timeout grows with the gaps the host shows, up to this (watchdog$). */
+  suspectMaxMs = suspectMs,
 ): Subscription {
   let confirm: NodeJS.Timeout | undefined;
   // NOTE: the watchdog completes right after reporting the silence of a stream that ended
   // (a cut channel): the confirmation must outlive it, so only our own unsubscribe cancels it.
-  const watch = watchdog$(activity$, suspectMs).subscribe((status) => {
+  const watch = watchdog$(activity$, suspectMs, asyncScheduler, suspectMaxMs).subscribe((status) => {
     if (status === 'peer.silent') {
       send({ type: 'peer.silent' });
-      confirm = setTimeout(() => send({ type: 'suspect.expired' }), confirmMs);
+      // As the watchdog does: one more event-loop turn, so bytes queued while this thread
+      // stalled are read (and clear the suspicion) before it counts as confirmed.
+      confirm = setTimeout(() => {
+        confirm = setTimeout(() => send({ type: 'suspect.expired' }), 0);
+      }, confirmMs);
     } else {
       clearTimeout(confirm);
       send({ type: 'peer.heard' });
