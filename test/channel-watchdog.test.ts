@@ -57,6 +57,16 @@ describe('watchdog$', () => {
     });
   });
 
+  it('reports at once a stream that ends before its clean-end value, after the timeout one that ends after it', () => {
+    const isEnd = (v: unknown): boolean => v === 'e';
+    scheduler().run(({ cold, expectObservable }) => {
+      expectObservable(watchdog$(cold('-a|'), 5, undefined, 5, isEnd)).toBe('--(s|)', values);
+    });
+    scheduler().run(({ cold, expectObservable }) => {
+      expectObservable(watchdog$(cold('-e-a|'), 5, undefined, 5, isEnd)).toBe('8ms (s|)', values);
+    });
+  });
+
   // A real socket and a real stall: a peer (a worker thread) writes every 5 ms while this
   // thread is blocked for 4 timeouts. Its bytes wait in the socket; the timer is due too.
   it('does not report silence for bytes that queued while this thread stalled', async () => {

@@ -28,6 +28,11 @@ export const watchdog$ = (
   timeoutMs: number,
   scheduler: SchedulerLike = asyncScheduler,
   maxTimeoutMs = timeoutMs,
+  /**
+   * Given, a stream that completes before a value this accepts has failed (a killed peer's
+   * socket is reset at once): its silence is reported one turn later, not after the timeout.
+   */
+  cleanEnd?: (value: unknown) => boolean,
 ): Observable<PeerStatus> =>
   new Observable<PeerStatus>((sub) => {
     let silent = false;
@@ -38,6 +43,7 @@ export const watchdog$ = (
     let windowAt = last;
     let peak = 0;
     let prevPeak = 0;
+    let endIsClean = cleanEnd === undefined;
     const timeout = (): number =>
       Math.min(maxTimeoutMs, Math.max(timeoutMs, GAP_FACTOR * (peak > prevPeak ? peak : prevPeak)));
     const report = (): void => {
@@ -54,7 +60,8 @@ export const watchdog$ = (
     };
     arm();
     const source = activity$.subscribe({
-      next: () => {
+      next: (value) => {
+        if (!endIsClean) endIsClean = cleanEnd!(value);
         if (maxTimeoutMs > timeoutMs) {
           const now = scheduler.now();
           if (now - windowAt >= GAP_WINDOW_MS) {
@@ -75,6 +82,10 @@ export const watchdog$ = (
       complete: () => {
         ended = true;
         if (silent) sub.complete();
+        else if (!endIsClean) {
+          timer?.unsubscribe();
+          timer = scheduler.schedule(report, 0);
+        }
       },
     });
     return () => {

@@ -8,6 +8,14 @@ export type SuspicionEvent = { type: 'peer.silent' } | { type: 'peer.heard' } | 
  * silence that lasts `confirmMs` longer becomes `suspect.expired`, the only thing that lets a
  * node ask the arbiter. Suspicion alone never makes a second primary.
  */
+/**
+ * Where the activity is the primary's log (a backup watching its primary), a stream that ends
+ * before the end record has failed: the peer's socket was reset (kill -9 on the same host)
+ * or the channel broke. Suspicion then starts at once; the confirmation still waits
+ * `confirmMs`. Acks (numbers) carry no end record: their end waits the timeout as before.
+ */
+const cleanEnd = (v: unknown): boolean => typeof v !== 'object' || v === null || (v as { type?: unknown }).type === 'end';
+
 export function watchPeer(
   activity$: Observable<unknown>,
   suspectMs: number,
@@ -19,7 +27,7 @@ export function watchPeer(
   let confirm: NodeJS.Timeout | undefined;
   // NOTE: the watchdog completes right after reporting the silence of a stream that ended
   // (a cut channel): the confirmation must outlive it, so only our own unsubscribe cancels it.
-  const watch = watchdog$(activity$, suspectMs, asyncScheduler, suspectMaxMs).subscribe((status) => {
+  const watch = watchdog$(activity$, suspectMs, asyncScheduler, suspectMaxMs, cleanEnd).subscribe((status) => {
     if (status === 'peer.silent') {
       send({ type: 'peer.silent' });
       // As the watchdog does: one more event-loop turn, so bytes queued while this thread
