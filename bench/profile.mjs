@@ -22,7 +22,11 @@ function itemOf(fn, url) {
   if (fn === '(idle)') return 'idle (waiting)';
   if (fn === '(garbage collector)') return 'GC';
   if (fn === '(program)') return 'V8/native (program)';
+  // Guest code the JIT compiled (new Function, no file).
+  if (/^block_[0-9a-f]+$/.test(fn) && !url) return 'CPU: JIT-compiled guest blocks';
   const f = url.startsWith('file://') ? relative(root, fileURLToPath(url)) : url;
+  if (/^node:internal\/(modules|bootstrap)|^node:internal\/deps\/cjs-module-lexer/.test(f) ||
+    (!f && /^(openFileHandle|fstat|lstat|internalModuleStat|readFileUtf8|stat|realpath|compileFunction)$/.test(fn))) return 'start-up: loading modules (once)';
   if (/runtime\/cpu\//.test(f)) return 'CPU: interpreter + JIT (runtime/cpu)';
   if (/runtime\/snapshot/.test(f)) return 'digests / snapshots (runtime/snapshot.ts)';
   if (/runtime\/env\/recording/.test(f)) return 'recording env: clock reads, timer checks (env/recording.ts)';
@@ -39,7 +43,8 @@ function itemOf(fn, url) {
   if (/node_modules\/rxjs/.test(f)) return 'rxjs';
   if (/^node:(tls|_tls|net|stream|internal\/streams|internal\/stream_base|_stream)|internal\/(tls|net|stream)/.test(f) || /^node:internal\/(js_stream|stream)/.test(f)) return 'Node streams, net, TLS (JS side)';
   if (/crypto/.test(f) || /^(Cipher|Hmac|Hash)/.test(fn)) return 'crypto';
-  if (/^node:internal\/(timers|process\/task_queues)|^node:timers/.test(f)) return 'timers, event-loop turns';
+  if (/^node:internal\/(timers|process\/task_queues)|^node:timers/.test(f)) return 'timers, microtasks, event-loop turns';
+  if (fn === 'writeBuffer' || fn === 'writev' || fn === 'writeUtf8String') return 'native: socket/file writes (TLS encrypt + syscall for sockets)';
   if (/^node:/.test(f)) return `Node: ${f.replace(/^node:(internal\/)?/, '')}`;
   if (f === '' && fn) return `native: ${fn}`;
   return f || fn || '(unknown)';
@@ -116,7 +121,10 @@ for (const [n, title, code] of [
 ]) {
   const d = profDir(`case${n}`);
   const t0 = performance.now();
-  const r = spawnSync(process.execPath, [...profArgs(d), '--input-type=module', '-e', code], { stdio: 'inherit' });
+  // A file, not -e: a worker inherits the execArgv, and --input-type would break its start.
+  const script = join(d, '..', `case${n}.mjs`);
+  writeFileSync(script, code);
+  const r = spawnSync(process.execPath, [...profArgs(d), script], { stdio: 'inherit' });
   if (r.status !== 0) console.log(`case ${n}: exit ${r.status}`);
   console.log(`\n${n}. ${title} (${((performance.now() - t0) / 1000).toFixed(1)} s wall)`);
   // CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile: thread 0 is the main thread.

@@ -1,7 +1,7 @@
 import { createServer, type Socket } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import { fromEvent } from 'rxjs';
+import { concat, fromEvent, NEVER, take, timer } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { watchdog$ } from '../runtime/channel/watchdog.js';
 
@@ -40,20 +40,25 @@ describe('watchdog$', () => {
     });
   });
 
-  it('with a ceiling, waits twice the longest recent gap before calling a peer silent', () => {
+  it('with a ceiling: watches at the ceiling until a window shows the host calm, then at twice its longest gap', () => {
     scheduler().run(({ cold, expectObservable }) => {
-      const activity = cold('a 29ms b');
       // Fixed timeout: silent 10 ms after each arrival.
-      expectObservable(watchdog$(activity, 10), '^ 120ms !').toBe('10ms s 19ms h 9ms s', values);
+      expectObservable(watchdog$(cold('a 59ms b'), 10), '^ 300ms !').toBe('10ms s 49ms h 9ms s', values);
     });
     scheduler().run(({ cold, expectObservable }) => {
-      const activity = cold('a 29ms b');
-      // The 30 ms gap stretches the next timeout to 60 ms (GAP_FACTOR 2), under the 100 ms ceiling.
-      expectObservable(watchdog$(activity, 10, undefined, 100), '^ 120ms !').toBe('10ms s 19ms h 59ms s', values);
+      // No history: the ceiling (100 ms) holds; the 60 ms gap would ask 120, the ceiling says 100.
+      expectObservable(watchdog$(cold('a 59ms b'), 10, undefined, 100), '^ 300ms !').toBe('160ms s', values);
     });
-    scheduler().run(({ cold, expectObservable }) => {
-      // A 80 ms gap would ask for 160 ms: the ceiling says 100.
-      expectObservable(watchdog$(cold('a 79ms b'), 10, undefined, 100), '^ 300ms !').toBe('10ms s 69ms h 99ms s', values);
+    scheduler().run(({ expectObservable }) => {
+      // Arrivals every 5 ms for 2.1 s: after one calm window (GAP_WINDOW_MS) the timeout is
+      // twice the 5 ms gap, at least the 10 ms floor: silent 10 ms after the last arrival.
+      const steady = concat(timer(0, 5).pipe(take(420)), NEVER);
+      expectObservable(watchdog$(steady, 10, undefined, 100), '^ 2300ms !').toBe('2105ms s', values);
+    });
+    scheduler().run(({ expectObservable }) => {
+      // The same, then one 30 ms gap (silent after 10 ms, heard at 30): the next silence waits 60 ms.
+      const gapped = concat(timer(0, 5).pipe(take(420)), timer(30), NEVER);
+      expectObservable(watchdog$(gapped, 10, undefined, 100), '^ 2500ms !').toBe('2105ms s 19ms h 59ms s', values);
     });
   });
 

@@ -16,12 +16,13 @@ export type PeerStatus = 'peer.silent' | 'peer.heard';
 /**
  * With `maxTimeoutMs` above `timeoutMs` the timeout fits the host: GAP_FACTOR times the
  * longest gap between arrivals seen in the last one or two GAP_WINDOW_MS windows, between
- * the two bounds. A calm host (heartbeats every few ms) is watched at `timeoutMs`; a host
- * that just stalled a side for 300 ms is watched at 600 ms until it has been calm for a
- * window again, so its stalls do not fail a healthy pair over.
+ * the two bounds (the ceiling while there is no history). A calm host (heartbeats every few
+ * ms) is watched at `timeoutMs`; a host that just stalled a side for 300 ms is watched at
+ * 600 ms until it has been calm for a window again, so its stalls do not fail a healthy
+ * pair over.
  */
 export const GAP_FACTOR = 2;
-export const GAP_WINDOW_MS = 5000;
+export const GAP_WINDOW_MS = 2000;
 
 export const watchdog$ = (
   activity$: Observable<unknown>,
@@ -42,7 +43,9 @@ export const watchdog$ = (
     let last = scheduler.now();
     let windowAt = last;
     let peak = 0;
-    let prevPeak = 0;
+    // No history yet: the first window is watched at the ceiling. A process's first second
+    // (JIT warm-up of the guest's code) stalls it most, and is no evidence of a calm host.
+    let prevPeak = maxTimeoutMs > timeoutMs ? maxTimeoutMs / GAP_FACTOR : 0;
     let endIsClean = cleanEnd === undefined;
     const timeout = (): number =>
       Math.min(maxTimeoutMs, Math.max(timeoutMs, GAP_FACTOR * (peak > prevPeak ? peak : prevPeak)));
