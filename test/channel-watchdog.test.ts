@@ -46,6 +46,10 @@ describe('watchdog$', () => {
       expectObservable(watchdog$(cold('a 59ms b'), 10), '^ 300ms !').toBe('10ms s 49ms h 9ms s', values);
     });
     scheduler().run(({ cold, expectObservable }) => {
+      // A ceiling at or below the timeout (0: none) leaves the timeout fixed.
+      expectObservable(watchdog$(cold('a 59ms b'), 10, undefined, 0), '^ 300ms !').toBe('10ms s 49ms h 9ms s', values);
+    });
+    scheduler().run(({ cold, expectObservable }) => {
       // No history: the ceiling (100 ms) holds; the 60 ms gap would ask 120, the ceiling says 100.
       expectObservable(watchdog$(cold('a 59ms b'), 10, undefined, 100), '^ 300ms !').toBe('160ms s', values);
     });

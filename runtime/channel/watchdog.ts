@@ -39,16 +39,17 @@ export const watchdog$ = (
     let silent = false;
     let ended = false;
     let timer: Subscription | undefined;
+    const adaptive = maxTimeoutMs > timeoutMs;
     // The longest gap between arrivals in this window and the one before (see GAP_FACTOR).
     let last = scheduler.now();
     let windowAt = last;
     let peak = 0;
     // No history yet: the first window is watched at the ceiling. A process's first second
     // (JIT warm-up of the guest's code) stalls it most, and is no evidence of a calm host.
-    let prevPeak = maxTimeoutMs > timeoutMs ? maxTimeoutMs / GAP_FACTOR : 0;
+    let prevPeak = adaptive ? maxTimeoutMs / GAP_FACTOR : 0;
     let endIsClean = cleanEnd === undefined;
     const timeout = (): number =>
-      Math.min(maxTimeoutMs, Math.max(timeoutMs, GAP_FACTOR * (peak > prevPeak ? peak : prevPeak)));
+      adaptive ? Math.min(maxTimeoutMs, Math.max(timeoutMs, GAP_FACTOR * (peak > prevPeak ? peak : prevPeak))) : timeoutMs;
     const report = (): void => {
       silent = true;
       sub.next('peer.silent');
@@ -65,7 +66,7 @@ export const watchdog$ = (
     const source = activity$.subscribe({
       next: (value) => {
         if (!endIsClean) endIsClean = cleanEnd!(value);
-        if (maxTimeoutMs > timeoutMs) {
+        if (adaptive) {
           const now = scheduler.now();
           if (now - windowAt >= GAP_WINDOW_MS) {
             prevPeak = peak;
