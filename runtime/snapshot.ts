@@ -254,7 +254,7 @@ export class SnapshotChain {
   private deltas = 0;
   private fullBytes = 0;
   private deltaBytes = 0;
-  /** Snapshots taken so far and their packed bytes, for benchmarks and the recorder's summary. */
+  /** Snapshots taken so far, deferred checks, and their packed bytes: for benchmarks. */
   readonly stats = { full: 0, delta: 0, deferred: 0, fullBytes: 0, deltaBytes: 0 };
 
   constructor(private readonly m: Machine, private readonly policy: ChainPolicy) {}
