@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { deflateSync, inflateSync } from 'node:zlib';
 import type { Machine } from './machine.js';
 import type { Hart } from './cpu/hart.js';
 
@@ -13,7 +14,7 @@ export interface MachineSnapshot {
   ram: Uint8Array;
 }
 
-/** Capture state between batches. NOTE the bus's dirty bits are left alone: their consumer owns them. */
+/** Capture state between batches. NOTE the bus's dirty bits are left alone: digests and snapshot chains read them. */
 export function snapshotMachine(m: Machine): MachineSnapshot {
   return {
     version: 1,
@@ -47,8 +48,38 @@ export function restoreMachine(m: Machine, s: MachineSnapshot): void {
   m.hart.load(structuredClone(s.hart));
 }
 
-/** Per machine: two 32-bit hash lanes per 4 KiB page, refreshed only where pages changed. */
-const pageHashes = new WeakMap<Machine, Uint32Array>();
+/**
+ * The bus's dirty bits have one owner, this file, and two readers: the incremental digest and
+ * the incremental snapshots of a recording. Each sweep moves the bits into a per-page epoch
+ * (the sweep's number), so every reader keeps only the epoch it last looked at and sees the
+ * pages written since, whoever swept them.
+ */
+interface PageEpochs {
+  epoch: number;
+  /** The sweep that last found each page dirty (0: never since boot). */
+  page: Uint32Array;
+}
+const epochsOf = new WeakMap<Machine, PageEpochs>();
+
+function sweepDirty(m: Machine): PageEpochs {
+  const dirty = m.bus.dirty;
+  let e = epochsOf.get(m);
+  if (!e || e.page.length !== dirty.length) {
+    e = { epoch: 0, page: new Uint32Array(dirty.length) };
+    epochsOf.set(m, e);
+  }
+  const epoch = ++e.epoch;
+  const page = e.page;
+  for (let p = 0; p < dirty.length; p++) {
+    if (dirty[p] === 0) continue;
+    dirty[p] = 0;
+    page[p] = epoch;
+  }
+  return e;
+}
+
+/** Per machine: two 32-bit hash lanes per 4 KiB page and the sweep they are as of. */
+const pageHashes = new WeakMap<Machine, { hashes: Uint32Array; epoch: number }>();
 
 /** A two-lane multiply-xor hash of one page (1024 words): cheap, and only divergence detection relies on it. */
 function hashPage(ram32: Int32Array, page: number, out: Uint32Array): void {
@@ -67,24 +98,23 @@ function hashPage(ram32: Int32Array, page: number, out: Uint32Array): void {
  * Digest of RAM, hart and device state for divergence checks (DESIGN §3): SHA-256
  * (truncated to 128 bits) over per-page hashes and the registers. Only pages written since
  * the last digest are hashed again (the bus marks every guest store and DMA write in
- * `dirty`; this function owns those bits), so a periodic digest of a 16 MiB guest costs
- * what its working set costs, not 20–30 ms for all of RAM.
- * NOTE: snapshots copy all of RAM and do not use the dirty bits.
+ * `dirty`), so a periodic digest of a 16 MiB guest costs what its working set costs, not
+ * 20–30 ms for all of RAM.
  */
 export function digestMachine(m: Machine): string {
-  const bus = m.bus;
-  const pages = bus.dirty.length;
-  let hashes = pageHashes.get(m);
-  if (!hashes || hashes.length !== pages * 2) {
-    hashes = new Uint32Array(pages * 2);
-    pageHashes.set(m, hashes);
-    bus.dirty.fill(1);
+  const pages = m.bus.dirty.length;
+  const epochs = sweepDirty(m);
+  let state = pageHashes.get(m);
+  const all = !state || state.hashes.length !== pages * 2;
+  if (!state || all) {
+    state = { hashes: new Uint32Array(pages * 2), epoch: 0 };
+    pageHashes.set(m, state);
   }
+  const { hashes } = state;
   for (let p = 0; p < pages; p++) {
-    if (bus.dirty[p] === 0) continue;
-    bus.dirty[p] = 0;
-    hashPage(bus.ram32, p, hashes);
+    if (all || epochs.page[p]! > state.epoch) hashPage(m.bus.ram32, p, hashes);
   }
+  state.epoch = epochs.epoch;
   const regs = JSON.stringify({
     hart: m.hart.save(),
     clint: m.clint.save(), plic: m.plic.save(), uart: m.uart.save(), rtc: m.rtc.save(),
@@ -147,4 +177,265 @@ export function decodeSnapshot(bytes: Uint8Array): MachineSnapshot {
   }
   if (at !== bytes.length) throw new Error('trailing bytes after snapshot pages');
   return { ...header, ram };
+}
+
+/** The non-RAM part of a snapshot, taken from the machine with RAM left in place (no 16 MiB copy). */
+const liveState = (m: Machine): MachineSnapshot => ({
+  version: 1,
+  memoryMiB: m.memoryMiB,
+  icount: m.icount,
+  hart: m.hart.save(),
+  devices: {
+    clint: m.clint.save(), plic: m.plic.save(), uart: m.uart.save(), test: m.test.save(), rtc: m.rtc.save(),
+    virtio: m.virtio.map((d) => d.save()),
+  },
+  ram: m.bus.ram,
+});
+
+/** "FTD1": a packed incremental snapshot starts with these 4 bytes, then its deflated body. A full one is a bare zlib stream (0x78 ...). */
+const DELTA_MAGIC = [0x46, 0x54, 0x44, 0x31] as const;
+
+export const isDeltaSnapshot = (packed: Uint8Array): boolean =>
+  packed.length >= 4 && DELTA_MAGIC.every((b, i) => packed[i] === b);
+
+/** A delta's page bitmap, in whole words. */
+const deltaBitmapBytes = (pages: number): number => Math.ceil(pages / 32) * 4;
+
+/** What a delta says about its place in the chain: the icount of the snapshot it applies to, and its number after the full one. */
+interface DeltaHeader extends Omit<MachineSnapshot, 'ram'> {
+  base: number;
+  n: number;
+}
+
+/** When a recording snapshots, and when it writes a full snapshot instead of a delta. */
+export interface ChainPolicy {
+  /** Instructions between snapshots while the guest's memory is quiet: what a seek replays at most there. */
+  every: number;
+  /**
+   * A guest that wrote this many pages or more since the previous check is rewriting memory:
+   * a snapshot now would carry pages the next one carries again, so it waits (up to `maxGap`).
+   */
+  churnPages: number;
+  /** Never more instructions than this between two snapshots: what a seek replays at worst. */
+  maxGap: number;
+  /**
+   * A full snapshot once the deltas since the last full one add up to this many times its
+   * size (or `minChainBytes`, whichever is more): a seek inflates a bounded amount.
+   */
+  deltaBytesPerFull: number;
+  minChainBytes: number;
+}
+
+export const chainPolicy = (every: number): ChainPolicy => ({
+  every,
+  churnPages: 16,
+  maxGap: every * 10,
+  deltaBytesPerFull: 4,
+  minChainBytes: 4 << 20,
+});
+
+/**
+ * The snapshots of one recording (`ftvm record`): a full one, then deltas, each holding the
+ * pages written since the previous snapshot as XOR against that snapshot's content (deflate
+ * turns the unchanged words of a page into almost nothing), until the policy asks for a full
+ * one again. Costs only at snapshot time: the dirty pages come from the bus's bits (set by
+ * stores anyway for the digest), and a shadow copy of RAM as of the previous snapshot gives
+ * the XOR base. The chain owns the shadow (one RAM size of host memory).
+ */
+export class SnapshotChain {
+  private shadow: Uint8Array | undefined;
+  /** The previous snapshot's header: the next delta's deflate dictionary (registers and devices change little). */
+  private prevHeader: Uint8Array = new Uint8Array(0);
+  /** The sweep the previous snapshot is as of, and the one the previous churn check was. */
+  private epoch = 0;
+  private checkEpoch = 0;
+  private prevIcount = 0;
+  private nextCheck = 0;
+  private deltas = 0;
+  private fullBytes = 0;
+  private deltaBytes = 0;
+  /** Snapshots taken so far, deferred checks, and their packed bytes: for benchmarks. */
+  readonly stats = { full: 0, delta: 0, deferred: 0, fullBytes: 0, deltaBytes: 0 };
+
+  constructor(private readonly m: Machine, private readonly policy: ChainPolicy) {}
+
+  /** At a batch boundary: a packed snapshot if one is due now, else undefined (the usual case: one comparison). */
+  poll(): Uint8Array | undefined {
+    const ic = this.m.icount;
+    if (ic < this.nextCheck) return undefined;
+    this.nextCheck = ic + this.policy.every;
+    if (this.shadow !== undefined && ic - this.prevIcount < this.policy.maxGap) {
+      const epochs = sweepDirty(this.m);
+      let recent = 0;
+      for (let p = 0; p < epochs.page.length; p++) if (epochs.page[p]! > this.checkEpoch) recent++;
+      this.checkEpoch = epochs.epoch;
+      if (recent >= this.policy.churnPages) {
+        this.stats.deferred++;
+        return undefined;
+      }
+    }
+    return this.take();
+  }
+
+  /** A packed snapshot of the machine now (full or delta): what a log's snapshot entry carries. */
+  take(): Uint8Array {
+    const m = this.m;
+    const epochs = sweepDirty(m);
+    const ram = m.bus.ram;
+    const full = this.shadow === undefined || this.shadow.length !== ram.length ||
+      this.deltaBytes >= Math.max(this.fullBytes * this.policy.deltaBytesPerFull, this.policy.minChainBytes);
+    let packed: Uint8Array;
+    if (full) {
+      const raw = encodeSnapshot(liveState(m));
+      this.prevHeader = fullHeader(raw);
+      packed = deflateSync(raw, { level: 1 });
+      if (this.shadow?.length === ram.length) this.shadow.set(ram);
+      else this.shadow = ram.slice();
+      this.deltas = 0;
+      this.fullBytes = packed.length;
+      this.deltaBytes = 0;
+      this.stats.full++;
+      this.stats.fullBytes += packed.length;
+    } else {
+      packed = this.delta(epochs);
+      this.deltas++;
+      this.deltaBytes += packed.length;
+      this.stats.delta++;
+      this.stats.deltaBytes += packed.length;
+    }
+    this.epoch = this.checkEpoch = epochs.epoch;
+    this.prevIcount = m.icount;
+    this.nextCheck = m.icount + this.policy.every;
+    return packed;
+  }
+
+  private delta(epochs: PageEpochs): Uint8Array {
+    const m = this.m;
+    const shadow = this.shadow!;
+    const ram32 = m.bus.ram32;
+    const shadow32 = new Int32Array(shadow.buffer, shadow.byteOffset, shadow.length >>> 2);
+    const pages = epochs.page.length;
+    const bitmap = new Uint8Array(deltaBitmapBytes(pages));
+    const changed: number[] = [];
+    for (let p = 0; p < pages; p++) {
+      if (epochs.page[p]! <= this.epoch) continue;
+      // Written is not changed: a stack page rewritten with the same words costs nothing.
+      for (let i = p << 10, end = i + 1024; i < end; i++) {
+        if (ram32[i] !== shadow32[i]) {
+          changed.push(p);
+          bitmap[p >>> 3]! |= 1 << (p & 7);
+          break;
+        }
+      }
+    }
+    // Padded with spaces to whole words, so the pages after it can be read as words.
+    const json = JSON.stringify({ ...liveState(m), ram: undefined, base: this.prevIcount, n: this.deltas + 1 });
+    const header = new TextEncoder().encode(json.padEnd(json.length + ((4 - (json.length & 3)) & 3)));
+    if (header.length & 3) throw new Error('non-ASCII snapshot header');
+    const body = new Uint8Array(4 + header.length + bitmap.length + changed.length * PAGE_BYTES);
+    new DataView(body.buffer).setUint32(0, header.length, true);
+    body.set(header, 4);
+    body.set(bitmap, 4 + header.length);
+    const at = 4 + header.length + bitmap.length;
+    const out32 = new Int32Array(body.buffer, at, changed.length * 1024);
+    for (let k = 0; k < changed.length; k++) {
+      const w0 = changed[k]! << 10;
+      for (let i = 0; i < 1024; i++) {
+        const now = ram32[w0 + i]!;
+        out32[(k << 10) + i] = now ^ shadow32[w0 + i]!;
+        shadow32[w0 + i] = now;
+      }
+    }
+    const z = deflateSync(body, { level: 1, dictionary: this.prevHeader });
+    this.prevHeader = header;
+    const packed = new Uint8Array(4 + z.length);
+    packed.set(DELTA_MAGIC);
+    packed.set(z, 4);
+    return packed;
+  }
+}
+
+/**
+ * The state a log's snapshot chain describes at `chain[chain.length - 1]`: `chain` is a full
+ * snapshot followed by every delta after it, in log order. Throws on a chain with a hole, a
+ * delta that does not fit its base, or bytes that do not decode.
+ */
+export function resolveSnapshotChain(chain: readonly { icount: number; data: Uint8Array }[]): MachineSnapshot {
+  const first = chain[0];
+  if (!first) throw new Error('no snapshot');
+  if (isDeltaSnapshot(first.data)) throw new Error(`the snapshot at icount ${first.icount} is incremental and the full one it builds on is missing`);
+  const firstRaw = inflate(first.data);
+  let snap = decodeSnapshot(firstRaw);
+  let prevHeader = fullHeader(firstRaw);
+  const ram32 = new Int32Array(snap.ram.buffer, snap.ram.byteOffset, snap.ram.length >>> 2);
+  for (let k = 1; k < chain.length; k++) {
+    const { icount, data } = chain[k]!;
+    if (!isDeltaSnapshot(data)) throw new Error(`the snapshot at icount ${icount} is full, not a delta`);
+    let body: Uint8Array;
+    try {
+      body = inflateSync(data.subarray(4), { dictionary: prevHeader });
+    } catch (e) {
+      // The dictionary is the previous snapshot's header: zlib checks it before any byte.
+      if (/dictionary/i.test((e as Error).message)) {
+        throw new Error(`incremental snapshot at icount ${icount} builds on another snapshot than the one at icount ${snap.icount} (one is missing or damaged)`);
+      }
+      throw new Error(`snapshot does not inflate: ${(e as Error).message}`);
+    }
+    const dv = new DataView(body.buffer, body.byteOffset, body.byteLength);
+    if (body.length < 4) throw new Error(`truncated incremental snapshot at icount ${icount}`);
+    const headerLen = dv.getUint32(0, true);
+    if (4 + headerLen > body.length) throw new Error(`truncated incremental snapshot header at icount ${icount}`);
+    let header: DeltaHeader;
+    try {
+      header = JSON.parse(new TextDecoder().decode(body.subarray(4, 4 + headerLen))) as DeltaHeader;
+    } catch {
+      throw new Error(`unreadable incremental snapshot header at icount ${icount}`);
+    }
+    if (header.version !== 1 || header.memoryMiB !== snap.memoryMiB) throw new Error(`incremental snapshot at icount ${icount} does not fit a ${snap.memoryMiB} MiB machine`);
+    if (header.base !== snap.icount || header.n !== k || header.icount !== icount) {
+      throw new Error(`incremental snapshot at icount ${icount} builds on icount ${String(header.base)} (delta ${String(header.n)}), the chain has icount ${snap.icount} (delta ${k - 1})`);
+    }
+    const pages = snap.ram.length / PAGE_BYTES;
+    const bitmapAt = 4 + headerLen;
+    let at = bitmapAt + deltaBitmapBytes(pages);
+    if (at > body.length) throw new Error(`truncated incremental snapshot bitmap at icount ${icount}`);
+    for (let p = 0; p < pages; p++) {
+      if ((body[bitmapAt + (p >>> 3)]! & (1 << (p & 7))) === 0) continue;
+      if (at + PAGE_BYTES > body.length) throw new Error(`truncated incremental snapshot pages at icount ${icount}`);
+      // `at` need not be 4-aligned in the inflated body: read words through the DataView.
+      for (let i = 0, w = p << 10; i < 1024; i++) ram32[w + i]! ^= dv.getInt32(at + i * 4, true);
+      at += PAGE_BYTES;
+    }
+    if (at !== body.length) throw new Error(`trailing bytes after incremental snapshot pages at icount ${icount}`);
+    prevHeader = body.subarray(4, 4 + headerLen);
+    const { base: _base, n: _n, ...state } = header;
+    snap = { ...state, ram: snap.ram };
+  }
+  return snap;
+}
+
+/** The JSON header of an encoded (inflated) full snapshot, as encodeSnapshot laid it out. */
+const fullHeader = (raw: Uint8Array): Uint8Array => raw.subarray(8, 8 + new DataView(raw.buffer, raw.byteOffset, raw.byteLength).getUint32(4, true));
+
+function inflate(data: Uint8Array): Uint8Array {
+  try {
+    return inflateSync(data);
+  } catch (e) {
+    throw new Error(`snapshot does not inflate: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * The chain that ends at `entries[index]` (a snapshot entry): back to the newest full snapshot
+ * before it, skipping the entries that are not snapshots.
+ */
+export function snapshotChainAt<E extends { type: string; icount: number }>(entries: readonly E[], index: number): (E & { data: Uint8Array })[] {
+  const chain: (E & { data: Uint8Array })[] = [];
+  for (let i = index; i >= 0; i--) {
+    const e = entries[i]! as E & { data?: Uint8Array };
+    if (e.type !== 'snapshot' || !e.data) continue;
+    chain.push(e as E & { data: Uint8Array });
+    if (!isDeltaSnapshot(e.data)) break;
+  }
+  return chain.reverse();
 }

@@ -36,6 +36,9 @@ if (!existsSync(join(root, 'dist/runtime/faults/harness.js'))) {
 const { runOnce, FAILURE_FAULTS, OPERATOR_FAULTS } = await import(join(root, 'dist/runtime/faults/harness.js'));
 const { EtcdServer, findEtcd } = await import(join(root, 'dist/runtime/faults/etcd-server.js'));
 const { runServiceOnce, SERVICE_FAULTS } = await import(join(root, 'dist/runtime/faults/service-run.js'));
+const { PROCESS_TIMING } = await import(join(root, 'dist/runtime/ft/timing.js'));
+/** Short stalls stay below the suspicion timeout of a calm host, as they are meant to. */
+const SHORT_STALL_MS = Math.round(PROCESS_TIMING.suspectMs * 0.8);
 
 const { values } = parseArgs({
   options: {
@@ -131,7 +134,7 @@ function specFor(id, etcd) {
   // Operator errors: short stalls only (below suspicion), on the 2 s guest.
   const stalls = Array.from({ length: between(0, operator ? 3 : 6) }, () => {
     const long = !operator && random() < 0.15;
-    return [between(100, operator ? 1800 : failureWindowMs + 300), long ? between(450, 900) : between(5, 200)];
+    return [between(100, operator ? 1800 : failureWindowMs + 300), long ? between(450, 900) : between(5, SHORT_STALL_MS)];
   });
   const atMs = fault === 'nbd-restart' ? between(200, 1500)
     : operator ? (fault.startsWith('extra-') ? between(100, 1200) : between(150, 1800)) : between(150, failureWindowMs);

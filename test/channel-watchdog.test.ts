@@ -1,4 +1,7 @@
+import { createServer, type Socket } from 'node:net';
+import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
+import { concat, fromEvent, NEVER, take, timer } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { watchdog$ } from '../runtime/channel/watchdog.js';
 
@@ -35,5 +38,75 @@ describe('watchdog$', () => {
     scheduler().run(({ cold, expectObservable }) => {
       expectObservable(watchdog$(cold('-a#', undefined, new Error('boom')), 5)).toBe('--#', values, new Error('boom'));
     });
+  });
+
+  it('with a ceiling: watches at the ceiling until a window shows the host calm, then at twice its longest gap', () => {
+    scheduler().run(({ cold, expectObservable }) => {
+      // Fixed timeout: silent 10 ms after each arrival.
+      expectObservable(watchdog$(cold('a 59ms b'), 10), '^ 300ms !').toBe('10ms s 49ms h 9ms s', values);
+    });
+    scheduler().run(({ cold, expectObservable }) => {
+      // A ceiling at or below the timeout (0: none) leaves the timeout fixed.
+      expectObservable(watchdog$(cold('a 59ms b'), 10, undefined, 0), '^ 300ms !').toBe('10ms s 49ms h 9ms s', values);
+    });
+    scheduler().run(({ cold, expectObservable }) => {
+      // No history: the ceiling (100 ms) holds; the 60 ms gap would ask 120, the ceiling says 100.
+      expectObservable(watchdog$(cold('a 59ms b'), 10, undefined, 100), '^ 300ms !').toBe('160ms s', values);
+    });
+    scheduler().run(({ expectObservable }) => {
+      // Arrivals every 5 ms for 2.1 s: after one calm window (GAP_WINDOW_MS) the timeout is
+      // twice the 5 ms gap, at least the 10 ms floor: silent 10 ms after the last arrival.
+      const steady = concat(timer(0, 5).pipe(take(420)), NEVER);
+      expectObservable(watchdog$(steady, 10, undefined, 100), '^ 2300ms !').toBe('2105ms s', values);
+    });
+    scheduler().run(({ expectObservable }) => {
+      // The same, then one 30 ms gap (silent after 10 ms, heard at 30): the next silence waits 60 ms.
+      const gapped = concat(timer(0, 5).pipe(take(420)), timer(30), NEVER);
+      expectObservable(watchdog$(gapped, 10, undefined, 100), '^ 2500ms !').toBe('2105ms s 19ms h 59ms s', values);
+    });
+  });
+
+  it('reports at once a stream that ends before its clean-end value, after the timeout one that ends after it', () => {
+    const isEnd = (v: unknown): boolean => v === 'e';
+    scheduler().run(({ cold, expectObservable }) => {
+      expectObservable(watchdog$(cold('-a|'), 5, undefined, 5, isEnd)).toBe('--(s|)', values);
+    });
+    scheduler().run(({ cold, expectObservable }) => {
+      expectObservable(watchdog$(cold('-e-a|'), 5, undefined, 5, isEnd)).toBe('8ms (s|)', values);
+    });
+  });
+
+  // A real socket and a real stall: a peer (a worker thread) writes every 5 ms while this
+  // thread is blocked for 4 timeouts. Its bytes wait in the socket; the timer is due too.
+  it('does not report silence for bytes that queued while this thread stalled', async () => {
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const accepted = new Promise<Socket>((r) => server.once('connection', r));
+    const peer = new Worker(
+      `const s = require('node:net').connect(${port}, '127.0.0.1');
+       s.on('connect', () => { const t = setInterval(() => s.write('x'), 5); s.on('error', () => clearInterval(t)); s.on('close', () => clearInterval(t)); });
+       s.on('error', () => {});`,
+      { eval: true },
+    );
+    const sock = await accepted;
+    const seen: string[] = [];
+    const sub = watchdog$(fromEvent(sock, 'data'), 50).subscribe((s) => seen.push(s));
+    try {
+      await new Promise((r) => setTimeout(r, 30));
+      const until = performance.now() + 200;
+      while (performance.now() < until) { /* the stall */ }
+      await new Promise((r) => setTimeout(r, 60));
+      expect(seen).toEqual([]);
+      // And a real silence is still reported.
+      await peer.terminate();
+      await new Promise((r) => setTimeout(r, 120));
+      expect(seen).toEqual(['peer.silent']);
+    } finally {
+      sub.unsubscribe();
+      sock.destroy();
+      await peer.terminate();
+      server.close();
+    }
   });
 });

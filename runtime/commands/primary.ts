@@ -15,7 +15,7 @@ import { readKeyFile, type PairIdentity } from '../channel/tcp-frames.js';
 import type { ReleasedOutput } from '../ft/output-gate.js';
 import { PrimaryNode, type NodeEvent } from '../ft/primary-node.js';
 import { newPairInstance } from '../ft/identity.js';
-import type { FtTiming } from '../ft/timing.js';
+import { PROCESS_TIMING, type FtTiming } from '../ft/timing.js';
 import { OutputLogWriter } from '../faults/output-log.js';
 import { checkImage, CliError, imageDigest, memoryFlag, positiveInt, readErrorText, readImage, writeAllSync } from './common.js';
 import { startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
@@ -176,7 +176,8 @@ export function sinkOutputs(released$: Observable<ReleasedOutput>, log: OutputLo
 export function timingFlags(values: { 'suspect-ms'?: string | undefined; 'heartbeat-ms'?: string | undefined }): Partial<FtTiming> {
   const t: Partial<FtTiming> = {};
   t.suspectMs = positiveInt('suspect-ms', values['suspect-ms'], PROCESS_SUSPECT_MS);
-  t.confirmMs = Math.max(1, Math.round(t.suspectMs / 2));
+  t.confirmMs = values['suspect-ms'] === undefined ? PROCESS_TIMING.confirmMs : Math.max(1, Math.round(t.suspectMs / 2));
+  t.suspectMaxMs = Math.max(t.suspectMs, PROCESS_TIMING.suspectMaxMs);
   if (values['heartbeat-ms'] !== undefined) t.heartbeatMs = positiveInt('heartbeat-ms', values['heartbeat-ms'], 1);
   return t;
 }
@@ -277,12 +278,8 @@ export function hookOnAlone(node: PrimaryNode, cmd: string | undefined, role: 'p
   });
 }
 
-/**
- * Across processes a peer is suspect after 250 ms of silence (confirmed 125 ms later), not
- * the in-process 60 ms: a Node process can stall for tens of milliseconds (JIT, GC) and a
- * spurious suspicion costs a needless failover. Measured stalls on this machine: up to 70 ms.
- */
-export const PROCESS_SUSPECT_MS = 250;
+/** Across processes suspicion waits longer than in one thread: runtime/ft/timing.ts PROCESS_TIMING says why. */
+export const PROCESS_SUSPECT_MS = PROCESS_TIMING.suspectMs;
 
 /** How long a primary waits for its start hook before it binds anyway (a hook that hangs must not keep the service down). */
 const START_HOOK_WAIT_MS = 10_000;

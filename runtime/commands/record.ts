@@ -6,17 +6,22 @@ import { ElfError } from '../elf.js';
 import { RecordingEnv } from '../env/recording.js';
 import { LogFileWriter, LogWriteError } from '../log/file.js';
 import { runOnCpuActor } from '../cpu-actor.js';
+import { chainPolicy, SnapshotChain } from '../snapshot.js';
 import { DEFAULT_MEMORY_MIB } from '../platform.js';
 import { Exit } from '../types.js';
 import { SeqLog } from '../ft/seq-log.js';
 import { IoOpenError, openIo } from '../io/open.js';
-import { CliError, ConsoleWriter, digestLine, imageDigest, packSnapshot, positiveInt, readImage } from './common.js';
+import { CliError, ConsoleWriter, digestLine, imageDigest, positiveInt, readImage } from './common.js';
 
 const USAGE = 'record <elf> --log FILE [--mem MiB] [--max-instructions N] [--snapshot-every N] [--digest-every N]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]...';
 
-/** Seeking (replay --until) starts from the newest snapshot before the target. */
-const DEFAULT_SNAPSHOT_EVERY = 50_000_000;
+/**
+ * Seeking (replay --until) starts from the newest snapshot before the target. Most snapshots
+ * are deltas (pages written since the previous one), so they can come often; a guest that is
+ * rewriting memory gets them later, up to 10 times this (runtime/snapshot.ts, chainPolicy).
+ */
+const DEFAULT_SNAPSHOT_EVERY = 10_000_000;
 const DEFAULT_DIGEST_EVERY = 10_000_000;
 /** Batches run back to back for this long before Node serves signals and stdout. */
 const YIELD_MS = 4;
@@ -130,10 +135,13 @@ async function record(o: RecordOptions): Promise<number> {
     ...(io.disk ? { disk: io.disk } : {}),
     ...(io.net ? { net: io.net } : {}),
   });
+  // Full snapshots now and then, deltas (pages written since the previous one) between them.
+  let snapshots: SnapshotChain;
   try {
     machine.loadElf(image);
+    snapshots = new SnapshotChain(machine, chainPolicy(snapshotEvery));
     // The machine's shape (disk capacity, NIC) travels in the log: replay needs no disk or network.
-    if (machine.io) log.append({ type: 'snapshot', data: packSnapshot(machine) }, machine.icount);
+    if (machine.io) log.append({ type: 'snapshot', data: snapshots.take() }, machine.icount);
   } catch (e) {
     detach();
     writer.abandon();
@@ -142,7 +150,6 @@ async function record(o: RecordOptions): Promise<number> {
     throw e;
   }
 
-  let nextSnapshot = 0;
   let nextDigest = digestEvery;
   const onBatch = (exit: Exit): void => {
     out.flush();
@@ -153,10 +160,8 @@ async function record(o: RecordOptions): Promise<number> {
       outputsMarked = outputs;
     }
     if (exit === Exit.Halt || exit === Exit.Fault) return;
-    if (ic >= nextSnapshot) {
-      log.append({ type: 'snapshot', data: packSnapshot(machine) }, ic);
-      nextSnapshot = ic + snapshotEvery;
-    }
+    const snapshot = snapshots.poll();
+    if (snapshot) log.append({ type: 'snapshot', data: snapshot }, ic);
     if (ic >= nextDigest) {
       log.append({ type: 'digest', digest: machine.digest() }, ic);
       nextDigest = ic + digestEvery;

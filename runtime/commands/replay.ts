@@ -8,6 +8,7 @@ import { scanLogFile, type LogFileScan } from '../log/file.js';
 import type { LogEntry, LogEntryOf } from '../log/entry.js';
 import { runOnCpuActor } from '../cpu-actor.js';
 import { ioShapeOf } from '../io/machine-io.js';
+import { resolveSnapshotChain, snapshotChainAt } from '../snapshot.js';
 import { CliError, ConsoleWriter, digestLine, imageDigest, readImage, unpackSnapshot } from './common.js';
 
 const USAGE = 'replay <elf> --log FILE [--until ICOUNT] [--partial]';
@@ -135,8 +136,16 @@ async function replay(o: ReplayOptions): Promise<number> {
   }
   const start = until === undefined ? -1 : seekStart(log.entries, until);
   if (start >= 0) {
-    const snap = log.entries[start]!;
-    if (snap.type === 'snapshot') machine.restore(unpackSnapshot(snap.data));
+    // A delta snapshot needs the full one before it and every delta between.
+    const chain = snapshotChainAt(log.entries, start);
+    let snap;
+    try {
+      snap = resolveSnapshotChain(chain);
+    } catch (e) {
+      const at = log.entries[start]!;
+      throw new CliError(`${logPath}: the snapshot at seq ${at.seq}, icount ${at.icount}: ${(e as Error).message}`, 2);
+    }
+    machine.restore(snap);
     // Output markers count from boot: continue the count the snapshot's past had reached.
     for (let i = start - 1; i >= 0; i--) {
       const e = log.entries[i]!;

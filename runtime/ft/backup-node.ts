@@ -155,7 +155,7 @@ export class BackupNode {
             this.finishWith({ reason: 'refused', detail: this.turnedAway });
           },
           watchPrimary: () => {
-            this.subs.push(watchPeer(this.opts.channel.entries$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e)));
+            this.subs.push(watchPeer(this.opts.channel.entries$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e), this.timing.suspectMaxMs));
           },
           drainLog: () => this.drain(),
           goLive: () => this.goLive(),

@@ -260,7 +260,7 @@ export class PrimaryNode {
       ch.events$.subscribe((e) => {
         if (e.type === 'channel.failed') this.actor.send({ type: 'channel.failed' });
       }),
-      watchPeer(ch.acked$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e)),
+      watchPeer(ch.acked$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e), this.timing.suspectMaxMs),
     );
   }
 

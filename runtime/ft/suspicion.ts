@@ -1,4 +1,4 @@
-import { Subscription, type Observable } from 'rxjs';
+import { asyncScheduler, Subscription, type Observable } from 'rxjs';
 import { watchdog$ } from '../channel/watchdog.js';
 
 export type SuspicionEvent = { type: 'peer.silent' } | { type: 'peer.heard' } | { type: 'suspect.expired' };
@@ -8,19 +8,33 @@ export type SuspicionEvent = { type: 'peer.silent' } | { type: 'peer.heard' } | 
  * silence that lasts `confirmMs` longer becomes `suspect.expired`, the only thing that lets a
  * node ask the arbiter. Suspicion alone never makes a second primary.
  */
+/**
+ * Where the activity is the primary's log (a backup watching its primary), a stream that ends
+ * before the end record has failed: the peer's socket was reset (kill -9 on the same host)
+ * or the channel broke. Suspicion then starts at once; the confirmation still waits
+ * `confirmMs`. Acks (numbers) carry no end record: their end waits the timeout as before.
+ */
+const cleanEnd = (v: unknown): boolean => typeof v !== 'object' || v === null || (v as { type?: unknown }).type === 'end';
+
 export function watchPeer(
   activity$: Observable<unknown>,
   suspectMs: number,
   confirmMs: number,
   send: (e: SuspicionEvent) => void,
+  /** Above suspectMs: the suspicion timeout grows with the gaps the host shows, up to this (watchdog$). */
+  suspectMaxMs = suspectMs,
 ): Subscription {
   let confirm: NodeJS.Timeout | undefined;
   // NOTE: the watchdog completes right after reporting the silence of a stream that ended
   // (a cut channel): the confirmation must outlive it, so only our own unsubscribe cancels it.
-  const watch = watchdog$(activity$, suspectMs).subscribe((status) => {
+  const watch = watchdog$(activity$, suspectMs, asyncScheduler, suspectMaxMs, cleanEnd).subscribe((status) => {
     if (status === 'peer.silent') {
       send({ type: 'peer.silent' });
-      confirm = setTimeout(() => send({ type: 'suspect.expired' }), confirmMs);
+      // As the watchdog does: one more event-loop turn, so bytes queued while this thread
+      // stalled are read (and clear the suspicion) before it counts as confirmed.
+      confirm = setTimeout(() => {
+        confirm = setTimeout(() => send({ type: 'suspect.expired' }), 0);
+      }, confirmMs);
     } else {
       clearTimeout(confirm);
       send({ type: 'peer.heard' });

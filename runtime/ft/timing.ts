@@ -7,6 +7,11 @@ export interface FtTiming {
   /** Still silent this much longer: suspicion is confirmed and the node claims the arbiter. */
   confirmMs: number;
   /**
+   * Above suspectMs: suspicion waits longer on a host that has shown long gaps between the
+   * peer's messages, up to this (runtime/channel/watchdog.ts). 0: always suspectMs.
+   */
+  suspectMaxMs: number;
+  /**
    * The arbiter client's first wait between test-and-set attempts while the arbiter is
    * unreachable; each further wait doubles, up to `claimRetryMaxMs`.
    */
@@ -20,9 +25,25 @@ export const DEFAULT_TIMING: FtTiming = {
   heartbeatMs: 5,
   suspectMs: 60,
   confirmMs: 30,
+  suspectMaxMs: 0,
   claimRetryMs: 50,
   claimRetryMaxMs: 1000,
   digestEveryMs: 1000,
 };
 
 export const withTiming = (t: Partial<FtTiming> | undefined): FtTiming => ({ ...DEFAULT_TIMING, ...t });
+
+/**
+ * Failure detection between processes (`ftvm primary` / `ftvm backup`): 100 + 50 ms on a calm
+ * host, so a failover takes about 150 ms of detection. A Node process can stall (JIT, GC, a
+ * descheduled core on a loaded host: bench/detect.mjs measured 90-320 ms at p99-p99.9 with the
+ * load average at 15 on 2 cores), so the suspicion timeout grows to twice the longest recent
+ * gap, up to 1 s, instead of failing a healthy pair over (docs/BENCHMARKS.md, "Failure
+ * detection across processes").
+ */
+export const PROCESS_TIMING: Pick<FtTiming, 'suspectMs' | 'confirmMs' | 'suspectMaxMs' | 'heartbeatMs'> = {
+  suspectMs: 100,
+  confirmMs: 50,
+  suspectMaxMs: 1000,
+  heartbeatMs: DEFAULT_TIMING.heartbeatMs,
+};

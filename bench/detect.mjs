@@ -1,0 +1,89 @@
+// Failure detection across processes: the stalls each side sees, and failover time.
+//   node bench/detect.mjs          (needs `npm run build`)
+// 1. Stalls: primary and backup as `ftvm` processes over loopback TLS on bench-timer (1 kHz
+//    timer guest), each with an event-loop delay histogram (bench/eld-preload.mjs), while
+//    BENCH_LOAD (default 0: the shared host is loaded enough) busy-loop processes add load. Prints the percentiles
+//    per side and any failover (there must be none: nobody failed).
+// 2. Failover: kill -9 of the primary of a seq pair -> first console byte of the backup gone
+//    live (runtime/faults/harness.ts runOnce), BENCH_FAILOVERS runs (default 7).
+// Env: BENCH_RUNS (pairs for 1, default 3), BENCH_SUSPECT_MS (default: the CLI's own).
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const cli = join(root, 'bin/ftvm.js');
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const LOAD = Number(process.env.BENCH_LOAD ?? 0);
+const FAILOVERS = Number(process.env.BENCH_FAILOVERS ?? 7);
+const suspect = process.env.BENCH_SUSPECT_MS;
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const dir = mkdtempSync(join(tmpdir(), 'ftvm-bench-detect-'));
+const key = join(dir, 'key');
+writeFileSync(key, 'cd'.repeat(32));
+const { PROCESS_TIMING } = await import(pathToFileURL(join(root, 'dist/runtime/ft/timing.js')).href);
+const extra = suspect ? ['--suspect-ms', suspect] : [];
+const s = suspect ? Number(suspect) : PROCESS_TIMING.suspectMs;
+const c = suspect ? Math.max(1, Math.round(s / 2)) : PROCESS_TIMING.confirmMs;
+
+console.log(`machine: ${cpus().length} CPUs, node ${process.version}, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+console.log(`detection: suspect ${s} ms + confirm ${c} ms; heartbeat ${PROCESS_TIMING.heartbeatMs} ms`);
+
+/** Busy loops on every core but for the pair's: a loaded host, started and stopped by PID. */
+const hogs = Array.from({ length: LOAD }, () => spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' }));
+
+async function pair(elf) {
+  const eld = mkdtempSync(join(dir, 'eld-'));
+  const env = { ...process.env, FTVM_ELD_DIR: eld, NODE_OPTIONS: `--import=${pathToFileURL(join(root, 'bench/eld-preload.mjs')).href}` };
+  const arb = mkdtempSync(join(dir, 'arb-'));
+  const common = ['--key-file', key, '--arbiter', `file:${arb}`, ...extra];
+  const p = spawn(process.execPath, [cli, 'primary', elf, '--listen', '127.0.0.1:0', ...common], { stdio: ['ignore', 'ignore', 'pipe'], env });
+  const lines = [];
+  const port = await new Promise((resolve) => createInterface({ input: p.stderr }).on('line', (l) => {
+    lines.push(l);
+    const m = / primary listening [^ ]+:(\d+) /.exec(l);
+    if (m) resolve(Number(m[1]));
+  }));
+  const b = spawn(process.execPath, [cli, 'backup', elf, '--connect', `127.0.0.1:${port}`, ...common], { stdio: ['ignore', 'ignore', 'pipe'], env });
+  createInterface({ input: b.stderr }).on('line', (l) => lines.push(l));
+  await Promise.all([new Promise((r) => p.once('exit', r)), new Promise((r) => b.once('exit', r))]);
+  const sides = readdirSync(eld).map((f) => JSON.parse(readFileSync(join(eld, f), 'utf8')));
+  return { sides, suspicions: lines.filter((l) => /"suspecting"/.test(l)), failovers: lines.filter((l) => /"claiming"|live at icount/.test(l)) };
+}
+
+try {
+  const all = { primary: [], backup: [] };
+  let spurious = 0;
+  let suspicions = 0;
+  for (let i = 0; i < RUNS; i++) {
+    const r = await pair(join(root, 'guests/bench-timer/bench-timer.elf'));
+    for (const side of r.sides) all[side.role]?.push(side);
+    spurious += r.failovers.length > 0 ? 1 : 0;
+    suspicions += r.suspicions.length;
+    if (r.failovers.length || r.suspicions.length) console.log(`  run ${i}: ${[...r.suspicions, ...r.failovers].join(' | ')}`);
+  }
+  const f = (x) => x.toFixed(1);
+  console.log(`event-loop delay, bench-timer pair, ${RUNS} runs, ${LOAD} busy processes (ms; worst run's max):`);
+  for (const [role, xs] of Object.entries(all)) {
+    if (!xs.length) continue;
+    console.log(`  ${role.padEnd(7)} p50 ${f(median(xs.map((x) => x.p50)))}  p99 ${f(median(xs.map((x) => x.p99)))}  p99.9 ${f(median(xs.map((x) => x.p999)))}  max ${f(Math.max(...xs.map((x) => x.max)))} (runs: ${xs.map((x) => f(x.max)).join(', ')})  >50 ms ${f(median(xs.map((x) => x.over[50])))}%  >100 ms ${f(median(xs.map((x) => x.over[100])))}%`);
+  }
+  console.log(`while nothing failed: ${suspicions} suspicions (cleared when the peer was heard again), ${spurious} of ${RUNS} runs failed over (spurious)`);
+} finally {
+  for (const h of hogs) h.kill('SIGKILL');
+}
+
+const { runOnce } = await import(pathToFileURL(join(root, 'dist/runtime/faults/harness.js')).href);
+const fo = [];
+for (let i = 0; i < FAILOVERS; i++) {
+  const d = mkdtempSync(join(dir, 'fo-'));
+  const r = await runOnce({ id: i, cli, guest: join(root, 'guests/seq/seq.elf'), dir: d, fault: 'kill-primary', atMs: 700 + 300 * i, stalls: [], ...(suspect ? { suspectMs: Number(suspect) } : {}) });
+  if (r.failoverMs !== undefined && r.check.ok) fo.push(r.failoverMs);
+  else console.log(`  failover run ${i}: no failover measured (check ${r.check.ok ? 'ok' : r.check.errors.join('; ')})`);
+}
+console.log(`failover across processes (kill -9 of the primary -> first output of the backup): median ${median(fo).toFixed(0)} ms, min ${Math.min(...fo).toFixed(0)}, max ${Math.max(...fo).toFixed(0)} (${fo.length} runs, idle host but for other users)`);
+rmSync(dir, { recursive: true, force: true });
+process.exit(0);
