@@ -248,6 +248,8 @@ export function runOnCpuActor(m: Machine, opts: CpuRunOptions): { actor: CpuActo
     actor = createCpuActor(m, { ...rest, ...hooks, ...(id === undefined ? {} : { id }) });
   }
   const abort = (): void => {
+    // The chart hears the stop (no batch starts after it) before the actor is torn down.
+    if (actor.getSnapshot().status === 'active') actor.send({ type: 'cpu.stop' });
     actor.stop();
     finish({ reason: 'aborted' });
   };

@@ -69,7 +69,7 @@ describe('inspection relay', () => {
     for (const n of names.filter((x) => !['backup', 'pair', 'primary'].includes(x!))) expect(n).toMatch(/^(primary|backup)\.[a-z0-9-]+$/);
     // The definition travels with the actor, so a viewer can draw the chart.
     const primaryDef = JSON.parse(actors().find((m) => m.name === 'primary')!.definition!) as { states: Record<string, unknown> };
-    expect(Object.keys(primaryDef.states)).toEqual(expect.arrayContaining(['unprotected', 'protected', 'claiming', 'alone']));
+    expect(Object.keys(primaryDef.states)).toEqual(expect.arrayContaining(['starting', 'protected', 'claiming', 'alone']));
     const primarySession = actors().find((m) => m.name === 'primary')!.sessionId;
     const values = viewer.got.filter((m) => m.type === '@xstate.snapshot' && m.sessionId === primarySession).map((m) => JSON.stringify(m.snapshot?.value));
     expect(values).toContain('{"protected":"flowing"}');

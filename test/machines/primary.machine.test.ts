@@ -121,7 +121,9 @@ async function drive(start: PrimaryStart, steps: Step[]): Promise<string | undef
           wire!.alive(false);
           silentSince = performance.now();
           const before = released.length;
-          await sleep(TIMING.suspectMs + 15);
+          // Suspected after suspectMs and one more event-loop turn (the second look); a busy
+          // host delays timers, so wait for it: the claim comes only confirmMs after it.
+          await waitFor(() => node.actor.getSnapshot().matches('backupSuspect'), 1000);
           expect(released.length, at).toBe(before);
           expect(arbiter.claims.filter((c) => c.claimant === 'p' && c.generation === g), `${at}: suspicion alone claims nothing`).toEqual([]);
           break;
@@ -145,7 +147,9 @@ async function drive(start: PrimaryStart, steps: Step[]): Promise<string | undef
           expect(mine()!.atMs - silentSince, at).toBeGreaterThanOrEqual(TIMING.confirmMs - 5);
           // Until the arbiter answers, nothing leaves: outputs pile up held, the VM runs on.
           const before = released.length;
-          expect(await icountMoves(20), at).toBe(true);
+          // NOTE a short guest may already have powered off (its power-off is an output, held
+          // like the rest); only then may its icount stand still.
+          expect((await icountMoves(20)) || machine.hart.haltCode !== undefined, at).toBe(true);
           expect(released.length, at).toBe(before);
           break;
         }
