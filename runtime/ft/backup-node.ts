@@ -9,6 +9,7 @@ import { RefusedError, type BackupEnd } from '../channel/channel.js';
 import type { Arbiter } from '../arbiter/arbiter.js';
 import { ArbiterClaims } from './arbiter-claims.js';
 import { createCpuActor, type CpuActor } from '../cpu-actor.js';
+import { BatchSlicer } from './batch-slice.js';
 import type { NumberedOutput } from './output-gate.js';
 import { PrimaryNode, type NodeEvent } from './primary-node.js';
 import { watchPeer } from './suspicion.js';
@@ -59,8 +60,12 @@ export interface BackupStats {
 }
 
 const DEFAULT_BATCH = 1_000_000;
-/** The backup yields often: acks leave only when it does (across a worker, that is the output delay). */
-const YIELD_MS = 1;
+/**
+ * The backup reads its socket or port, and so acks, only when its event loop turns: every
+ * replay batch gets its own turn and lasts about this long (ms), so an arrival batch is
+ * acked within about this much. The primary's output rule waits for that ack.
+ */
+const REPLAY_SLICE_MS = 0.04;
 
 /**
  * The backup side: replays the primary's log in lockstep, acknowledging each entry as it
@@ -129,9 +134,12 @@ export class BackupNode {
       const index = this.outputs++;
       if (index >= this.releasedHint) this.replayed.push({ index, output });
     };
+    // Short slices while the primary may still send; the drain to the horizon runs whole batches.
+    const slicer = new BatchSlicer(this.machine, opts.batch ?? DEFAULT_BATCH, REPLAY_SLICE_MS, () => !this.draining);
     this.cpu = createCpuActor(this.machine, {
-      batch: opts.batch ?? DEFAULT_BATCH,
-      yieldMs: YIELD_MS,
+      batch: slicer.budget,
+      yieldMs: 0,
+      onBatch: () => slicer.ended(),
       id: `${opts.name}.cpu`,
       ...(opts.inspect ? { inspect: opts.inspect as never } : {}),
       onHalt: () => this.onGuestStopped(),
