@@ -32,6 +32,13 @@ export interface BackupNodeOptions {
   timing?: Partial<FtTiming>;
   batch?: number;
   /**
+   * Wall time of a replay batch, ms (default REPLAY_SLICE_MS): the backup reads its channel,
+   * and acks, between batches. 0: whole batches, chained for up to 1 ms a turn, for a backup
+   * in its primary's thread, whose acks need no turn and which must not cede the thread to
+   * the primary's long batches.
+   */
+  replaySliceMs?: number;
+  /**
    * Re-protection: this backup joins a running primary, so `machine` is blank and the log
    * starts with a snapshot entry to restore (DESIGN §3). Otherwise both booted from one image.
    */
@@ -66,6 +73,8 @@ const DEFAULT_BATCH = 1_000_000;
  * acked within about this much. The primary's output rule waits for that ack.
  */
 const REPLAY_SLICE_MS = 0.04;
+/** Unsliced (a backup in its primary's thread): batches follow each other this long (ms) before a turn. */
+const SHARED_THREAD_YIELD_MS = 1;
 
 /**
  * The backup side: replays the primary's log in lockstep, acknowledging each entry as it
@@ -135,10 +144,11 @@ export class BackupNode {
       if (index >= this.releasedHint) this.replayed.push({ index, output });
     };
     // Short slices while the primary may still send; the drain to the horizon runs whole batches.
-    const slicer = new BatchSlicer(this.machine, opts.batch ?? DEFAULT_BATCH, REPLAY_SLICE_MS, () => !this.draining);
+    const sliceMs = opts.replaySliceMs ?? REPLAY_SLICE_MS;
+    const slicer = new BatchSlicer(this.machine, opts.batch ?? DEFAULT_BATCH, sliceMs, () => sliceMs > 0 && !this.draining);
     this.cpu = createCpuActor(this.machine, {
       batch: slicer.budget,
-      yieldMs: 0,
+      yieldMs: sliceMs > 0 ? 0 : SHARED_THREAD_YIELD_MS,
       onBatch: () => slicer.ended(),
       id: `${opts.name}.cpu`,
       ...(opts.inspect ? { inspect: opts.inspect as never } : {}),
