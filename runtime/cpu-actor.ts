@@ -23,8 +23,12 @@ export interface CpuHooks {
 }
 
 export interface CpuActorOptions extends CpuHooks {
-  /** Largest batch of instructions (one `cpu.batchEnded` each); read before every batch. */
-  batch?: number;
+  /**
+   * Largest batch of instructions (one `cpu.batchEnded` each); read before every batch. A
+   * function is asked before every batch: a node that must see its socket soon (an FT node
+   * waiting for an ack) sizes batches to a slice of wall time.
+   */
+  batch?: number | (() => number);
   /**
    * Batches follow each other without an event-loop turn for this long (microtasks), then
    * the next one waits for a turn so sockets, timers and stdin are served. 0 (default): every
@@ -93,7 +97,8 @@ export function createCpuActor(m: Machine, opts: CpuActorOptions = {}): CpuActor
     } else {
       let exit: Exit;
       try {
-        exit = m.step(Math.min(opts.batch ?? DEFAULT_BATCH, room));
+        const batch = opts.batch;
+        exit = m.step(Math.min(batch === undefined ? DEFAULT_BATCH : typeof batch === 'number' ? batch : batch(), room));
       } catch (err) {
         envError = err;
         actor.send(ENDED.fault);

@@ -186,7 +186,7 @@ export function createPair(opts: PairOptions): Pair {
     channel: remote ? remote.channel.primary : local!.primary,
   });
   let backup: BackupNode | undefined = local
-    ? new BackupNode({ ...withInspect, name: 'backup', machine: boot(false), channel: local.backup, ...(io ? { io } : {}) })
+    ? new BackupNode({ ...withInspect, name: 'backup', machine: boot(false), channel: local.backup, replaySliceMs: 0, ...(io ? { io } : {}) })
     : undefined;
   let failovers = 0;
   let joins = 0;
@@ -355,6 +355,7 @@ export function createPair(opts: PairOptions): Pair {
       machine: machine(false),
       channel: ch.backup,
       joining: true,
+      replaySliceMs: 0,
       ...(io ? { io } : {}),
     });
     backup = node;

@@ -9,6 +9,7 @@ import { RefusedError, type BackupEnd } from '../channel/channel.js';
 import type { Arbiter } from '../arbiter/arbiter.js';
 import { ArbiterClaims } from './arbiter-claims.js';
 import { createCpuActor, type CpuActor } from '../cpu-actor.js';
+import { BatchSlicer } from './batch-slice.js';
 import type { NumberedOutput } from './output-gate.js';
 import { PrimaryNode, type NodeEvent } from './primary-node.js';
 import { watchPeer } from './suspicion.js';
@@ -30,6 +31,13 @@ export interface BackupNodeOptions {
   arbiter: Arbiter;
   timing?: Partial<FtTiming>;
   batch?: number;
+  /**
+   * Wall time of a replay batch, ms (default REPLAY_SLICE_MS): the backup reads its channel,
+   * and acks, between batches. 0: whole batches, chained for up to 1 ms a turn, for a backup
+   * in its primary's thread, whose acks need no turn and which must not cede the thread to
+   * the primary's long batches.
+   */
+  replaySliceMs?: number;
   /**
    * Re-protection: this backup joins a running primary, so `machine` is blank and the log
    * starts with a snapshot entry to restore (DESIGN §3). Otherwise both booted from one image.
@@ -59,8 +67,14 @@ export interface BackupStats {
 }
 
 const DEFAULT_BATCH = 1_000_000;
-/** The backup yields often: acks leave only when it does (across a worker, that is the output delay). */
-const YIELD_MS = 1;
+/**
+ * The backup reads its socket or port, and so acks, only when its event loop turns: every
+ * replay batch gets its own turn and lasts about this long (ms), so an arrival batch is
+ * acked within about this much. The primary's output rule waits for that ack.
+ */
+const REPLAY_SLICE_MS = 0.04;
+/** Unsliced (a backup in its primary's thread): batches follow each other this long (ms) before a turn. */
+const SHARED_THREAD_YIELD_MS = 1;
 
 /**
  * The backup side: replays the primary's log in lockstep, acknowledging each entry as it
@@ -129,9 +143,13 @@ export class BackupNode {
       const index = this.outputs++;
       if (index >= this.releasedHint) this.replayed.push({ index, output });
     };
+    // Short slices while the primary may still send; the drain to the horizon runs whole batches.
+    const sliceMs = opts.replaySliceMs ?? REPLAY_SLICE_MS;
+    const slicer = new BatchSlicer(this.machine, opts.batch ?? DEFAULT_BATCH, sliceMs, () => sliceMs > 0 && !this.draining);
     this.cpu = createCpuActor(this.machine, {
-      batch: opts.batch ?? DEFAULT_BATCH,
-      yieldMs: YIELD_MS,
+      batch: slicer.budget,
+      yieldMs: sliceMs > 0 ? 0 : SHARED_THREAD_YIELD_MS,
+      onBatch: () => slicer.ended(),
       id: `${opts.name}.cpu`,
       ...(opts.inspect ? { inspect: opts.inspect as never } : {}),
       onHalt: () => this.onGuestStopped(),

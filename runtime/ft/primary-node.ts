@@ -16,6 +16,14 @@ import { SeqLog } from './seq-log.js';
 import { watchPeer } from './suspicion.js';
 import { withTiming, type FtTiming } from './timing.js';
 import { packSnapshot } from './snapshot-wire.js';
+import { BatchSlicer } from './batch-slice.js';
+
+const DEFAULT_BATCH = 1_000_000;
+/**
+ * While outputs are held, batches last about this long (ms): the ack that releases them is
+ * read only when this node's event loop turns, between batches.
+ */
+const HELD_SLICE_MS = 0.04;
 
 export interface NodeEvent {
   node: string;
@@ -108,6 +116,7 @@ export class PrimaryNode {
   private releasedSent = -1;
   private lastProgressMs = 0;
   private readonly claims: ArbiterClaims;
+  private readonly slicer: BatchSlicer;
 
   constructor(private readonly opts: PrimaryNodeOptions) {
     if (!opts.channel && !opts.startAlone) throw new Error(`${opts.name}: a primary runs with a backup channel or alone after a won claim`);
@@ -118,6 +127,7 @@ export class PrimaryNode {
     this.outputs = opts.outputsSoFar ?? 0;
     this.releasedThrough = this.outputs;
     this.claims = new ArbiterClaims(opts.arbiter, opts.name, (detail) => this.note('arbiter', detail));
+    this.slicer = new BatchSlicer(this.machine, opts.batch ?? DEFAULT_BATCH, HELD_SLICE_MS, () => this.gate.heldCount > 0);
     this.gate = new OutputGate((o) => this.emit(o, this.generation), () => performance.now());
     // Outputs a backup replayed before going live wait in the gate like any held output:
     // only the arbiter's yes (`releaseAllOutputs`) lets them out, never an ack.
@@ -134,8 +144,9 @@ export class PrimaryNode {
     if (!opts.cpu) this.machine.env = this.recording;
     this.machine.onOutput = (o: Output) => {
       this.pending.push({ index: this.outputs++, output: o });
-      // End the batch so the output's marker goes out now, not a batch later.
-      this.machine.hart.requestExit();
+      // End a long batch so the output's marker goes out now, not a batch later. A slice ends
+      // soon anyway: the outputs of its burst share one marker, one send and one ack.
+      if (!this.slicer.sliced) this.machine.hart.requestExit();
     };
 
     this.actor = createActor(
@@ -217,10 +228,13 @@ export class PrimaryNode {
     const { actor, done } = runOnCpuActor(this.machine, {
       mode: 'record',
       signal: this.abort.signal,
-      onBatch: (exit) => this.afterBatch(exit),
+      onBatch: (exit) => {
+        this.slicer.ended();
+        this.afterBatch(exit);
+      },
       id: `${this.name}.cpu`,
       ...(this.opts.cpu ? { adopt: { cpu: this.opts.cpu, env: this.recording } } : {}),
-      ...(this.opts.batch === undefined ? {} : { batch: this.opts.batch }),
+      batch: this.slicer.budget,
       ...(this.opts.inspect ? { inspect: this.opts.inspect as never } : {}),
     });
     this.cpu = actor;
