@@ -70,14 +70,13 @@ export function createCpuActor(m: Machine, opts: CpuActorOptions = {}): CpuActor
   let target = Infinity;
   let stopped = false;
   let queued = false;
-  /** runQueued is on the stack: a batch the chart asks for now is taken by its loop. */
-  let inLoop = false;
   /** Why the env failed, for reportFault (undefined: a guest fault). */
   let envError: unknown;
   /** Each awaitInput gets a number: an idle() that resolves after the CPU moved on is stale. */
   let waitId = 0;
 
   const runBatch = (): void => {
+    queued = false;
     // After cpu.stop the machine is to be reloaded: a batch still queued must not touch it.
     if (stopped) return;
     // The chart is flat: its value is the state's name (cheaper than matches(), once per batch).
@@ -111,45 +110,19 @@ export function createCpuActor(m: Machine, opts: CpuActorOptions = {}): CpuActor
     actor.send(ENDED[name]);
     opts.onBatch?.(name);
   };
-  /**
-   * Runs the queued batch, then, while the chart keeps asking for more (its `scheduleBatch`
-   * during our `send`) and the yield window lasts, the next ones in this same task: a batch
-   * still starts only after the chart's step returned, but costs no microtask (Node wraps each
-   * in an async resource). yieldMs 0: one batch per event-loop turn, as before.
-   */
-  const runQueued = (): void => {
-    const yieldMs = opts.yieldMs ?? 0;
-    inLoop = true;
-    try {
-      do {
-        queued = false;
-        runBatch();
-      } while (queued && yieldMs > 0 && performance.now() - lastYield < yieldMs);
-    } finally {
-      inLoop = false;
-    }
-    if (queued) setImmediate(afterTurn);
-  };
   const afterTurn = (): void => {
     lastYield = performance.now();
-    runQueued();
-  };
-  const custom = opts.schedule;
-  /** A test's scheduler steps batches one at a time: no loop. */
-  const runOne = (): void => {
-    queued = false;
     runBatch();
   };
-  const schedule = (): void => {
-    if (custom) {
-      custom(runOne);
-      return;
-    }
+  const schedule = opts.schedule ?? ((run: () => void): void => {
     // Read each time: a node that adopts this CPU sets its own.
     const yieldMs = opts.yieldMs ?? 0;
-    if (yieldMs > 0 && performance.now() - lastYield < yieldMs) queueMicrotask(runQueued);
+    // NOTE a microtask per batch, not a loop over the window's batches: what a batch queued
+    // (the channel core's flushes and acks are microtasks) must run before the next batch.
+    // A loop saved ~0.1 µs a batch and raised the output-rule delay (docs/BENCHMARKS.md).
+    if (yieldMs > 0 && performance.now() - lastYield < yieldMs) queueMicrotask(run);
     else setImmediate(afterTurn);
-  };
+  });
   const waiting = (): boolean => {
     const state = actor.getSnapshot().value;
     return state === 'waitingForInterrupt' || state === 'waitingUntil';
@@ -161,8 +134,7 @@ export function createCpuActor(m: Machine, opts: CpuActorOptions = {}): CpuActor
         scheduleBatch: () => {
           if (queued) return;
           queued = true;
-          // Asked for from inside runQueued's send: its loop runs it once the step is over.
-          if (!inLoop) schedule();
+          schedule(runBatch);
         },
         setRunTarget: ({ event }) => {
           if (event.type === 'cpu.runUntil') target = event.icount;
