@@ -122,6 +122,9 @@ export function createCpuActor(m: Machine, opts: CpuActorOptions = {}): CpuActor
   const schedule = opts.schedule ?? ((run: () => void): void => {
     // Read each time: a node that adopts this CPU sets its own.
     const yieldMs = opts.yieldMs ?? 0;
+    // NOTE a microtask per batch, not a loop over the window's batches: what a batch queued
+    // (the channel core's flushes and acks are microtasks) must run before the next batch.
+    // A loop saved ~0.1 µs a batch and raised the output-rule delay (docs/BENCHMARKS.md).
     if (yieldMs > 0 && performance.now() - lastYield < yieldMs) queueMicrotask(run);
     else setImmediate(afterTurn);
   });

@@ -35,6 +35,17 @@ class HorizonEnv implements Env {
   }
 }
 
+/** Calls `onBatchStart` as each batch begins (step() delivers due inputs first). */
+class BatchStartEnv extends DeterministicEnv {
+  constructor(private readonly onBatchStart: () => void) {
+    super();
+  }
+  override deliverDue(m: Machine): void {
+    this.onBatchStart();
+    super.deliverDue(m);
+  }
+}
+
 describe('runMachine', () => {
   it('stops exactly at untilIcount and at maxInstructions, batch by batch', async () => {
     const m = spinner(new DeterministicEnv());
@@ -95,5 +106,47 @@ describe('runMachine', () => {
     // xstate.init, cpu.start, cpu.runUntil, then exactly one cpu.batchEnded per batch.
     expect(events.filter((t) => t === 'cpu.batchEnded')).toHaveLength(batches);
     expect(events).toHaveLength(batches + 3);
+  });
+
+  it('lets what a batch queued (a channel flush: a microtask) run before the next batch, one chart event each', async () => {
+    const order: string[] = [];
+    const m = spinner(new BatchStartEnv(() => {
+      order.push('batch');
+      queueMicrotask(() => order.push('flush'));
+    }));
+    const events: string[] = [];
+    const inspect = (e: InspectionEvent) => {
+      if (e.type === '@xstate.event' && (e.actorRef as { id?: string }).id === 'cpu') events.push(e.event.type);
+    };
+    let batches = 0;
+    // A long yield window: the batches follow each other without an event-loop turn.
+    const { actor, done } = runOnCpuActor(m, {
+      mode: 'live', id: 'cpu', inspect, batch: 1000, yieldMs: 10_000, until: 50_000,
+      onBatch: () => {
+        // The chart's pause, sent between two batches, stops the run before the next one.
+        if (++batches === 20) actor.send({ type: 'cpu.pause' });
+      },
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(batches).toBe(20);
+    expect(m.icount).toBe(20_000);
+    expect(order).toEqual(Array.from({ length: 20 }, () => ['batch', 'flush']).flat());
+    // Paused, the run's target went with `running`: a new runUntil carries it on.
+    actor.send({ type: 'cpu.runUntil', icount: 50_000 });
+    expect(await done).toMatchObject({ reason: 'until', icount: 50_000 });
+    expect(batches).toBe(50);
+    expect(events.filter((t) => t === 'cpu.batchEnded')).toHaveLength(50);
+  });
+
+  it('with yieldMs 0 gives the event loop a turn before every batch (an ack due arrives first)', async () => {
+    const order: string[] = [];
+    const m = spinner(new BatchStartEnv(() => {
+      order.push('batch');
+      setImmediate(() => order.push('turn'));
+    }));
+    const { done } = runOnCpuActor(m, { mode: 'live', batch: 1000, until: 5000 });
+    await done;
+    await new Promise((r) => setImmediate(r));
+    expect(order).toEqual(Array.from({ length: 5 }, () => ['batch', 'turn']).flat());
   });
 });
