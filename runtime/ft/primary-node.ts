@@ -197,7 +197,9 @@ export class PrimaryNode {
 
   /** Won the arbiter without a backup: outputs leave directly, nothing is logged. */
   private get alone(): boolean {
-    return this.actor.getSnapshot().matches('alone');
+    // Read once per batch: `alone` is a top-level atomic state, so the value is the string
+    // itself, and comparing it costs nothing where matches() resolves a state path.
+    return this.actor.getSnapshot().value === 'alone';
   }
 
   /** Run the guest until it halts, faults, or this node stops or crashes. */
