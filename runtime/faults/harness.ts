@@ -507,17 +507,22 @@ export async function runOnce(spec: RunSpec): Promise<RunResult> {
   try {
     return await runOnceOrThrow(spec, t0);
   } catch (e) {
-    return {
-      id: spec.id, fault: spec.fault, atMs: spec.atMs, stalls: spec.stalls.length, pairId: undefined, unprotected: false,
-      faults: 0, struck: false, exit: { primary: 'none', backup: 'none' }, hung: false, failoverMs: undefined, failovers: 0,
-      durationMs: performance.now() - t0,
-      check: {
-        ok: false, lost: 0, incomplete: true, duplicates: 0, conflicts: 0, doubleLive: 0, outage: false, refusedOutputs: 0, lines: 0,
-        errors: [`harness: ${(e as Error).message}`],
-      },
-      claims: {}, extras: [],
-    };
+    return harnessFailure(spec, t0, e);
   }
+}
+
+/** The result of a run the harness itself could not carry out: failed, with one error. */
+export function harnessFailure(spec: Pick<RunResult, 'id' | 'fault' | 'atMs'> & { stalls: readonly unknown[] }, t0: number, e: unknown): RunResult {
+  return {
+    id: spec.id, fault: spec.fault, atMs: spec.atMs, stalls: spec.stalls.length, pairId: undefined, unprotected: false,
+    faults: 0, struck: false, exit: { primary: 'none', backup: 'none' }, hung: false, failoverMs: undefined, failovers: 0,
+    durationMs: performance.now() - t0,
+    check: {
+      ok: false, lost: 0, incomplete: true, duplicates: 0, conflicts: 0, doubleLive: 0, outage: false, refusedOutputs: 0, lines: 0,
+      errors: [`harness: ${(e as Error).message}`],
+    },
+    claims: {}, extras: [],
+  };
 }
 
 async function runOnceOrThrow(spec: RunSpec, t0: number): Promise<RunResult> {

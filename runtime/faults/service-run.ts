@@ -24,7 +24,7 @@ import type { EtcdServer } from './etcd-server.js';
 import { freePort } from './etcd-server.js';
 import { readOutputLog } from './output-log.js';
 import { FaultProxy } from './proxy.js';
-import { readClaimFiles, type RunResult } from './harness.js';
+import { harnessFailure, readClaimFiles, type RunResult } from './harness.js';
 
 export const SERVICE_FAULTS = ['none', 'kill-primary', 'kill-backup', 'cut', 'arbiter-down', 'nbd-restart'] as const;
 export type ServiceFault = (typeof SERVICE_FAULTS)[number];
@@ -137,16 +137,7 @@ export async function runServiceOnce(spec: ServiceSpec): Promise<RunResult> {
   try {
     return await runService(spec, t0);
   } catch (e) {
-    return {
-      id: spec.id, fault: spec.fault, atMs: spec.atMs, stalls: spec.stalls.length, pairId: undefined, unprotected: false,
-      faults: 0, struck: false, exit: { primary: 'none', backup: 'none' }, hung: false, failoverMs: undefined, failovers: 0,
-      durationMs: performance.now() - t0,
-      check: {
-        ok: false, lost: 0, incomplete: true, duplicates: 0, conflicts: 0, doubleLive: 0, outage: false, refusedOutputs: 0, lines: 0,
-        errors: [`harness: ${(e as Error).message}`],
-      },
-      claims: {}, extras: [],
-    };
+    return harnessFailure(spec, t0, e);
   }
 }
 
