@@ -118,12 +118,18 @@ export class Clint implements MmioDevice {
         return;
       case MTIMECMP_LO:
       case MTIMECMP_HI:
+      {
+        const before = this.mtimecmp;
         if (offset === MTIMECMP_LO) this.cmpLo = value >>> 0;
         else this.cmpHi = value >>> 0;
         this.compareWritten();
-        // The env computes the batch budget from mtimecmp: let it see the new deadline.
-        this.wiring.requestExit();
+        // The env computes the batch budget from mtimecmp: let it see an earlier deadline at
+        // once. A later one needs no exit: the batch then ends at or before the old deadline,
+        // where the env looks again. So a handler's usual three writes (high half all-ones,
+        // low, high) end one batch, not three.
+        if (this.mtimecmp < before) this.wiring.requestExit();
         return;
+      }
       default:
         // mtime is read-only here: the guest cannot steer host time (writes ignored, documented).
         return;
