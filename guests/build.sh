@@ -38,6 +38,7 @@ traps:traps:
 seq:seq:
 seq-short:seq:-DSEQ_LINES=50
 seq-mid:seq:-DSEQ_LINES=300
+seq-long:seq:-DSEQ_LINES=20000
 irqstress:irqstress:
 blkcheck:blkcheck::virtio
 dns:dns::virtio
