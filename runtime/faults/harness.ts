@@ -171,17 +171,18 @@ const fail = (why: string): never => {
   throw new Error(why);
 };
 
-async function readClaims(spec: RunSpec, pairId: string | undefined): Promise<Map<number, string>> {
+/** Who holds each generation's key of one pair instance, from etcd or the file arbiter's directory. */
+export async function readClaims(etcd: EtcdServer | undefined, arbiterDir: string, pairId: string | undefined): Promise<Map<number, string>> {
   if (pairId === undefined) return new Map();
-  if (spec.etcd) {
-    const a = new EtcdArbiter({ endpoints: [spec.etcd.endpoint], callTimeoutMs: 3000, dialTimeoutMs: 3000 });
+  if (etcd) {
+    const a = new EtcdArbiter({ endpoints: [etcd.endpoint], callTimeoutMs: 3000, dialTimeoutMs: 3000 });
     try {
       return await a.claims(pairId);
     } finally {
       await a.close();
     }
   }
-  return readClaimFiles(join(spec.dir, 'arbiter'), pairId);
+  return readClaimFiles(arbiterDir, pairId);
 }
 
 /** The file arbiter's record of one pair instance: generation -> claimant. */
@@ -405,7 +406,7 @@ async function runPair(spec: RunSpec, env: RunEnv, plan: PairPlan): Promise<Pair
     ...readOutputLog(outputs('primary')), ...readOutputLog(outputs('backup')),
     ...extras.flatMap((x) => readOutputLog(join(spec.dir, `${x.name}.jsonl`))),
   ];
-  const claims = await readClaims(spec, pairId);
+  const claims = await readClaims(spec.etcd, join(spec.dir, 'arbiter'), pairId);
   const check = checkHistory(history, claims);
 
   // No outage where a synced replica survived: an unfinished run is excused only when every

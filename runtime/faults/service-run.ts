@@ -15,7 +15,6 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, 
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { EtcdArbiter } from '../arbiter/etcd.js';
 import { KvClient, KvOp, KvStatus } from '../clients/kv-client.js';
 import { checkDns, DnsLoad, parseZone, zeroedDisk } from '../demo/dns-load.js';
 import { checkKv, KV_DISK_BYTES, KvLoad, readWal } from '../demo/kv-load.js';
@@ -24,7 +23,7 @@ import type { EtcdServer } from './etcd-server.js';
 import { freePort } from './etcd-server.js';
 import { readOutputLog } from './output-log.js';
 import { FaultProxy } from './proxy.js';
-import { harnessFailure, readClaimFiles, type RunResult } from './harness.js';
+import { harnessFailure, readClaims, type RunResult } from './harness.js';
 
 export const SERVICE_FAULTS = ['none', 'kill-primary', 'kill-backup', 'cut', 'arbiter-down', 'nbd-restart'] as const;
 export type ServiceFault = (typeof SERVICE_FAULTS)[number];
@@ -266,7 +265,7 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
   await nbd?.stop();
   if (hung) errors.push(`hung: a node did not exit ${((performance.now() - stopping) / 1000).toFixed(0)} s after SIGTERM`);
 
-  const claims = await readClaims(spec, arbiterDir, pairId);
+  const claims = await readClaims(spec.etcd, arbiterDir, pairId);
   const check: CheckResult = checkOutputs([...readOutputLog(outputs('primary')), ...readOutputLog(outputs('backup'))], claims);
   // No service after the fault is excused only as a double failure (as judgeOutage does for
   // the seq guest): every node the harness did not kill halted having lost the arbiter to one
@@ -327,15 +326,3 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
   };
 }
 
-async function readClaims(spec: ServiceSpec, dir: string, pairId: string | undefined): Promise<Map<number, string>> {
-  if (pairId === undefined) return new Map();
-  if (spec.etcd) {
-    const a = new EtcdArbiter({ endpoints: [spec.etcd.endpoint], callTimeoutMs: 3000, dialTimeoutMs: 3000 });
-    try {
-      return await a.claims(pairId);
-    } finally {
-      await a.close();
-    }
-  }
-  return readClaimFiles(dir, pairId);
-}
