@@ -5,7 +5,11 @@
 // 2. output-rule delay over loopback TCP on the seq guest (PrimaryNode stats().outputDelay);
 // 3. failover, kill -9 of the primary -> first console byte from the backup gone live;
 // 4. channel bandwidth: 64 KiB entries through one TLS-PSK channel on loopback.
-// One row alone: `node bench/ft-tcp.mjs ratio|delay|failover|bandwidth`. `delay` also times
+// 5. `rtt`: the channel alone, one output marker out and its ack back (TLS and MessagePort);
+// 6. `cost`: the channel's CPU per entry on each side, the backup end in another process,
+//    one entry per event-loop turn as a primary's batches send them: an output marker each
+//    turn (every one written and acked at once), or an input each turn (held, then coalesced).
+// One row alone: `node bench/ft-tcp.mjs ratio|delay|failover|bandwidth|rtt|cost`. `delay` also times
 // the output rule with the backup in a worker thread (MessagePort channel, createPair), and
 // runs the seq guest without FT beside each, so the two show side by side.
 import { execFileSync, spawn } from 'node:child_process';
@@ -55,6 +59,24 @@ async function ftPair(elf, extra = []) {
 
 const only = process.argv[2];
 const row = (name) => only === undefined || only === name;
+// The backup end of the `cost` row, in its own process: acks every entry it receives, and
+// reports its CPU time once the `end` entry arrives.
+if (only === 'cost-backup') {
+  const { connectBackup } = await import(dist('runtime/channel/tcp.js'));
+  const bk = connectBackup({ host: '127.0.0.1', port: Number(process.argv[3]), key: Buffer.alloc(32, 5), member: { instance: '', imageDigest: 'ef'.repeat(16), memoryMiB: 16 } });
+  let c0 = process.cpuUsage();
+  bk.entries$.subscribe((e) => {
+    if (e.seq === 0) c0 = process.cpuUsage();
+    bk.ack(e.seq);
+    if (e.type === 'end') {
+      const c = process.cpuUsage(c0);
+      console.log(JSON.stringify({ cpuUs: c.user + c.system }));
+    }
+  });
+  await new Promise((r) => bk.events$.subscribe({ complete: r }));
+  process.exit(0);
+}
+
 console.log(`machine: ${cpus().length} CPUs, node ${process.version}, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
 
 const bench = join(root, 'guests/bench/bench.elf');
@@ -119,7 +141,8 @@ if (row('rtt')) {
     for (let i = 0; i < N; i++) {
       const t = performance.now();
       const acked = new Promise((r) => { const sub = end.acked$.subscribe((a) => { if (a === i) { r(); queueMicrotask(() => sub.unsubscribe()); } }); });
-      end.send({ seq: i, icount: i * 1000, type: 'timer' });
+      // An output marker: the entry whose ack the output rule waits for.
+      end.send({ seq: i, icount: i * 1000, type: 'output', kind: 'console', count: i + 1 });
       await acked;
       rtt.push(performance.now() - t);
     }
@@ -131,7 +154,7 @@ if (row('rtt')) {
   const bk = connectBackup({ host: '127.0.0.1', port: l.port, key: k, member: { instance: '', imageDigest: 'ab'.repeat(16), memoryMiB: 16 } });
   await l.end.attached;
   bk.entries$.subscribe((e) => bk.ack(e.seq));
-  console.log(`channel round trip, TLS-PSK on loopback (entry out, ack back; ${N} times): ${pct(await roundTrips(l.end))}`);
+  console.log(`channel round trip, TLS-PSK on loopback (output marker out, ack back; ${N} times): ${pct(await roundTrips(l.end))}`);
   bk.close();
   await l.close();
   const { Worker, MessageChannel } = await import('node:worker_threads');
@@ -147,6 +170,44 @@ import(${JSON.stringify('file://' + dist('runtime/channel/port.js'))}).then(({ c
   console.log(`channel round trip, MessagePort to a worker thread (${N} times): ${pct(await roundTrips(p.primary))}`);
   p.dispose();
   await w.terminate();
+}
+
+if (row('cost')) {
+  const N = 20_000;
+  const { listenPrimary } = await import(dist('runtime/channel/tcp.js'));
+  const oneKind = async (kind) => {
+    const l = await listenPrimary({ host: '127.0.0.1', port: 0, key: Buffer.alloc(32, 5), identity: { instance: 'cost-1', imageDigest: 'ef'.repeat(16), memoryMiB: 16 } });
+    const child = spawn(process.execPath, [fileURLToPath(import.meta.url), 'cost-backup', String(l.port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const report = new Promise((r) => createInterface({ input: child.stdout }).once('line', (x) => r(JSON.parse(x))));
+    const end = l.end;
+    await end.attached;
+    let acks = 0;
+    end.acked$.subscribe(() => acks++);
+    const entry = (i) => (kind === 'marker' ? { seq: i, icount: i * 1000, type: 'output', kind: 'console', count: i + 1 } : { seq: i, icount: i * 1000, type: 'timer' });
+    const acked = (seq) => new Promise((r) => { const sub = end.acked$.subscribe((a) => { if (a >= seq) { r(); queueMicrotask(() => sub.unsubscribe()); } }); });
+    acks = 0;
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    for (let i = 0; i < N; i++) {
+      end.send(entry(i));
+      await new Promise((r) => setImmediate(r));
+    }
+    end.send({ seq: N, icount: N * 1000, type: 'end', code: 0 });
+    await acked(N);
+    const wall = performance.now() - t0;
+    const c = process.cpuUsage(c0);
+    const b = await report;
+    end.close();
+    await l.close();
+    child.kill();
+    return { primary: (c.user + c.system) / N, backup: b.cpuUs / N, wall: (wall * 1000) / N, acks: acks / N };
+  };
+  for (const kind of ['marker', 'input']) {
+    const runs = [];
+    for (let i = 0; i < RUNS; i++) runs.push(await oneKind(kind));
+    const m = (k) => median(runs.map((r) => r[k])).toFixed(2);
+    console.log(`channel cost, TLS-PSK to a backup process, ${kind === 'marker' ? 'an output marker' : 'an input (timer entry)'} per event-loop turn (${N} turns, median of ${RUNS}): primary ${m('primary')} µs CPU per entry, backup ${m('backup')} µs; ${m('acks')} acks per entry; ${m('wall')} µs per turn`);
+  }
 }
 
 if (row('bandwidth')) {

@@ -23,6 +23,9 @@ const stream = (n: number, from = 0): LogEntry[] =>
   );
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** One event-loop turn. */
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+const markers = (n: number): LogEntry[] => Array.from({ length: n }, (_, i): LogEntry => ({ seq: i, icount: i * 1000, type: 'output', kind: 'console', count: i + 1 }));
 const eventsOf = (events$: Observable<ChannelEvent>): ChannelEvent[] => {
   const seen: ChannelEvent[] = [];
   events$.subscribe((e) => seen.push(e));
@@ -35,7 +38,7 @@ const encodedSize = (entries: LogEntry[]): number => {
 
 const opened: { close(): void }[] = [];
 /** Both ends in this thread, joined by a MessageChannel (messages still cross the port machinery). */
-function pair(opts: PortChannelOptions = {}) {
+function pair(opts: PortChannelOptions = {}, backupOpts: Pick<PortChannelOptions, 'holdMs'> = {}) {
   const { port1, port2 } = new MessageChannel();
   opened.push(port1, port2);
   // Count what crosses the wire, as a packet capture would.
@@ -43,7 +46,7 @@ function pair(opts: PortChannelOptions = {}) {
   port2.on('message', (m: { ftlog?: string }) => { if (m.ftlog === 'data') wire.data++; });
   port1.on('message', (m: { ftlog?: string }) => { if (m.ftlog === 'ack') wire.acks++; });
   const p = createPortPrimary(port1, { ...opts, ownsPort: true });
-  const b = createPortBackup(port2, { latencyMs: opts.latencyMs ?? 0, ownsPort: true });
+  const b = createPortBackup(port2, { latencyMs: opts.latencyMs ?? 0, ...backupOpts, ownsPort: true });
   return { p, b, primary: p.primary, backup: b.backup, port1, port2, wire };
 }
 afterAll(() => { for (const p of opened) p.close(); });
@@ -66,16 +69,92 @@ describe('port logging channel (MessagePort between threads)', () => {
     expect(ch.b.stats()).toEqual({ bytesReceived: encodedSize(sent), entriesReceived: 300 });
   });
 
-  it('sends entries of separate ticks as separate chunks', async () => {
-    const ch = pair();
-    const sent = stream(9);
-    const got = lastValueFrom(ch.backup.entries$.pipe(take(9), toArray()));
-    for (let i = 0; i < 9; i += 3) {
-      for (const e of sent.slice(i, i + 3)) ch.primary.send(e);
-      await sleep(1);
+  it('sends output markers of separate ticks as separate chunks, each in its tick', async () => {
+    // A hold far beyond the test's timeout: a marker that waited for it would never arrive.
+    const ch = pair({ holdMs: 60_000 });
+    const sent = markers(3);
+    for (const e of sent) {
+      const arrived = firstValueFrom(ch.backup.entries$.pipe(filter((x) => x.seq === e.seq)));
+      ch.primary.send(e);
+      expect(await arrived).toEqual(e);
     }
-    expect(await got).toEqual(sent);
     expect(ch.wire.data).toBe(3);
+  });
+
+  it('holds entries nobody waits for up to holdMs, then sends those of several ticks as one chunk', async () => {
+    const ch = pair({ holdMs: 40 });
+    const sent = stream(6);
+    const got = lastValueFrom(ch.backup.entries$.pipe(take(6), toArray()));
+    const t0 = performance.now();
+    for (const e of sent) {
+      ch.primary.send(e);
+      await tick();
+    }
+    expect(ch.wire.data).toBe(0);
+    expect(await got).toEqual(sent);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(35);
+    expect(ch.wire.data).toBe(1);
+  });
+
+  it('sends an output marker in its tick, with every entry held before it, as one chunk', async () => {
+    const ch = pair({ holdMs: 60_000 });
+    const held = stream(5);
+    const marker: LogEntry = { seq: 5, icount: 5 * 150_000, type: 'output', kind: 'console', count: 1 };
+    const got = lastValueFrom(ch.backup.entries$.pipe(take(6), toArray()));
+    for (const e of held) {
+      ch.primary.send(e);
+      await tick();
+    }
+    await sleep(20);
+    expect(ch.wire.data).toBe(0);
+    ch.primary.send(marker);
+    expect(await got).toEqual([...held, marker]);
+    expect(ch.wire.data).toBe(1);
+  });
+
+  it('holds an ack that covers no awaited entry; an ack that covers a marker leaves in its tick and takes it along', async () => {
+    const ch = pair({ holdMs: 0 }, { holdMs: 60_000 });
+    ch.backup.entries$.subscribe((e) => ch.backup.ack(e.seq));
+    const inputs = stream(4);
+    for (const e of inputs) ch.primary.send(e);
+    await firstValueFrom(ch.backup.entries$.pipe(filter((e) => e.seq === 3)));
+    await sleep(30);
+    expect(ch.primary.ackedSeq).toBe(-1);
+    expect(ch.wire.acks).toBe(0);
+    ch.primary.send({ seq: 4, icount: 4 * 150_000, type: 'output', kind: 'net', count: 1 });
+    await firstValueFrom(ch.primary.acked$.pipe(filter((s) => s === 4)));
+    expect(ch.wire.acks).toBe(1);
+    // Held again, until the backup closes: its close takes the held ack along.
+    ch.primary.send({ seq: 5, icount: 5 * 150_000, type: 'timer' });
+    await firstValueFrom(ch.backup.entries$.pipe(filter((e) => e.seq === 5)));
+    await sleep(30);
+    expect(ch.primary.ackedSeq).toBe(4);
+    const closed = lastValueFrom(ch.primary.events$);
+    ch.backup.close();
+    expect(await closed).toEqual({ type: 'channel.closed', by: 'peer' });
+    expect(ch.primary.ackedSeq).toBe(5);
+    expect(ch.wire.acks).toBe(2);
+  });
+
+  it('fails both ends on a corrupt byte in a chunk of held entries and a marker, after delivering the good frames', async () => {
+    const ch = pair({ holdMs: 60_000 });
+    const primaryEvents = eventsOf(ch.primary.events$);
+    const done = lastValueFrom(ch.backup.entries$.pipe(toArray()));
+    // 40 held entries, then a marker: one chunk of 41 frames; the flipped bit lands in its middle.
+    const held = stream(40);
+    for (const e of held) ch.primary.send(e);
+    await tick();
+    ch.p.corrupt();
+    ch.primary.send({ seq: 40, icount: 40 * 150_000, type: 'output', kind: 'console', count: 1 });
+    const got = await done;
+    expect(ch.wire.data).toBe(1);
+    expect(got.length).toBeGreaterThan(0);
+    expect(got.length).toBeLessThan(40);
+    expect(got).toEqual(held.slice(0, got.length));
+    const last = await lastValueFrom(ch.backup.events$.pipe(filter((e) => e.type !== 'channel.open')), { defaultValue: undefined });
+    expect(last?.type).toBe('channel.failed');
+    await lastValueFrom(ch.primary.events$);
+    expect(primaryEvents.map((e) => e.type)).toEqual(['channel.open', 'channel.failed']);
   });
 
   it('keeps entries for a backup that subscribes late', async () => {
@@ -94,11 +173,11 @@ describe('port logging channel (MessagePort between threads)', () => {
     await firstValueFrom(ch.backup.entries$.pipe(take(10), toArray()));
     ch.backup.ack(4);
     ch.backup.ack(2);
-    await sleep(5);
+    await firstValueFrom(ch.primary.acked$.pipe(filter((s) => s >= 4)));
     expect(ch.primary.lag.entries).toBe(5);
     ch.backup.ack(3);
     ch.backup.ack(9);
-    await sleep(5);
+    await firstValueFrom(ch.primary.acked$.pipe(filter((s) => s >= 9)));
     expect(seen).toEqual([-1, 4, 9]);
     expect(ch.primary.lag.entries).toBe(0);
   });
@@ -111,11 +190,11 @@ describe('port logging channel (MessagePort between threads)', () => {
     expect(ch.primary.lag.bytes).toBeGreaterThan(1000);
     await firstValueFrom(ch.backup.entries$.pipe(take(120), toArray()));
     ch.backup.ack(60);
-    await sleep(5);
+    await firstValueFrom(ch.primary.acked$.pipe(filter((s) => s === 60)));
     expect(ch.primary.lag.bytes).toBeGreaterThan(200);
     expect(seen).toEqual([false, true]);
     ch.backup.ack(119);
-    await sleep(5);
+    await firstValueFrom(ch.primary.acked$.pipe(filter((s) => s === 119)));
     expect(seen).toEqual([false, true, false]);
   });
 

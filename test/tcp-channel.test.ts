@@ -46,6 +46,62 @@ async function rawPrimary(onSocket: (s: tls.TLSSocket) => void): Promise<{ port:
   return { port: (server.address() as { port: number }).port, close: () => server.close() };
 }
 
+const marker = (seq: number): LogEntry => ({ seq, icount: seq * 150_000 + 11, type: 'output', kind: 'console', count: seq });
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A TCP relay between a backup and its primary that reads the TLS record headers going by, as
+ * a packet capture would: each write of the channel is one application-data record. `flip()`
+ * corrupts one byte in the middle of the next such record towards the backup.
+ */
+async function recordRelay(target: number) {
+  const records = { toBackup: 0, toPrimary: 0 };
+  let flipNext = false;
+  const sockets: net.Socket[] = [];
+  const server = net.createServer((client) => {
+    const upstream = net.connect(target, HOST);
+    sockets.push(client, upstream);
+    const reader = (dir: keyof typeof records, out: net.Socket) => {
+      let pending = Buffer.alloc(0);
+      return (d: Buffer): void => {
+        pending = Buffer.concat([pending, d]);
+        let at = 0;
+        while (pending.length - at >= 5 && pending.length - at >= 5 + pending.readUInt16BE(at + 3)) {
+          const len = pending.readUInt16BE(at + 3);
+          if (pending[at] === 23) {
+            records[dir]++;
+            if (dir === 'toBackup' && flipNext) {
+              flipNext = false;
+              pending[at + 5 + (len >> 1)]! ^= 0x20;
+            }
+          }
+          at += 5 + len;
+        }
+        // Whole records only, so a flip lands before its bytes leave.
+        if (at > 0) out.write(pending.subarray(0, at));
+        pending = pending.subarray(at);
+      };
+    };
+    upstream.on('data', reader('toBackup', client));
+    client.on('data', reader('toPrimary', upstream));
+    for (const [a, b] of [[client, upstream], [upstream, client]] as const) {
+      a.on('error', () => b.destroy());
+      a.on('close', () => b.destroy());
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, HOST, r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    records,
+    flip: (): void => { flipNext = true; },
+    close: (): void => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+
 describe('TCP logging channel over TLS-PSK', () => {
   it('delivers entries in order, carries acks back, and closes in order', async () => {
     const l = await listen({ host: HOST, port: 0, key: KEY });
@@ -68,6 +124,69 @@ describe('TCP logging channel over TLS-PSK', () => {
     expect(await got).toEqual(sent);
     expect(await bEnd).toEqual({ type: 'channel.closed', by: 'peer' });
     expect(await pEnd).toEqual({ type: 'channel.closed', by: 'local' });
+    await l.close();
+  });
+
+  it('writes the frames of one tick as one TLS record, and holds inputs of several ticks for the next marker', async () => {
+    // A hold far beyond the test's timeout: whatever arrives was not waiting for it to end.
+    const l = await listen({ host: HOST, port: 0, key: KEY, holdMs: 60_000 });
+    const relay = await recordRelay(l.port);
+    const b = connect({ host: HOST, port: relay.port, key: KEY, holdMs: 60_000 });
+    await l.end.attached;
+    await b.opened;
+    // The join request one way, the hello the other.
+    expect(relay.records).toEqual({ toBackup: 1, toPrimary: 1 });
+    const got: LogEntry[] = [];
+    b.entries$.subscribe((e) => {
+      got.push(e);
+      b.ack(e.seq);
+    });
+    const first = [...stream(300), marker(300)];
+    for (const e of first) l.end.send(e);
+    await firstValueFrom(l.end.acked$.pipe(filter((a) => a === 300)));
+    // 301 frames in one record; the acks of the 301 entries in one.
+    expect(relay.records).toEqual({ toBackup: 2, toPrimary: 2 });
+    // Inputs over three ticks wait; the marker of a fourth takes them along, and its ack leaves at once.
+    const inputs = stream(3, 301);
+    for (const e of inputs) {
+      l.end.send(e);
+      await tick();
+    }
+    await sleep(30);
+    expect(relay.records).toEqual({ toBackup: 2, toPrimary: 2 });
+    l.end.send(marker(304));
+    await firstValueFrom(l.end.acked$.pipe(filter((a) => a === 304)));
+    expect(relay.records).toEqual({ toBackup: 3, toPrimary: 3 });
+    expect(got).toEqual([...first, ...inputs, marker(304)]);
+    b.close();
+    expect(await lastEvent(l.end.events$)).toEqual({ type: 'channel.closed', by: 'peer' });
+    relay.close();
+    await l.close();
+  });
+
+  it('fails both ends, delivering none of it, on a corrupt byte in a record of held entries and a marker', async () => {
+    const l = await listen({ host: HOST, port: 0, key: KEY, holdMs: 60_000 });
+    const relay = await recordRelay(l.port);
+    const b = connect({ host: HOST, port: relay.port, key: KEY });
+    await l.end.attached;
+    await b.opened;
+    const got = lastValueFrom(b.entries$.pipe(toArray()));
+    const bEvents: ChannelEvent[] = [];
+    b.events$.subscribe((e) => bEvents.push(e));
+    const pEnd = lastEvent(l.end.events$);
+    for (const e of stream(40)) {
+      l.end.send(e);
+      await tick();
+    }
+    relay.flip();
+    l.end.send(marker(40));
+    // TLS authenticates the record whole: not one of its 41 frames is delivered.
+    expect(await got).toEqual([]);
+    expect(bEvents.map((e) => e.type)).toEqual(['channel.open', 'channel.failed']);
+    expect((bEvents[1] as Extract<ChannelEvent, { type: 'channel.failed' }>).error.message).toMatch(/channel to primary .*(bad record mac|decrypt)/i);
+    expect((await pEnd).type).toBe('channel.failed');
+    expect(l.end.ackedSeq).toBe(-1);
+    relay.close();
     await l.close();
   });
 

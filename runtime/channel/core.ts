@@ -11,6 +11,12 @@
 // chart, so a chunk of frames costs no chart event (one `send` per fact, never per entry).
 // NOTE a running actor executes an action during its transition, before getSnapshot() shows
 // the new state: effects that move data take `now` rather than ask the tags.
+//
+// What leaves when (the channel's cost is per write, not per byte: one TLS record and one
+// write(2), or one postMessage, each): entries of one tick leave as one chunk, and the acks of
+// one tick as one ack. An entry nobody waits for (not `awaited`) is held up to `holdMs` to
+// leave with the next awaited one or the next hold's end; an ack that covers no awaited
+// entry is held alike. An awaited entry and its ack never wait for the hold.
 
 import { BehaviorSubject, defer, from, map, merge, NEVER, Observable, ReplaySubject, startWith, Subject, type SchedulerLike, type Subscription } from 'rxjs';
 import { createActor, type Actor, type ActorOptions, type SnapshotFrom } from 'xstate';
@@ -56,6 +62,18 @@ export interface BackupTransport extends TransportEffects {
 }
 
 const asError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
+
+/**
+ * Entries whose ack someone waits for: an output marker (the output rule holds outputs until
+ * it is acked), a joiner's snapshot (the pair is protected again once it is acked) and the end.
+ */
+export const awaited = (e: LogEntry): boolean => e.type === 'output' || e.type === 'snapshot' || e.type === 'end';
+
+/** The hold of the channels between threads and processes, where a write costs a TLS record or a postMessage. */
+export const DEFAULT_HOLD_MS = 1;
+
+/** Held entries past this many bytes leave at once: large inputs gain nothing by waiting. */
+export const HOLD_MAX_BYTES = 16 * 1024;
 
 /** Runs `fn` after `ms`, or as a microtask when 0 (order kept among equal delays). */
 export const later = (ms: number, fn: () => void): void => {
@@ -172,7 +190,15 @@ export class PrimaryCore extends ChartedEnd {
   private readonly pressureSubject = new BehaviorSubject<boolean>(false);
   private transport: PrimaryTransport | undefined;
   private outbound: Uint8Array[] = [];
+  private outboundBytes = 0;
   private flushScheduled = false;
+  private readonly holdMs: number;
+  /** Armed by the first held entry of a chunk; an awaited entry's flush disarms it. */
+  private holdTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly holdEnded = (): void => {
+    this.holdTimer = undefined;
+    this.flush();
+  };
   private readonly acks$: Observable<number>;
   readonly end: PrimaryEnd & { readonly state$: Observable<ChannelSnapshot> };
   /** Settles once the peer was admitted, or the end finished without one. */
@@ -187,6 +213,7 @@ export class PrimaryCore extends ChartedEnd {
     self = this;
     this.window = window;
     this.transport = transport;
+    this.holdMs = opts.holdMs ?? 0;
     this.acks$ = window.acked$;
     this.attached = new Promise<void>((resolve, reject) => { this.attach = { resolve, reject }; });
     this.attached.catch(() => undefined);
@@ -216,16 +243,24 @@ export class PrimaryCore extends ChartedEnd {
     return this.window.stats();
   }
 
-  /** Encodes and enqueues `e`; entries of one tick leave as one chunk. */
+  /**
+   * Encodes and enqueues `e`. Entries of one tick leave as one chunk; one nobody waits for
+   * may wait up to `holdMs` for company (see the top of this file).
+   */
   send(e: LogEntry): void {
     if (!this.has('accepting')) return;
     const frame = this.window.frame(e);
     this.outbound.push(frame);
-    if (this.window.sent(e.seq, frame.length) === 'full') this.fact('window.full');
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      queueMicrotask(() => this.flush());
+    this.outboundBytes += frame.length;
+    const full = this.window.sent(e.seq, frame.length) === 'full';
+    if (full) this.fact('window.full');
+    if (this.flushScheduled) return;
+    if (this.holdMs > 0 && !awaited(e) && !full && this.outboundBytes < HOLD_MAX_BYTES) {
+      this.holdTimer ??= setTimeout(this.holdEnded, this.holdMs);
+      return;
     }
+    this.flushScheduled = true;
+    queueMicrotask(() => this.flush());
   }
 
   /**
@@ -235,8 +270,13 @@ export class PrimaryCore extends ChartedEnd {
   flush(now = false): void {
     this.flushScheduled = false;
     if (this.outbound.length === 0 || !this.transport || !(now || this.has('writable'))) return;
+    if (this.holdTimer !== undefined) {
+      clearTimeout(this.holdTimer);
+      this.holdTimer = undefined;
+    }
     const parts = this.outbound;
     this.outbound = [];
+    this.outboundBytes = 0;
     this.transport.write(parts.length === 1 ? parts[0]! : concatBytes(parts));
   }
 
@@ -268,7 +308,10 @@ export class PrimaryCore extends ChartedEnd {
   }
 
   protected finished(e: ChannelEvent): void {
+    clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
     this.outbound = [];
+    this.outboundBytes = 0;
     this.attach.reject(e.type === 'channel.failed' ? e.error : new Error('channel closed before a backup attached'));
     this.window.complete();
     this.pressureSubject.complete();
@@ -287,17 +330,26 @@ export class BackupCore extends ChartedEnd {
   private pendingAck = -1;
   private sentAck = -1;
   private ackScheduled = false;
+  /** The newest awaited entry delivered: an ack that may cover it leaves in its tick. */
+  private awaitedSeq = -1;
+  private readonly holdMs: number;
+  private ackTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly ackHoldEnded = (): void => {
+    this.ackTimer = undefined;
+    this.flushAck();
+  };
   private sawEnd = false;
   readonly counts = { bytesReceived: 0, entriesReceived: 0 };
   readonly end: BackupEnd & { readonly state$: Observable<ChannelSnapshot> };
 
-  constructor(opts: ChartOptions = {}, transport?: BackupTransport) {
+  constructor(opts: ChartOptions & Pick<FlowControlOptions, 'holdMs'> = {}, transport?: BackupTransport) {
     const arrivals = new Subject<void>();
     let self: BackupCore | undefined;
     super(() => self?.transport, opts, arrivals);
     self = this;
     this.arrivals = arrivals;
     this.transport = transport;
+    this.holdMs = opts.holdMs ?? 0;
     const core = this;
     this.end = {
       entries$: new Observable<LogEntry>((sub) => {
@@ -357,6 +409,7 @@ export class BackupCore extends ChartedEnd {
       this.counts.entriesReceived += decoded.length;
       for (const e of decoded) {
         if (e.type === 'end') this.sawEnd = true;
+        if (awaited(e)) this.awaitedSeq = e.seq;
         this.entries.next(e);
       }
     }
@@ -374,11 +427,18 @@ export class BackupCore extends ChartedEnd {
     }
   }
 
-  /** Acknowledges every entry up to `seq`; the acks of one tick leave as one. */
+  /**
+   * Acknowledges every entry up to `seq`; the acks of one tick leave as one. While no
+   * awaited entry is delivered and unacknowledged, the ack may wait up to `holdMs` for the next.
+   */
   ack(seq: number): void {
     if (seq <= this.pendingAck || !this.has('writable')) return;
     this.pendingAck = seq;
     if (this.ackScheduled) return;
+    if (this.holdMs > 0 && this.awaitedSeq <= this.sentAck) {
+      this.ackTimer ??= setTimeout(this.ackHoldEnded, this.holdMs);
+      return;
+    }
     this.ackScheduled = true;
     queueMicrotask(() => this.flushAck());
   }
@@ -386,6 +446,10 @@ export class BackupCore extends ChartedEnd {
   private flushAck(now = false): void {
     this.ackScheduled = false;
     if (this.pendingAck <= this.sentAck || !this.transport || !(now || this.has('writable'))) return;
+    if (this.ackTimer !== undefined) {
+      clearTimeout(this.ackTimer);
+      this.ackTimer = undefined;
+    }
     this.sentAck = this.pendingAck;
     this.transport.writeAck(this.sentAck);
   }
@@ -405,6 +469,8 @@ export class BackupCore extends ChartedEnd {
   }
 
   protected finished(): void {
+    clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
     this.inbox.length = 0;
     this.entries.complete();
     this.arrivals.complete();

@@ -2,7 +2,8 @@
 // and timers. A thin transport under the channel core (core.ts): it still encodes every entry
 // to bytes and decodes them on the other side, so it exercises the codec, counts real bytes,
 // and fails on a corrupt frame as TCP would. Built together from one image, the two ends need
-// no handshake: both are admitted at once.
+// no handshake: both are admitted at once. Nothing is held by default (`holdMs` 0): a chunk
+// here costs a microtask, not a TLS record or a postMessage.
 
 import type { BackupEnd, ChannelStats, FlowControlOptions, PrimaryEnd } from './channel.js';
 import { BackupCore, later, PrimaryCore, type ChartOptions, type ChannelSnapshot } from './core.js';
@@ -62,7 +63,7 @@ export function createInProcessChannel(opts: InProcessChannelOptions = {}): InPr
       if (error) backup.fail(error);
     },
   });
-  backup = new BackupCore(opts.charts?.backup ?? {}, {
+  backup = new BackupCore({ ...opts.charts?.backup, ...(opts.holdMs === undefined ? {} : { holdMs: opts.holdMs }) }, {
     startHandshake: () => backup.admitted(),
     writeAck(seq) {
       if (isCut) return;

@@ -15,7 +15,7 @@
 
 import type { Observable } from 'rxjs';
 import type { BackupEnd, ChannelStats, FlowControlOptions, PrimaryEnd } from './channel.js';
-import { BackupCore, later, PrimaryCore, type ChartOptions, type ChannelSnapshot } from './core.js';
+import { BackupCore, DEFAULT_HOLD_MS, later, PrimaryCore, type ChartOptions, type ChannelSnapshot } from './core.js';
 
 /** What the channel needs of a port: node:worker_threads' MessagePort and parentPort fit. */
 export interface PortLike {
@@ -87,7 +87,7 @@ export function createPortPrimary(port: PortLike, opts: PortChannelOptions = {})
     }
   };
 
-  const core: PrimaryCore = new PrimaryCore({ ...opts, ...opts.chart }, {
+  const core: PrimaryCore = new PrimaryCore({ ...opts, ...opts.chart, holdMs: opts.holdMs ?? DEFAULT_HOLD_MS }, {
     startHandshake: () => core.admitted(),
     write(chunk) {
       if (isCut) return;
@@ -178,7 +178,7 @@ export function createPortBackup(port: PortLike, opts: PortChannelOptions = {}):
     }
   };
 
-  const core: BackupCore = new BackupCore(opts.chart ?? {}, {
+  const core: BackupCore = new BackupCore({ ...opts.chart, holdMs: opts.holdMs ?? DEFAULT_HOLD_MS }, {
     startHandshake: () => core.admitted(),
     writeAck(seq) {
       if (latencyMs > 0) setTimeout(() => post({ ftlog: 'ack', seq }), latencyMs);

@@ -13,7 +13,7 @@ import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { Subject, type Observable } from 'rxjs';
 import { RefusedError, type Admission, type BackupEnd, type ChannelStats, type FlowControlOptions, type PrimaryEnd } from './channel.js';
-import { BackupCore, PrimaryCore, type ChannelSnapshot, type ChartOptions } from './core.js';
+import { BackupCore, DEFAULT_HOLD_MS, PrimaryCore, type ChannelSnapshot, type ChartOptions } from './core.js';
 import {
   ControlDecoder, decodeHello, decodeRequest, encodeAck, encodeBye, encodeHello, encodeRequest, MIN_KEY_BYTES, refusal,
   type Hello, type JoinRequest, type PairIdentity,
@@ -238,7 +238,7 @@ function makeEnd(opts: TcpChannelOptions, identity: PairIdentity, joinOffer: { g
   let peer: string | undefined;
   let closeTimer: NodeJS.Timeout | undefined;
 
-  const core: PrimaryCore = new PrimaryCore({ ...opts, ...opts.chart }, {
+  const core: PrimaryCore = new PrimaryCore({ ...opts, ...opts.chart, holdMs: opts.holdMs ?? DEFAULT_HOLD_MS }, {
     // Admitted by the listener (it checked the join request): the hello names the instance
     // and generation, and the log follows it.
     startHandshake() {
@@ -332,7 +332,7 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
   admission.catch(() => undefined);
   const t0 = Date.now();
 
-  const core: BackupCore = new BackupCore(opts.chart ?? {}, {
+  const core: BackupCore = new BackupCore({ ...opts.chart, holdMs: opts.holdMs ?? DEFAULT_HOLD_MS }, {
     startHandshake: () => sock!.write(encodeRequest({ mode: opts.join ? 'join' : 'boot', ...opts.member })),
     writeAck: (seq) => sock!.write(encodeAck(seq)),
     end() {

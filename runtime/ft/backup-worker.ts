@@ -19,7 +19,7 @@ import { LiveEnv } from '../env/live.js';
 import { createPortBackup } from '../channel/port.js';
 import { ArbiterUnavailableError, type Arbiter, type ClaimResult } from '../arbiter/arbiter.js';
 import { BackupNode } from './backup-node.js';
-import type { PrimaryNode } from './primary-node.js';
+import type { NodeEvent, PrimaryNode } from './primary-node.js';
 import type { ReleasedOutput } from './output-gate.js';
 import type { ToMain, ToWorker, WorkerInit, WorkerOutcome } from './remote-backup.js';
 import type { DiskBackend } from '../io/backend.js';
@@ -129,7 +129,19 @@ const node = new BackupNode({
   ...(init.batch === undefined ? {} : { batch: init.batch }),
   ...(disk || deferredNet ? { io: { ...(disk ? { disk } : {}), ...(deferredNet ? { net: deferredNet } : {}) } } : {}),
 });
-node.events$.subscribe((e) => send({ t: 'event', e }));
+// A chart reports its state after every event it takes, one per log arrival, mostly the same
+// state again: only a change crosses to the main thread, whose turn it would otherwise cost
+// (that thread runs the primary).
+let lastState = '';
+const forward = (e: NodeEvent): void => {
+  if (e.type === 'state') {
+    const line = `${e.node} ${e.detail}`;
+    if (line === lastState) return;
+    lastState = line;
+  }
+  send({ t: 'event', e });
+};
+node.events$.subscribe(forward);
 
 let promoted: PrimaryNode | undefined;
 const postStats = (): void => {
@@ -146,7 +158,7 @@ async function main(): Promise<WorkerOutcome> {
   }
   const primary = outcome.primary;
   promoted = primary;
-  primary.events$.subscribe((e) => send({ t: 'event', e }));
+  primary.events$.subscribe(forward);
   primary.released$.subscribe((o: ReleasedOutput) => send({ t: 'released', o }));
   send({ t: 'live', icount: machine.icount });
   postStats();

@@ -71,6 +71,10 @@ describe('fault-tolerant pair with the backup in a worker thread', () => {
     expect(r.events.filter((e) => e.node === 'backup' && e.type !== 'state')).toEqual([
       { node: 'backup', type: 'halted', detail: expect.stringMatching(/replay reached the same end/) },
     ]);
+    // Its state crosses to this thread when it changes, not once per log arrival.
+    const states = r.events.filter((e) => e.node === 'backup' && e.type === 'state').map((e) => e.detail);
+    expect(states.length).toBeGreaterThan(0);
+    expect(states.filter((d, i) => i > 0 && d === states[i - 1])).toEqual([]);
     const s = r.pair.stats();
     expect(s.live).toBe('primary');
     expect(s.logEntries).toBeGreaterThan(0);
