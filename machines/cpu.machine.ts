@@ -7,7 +7,7 @@
 // `ftvm run` (live), `ftvm record` and the primary (record), `ftvm replay` and the backup
 // (replay, to an icount with `cpu.runUntil`), and a backup's go-live (`cpu.takeover`, the
 // env switched in place on the same machine).
-import { and, assign, not, setup } from 'xstate';
+import { assign, setup } from 'xstate';
 
 /** live: no FT; record: primary, logs every input; replay: backup, reads inputs from the log. */
 export type CpuMode = 'live' | 'record' | 'replay';
@@ -63,6 +63,8 @@ export const cpuMachine = setup({
     isExit: ({ event }, params: { exit: BatchExit }) =>
       event.type === 'cpu.batchEnded' && event.exit === params.exit,
     isReplaying: ({ context }) => context.mode === 'replay',
+    /** A wfi the CPU sleeps on: any but a replay's (see `runningUntil`). */
+    isSleepingWfi: ({ context, event }) => event.type === 'cpu.batchEnded' && event.exit === 'wfi' && context.mode !== 'replay',
   },
 }).createMachine({
   id: 'cpu',
@@ -117,7 +119,7 @@ export const cpuMachine = setup({
           // takes no transition: the run continues toward its target and the env delivers
           // the input at its icount. Live, a sleeping guest waits for its interrupt as it
           // would without a target.
-          { guard: and([{ type: 'isExit', params: { exit: 'wfi' as const } }, not('isReplaying')]), target: 'waitingUntil' },
+          { guard: 'isSleepingWfi', target: 'waitingUntil' },
           { guard: { type: 'isExit', params: { exit: 'horizon' } }, target: 'waitingUntil' },
           { guard: { type: 'isExit', params: { exit: 'halt' } }, target: 'halted' },
           { guard: { type: 'isExit', params: { exit: 'fault' } }, target: 'faulted' },
