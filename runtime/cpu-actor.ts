@@ -116,8 +116,8 @@ export function createCpuActor(m: Machine, opts: CpuActorOptions = {}): CpuActor
     actor.send(ENDED[name]);
     // The chart's decision: an exit that left it running (budget, request) means the next
     // batch runs; any other took it elsewhere, and that state's entry says what happens.
-    const next = actor.getSnapshot().value;
-    if (next === 'running' || next === 'runningUntil') queueBatch();
+    const next = actor.getSnapshot();
+    if (next.status === 'active' && (next.value === 'running' || next.value === 'runningUntil')) queueBatch();
     opts.onBatch?.(name);
   };
   const queueBatch = (): void => {
