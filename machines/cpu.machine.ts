@@ -1,7 +1,9 @@
 // CPU control (DESIGN §4): the instruction loop is plain TypeScript run in batches; this
 // chart only decides whether another batch runs. It never sees an instruction: the batch
 // runner sends exactly one `cpu.batchEnded` per batch, and the runtime's effects
-// (`scheduleBatch`, ...) are supplied with `.provide()`. Every execution runs under it:
+// (`scheduleBatch`, ...) are supplied with `.provide()`. Batches run back to back while the
+// chart is in `running` or `runningUntil`: entering starts the first (`scheduleBatch`), and
+// after each `cpu.batchEnded` the runner starts the next only if the chart is still there. Every execution runs under it:
 // `ftvm run` (live), `ftvm record` and the primary (record), `ftvm replay` and the backup
 // (replay, to an icount with `cpu.runUntil`), and a backup's go-live (`cpu.takeover`, the
 // env switched in place on the same machine).
@@ -43,7 +45,10 @@ const unwired = (name: string) => () => {
 export const cpuMachine = setup({
   types: { context: {} as CpuContext, events: {} as CpuEvent },
   actions: {
-    /** Run one more batch (asynchronously; it answers with `cpu.batchEnded`). */
+    /**
+     * Start running batches (asynchronously; each answers with `cpu.batchEnded`, and the next
+     * follows while the chart stays in `running`/`runningUntil`).
+     */
     scheduleBatch: unwired('scheduleBatch'),
     /** Record the icount of `cpu.runUntil` as the batch runner's stop target. */
     setRunTarget: unwired('setRunTarget'),
@@ -58,7 +63,8 @@ export const cpuMachine = setup({
     isExit: ({ event }, params: { exit: BatchExit }) =>
       event.type === 'cpu.batchEnded' && event.exit === params.exit,
     isReplaying: ({ context }) => context.mode === 'replay',
-    wfiUnderReplay: ({ context, event }) => context.mode === 'replay' && event.type === 'cpu.batchEnded' && event.exit === 'wfi',
+    /** A wfi the CPU sleeps on: any but a replay's (see `runningUntil`). */
+    isSleepingWfi: ({ context, event }) => event.type === 'cpu.batchEnded' && event.exit === 'wfi' && context.mode !== 'replay',
   },
 }).createMachine({
   id: 'cpu',
@@ -77,17 +83,17 @@ export const cpuMachine = setup({
     running: {
       entry: 'scheduleBatch',
       on: {
+        // A batch that simply ran out ('budget') or was cut short by the guest ('request')
+        // takes no transition: the CPU stays running, so the next batch follows. ('target'
+        // without a runUntil in force is stale: the same.) Every other exit leaves.
+        // NOTE no transition at all, not a targetless one with `scheduleBatch`: this is the
+        // event of every batch, and XState v5 charges a selected transition its microstep and
+        // an action its executor, 1.1 against 0.64 µs CPU here (docs/BENCHMARKS.md, "CPU chart").
         'cpu.batchEnded': [
-          // A batch that simply ran out (or was cut short by the guest) is followed by the
-          // next one. NOTE a targetless transition, not a re-entry: this is the one taken
-          // once per batch, and leaving and re-entering the state costs the hot path.
-          { guard: { type: 'isExit', params: { exit: 'budget' } }, actions: 'scheduleBatch' },
-          { guard: { type: 'isExit', params: { exit: 'request' } }, actions: 'scheduleBatch' },
           { guard: { type: 'isExit', params: { exit: 'wfi' } }, target: 'waitingForInterrupt' },
           { guard: { type: 'isExit', params: { exit: 'horizon' } }, target: 'waitingForInterrupt' },
           { guard: { type: 'isExit', params: { exit: 'halt' } }, target: 'halted' },
           { guard: { type: 'isExit', params: { exit: 'fault' } }, target: 'faulted' },
-          // 'target' without a runUntil in force is stale: ignore it.
         ],
         'cpu.pause': { target: 'paused' },
         'cpu.runUntil': { target: 'runningUntil', actions: 'setRunTarget' },
@@ -105,16 +111,15 @@ export const cpuMachine = setup({
     runningUntil: {
       entry: 'scheduleBatch',
       on: {
+        // As in `running`, 'budget' and 'request' take no transition: the run goes on.
         'cpu.batchEnded': [
           { guard: { type: 'isExit', params: { exit: 'target' } }, target: 'paused' },
-          { guard: { type: 'isExit', params: { exit: 'budget' } }, actions: 'scheduleBatch' },
-          { guard: { type: 'isExit', params: { exit: 'request' } }, actions: 'scheduleBatch' },
           // NOTE: wfi may legally retire as a no-op (RISC-V privileged spec, WFI). Under
-          // replay the log, not a host wait, says when the next interrupt lands, so the
-          // run continues toward its target and the env delivers the input at its icount.
-          // Live, a sleeping guest waits for its interrupt as it would without a target.
-          { guard: 'wfiUnderReplay', actions: 'scheduleBatch' },
-          { guard: { type: 'isExit', params: { exit: 'wfi' } }, target: 'waitingUntil' },
+          // replay the log, not a host wait, says when the next interrupt lands, so a wfi
+          // takes no transition: the run continues toward its target and the env delivers
+          // the input at its icount. Live, a sleeping guest waits for its interrupt as it
+          // would without a target.
+          { guard: 'isSleepingWfi', target: 'waitingUntil' },
           { guard: { type: 'isExit', params: { exit: 'horizon' } }, target: 'waitingUntil' },
           { guard: { type: 'isExit', params: { exit: 'halt' } }, target: 'halted' },
           { guard: { type: 'isExit', params: { exit: 'fault' } }, target: 'faulted' },

@@ -65,7 +65,8 @@ const bindings = new WeakMap<CpuActor, CpuActorOptions>();
 /**
  * The CPU control chart driving a real machine (DESIGN §4): the chart decides whether
  * another batch runs; each batch is plain `machine.step()` and answers with exactly one
- * `cpu.batchEnded`. A batch is started later, never inside the chart's own step, at most one
+ * `cpu.batchEnded`, and the next batch is queued only if the chart is still in `running`
+ * or `runningUntil` after that event (read from its snapshot, never kept here). A batch is started later, never inside the chart's own step, at most one
  * is queued at a time, and once started it runs to its end and reports truthfully, even if a
  * pause came meanwhile. `m.env` is the env holder: `cpu.takeover` swaps it in place.
  */
@@ -113,7 +114,16 @@ export function createCpuActor(m: Machine, opts: CpuActorOptions = {}): CpuActor
       }
     }
     actor.send(ENDED[name]);
+    // The chart's decision: an exit that left it running (budget, request) means the next
+    // batch runs; any other took it elsewhere, and that state's entry says what happens.
+    const next = actor.getSnapshot();
+    if (next.status === 'active' && (next.value === 'running' || next.value === 'runningUntil')) queueBatch();
     opts.onBatch?.(name);
+  };
+  const queueBatch = (): void => {
+    if (queued) return;
+    queued = true;
+    schedule(runBatch);
   };
   const afterTurn = (): void => {
     lastYield = performance.now();
@@ -136,11 +146,7 @@ export function createCpuActor(m: Machine, opts: CpuActorOptions = {}): CpuActor
   const actor: CpuActor = createActor(
     cpuMachine.provide({
       actions: {
-        scheduleBatch: () => {
-          if (queued) return;
-          queued = true;
-          schedule(runBatch);
-        },
+        scheduleBatch: queueBatch,
         setRunTarget: ({ event }) => {
           if (event.type === 'cpu.runUntil') target = event.icount;
         },

@@ -247,17 +247,66 @@ describe.each([false, true])('privileged (jit=%s)', (jit) => {
     expect(t.hart.run(10)).toBe(Exit.Wfi);
     expect(t.hart.icount).toBe(1);
     expect(t.hart.pc).toBe(RAM + 4);
-    expect(t.hart.run(10)).toBe(Exit.Request); // the mie write ends the batch
     t.hart.setPending(MIP_MSIP, true);
-    expect(t.hart.run(2)).toBe(Exit.Budget); // MIE=0: no trap, but wfi does not sleep either
+    // MIE=0: the mie write makes nothing deliverable (no exit) and no trap is taken, but the
+    // second wfi does not sleep either.
+    expect(t.hart.run(4)).toBe(Exit.Budget);
     expect(t.hart.x[2]).toBe(1);
   });
 
-  it('ends the batch after writes to mstatus, mie and mtvec', () => {
-    const t = rig([A.csrrwi(0, Csr.mstatus, 0), A.csrrwi(0, Csr.mie, 0), A.csrrwi(0, Csr.mtvec, 0), A.csrrwi(0, Csr.mscratch, 1), A.addi(0, 0, 0)], { jit });
-    const exits = [t.hart.run(10), t.hart.run(10), t.hart.run(10), t.hart.run(2)];
-    expect(exits).toEqual([Exit.Request, Exit.Request, Exit.Request, Exit.Budget]);
-    expect(t.hart.icount).toBe(5);
+  /**
+   * A write to mstatus, mie or mtvec that leaves "an interrupt is pending and enabled" as it
+   * was keeps the batch going; one that makes an interrupt deliverable ends it. Either way the
+   * interrupt lands before the next instruction: the same icount and mepc whether the batch
+   * ended there, went on, or every instruction ran in a batch of its own.
+   */
+  const toggles = (): number[] => [
+    ...setMtvec(), // 0-2: a new trap vector: no exit
+    A.csrrsi(0, Csr.mstatus, 8), // 3: MIE on, mie empty: nothing deliverable, no exit
+    A.csrrci(0, Csr.mstatus, 8), // 4: MIE off: no exit
+    ...A.li(6, MIP_MSIP), A.csrrw(0, Csr.mie, 6), // 5-7: MSIE, but MIE off: no exit
+    // MSIP is raised here, between batches (icount 8)
+    A.csrrci(0, Csr.mstatus, 8), // 8: pending, MIE still off: unchanged, no exit
+    A.csrrwi(0, Csr.mscratch, 1), // 9
+    A.csrrsi(0, Csr.mstatus, 8), // 10: MIE on with MSIP pending and enabled: deliverable, the batch ends
+    A.addi(1, 1, 1), // 11: the interrupt is taken before this one
+  ];
+  const tookAt = (t: ReturnType<typeof rig>): { mepc: number; icount: number; mcause: number; x1: number } => ({
+    mepc: t.hart.x[11]!, icount: t.hart.x[12]!, mcause: t.hart.csr.mcause >>> 0, x1: t.hart.x[1]!,
+  });
+  const handler = [A.csrrs(12, Csr.instret, 0), A.csrrs(11, Csr.mepc, 0)];
+
+  it('ends the batch only for a CSR write that changes whether an interrupt is pending and enabled', () => {
+    const t = rig(toggles(), { jit });
+    load(t.bus, HANDLER, handler);
+    expect(t.hart.run(8)).toBe(Exit.Budget); // eight instructions, five CSR writes, no exit
+    expect(t.hart.csr.mtvec).toBe(HANDLER);
+    t.hart.setPending(MIP_MSIP, true);
+    expect(t.hart.run(100)).toBe(Exit.Request);
+    expect(t.hart.icount).toBe(11); // the mstatus write that enabled it retired; nothing after it
+    expect(t.hart.pc).toBe(RAM + 4 * 11);
+    expect(t.hart.run(2)).toBe(Exit.Budget);
+    // The handler's first instruction reads instret = 11: taking the interrupt retired nothing.
+    expect(tookAt(t)).toEqual({ mepc: (RAM + 4 * 11) | 0, icount: 11, mcause: 0x80000003, x1: 0 });
+  });
+
+  it('takes an interrupt a CSR write made deliverable at the same icount as batches of one instruction', () => {
+    const big = rig(toggles(), { jit });
+    load(big.bus, HANDLER, handler);
+    big.hart.run(8);
+    big.hart.setPending(MIP_MSIP, true);
+    runAll(big.hart, 5);
+    const one = rig(toggles(), { jit });
+    load(one.bus, HANDLER, handler);
+    const exits: Exit[] = [];
+    while (one.hart.icount < 13) {
+      if (one.hart.icount === 8) one.hart.setPending(MIP_MSIP, true);
+      exits.push(one.hart.run(1));
+    }
+    // The single-instruction run ended on a Request only after the write that enabled it.
+    expect(exits.map((e, k) => (e === Exit.Request ? k : -1)).filter((k) => k >= 0)).toEqual([10]);
+    expect(tookAt(one)).toEqual(tookAt(big));
+    expect(one.hart.save()).toEqual(big.hart.save());
   });
 
   it('lets a device see the exact icount, end the batch, and halt', () => {

@@ -120,17 +120,39 @@ export class Csrs {
     }
   }
 
+  /** Whether an interrupt is pending and enabled, i.e. would be taken before the next instruction (§3.1.9). */
+  deliverable(): boolean {
+    return (this.mstatus & MSTATUS_MIE) !== 0 && (this.mip & this.mie) !== 0;
+  }
+
   /**
    * Write an existing, writable CSR (WARL fields legalised here). `icount` is the count
-   * before the writing instruction retires. Returns true if the batch must end because
-   * interrupt enabling or the trap vector changed.
+   * before the writing instruction retires. Returns true if the batch should end: the write
+   * changed whether an interrupt is pending and enabled.
+   *
+   * NOTE the hart takes an interrupt before the next instruction whether or not the batch
+   * ends (Hart.run looks after every interpreted instruction), and mip changes only at batch
+   * boundaries or in an MMIO access, never through these CSRs; so the exit decides nothing
+   * about where an interrupt lands. A write that leaves the interrupt state as it was (the
+   * nested disable windows' mstatus writes with nothing pending, a new mtvec) therefore keeps
+   * the batch going: each batch costs the CPU chart one event (docs/BENCHMARKS.md, "CPU
+   * chart"). One that does change it still ends the batch (STYLE "Exits and traps"); that is
+   * rare (a window reopened over a pending interrupt) and costs one event.
    */
   write(csr: number, v: number, icount: number): boolean {
     switch (csr) {
-      case Csr.mstatus: this.mstatus = v & (MSTATUS_MIE | MSTATUS_MPIE); return true;
-      case Csr.mie: this.mie = v & MIP_MASK; return true;
+      case Csr.mstatus: {
+        const was = this.deliverable();
+        this.mstatus = v & (MSTATUS_MIE | MSTATUS_MPIE);
+        return this.deliverable() !== was;
+      }
+      case Csr.mie: {
+        const was = this.deliverable();
+        this.mie = v & MIP_MASK;
+        return this.deliverable() !== was;
+      }
       // mtvec.MODE >= 2 is reserved (§3.1.7, WARL): like QEMU 7.2, ignore such a write.
-      case Csr.mtvec: if ((v & 3) < 2) this.mtvec = v >>> 0; return true;
+      case Csr.mtvec: if ((v & 3) < 2) this.mtvec = v >>> 0; return false;
       case Csr.mscratch: this.mscratch = v >>> 0; return false;
       case Csr.mepc: this.mepc = (v & ~3) >>> 0; return false; // IALIGN=32 (§3.1.14)
       case Csr.mcause: this.mcause = v >>> 0; return false;

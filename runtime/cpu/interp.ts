@@ -143,7 +143,7 @@ function csrOp(h: StepTarget, w: number, op: number): number {
   }
   if (rd !== 0) h.x[rd] = old;
   const r = retire(h);
-  // A write that changes what the machine does next (mie, mstatus, ...) ends the batch.
+  // A write that changes whether an interrupt is pending and enabled ends the batch (Csrs.write).
   return r === STEP_OK && end ? Exit.Request : r;
 }
 
