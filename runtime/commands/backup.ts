@@ -19,6 +19,7 @@ import {
 import type { Views } from '../dashboard/cli.js';
 import type { OpenedIo } from '../io/open.js';
 import { parseNetSpec } from '../io/spec.js';
+import { checkLiveHook } from './on-live.js';
 
 const USAGE = 'backup <elf> (--connect HOST:PORT | --join HOST:PORT) --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--connect-timeout-ms N] [--listen HOST:PORT] [--name NAME] [--inspect [PORT]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--on-live CMD]';
@@ -65,6 +66,7 @@ async function backupWith(argv: string[], inspectPort: number | undefined, start
     }
     if (port === 0) throw new CliError(`--net ${spec}: a backup binds its service port at go-live; name the port the primary bound, not 0`);
   }
+  if (values['on-live'] !== undefined) checkLiveHook(values['on-live']);
   // The arbiter knows a claimant by name and says 'won' again to the same name: every joiner
   // needs its own, or two of them could both win one generation.
   const name = values.name ?? (joining ? `backup-${hostname()}-${process.pid}` : 'backup');
@@ -103,7 +105,7 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
   });
   end.events$.subscribe((e) => note(`backup channel ${e.type}${e.type === 'channel.failed' ? ` ${e.error.message}` : e.type === 'channel.closed' ? ` by ${e.by}` : ''}`));
   // The `pair` command and the fault harness read this line (the instance and, joining, the name).
-  end.admission.then((a) => note(`backup ${joining ? 'joined' : 'connected to'} ${host}:${port} pair ${a.instance}${joining ? ` as ${name}, generation ${a.generation}` : ''}`), () => undefined);
+  end.admission.then((a) => note(`backup ${joining ? 'joined' : 'connected to'} ${host}:${port} pair ${a.instance}${joining ? ` as ${name}, generation ${a.generation}` : ''} pid ${process.pid}`), () => undefined);
 
   // Membership is the backup chart's: a refused backup never runs the guest, never claims.
   const deferred = io.deferred;

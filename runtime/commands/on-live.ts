@@ -3,9 +3,43 @@
 // becoming MASTER. It typically moves the service address (`ip addr add 192.0.2.53/24 dev eth0`,
 // a gratuitous ARP, a DNS or load-balancer update).
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { accessSync, constants, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { writeAllSync } from './common.js';
+import { CliError, readErrorText, writeAllSync } from './common.js';
+
+/**
+ * Refuse, before anything is opened, an `--on-live` whose command cannot run: its first word
+ * a path that is missing, not a file or not executable, or a name the shell does not know.
+ * Found only at a takeover, the mistake would leave the clients asking a dead host. A command
+ * that starts with shell syntax is the shell's to judge.
+ */
+export function checkLiveHook(cmd: string): void {
+  if (cmd.trim() === '') throw new CliError('--on-live wants a command (run by /bin/sh -c when the node starts serving)');
+  const word = /^\s*([^\s;&|<>()$`'"\\{}=*?[\]#~]+)(?:\s|$)/.exec(cmd)?.[1];
+  if (word === undefined) return;
+  const bad = (why: string): CliError => new CliError(`--on-live ${word === cmd.trim() ? word : `${JSON.stringify(cmd)}: ${word}`}: ${why}`);
+  if (word.includes('/')) {
+    let st;
+    try {
+      st = statSync(word);
+    } catch (e) {
+      throw bad(readErrorText(e));
+    }
+    if (!st.isFile()) throw bad(st.isDirectory() ? 'is a directory, not a file' : 'not a file');
+    try {
+      accessSync(word, constants.X_OK);
+    } catch {
+      throw bad(`not executable (chmod +x ${word})`);
+    }
+    return;
+  }
+  // Builtins (exit, true), functions and $PATH, as the shell running the hook will see them.
+  if (spawnSync('/bin/sh', ['-c', 'command -v -- "$1" >/dev/null 2>&1', 'sh', word], { stdio: 'ignore' }).status !== 0) throw bad('command not found');
+}
+
+/** A hook that failed is the operator's to hear about: one `ftvm:` line, while the node serves on. */
+const warn = (line: string): void => writeAllSync(2, Buffer.from(`ftvm: ${line}\n`));
 
 /**
  * Why the hook runs, in FTVM_EVENT:
@@ -36,6 +70,9 @@ export function runLiveHook(cmd: string, ctx: LiveHookContext, note: (line: stri
     FTVM_GENERATION: String(ctx.generation),
     FTVM_ROLE: ctx.role,
     FTVM_EVENT: ctx.event,
+    // The node's own pid: a hook can start a watcher that gives the service address up when
+    // this node stops, however it stops (kill -9 included), as the README's hook does.
+    FTVM_PID: String(process.pid),
   };
   note(`on-live ${ctx.event}: running ${JSON.stringify(cmd)} (pair ${ctx.pairId}, generation ${ctx.generation}, role ${ctx.role})`);
   const t0 = performance.now();
@@ -44,7 +81,7 @@ export function runLiveHook(cmd: string, ctx: LiveHookContext, note: (line: stri
     try {
       child = spawn('/bin/sh', ['-c', cmd], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     } catch (e) {
-      note(`on-live ${ctx.event}: cannot run the hook: ${(e as Error).message}`);
+      warn(`on-live ${ctx.event}: cannot run the hook: ${(e as Error).message}`);
       resolve('error');
       return;
     }
@@ -55,14 +92,14 @@ export function runLiveHook(cmd: string, ctx: LiveHookContext, note: (line: stri
     // loop empty once its pipes close, before its exit is seen. A node that has finished
     // is not kept by a hook still running: the CLI exits 2 s after its command returns.
     child.once('error', (e) => {
-      note(`on-live ${ctx.event}: cannot run the hook: ${e.message}`);
+      warn(`on-live ${ctx.event}: cannot run the hook: ${e.message}`);
       resolve('error');
     });
     child.once('close', (code, signal) => {
       const ms = (performance.now() - t0).toFixed(0);
       const status = signal ?? String(code);
       if (code === 0) note(`on-live ${ctx.event}: hook exited 0 after ${ms} ms`);
-      else note(`on-live ${ctx.event}: hook failed (${signal ? `killed by ${signal}` : `exit ${code}`}) after ${ms} ms; the node serves on`);
+      else warn(`on-live ${ctx.event}: hook failed (${signal ? `killed by ${signal}` : `exit ${code}`}) after ${ms} ms; the node serves on`);
       resolve(status);
     });
   });

@@ -21,7 +21,7 @@ import { checkImage, CliError, imageDigest, memoryFlag, positiveInt, readErrorTe
 import { startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
 import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import type { DiskOptions, NetOptions } from '../io/machine-io.js';
-import { runLiveHook, type LiveEvent } from './on-live.js';
+import { checkLiveHook, runLiveHook, type LiveEvent } from './on-live.js';
 
 const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--no-reprotect] [--inspect [PORT]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--on-live CMD]';
@@ -322,6 +322,7 @@ async function primary(argv: string[]): Promise<number> {
   const image = readImage(file);
   // The image is checked before anything else is opened (the arbiter, the hook, the backends).
   checkImage(file, memoryMiB);
+  if (values['on-live'] !== undefined) checkLiveHook(values['on-live']);
   const outputs = openOutputs(values.outputs);
   const arbiter = loadArbiter(values.arbiter);
   const identity: PairIdentity = { instance: resumed ?? newPairInstance(), imageDigest: imageDigest(image), memoryMiB };
@@ -332,7 +333,7 @@ async function primary(argv: string[]): Promise<number> {
     const hook = runLiveHook(onLive, { pairId: identity.instance, generation: 1, role: 'primary', event: 'start' }, note);
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'late'>((r) => { timer = setTimeout(() => r('late'), START_HOOK_WAIT_MS); });
-    if ((await Promise.race([hook, late])) === 'late') note(`on-live start: hook still running after ${START_HOOK_WAIT_MS} ms; starting without waiting for it`);
+    if ((await Promise.race([hook, late])) === 'late') process.stderr.write(`ftvm: on-live start: hook still running after ${START_HOOK_WAIT_MS} ms; starting without waiting for it\n`);
     clearTimeout(timer);
   }
   let io: OpenedIo;
@@ -379,8 +380,9 @@ async function runPrimary(
   }
   // Strays, wrong keys, other pairs' or images' backups: each refused, listening goes on.
   listener.refused$.subscribe((why) => note(`primary refused ${why}`));
-  // The `pair` command and the fault harness read this line to learn the port and the instance.
-  note(`primary listening ${host}:${listener.port} pair ${pairId}`);
+  // The `pair` command and the fault harness read this line to learn the port and the instance;
+  // an operator, the pid to stop (`npx ftvm` runs this node as a child of npm's process).
+  note(`primary listening ${host}:${listener.port} pair ${pairId} pid ${process.pid}`);
   listener.end.events$.subscribe((e) => note(`primary channel ${e.type}${e.type === 'channel.failed' ? ` ${e.error.message}` : e.type === 'channel.closed' ? ` by ${e.by}` : ''}`));
   // Until its backup attaches the guest has not run: a stop signal has nothing to lose.
   let waiting: () => void = () => undefined;
