@@ -47,7 +47,7 @@ try {
     if (right !== n) code = 1;
   }
 } catch (e) {
-  process.stderr.write(`kv: ${e.message}\n`);
+  process.stderr.write(`${e.message}\n`);
   code = 1;
 } finally {
   kv.close();

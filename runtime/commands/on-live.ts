@@ -5,6 +5,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { CliError, readErrorText, writeAllSync } from './common.js';
 
@@ -38,6 +39,9 @@ export function checkLiveHook(cmd: string): void {
   if (spawnSync('/bin/sh', ['-c', 'command -v -- "$1" >/dev/null 2>&1', 'sh', word], { stdio: 'ignore' }).status !== 0) throw bad('command not found');
 }
 
+/** The hooks' lifelines (fd 3): referenced here so that nothing closes them before the process ends. */
+const lifelines = new Set<Socket>();
+
 /** A hook that failed is the operator's to hear about: one `ftvm:` line, while the node serves on. */
 const warn = (line: string): void => writeAllSync(2, Buffer.from(`ftvm: ${line}\n`));
 
@@ -70,8 +74,7 @@ export function runLiveHook(cmd: string, ctx: LiveHookContext, note: (line: stri
     FTVM_GENERATION: String(ctx.generation),
     FTVM_ROLE: ctx.role,
     FTVM_EVENT: ctx.event,
-    // The node's own pid: a hook can start a watcher that gives the service address up when
-    // this node stops, however it stops (kill -9 included), as the README's hook does.
+    // The node's own pid, for a hook that wants to know which process it serves.
     FTVM_PID: String(process.pid),
   };
   note(`on-live ${ctx.event}: running ${JSON.stringify(cmd)} (pair ${ctx.pairId}, generation ${ctx.generation}, role ${ctx.role})`);
@@ -79,28 +82,54 @@ export function runLiveHook(cmd: string, ctx: LiveHookContext, note: (line: stri
   return new Promise((resolve) => {
     let child;
     try {
-      child = spawn('/bin/sh', ['-c', cmd], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+      // fd 3 is the node's lifeline: open for reading until this process ends, however it
+      // ends (kill -9 included; the kernel closes the other end), so a watcher the hook leaves
+      // behind (`read _ <&3; ip addr del ...`) gives the service address up at once.
+      child = spawn('/bin/sh', ['-c', cmd], { env, stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true });
     } catch (e) {
       warn(`on-live ${ctx.event}: cannot run the hook: ${(e as Error).message}`);
       resolve('error');
       return;
     }
-    for (const stream of [child.stdout, child.stderr]) {
+    const lifeline = child.stdio[3] as Socket;
+    // Held for the process's life (never closed, never read), and never what keeps it alive.
+    lifeline.unref();
+    lifelines.add(lifeline);
+    for (const stream of [child.stdout!, child.stderr!]) {
       createInterface({ input: stream }).on('line', (line) => writeAllSync(2, Buffer.from(`on-live| ${line}\n`)));
     }
     // NOTE not unref'd: a hook the node waits for (at start) would otherwise let the event
     // loop empty once its pipes close, before its exit is seen. A node that has finished
     // is not kept by a hook still running: the CLI exits 2 s after its command returns.
+    let settled = false;
     child.once('error', (e) => {
+      if (settled) return;
+      settled = true;
       warn(`on-live ${ctx.event}: cannot run the hook: ${e.message}`);
       resolve('error');
     });
-    child.once('close', (code, signal) => {
+    // The exit is reported once the hook's output is all out; not on 'close', which waits
+    // for fd 3 too, that is for the watcher the hook may leave running.
+    let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    let open = 2;
+    const report = (): void => {
+      if (settled || exited === undefined || open > 0) return;
+      settled = true;
+      const { code, signal } = exited;
       const ms = (performance.now() - t0).toFixed(0);
-      const status = signal ?? String(code);
       if (code === 0) note(`on-live ${ctx.event}: hook exited 0 after ${ms} ms`);
       else warn(`on-live ${ctx.event}: hook failed (${signal ? `killed by ${signal}` : `exit ${code}`}) after ${ms} ms; the node serves on`);
-      resolve(status);
+      resolve(signal ?? String(code));
+    };
+    for (const stream of [child.stdout!, child.stderr!]) {
+      stream.once('close', () => {
+        open--;
+        report();
+      });
+    }
+    child.once('exit', (code, signal) => {
+      exited = { code, signal };
+      report();
     });
   });
 }
