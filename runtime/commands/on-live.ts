@@ -109,11 +109,12 @@ export function runLiveHook(cmd: string, ctx: LiveHookContext, note: (line: stri
       resolve('error');
     });
     // The exit is reported once the hook's output is all out; not on 'close', which waits
-    // for fd 3 too, that is for the watcher the hook may leave running.
+    // for fd 3 too, that is for the watcher the hook may leave running. A job the hook left
+    // in the background holding its stdout or stderr gets 100 ms, not the node's start.
     let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
     let open = 2;
-    const report = (): void => {
-      if (settled || exited === undefined || open > 0) return;
+    const report = (force = false): void => {
+      if (settled || exited === undefined || (open > 0 && !force)) return;
       settled = true;
       const { code, signal } = exited;
       const ms = (performance.now() - t0).toFixed(0);
@@ -130,6 +131,7 @@ export function runLiveHook(cmd: string, ctx: LiveHookContext, note: (line: stri
     child.once('exit', (code, signal) => {
       exited = { code, signal };
       report();
+      if (!settled) setTimeout(() => report(true), 100);
     });
   });
 }

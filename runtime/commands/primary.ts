@@ -380,15 +380,16 @@ async function runPrimary(
   }
   // Strays, wrong keys, other pairs' or images' backups: each refused, listening goes on.
   listener.refused$.subscribe((why) => note(`primary refused ${why}`));
-  // The `pair` command and the fault harness read this line to learn the port and the instance;
-  // an operator, the pid to stop (`npx ftvm` runs this node as a child of npm's process).
-  note(`primary listening ${host}:${listener.port} pair ${pairId} pid ${process.pid}`);
-  listener.end.events$.subscribe((e) => note(`primary channel ${e.type}${e.type === 'channel.failed' ? ` ${e.error.message}` : e.type === 'channel.closed' ? ` by ${e.by}` : ''}`));
   // Until its backup attaches the guest has not run: a stop signal has nothing to lose.
+  // Caught before the line below tells anyone this process is there to be stopped.
   let waiting: () => void = () => undefined;
   const stopped = new Promise<'stopped'>((resolve) => { waiting = () => resolve('stopped'); });
   process.once('SIGTERM', waiting);
   process.once('SIGINT', waiting);
+  // The `pair` command and the fault harness read this line to learn the port and the instance;
+  // an operator, the pid to stop (`npx ftvm` runs this node as a child of npm's process).
+  note(`primary listening ${host}:${listener.port} pair ${pairId} pid ${process.pid}`);
+  listener.end.events$.subscribe((e) => note(`primary channel ${e.type}${e.type === 'channel.failed' ? ` ${e.error.message}` : e.type === 'channel.closed' ? ` by ${e.by}` : ''}`));
   try {
     if ((await Promise.race([listener.end.attached, stopped])) === 'stopped') {
       note('primary stopped before a backup attached: the guest never ran');
