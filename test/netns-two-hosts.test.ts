@@ -109,7 +109,7 @@ beforeAll(async () => {
     ip('-n', NS[h], 'link', 'set', 'lo', 'up');
   }
   dir = mkdtempSync(join(tmpdir(), 'ftvm-netns-'));
-  for (const d of ['sbin', 'etc/nbd-server', 'etc/default', 'srv']) mkdirSync(join(dir, d), { recursive: true });
+  for (const d of ['sbin', 'etc/nbd-server', 'etc/default', 'etc/sysctl.d', 'srv']) mkdirSync(join(dir, d), { recursive: true });
 
   // Host C, as the README sets it up (the packages are there; nbd-server and etcd run as this
   // test's children, not as system services).
@@ -137,8 +137,11 @@ beforeAll(async () => {
     });
   });
 
-  // Hosts A and B: the key, ftvm-garp and the hook (one file system serves both "hosts").
-  execFileSync('sh', ['-e', '-c', local(block('ftvm-on-live <<'))], { cwd: root });
+  // Hosts A and B: the sysctl in each (a namespace's own), then the key, ftvm-garp and the
+  // hook (one file system serves both "hosts").
+  const hostsAB = block('ftvm-on-live <<').split('\n');
+  for (const ns of [NS.a, NS.b]) execFileSync('ip', ['netns', 'exec', ns, 'sh', '-e', '-c', hostsAB.filter((l) => l.startsWith('sysctl ')).join('\n')]);
+  execFileSync('sh', ['-e', '-c', local(hostsAB.filter((l) => !l.startsWith('sysctl ')).join('\n'))], { cwd: root });
 }, 60_000);
 
 afterAll(async () => {

@@ -135,3 +135,33 @@ export function runLiveHook(cmd: string, ctx: LiveHookContext, note: (line: stri
     });
   });
 }
+
+/**
+ * Between this process's end and its hook's watcher taking the service address away (a
+ * millisecond on an idle host, tens on a loaded one), the host still has the address and
+ * nothing bound to the port: its kernel would refuse each client datagram (ICMP port
+ * unreachable), and a client takes a refusal as an answer (dig and stub resolvers give up at
+ * once, retries and all). A guard process holds the bound sockets for `holdMs` past the end of
+ * this one, however it ends: datagrams then wait unanswered, and the client's retry reaches
+ * the new live host. A clean stop releases the guard at once.
+ */
+export function guardServicePorts(fds: readonly number[], holdMs = 1000): { release(): void } {
+  if (fds.length === 0) return { release: () => undefined };
+  // fd 3: the lifeline (end of file when this process ends); 4...: the sockets, held not read.
+  const guard = spawn('/bin/sh', ['-c', `read x <&3; sleep ${(holdMs / 1000).toFixed(3)}`], {
+    stdio: ['ignore', 'ignore', 'ignore', 'pipe', ...fds], detached: true,
+  });
+  guard.on('error', () => undefined);
+  guard.unref();
+  const lifeline = guard.stdio[3] as Socket;
+  lifeline.unref();
+  lifelines.add(lifeline);
+  return {
+    release: () => {
+      if (guard.exitCode === null && guard.signalCode === null && guard.pid !== undefined) guard.kill('SIGKILL');
+    },
+  };
+}
+
+/** Forwards on an address an `--on-live` hook moves between hosts (not loopback, not the wildcard). */
+export const movedAddress = (hostAddr: string): boolean => !hostAddr.startsWith('127.') && hostAddr !== '0.0.0.0';

@@ -21,7 +21,7 @@ import { checkImage, CliError, imageDigest, memoryFlag, positiveInt, readErrorTe
 import { startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
 import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import type { DiskOptions, NetOptions } from '../io/machine-io.js';
-import { checkLiveHook, runLiveHook, type LiveEvent } from './on-live.js';
+import { checkLiveHook, guardServicePorts, movedAddress, runLiveHook, type LiveEvent } from './on-live.js';
 
 const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--no-reprotect] [--inspect [PORT]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--on-live CMD]';
@@ -278,6 +278,13 @@ export function hookOnAlone(node: PrimaryNode, cmd: string | undefined, role: 'p
   });
 }
 
+/** With `--on-live` moving the service address: its ports held a moment past this process's end (on-live.ts). */
+export function guardMovedPorts(onLive: string | undefined, io: OpenedIo): { release(): void } {
+  const udp = io.udp;
+  if (onLive === undefined || !udp || !udp.forwards.some((f) => movedAddress(f.hostAddr))) return { release: () => undefined };
+  return guardServicePorts(udp.fds);
+}
+
 /** Across processes suspicion waits longer than in one thread: runtime/ft/timing.ts PROCESS_TIMING says why. */
 export const PROCESS_SUSPECT_MS = PROCESS_TIMING.suspectMs;
 
@@ -354,9 +361,11 @@ async function primary(argv: string[]): Promise<number> {
     throw e;
   }
   const views = await startInspect(inspectPort);
+  const guard = guardMovedPorts(values['on-live'], io);
   try {
     return await runPrimary(views, { host, port, key, arbiter, identity, timing, machine, outputs, values });
   } finally {
+    guard.release();
     await closeNodeIo(machine, io);
     await views?.close();
   }
