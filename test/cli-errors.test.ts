@@ -369,6 +369,7 @@ describe('the I/O flags of primary, backup and pair (issue 13): operator errors'
     ['an --on-live directory', ['--on-live', d], new RegExp(`^ftvm: --on-live ${esc(d)}: is a directory, not a file$`)],
     ['an --on-live command the shell does not know', ['--on-live', 'ftvm-no-such-command --x'], /^ftvm: --on-live "ftvm-no-such-command --x": ftvm-no-such-command: command not found$/],
     ['an empty --on-live', ['--on-live', ' '], /^ftvm: --on-live wants a command/],
+    ['a file arbiter whose directory is not there', ['--arbiter', `file:${join(d, 'no-dir')}`], new RegExp(`^ftvm: --arbiter file:${esc(join(d, 'no-dir'))}: no such directory$`)],
   ];
   // Each case on one of the three commands in turn (a process start costs a second on a loaded host).
   for (const [n, [name, args]] of commands.entries()) {
