@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { startNbdServer } from './nbd-server.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const HELLO = join(root, 'guests/hello/hello.elf');
@@ -369,7 +370,6 @@ describe('the I/O flags of primary, backup and pair (issue 13): operator errors'
     ['an --on-live directory', ['--on-live', d], new RegExp(`^ftvm: --on-live ${esc(d)}: is a directory, not a file$`)],
     ['an --on-live command the shell does not know', ['--on-live', 'ftvm-no-such-command --x'], /^ftvm: --on-live "ftvm-no-such-command --x": ftvm-no-such-command: command not found$/],
     ['an empty --on-live', ['--on-live', ' '], /^ftvm: --on-live wants a command/],
-    ['a file arbiter whose directory is not there', ['--arbiter', `file:${join(d, 'no-dir')}`], new RegExp(`^ftvm: --arbiter file:${esc(join(d, 'no-dir'))}: no such directory$`)],
   ];
   // Each case on one of the three commands in turn (a process start costs a second on a loaded host).
   for (const [n, [name, args]] of commands.entries()) {
@@ -405,6 +405,19 @@ describe('the I/O flags of primary, backup and pair (issue 13): operator errors'
       expect(r.stderr).not.toMatch(/^usage:/m);
     }
     expect(readdirSync(arbiter)).toEqual([]);
+  });
+
+  it('an export the NBD server does not have is the flag\'s error: one line, exit 2', async () => {
+    const nbd = await startNbdServer(d, disk, 'zone');
+    try {
+      for (const [name, args] of commands.slice(0, 2)) {
+        const r = ftvm([...args.filter((a) => a !== '--disk' && a !== `file:${disk}`), '--disk', `nbd://127.0.0.1:${nbd.port}/zome`]);
+        expect(r.status, `${name}: ${r.stderr}`).toBe(2);
+        expectOneLine(r.stderr, new RegExp(`^ftvm: nbd://127\\.0\\.0\\.1:${nbd.port}/zome: server refused export 'zome'`));
+      }
+    } finally {
+      await nbd.stop();
+    }
   });
 
   it('primary: a service port or a --listen port in use is one line, and the disk is let go', async () => {

@@ -2,7 +2,6 @@
 // on TCP (TLS-PSK), runs the guest once the backup is attached, logs every input to it, and
 // prints the guest's console output as the output rule releases it (DESIGN §3).
 
-import { statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { Observable } from 'rxjs';
 import type { Command } from '../cli.js';
@@ -55,18 +54,6 @@ export function loadKey(file: string | undefined): Buffer {
 export function loadArbiter(spec: string | undefined): Arbiter {
   if (!spec) throw new CliError('missing --arbiter SPEC (file:DIR or etcd:HOST:PORT[,HOST:PORT...])');
   if (spec === 'memory') throw new CliError("--arbiter memory cannot protect a pair across processes: use file:DIR or etcd:HOST:PORT");
-  // A shared directory that is not there at start is a typo far more often than an outage: said
-  // now, not as a claim retried for ever at the first takeover.
-  if (spec.startsWith('file:') && spec.length > 'file:'.length) {
-    const dir = spec.slice('file:'.length);
-    let isDir = false;
-    try {
-      isDir = statSync(dir).isDirectory();
-    } catch (e) {
-      throw new CliError(`--arbiter ${spec}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : readErrorText(e)}`);
-    }
-    if (!isDir) throw new CliError(`--arbiter ${spec}: not a directory`);
-  }
   try {
     return parseArbiterSpec(spec);
   } catch (e) {
