@@ -21,14 +21,7 @@ export class FileDisk implements DiskBackend {
   ) {}
 
   static async open(path: string, opts: { readOnly?: boolean } = {}): Promise<FileDisk> {
-    let fh: FileHandle;
-    try {
-      fh = await open(path, opts.readOnly ? 'r' : 'r+');
-    } catch (e) {
-      // The disk named on the command line, in plain words (as a missing image is).
-      const code = (e as NodeJS.ErrnoException).code;
-      throw new Error(`--disk ${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory, not a file' : code === 'EACCES' ? 'permission denied' : (e as Error).message}`);
-    }
+    const fh = await open(path, opts.readOnly ? 'r' : 'r+');
     try {
       const st = await fh.stat();
       if (!st.isFile() && !st.isBlockDevice()) throw new Error(`${path}: not a file`);
