@@ -84,7 +84,7 @@ export function runLiveHook(cmd: string, ctx: LiveHookContext, note: (line: stri
     try {
       // fd 3 is the node's lifeline: open for reading until this process ends, however it
       // ends (kill -9 included; the kernel closes the other end), so a watcher the hook leaves
-      // behind (`read _ <&3; ip addr del ...`) gives the service address up at once.
+      // behind (`read x <&3; ip addr del ...`) gives the service address up at once.
       child = spawn('/bin/sh', ['-c', cmd], { env, stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true });
     } catch (e) {
       warn(`on-live ${ctx.event}: cannot run the hook: ${(e as Error).message}`);
