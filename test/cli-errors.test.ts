@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { startNbdServer } from './nbd-server.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const HELLO = join(root, 'guests/hello/hello.elf');
@@ -335,5 +336,147 @@ describe('--key-file', () => {
       expect(r.status).toBe(2);
       expectOneLine(r.stderr, /: is a directory, not a file$/);
     }
+  });
+});
+
+describe('the I/O flags of primary, backup and pair (issue 13): operator errors', () => {
+  const d = mkdtempSync(join(dir, 'io-'));
+  const key = join(d, 'key');
+  writeFileSync(key, 'ab'.repeat(32) + '\n');
+  const arbiter = join(d, 'arbiter');
+  mkdirSync(arbiter);
+  const disk = join(d, 'zone.img');
+  copyFileSync(join(root, 'guests/dns/zone.img'), disk);
+  const DNS = join(root, 'guests/dns/dns.elf');
+  const pairFlags = ['--key-file', key, '--arbiter', `file:${arbiter}`];
+  const noExec = join(d, 'hook-noexec.sh');
+  writeFileSync(noExec, '#!/bin/sh\necho hi\n', { mode: 0o644 });
+  const commands: [string, string[]][] = [
+    ['primary', ['primary', DNS, '--listen', '127.0.0.1:0', ...pairFlags, '--disk', `file:${disk}`]],
+    ['backup', ['backup', DNS, '--connect', '127.0.0.1:1', ...pairFlags, '--disk', `file:${disk}`]],
+    ['pair', ['pair', DNS, '--disk', `file:${disk}`]],
+  ];
+  const esc = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  // Each is refused before anything is opened: no arbiter claim, no disk lock, no port, no child.
+  const flagErrors: [string, string[], RegExp][] = [
+    ['nbd: without //', ['--disk', 'nbd:/zone'], /^ftvm: --disk nbd:\/zone: expected file:PATH or nbd:\/\/HOST\[:PORT\]\/EXPORT$/],
+    ['another URL scheme', ['--disk', 'http://10.0.0.1/zone'], /^ftvm: --disk http:\/\/10\.0\.0\.1\/zone: expected file:PATH or nbd:/],
+    ['an nbd port beyond 65535', ['--disk', 'nbd://127.0.0.1:99999/zone'], /^ftvm: --disk nbd:\/\/127\.0\.0\.1:99999\/zone: '99999' is not a port number$/],
+    ['a --net without its ports', ['--net', 'udp:53'], /^ftvm: --net udp:53: expected udp:HOSTPORT:GUESTPORT or udp:ADDR:HOSTPORT:GUESTPORT$/],
+    ['a --net of another protocol', ['--net', 'tcp:5353:53'], /^ftvm: --net tcp:5353:53: expected udp:/],
+    ['a --net address that is no address', ['--net', 'udp:localhost:5353:53'], /^ftvm: --net udp:localhost:5353:53: 'localhost' is not an IPv4 address$/],
+    ['an --on-live that does not exist', ['--on-live', join(d, 'no-hook')], new RegExp(`^ftvm: --on-live ${esc(join(d, 'no-hook'))}: no such file$`)],
+    ['an --on-live that is not executable', ['--on-live', noExec], new RegExp(`^ftvm: --on-live ${esc(noExec)}: not executable \\(chmod \\+x `)],
+    ['an --on-live directory', ['--on-live', d], new RegExp(`^ftvm: --on-live ${esc(d)}: is a directory, not a file$`)],
+    ['an --on-live command the shell does not know', ['--on-live', 'ftvm-no-such-command --x'], /^ftvm: --on-live "ftvm-no-such-command --x": ftvm-no-such-command: command not found$/],
+    ['an empty --on-live', ['--on-live', ' '], /^ftvm: --on-live wants a command/],
+  ];
+  // Each case on one of the three commands in turn (a process start costs a second on a loaded host).
+  for (const [n, [name, args]] of commands.entries()) {
+    it(`${name}: a malformed --disk or --net, or an --on-live that cannot run, is one line, exit 2, before anything runs`, () => {
+      for (const [, extra, why] of flagErrors.filter((_, i) => i % commands.length === n)) {
+        const r = ftvm([...args, ...extra]);
+        expect(r.status, `${extra.join(' ')}: ${r.stderr}`).toBe(2);
+        expectOneLine(r.stderr, why);
+        // pair checks them itself: no child started, no relayed line.
+        expect(r.stderr).not.toMatch(/^(pair|primary|backup)\|/m);
+        // Nothing claimed, the disk free (the next command takes its lock).
+        expect(readdirSync(arbiter)).toEqual([]);
+      }
+    });
+  }
+
+  it('a backup names the service port the primary bound, not 0', () => {
+    const r = ftvm([...commands[1]![1], '--net', 'udp:0:53']);
+    expect(r.status).toBe(2);
+    expectOneLine(r.stderr, /^ftvm: --net udp:0:53: a backup binds its service port at go-live; name the port the primary bound, not 0$/);
+  });
+
+  it('an NBD server out of reach is a run-time failure: one line, exit 1, no usage line', async () => {
+    // A port that was just free: nothing listens there.
+    const srv = createServer();
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const port = (srv.address() as AddressInfo).port;
+    await new Promise<void>((r) => srv.close(() => r()));
+    for (const [name, args] of commands.slice(0, 2)) {
+      const r = ftvm([...args.filter((a) => a !== '--disk' && a !== `file:${disk}`), '--disk', `nbd://127.0.0.1:${port}/zone`]);
+      expect(r.status, `${name}: ${r.stderr}`).toBe(1);
+      expectOneLine(r.stderr, new RegExp(`^ftvm: nbd://127\\.0\\.0\\.1:${port}/zone: connect ECONNREFUSED`));
+      expect(r.stderr).not.toMatch(/^usage:/m);
+    }
+    expect(readdirSync(arbiter)).toEqual([]);
+  });
+
+  it('an export the NBD server does not have is the flag\'s error: one line, exit 2', async () => {
+    const nbd = await startNbdServer(d, disk, 'zone');
+    try {
+      for (const [name, args] of commands.slice(0, 2)) {
+        const r = ftvm([...args.filter((a) => a !== '--disk' && a !== `file:${disk}`), '--disk', `nbd://127.0.0.1:${nbd.port}/zome`]);
+        expect(r.status, `${name}: ${r.stderr}`).toBe(2);
+        expectOneLine(r.stderr, new RegExp(`^ftvm: nbd://127\\.0\\.0\\.1:${nbd.port}/zome: server refused export 'zome'`));
+      }
+    } finally {
+      await nbd.stop();
+    }
+  });
+
+  it('primary: a service port or a --listen port in use is one line, and the disk is let go', async () => {
+    const s = createSocket('udp4');
+    await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+    const tcp = createServer();
+    await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
+    try {
+      const udpPort = s.address().port;
+      let r = ftvm([...commands[0]![1], '--net', `udp:${udpPort}:53`]);
+      expect(r.status).toBe(2);
+      expectOneLine(r.stderr, new RegExp(`^ftvm: --net: udp 127\\.0\\.0\\.1:${udpPort} is in use$`));
+      const tcpPort = (tcp.address() as AddressInfo).port;
+      r = ftvm(['primary', DNS, '--listen', `127.0.0.1:${tcpPort}`, ...pairFlags, '--disk', `file:${disk}`, '--net', 'udp:0:53']);
+      expect(r.status).toBe(1);
+      expectOneLine(r.stderr, new RegExp(`^ftvm: cannot listen on 127\\.0\\.0\\.1:${tcpPort}: listen EADDRINUSE`));
+      // It had opened (and locked) the disk: flushed and let go before it exited.
+      expect(r.stderr).toMatch(/disk file:.*zone\.img flushed/);
+      const run = ftvm(['run', DNS, '--disk', `file:${disk}`, '--max-instructions', '1000']);
+      expect(run.stderr).not.toMatch(/in use/);
+      expect(run.status).not.toBe(4);
+    } finally {
+      s.close();
+      tcp.close();
+    }
+  });
+
+  it('a key file shorter than 16 bytes is named', () => {
+    const short = join(d, 'short.key');
+    writeFileSync(short, 'abcd');
+    for (const args of [commands[0]![1], commands[1]![1]]) {
+      const r = ftvm([...args.map((a) => (a === key ? short : a))]);
+      expect(r.status, r.stderr).toBe(2);
+      expectOneLine(r.stderr, /short\.key: pre-shared key: 4 bytes, need at least 16$/);
+    }
+  });
+
+  it('backup: --join to nothing is exit 1; --connect with --join is exit 2', () => {
+    let r = ftvm(['backup', DNS, '--join', '127.0.0.1:1', '--connect-timeout-ms', '300', ...pairFlags, '--disk', `file:${disk}`, '--net', 'udp:5353:53']);
+    expect(r.status).toBe(1);
+    expectOneLine(r.stderr, /^ftvm: no primary: cannot connect to primary 127\.0\.0\.1:1: connect ECONNREFUSED/);
+    expect(readdirSync(arbiter)).toEqual([]);
+    r = ftvm(['backup', DNS, '--join', '127.0.0.1:1', '--connect', '127.0.0.1:1', ...pairFlags]);
+    expect(r.status).toBe(2);
+    expectOneLine(r.stderr, /^ftvm: --connect \(boot with a new primary\) or --join \(join a running one\), not both$/);
+  });
+
+  it('an --on-live that fails is one ftvm: line; the node serves on and stops cleanly', async () => {
+    const child = spawn(process.execPath, [join(root, 'bin/ftvm.js'), ...commands[0]![1], '--net', 'udp:0:53', '--on-live', 'echo moving nothing; exit 3'],
+      { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    while (!/primary listening/.test(err) && child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
+    child.kill('SIGTERM');
+    expect(await exited, err).toBe(0);
+    clearTimeout(timer);
+    expect(err).toMatch(/^on-live\| moving nothing$/m);
+    expectOneLine(err, /^ftvm: on-live start: hook failed \(exit 3\) after \d+ ms; the node serves on$/);
   });
 });

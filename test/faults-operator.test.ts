@@ -1,11 +1,13 @@
 // One run of each operator-error fault of `npm run faults` (issue 11; DESIGN §3 Identity,
 // Membership): the pair as processes on the seq-mid guest, and the checker's verdict.
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { Resolver } from 'node:dns/promises';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EXIT_REFUSED, runOnce, type MainFault, type RunResult, type RunSpec } from '../runtime/faults/harness.js';
+import { killAll, startFtvm } from './helpers/cli-procs.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const guest = (name: string): string => join(root, `guests/${name}/${name}.elf`);
@@ -14,6 +16,7 @@ const guest = (name: string): string => join(root, `guests/${name}/${name}.elf`)
 const SUSPECT_MS = 1000;
 const dirs: string[] = [];
 afterAll(() => {
+  killAll();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
@@ -101,4 +104,52 @@ describe('operator errors against a pair of processes', () => {
     const r = await run('nbd-restart', { kvGuest: guest('kv'), atMs: 500, nbdDownMs: 700 });
     expect(r.check.lines).toBeGreaterThan(0);
   });
+});
+
+describe('operator errors against a pair with a disk and a service port (issue 13)', () => {
+  it('a backup of another image, or one too many, is refused (exit 5) without touching the disk or the port; the pair serves on', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ftvm-op-io-'));
+    dirs.push(dir);
+    writeFileSync(join(dir, 'key'), '5a'.repeat(32));
+    const disk = join(dir, 'zone.img');
+    copyFileSync(join(root, 'guests/dns/zone.img'), disk);
+    mkdirSync(join(dir, 'arbiter'));
+    const flags = ['--key-file', join(dir, 'key'), '--arbiter', `file:${join(dir, 'arbiter')}`, '--suspect-ms', String(SUSPECT_MS), '--disk', `file:${disk}`];
+    const primary = startFtvm(['primary', guest('dns'), '--listen', '127.0.0.1:0', ...flags, '--net', 'udp:0:53']);
+    const service = (await primary.waitErr(/primary forwarding udp 127\.0\.0\.1:(\d+) -> guest port 53/))[1]!;
+    const listen = (await primary.waitErr(/primary listening 127\.0\.0\.1:(\d+) /))[1]!;
+    const backupOf = (elf: string, how = '--connect'): ReturnType<typeof startFtvm> =>
+      startFtvm(['backup', elf, how, `127.0.0.1:${listen}`, ...flags, '--net', `udp:${service}:53`]);
+
+    // Another image with the same disk and port: turned away before it runs or opens anything.
+    const other = backupOf(guest('kv'));
+    expect(await other.exit, other.err()).toBe(String(EXIT_REFUSED));
+    const lines = other.err().split('\n').filter((l) => l.startsWith('ftvm:'));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^ftvm: refused: .*image/);
+    expect(other.err()).not.toMatch(/took over|forwarding/);
+    expect(primary.err()).toMatch(/primary refused .*image/);
+
+    const backup = backupOf(guest('dns'));
+    await primary.waitErr(/primary backup attached/);
+    const r = new Resolver({ timeout: 1000, tries: 5 });
+    r.setServers([`127.0.0.1:${service}`]);
+    expect(await r.resolve4('ns2.example.test')).toEqual(['192.0.2.54']);
+
+    // A third replica, joining a pair that is protected: busy.
+    const third = backupOf(guest('dns'), '--join');
+    expect(await third.exit, third.err()).toBe(String(EXIT_REFUSED));
+    expect(third.err().split('\n').filter((l) => l.startsWith('ftvm:'))).toEqual([expect.stringMatching(/^ftvm: refused: /)]);
+    // Nobody claimed anything: the pair runs on, protected, and still answers.
+    expect(readdirSync(join(dir, 'arbiter'))).toEqual([]);
+    expect(await r.resolve4('www.example.test')).toEqual(['192.0.2.80', '192.0.2.81']);
+
+    // A clean end: the backup stopped, the primary serves alone, then stops with exit 0.
+    backup.child.kill('SIGTERM');
+    expect(await backup.exit).toBe('0');
+    await primary.waitErr(/primary state "alone"|alone: a new backup may join/);
+    primary.child.kill('SIGTERM');
+    expect(await primary.exit, primary.err()).toBe('0');
+    expect(primary.err()).toMatch(/disk file:.*zone\.img flushed/);
+  }, 60_000);
 });

@@ -71,8 +71,9 @@ describe('ftvm CLI with --disk and --net', () => {
     r = bad(['--disk', join(dir, 'nope.img')]);
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/^ftvm: .*ENOENT/);
+    // A server out of reach is a failure at run time (README: exit 1), not a bad flag.
     r = bad(['--disk', 'nbd://127.0.0.1:1/x']);
-    expect(r.status).toBe(2);
+    expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/^ftvm: nbd:\/\/127\.0\.0\.1:1\/x: .*ECONNREFUSED/);
     r = bad(['--deterministic', '--disk', 'x.img']);
     expect(r.status).toBe(2);

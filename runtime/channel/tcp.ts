@@ -292,14 +292,12 @@ function makeEnd(opts: TcpChannelOptions, identity: PairIdentity, joinOffer: { g
     if (rest.length > 0) onControl(rest);
   };
 
-  const end: TcpPrimaryEnd = Object.assign(Object.create(core.end) as PrimaryEnd, {
+  // NOTE Object.assign would read a getter once (peer: undefined for ever): define it instead.
+  const end = Object.defineProperty(Object.assign(Object.create(core.end) as PrimaryEnd, {
     attached: core.attached,
-    get peer(): string | undefined {
-      return peer;
-    },
     stats: () => core.stats(),
     state$: core.state$,
-  });
+  }), 'peer', { get: (): string | undefined => peer, enumerable: true }) as TcpPrimaryEnd;
   return {
     end,
     waiting: () => core.snapshot.matches('connecting'),

@@ -12,13 +12,14 @@ import { connectBackup, listenForBackups } from '../channel/tcp.js';
 import { BackupNode } from '../ft/backup-node.js';
 import { CliError, imageDigest, memoryFlag, positiveInt, readImage } from './common.js';
 import {
-  batchFlag, bootMachine, cliRun, closeNodeIo, commonOptions, EXIT_DIVERGED, EXIT_HALTED, EXIT_REFUSED, hookOnAlone, loadArbiter, loadKey,
+  batchFlag, bootMachine, cliRun, closeNodeIo, commonOptions, EXIT_DIVERGED, EXIT_HALTED, EXIT_REFUSED, guardMovedPorts, hookOnAlone, loadArbiter, loadKey,
   machineIo, note, openNodeIo, openOutputs, pairIdFlag, parseHostPort, reportEvents, serveReprotection, signalExit, sinkOutputs, startInspect, stopOnSignal, takeInspectFlag,
   timingFlags,
 } from './primary.js';
 import type { Views } from '../dashboard/cli.js';
 import type { OpenedIo } from '../io/open.js';
 import { parseNetSpec } from '../io/spec.js';
+import { checkLiveHook } from './on-live.js';
 
 const USAGE = 'backup <elf> (--connect HOST:PORT | --join HOST:PORT) --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--connect-timeout-ms N] [--listen HOST:PORT] [--name NAME] [--inspect [PORT]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--on-live CMD]';
@@ -65,6 +66,7 @@ async function backupWith(argv: string[], inspectPort: number | undefined, start
     }
     if (port === 0) throw new CliError(`--net ${spec}: a backup binds its service port at go-live; name the port the primary bound, not 0`);
   }
+  if (values['on-live'] !== undefined) checkLiveHook(values['on-live']);
   // The arbiter knows a claimant by name and says 'won' again to the same name: every joiner
   // needs its own, or two of them could both win one generation.
   const name = values.name ?? (joining ? `backup-${hostname()}-${process.pid}` : 'backup');
@@ -79,18 +81,21 @@ async function backupWith(argv: string[], inspectPort: number | undefined, start
     await io.close();
     throw e;
   }
+  let guard: { release(): void } | undefined;
   try {
-    return await runBackup({ values, image, file, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started });
+    return await runBackup({ values, image, file, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started, guarded: (g) => { guard = g; } });
   } finally {
+    guard?.release();
     await closeNodeIo(machine, io);
   }
 }
 
-async function runBackup({ values, image, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started }: {
+async function runBackup({ values, image, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started, guarded }: {
   values: { outputs?: string | undefined; arbiter?: string | undefined; batch?: string | undefined; 'on-live'?: string | undefined };
   image: Uint8Array; file: string; name: string; joining: boolean; host: string; port: number; key: Buffer; expected: string | undefined;
   memoryMiB: number; connectTimeoutMs: number; timing: ReturnType<typeof timingFlags>; machine: Machine; io: OpenedIo;
   listenAt: { host: string; port: number } | undefined; inspectPort: number | undefined; started: (v: Views | undefined) => void;
+  guarded: (guard: { release(): void }) => void;
 }): Promise<number> {
   const outputs = openOutputs(values.outputs);
   const arbiter = loadArbiter(values.arbiter);
@@ -103,7 +108,7 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
   });
   end.events$.subscribe((e) => note(`backup channel ${e.type}${e.type === 'channel.failed' ? ` ${e.error.message}` : e.type === 'channel.closed' ? ` by ${e.by}` : ''}`));
   // The `pair` command and the fault harness read this line (the instance and, joining, the name).
-  end.admission.then((a) => note(`backup ${joining ? 'joined' : 'connected to'} ${host}:${port} pair ${a.instance}${joining ? ` as ${name}, generation ${a.generation}` : ''}`), () => undefined);
+  end.admission.then((a) => note(`backup ${joining ? 'joined' : 'connected to'} ${host}:${port} pair ${a.instance}${joining ? ` as ${name}, generation ${a.generation}` : ''} pid ${process.pid}`), () => undefined);
 
   // Membership is the backup chart's: a refused backup never runs the guest, never claims.
   const deferred = io.deferred;
@@ -130,6 +135,7 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
           (lines) => {
             note(`backup took over ${[deferred.disk ? `disk ${deferred.disk.name}` : '', deferred.net ? 'the service ports' : ''].filter(Boolean).join(' and ')} in ${(performance.now() - t).toFixed(1)} ms`);
             for (const line of lines) note(`backup ${line}`);
+            guarded(guardMovedPorts(values['on-live'], io));
             // Replies re-issued at go-live reach the clients the old primary mapped (deferred-net.ts).
             if (deferred.net) note(`backup knew ${deferred.net.nat.learned} client mappings from the log; sent ${deferred.net.sentAfterOpen} replies held until the ports were bound`);
           },

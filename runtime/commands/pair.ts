@@ -18,6 +18,7 @@ import { checkImage, CliError, memoryFlag, positiveInt } from './common.js';
 import { cliRun, EXIT_REFUSED, loadArbiter, takeInspectFlag } from './primary.js';
 import { checkPortFree } from '../dashboard/cli.js';
 import { createSocket } from 'node:dgram';
+import { checkLiveHook } from './on-live.js';
 import { parseDiskSpec, parseNetSpec } from '../io/spec.js';
 
 /**
@@ -127,6 +128,7 @@ async function pair(argv: string[]): Promise<number> {
       throw new CliError((e as Error).message);
     }
   }
+  if (values['on-live'] !== undefined) checkLiveHook(values['on-live']);
   const forwards = await concreteForwards(values.net ?? []);
   if (values.arbiter !== undefined) await loadArbiter(values.arbiter).close();
   // Each child would fail on a taken port with a relayed line: check the first two here.

@@ -21,7 +21,7 @@ import { checkImage, CliError, imageDigest, memoryFlag, positiveInt, readErrorTe
 import { startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
 import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import type { DiskOptions, NetOptions } from '../io/machine-io.js';
-import { runLiveHook, type LiveEvent } from './on-live.js';
+import { checkLiveHook, guardServicePorts, movedAddress, runLiveHook, type LiveEvent } from './on-live.js';
 
 const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--no-reprotect] [--inspect [PORT]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--on-live CMD]';
@@ -278,6 +278,13 @@ export function hookOnAlone(node: PrimaryNode, cmd: string | undefined, role: 'p
   });
 }
 
+/** With `--on-live` moving the service address: its ports held a moment past this process's end (on-live.ts). */
+export function guardMovedPorts(onLive: string | undefined, io: OpenedIo): { release(): void } {
+  const udp = io.udp;
+  if (onLive === undefined || !udp || !udp.forwards.some((f) => movedAddress(f.hostAddr))) return { release: () => undefined };
+  return guardServicePorts(udp.fds);
+}
+
 /** Across processes suspicion waits longer than in one thread: runtime/ft/timing.ts PROCESS_TIMING says why. */
 export const PROCESS_SUSPECT_MS = PROCESS_TIMING.suspectMs;
 
@@ -322,6 +329,7 @@ async function primary(argv: string[]): Promise<number> {
   const image = readImage(file);
   // The image is checked before anything else is opened (the arbiter, the hook, the backends).
   checkImage(file, memoryMiB);
+  if (values['on-live'] !== undefined) checkLiveHook(values['on-live']);
   const outputs = openOutputs(values.outputs);
   const arbiter = loadArbiter(values.arbiter);
   const identity: PairIdentity = { instance: resumed ?? newPairInstance(), imageDigest: imageDigest(image), memoryMiB };
@@ -332,7 +340,7 @@ async function primary(argv: string[]): Promise<number> {
     const hook = runLiveHook(onLive, { pairId: identity.instance, generation: 1, role: 'primary', event: 'start' }, note);
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'late'>((r) => { timer = setTimeout(() => r('late'), START_HOOK_WAIT_MS); });
-    if ((await Promise.race([hook, late])) === 'late') note(`on-live start: hook still running after ${START_HOOK_WAIT_MS} ms; starting without waiting for it`);
+    if ((await Promise.race([hook, late])) === 'late') process.stderr.write(`ftvm: on-live start: hook still running after ${START_HOOK_WAIT_MS} ms; starting without waiting for it\n`);
     clearTimeout(timer);
   }
   let io: OpenedIo;
@@ -353,9 +361,11 @@ async function primary(argv: string[]): Promise<number> {
     throw e;
   }
   const views = await startInspect(inspectPort);
+  const guard = guardMovedPorts(values['on-live'], io);
   try {
     return await runPrimary(views, { host, port, key, arbiter, identity, timing, machine, outputs, values });
   } finally {
+    guard.release();
     await closeNodeIo(machine, io);
     await views?.close();
   }
@@ -379,14 +389,16 @@ async function runPrimary(
   }
   // Strays, wrong keys, other pairs' or images' backups: each refused, listening goes on.
   listener.refused$.subscribe((why) => note(`primary refused ${why}`));
-  // The `pair` command and the fault harness read this line to learn the port and the instance.
-  note(`primary listening ${host}:${listener.port} pair ${pairId}`);
-  listener.end.events$.subscribe((e) => note(`primary channel ${e.type}${e.type === 'channel.failed' ? ` ${e.error.message}` : e.type === 'channel.closed' ? ` by ${e.by}` : ''}`));
   // Until its backup attaches the guest has not run: a stop signal has nothing to lose.
+  // Caught before the line below tells anyone this process is there to be stopped.
   let waiting: () => void = () => undefined;
   const stopped = new Promise<'stopped'>((resolve) => { waiting = () => resolve('stopped'); });
   process.once('SIGTERM', waiting);
   process.once('SIGINT', waiting);
+  // The `pair` command and the fault harness read this line to learn the port and the instance;
+  // an operator, the pid to stop (`npx ftvm` runs this node as a child of npm's process).
+  note(`primary listening ${host}:${listener.port} pair ${pairId} pid ${process.pid}`);
+  listener.end.events$.subscribe((e) => note(`primary channel ${e.type}${e.type === 'channel.failed' ? ` ${e.error.message}` : e.type === 'channel.closed' ? ` by ${e.by}` : ''}`));
   try {
     if ((await Promise.race([listener.end.attached, stopped])) === 'stopped') {
       note('primary stopped before a backup attached: the guest never ran');

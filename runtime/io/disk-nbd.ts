@@ -46,6 +46,10 @@ const MAX_RETRY_MS = 2000;
 
 export class NbdError extends Error {
   override readonly name = 'NbdError';
+  /** For a command that cannot open its disk: 1, the server out of reach (a run-time failure); 2, the spec names what the server does not have. */
+  constructor(message: string, readonly exitCode = 1) {
+    super(message);
+  }
 }
 
 export interface NbdTarget {
@@ -402,7 +406,7 @@ async function handshake(sock: Socket, r: ByteReader, exportName: string, where:
     if (type === REP_ERR_UNSUP) break; // an older server: NBD_OPT_EXPORT_NAME below
     if (type & REP_ERR_BIT) {
       const msg = data.toString('utf8');
-      throw new NbdError(`${where}: server refused export '${exportName}' (error ${type - REP_ERR_BIT}${msg ? `: ${msg}` : ''})`);
+      throw new NbdError(`${where}: server refused export '${exportName}' (error ${type - REP_ERR_BIT}${msg ? `: ${msg}` : ''})`, 2);
     }
     throw new NbdError(`${where}: unexpected option reply ${type}`);
   }

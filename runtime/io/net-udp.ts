@@ -150,6 +150,19 @@ export class UdpNet implements NetBackend {
     return new UdpNet(sockets, forwards, opts.nat ?? new UdpNat());
   }
 
+  /**
+   * The bound sockets' file descriptors, for a process that holds the ports a moment longer
+   * than this one (on-live.ts guardServicePorts). NOTE Node does not expose a dgram socket's
+   * fd; its handle has it on Unix. Empty where it cannot be read.
+   */
+  get fds(): number[] {
+    return this.sockets.flatMap((s) => {
+      const state = Object.getOwnPropertySymbols(s).find((k) => k.description === 'state symbol');
+      const fd = state === undefined ? undefined : (s as unknown as Record<symbol, { handle?: { fd?: unknown } }>)[state]?.handle?.fd;
+      return typeof fd === 'number' && fd >= 0 ? [fd] : [];
+    });
+  }
+
   /** The host ports actually bound, in rule order. */
   get boundPorts(): number[] {
     return this.sockets.map((s) => s.address().port);

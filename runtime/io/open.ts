@@ -65,7 +65,9 @@ export async function openIo(
     }
   } catch (e) {
     await disk?.close().catch(() => {});
-    throw new IoOpenError((e as Error).message, e instanceof DiskInUseError ? EXIT_DISK_IN_USE : 2);
+    // A backend may say what kind of failure it was (an NBD server out of reach: 1, run time).
+    const code = (e as { exitCode?: unknown }).exitCode;
+    throw new IoOpenError((e as Error).message, e instanceof DiskInUseError ? EXIT_DISK_IN_USE : typeof code === 'number' ? code : 2);
   }
   const deferredDisk = disk instanceof DeferredDisk ? disk : undefined;
   const out: OpenedIo = {

@@ -32,6 +32,10 @@ export function parseDiskSpec(spec: string): DiskSpec {
     }
     return out;
   }
+  // A URL of another kind (or nbd: without //) is a typo, not a file name with a colon in it.
+  if (/^nbd:/.test(spec) || (/^[a-z][a-z0-9+.-]*:\/\//.test(spec) && !spec.startsWith('file:'))) {
+    throw new SpecError(`--disk ${spec}: expected file:PATH or nbd://HOST[:PORT]/EXPORT`);
+  }
   const path = spec.startsWith('file:') ? spec.slice(5) : spec;
   if (path === '') throw new SpecError('--disk: empty path');
   return { kind: 'file', path };
