@@ -5,7 +5,7 @@
 // it), must bind the same port when it goes live, and must run the --on-live hook.
 import { spawn, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -37,13 +37,34 @@ function fresh(): string {
 
 /** Pids holding a POSIX lock on the file (the image lock's bytes), from /proc/locks. */
 function lockHolders(file: string): number[] {
-  const ino = statSync(file).ino;
+  const { ino, dev } = statSync(file);
+  // /proc/locks names a file by device (major:minor, hex) and inode: an inode alone may be
+  // another file's, on another device, locked by another process.
+  const major = ((dev >> 8) & 0xfff) | (Math.floor(dev / 2 ** 32) & ~0xfff);
+  const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
   const pids = new Set<number>();
   for (const line of readFileSync('/proc/locks', 'utf8').split('\n')) {
-    const m = /POSIX\s+ADVISORY\s+\w+\s+(\d+)\s+[0-9a-f]+:[0-9a-f]+:(\d+)\s/.exec(line);
-    if (m && Number(m[2]) === ino) pids.add(Number(m[1]));
+    const m = /POSIX\s+ADVISORY\s+\w+\s+(\d+)\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s/.exec(line);
+    if (m && Number(m[4]) === ino && parseInt(m[2]!, 16) === major && parseInt(m[3]!, 16) === minor) pids.add(Number(m[1]));
   }
-  return [...pids].sort();
+  // A lock on a deleted file of another run whose inode this file reuses names it too: keep
+  // only the processes that hold this very path open.
+  const path = realpathSync(file);
+  return [...pids].filter((pid) => holdsOpen(pid, path)).sort();
+}
+
+function holdsOpen(pid: number, file: string): boolean {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`) === file;
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
 }
 
 interface Pair {
