@@ -1,9 +1,11 @@
 // One fault-injection run of a service guest across processes (issue 13, DESIGN §6): the dns
 // or the kv guest as `ftvm primary` and `ftvm backup` with a shared disk (a file, or an NBD
 // export of the Debian nbd-server) and a UDP forward, joined through a FaultProxy, under a
-// client load through the service port; a seeded fault (kill -9 of either node, a cut, stalls,
-// the arbiter away around a failover, nbd-server restarted); then the load reads back what it
-// was told, the live node is stopped with SIGTERM, and the checkers judge:
+// client load through the service port; a seeded fault (kill -9 of either node, a cut, a
+// corrupt byte on the channel, stalls, the arbiter away around a failover, nbd-server
+// restarted, or re-protection: one node killed, a new `ftvm backup --join` joining the
+// survivor while it serves, then a fault after the join); then the load reads back what it
+// was told, the live nodes are stopped with SIGTERM, and the checkers judge:
 // - dns: every query answered, as the zone says (checkDns);
 // - kv: every acknowledged PUT reads back and is in the log on the disk; no request applied
 //   twice (checkKv);
@@ -25,8 +27,15 @@ import { readOutputLog } from './output-log.js';
 import { FaultProxy } from './proxy.js';
 import { harnessFailure, readClaims, type RunResult } from './harness.js';
 
-export const SERVICE_FAULTS = ['none', 'kill-primary', 'kill-backup', 'cut', 'arbiter-down', 'nbd-restart'] as const;
+export const SERVICE_FAULTS = ['none', 'kill-primary', 'kill-backup', 'cut', 'corrupt', 'arbiter-down', 'nbd-restart', 'join'] as const;
 export type ServiceFault = (typeof SERVICE_FAULTS)[number];
+/**
+ * What strikes after a join: the survivor killed (the joiner goes live and must answer the
+ * clients from before the join: the NAT table came with the snapshot), the joiner killed, its
+ * channel corrupted or cut, or nothing.
+ */
+export const AFTER_JOIN_FAULTS = ['kill-live', 'kill-joiner', 'corrupt', 'cut', 'none'] as const;
+export type AfterJoinFault = (typeof AFTER_JOIN_FAULTS)[number];
 export type ServiceGuest = 'dns' | 'kv';
 
 export interface ServiceSpec {
@@ -46,6 +55,13 @@ export interface ServiceSpec {
   arbiterDownMs?: number;
   nbdDownMs?: number;
   suspectMs?: number;
+  /** 'join': the node killed first (the other one takes the joiner), and what follows the join. */
+  joinKill?: 'primary' | 'backup';
+  afterJoin?: AfterJoinFault;
+  /** 'join': when the after-join fault strikes, ms after the survivor is protected again. */
+  afterJoinMs?: number;
+  /** 'join': stalls of the joiner's channel, [ms after protected again, duration]. */
+  joinStalls?: Array<[number, number]>;
   /** How long the load goes on after the fault (at least; until it got answers again). */
   afterMs?: number;
   timeoutMs?: number;
@@ -131,6 +147,12 @@ class NbdDaemon {
 
 const GUEST_PORT: Record<ServiceGuest, number> = { dns: 53, kv: 7000 };
 
+/** The mappings a joiner gone live took from the join snapshot, as it says at go-live. */
+function imported(c: Child | undefined): number | undefined {
+  const m = c?.stderr.map((l) => /client mappings from the log(?: and (\d+) from the join snapshot)?/.exec(l)).find(Boolean);
+  return m ? Number(m[1] ?? 0) : undefined;
+}
+
 export async function runServiceOnce(spec: ServiceSpec): Promise<RunResult> {
   const t0 = performance.now();
   try {
@@ -171,7 +193,9 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
   const port = Number(fwd[1]);
   const pairId = listening[2];
   const proxy = await FaultProxy.start('127.0.0.1', Number(listening[1]));
-  const backup = start(spec.cli, ['backup', elf, '--connect', `127.0.0.1:${proxy.port}`, '--net', `udp:127.0.0.1:${port}:${guestPort}`, '--outputs', outputs('backup'), ...common]);
+  const forward = ['--net', `udp:127.0.0.1:${port}:${guestPort}`];
+  // A backup that may go live before a join listens for the joiner, as `ftvm backup --listen` does.
+  const backup = start(spec.cli, ['backup', elf, '--connect', `127.0.0.1:${proxy.port}`, ...forward, '--outputs', outputs('backup'), ...(spec.fault === 'join' ? ['--listen', '127.0.0.1:0'] : []), ...common]);
   if (!(await waitFor(primary, / primary backup attached /, 20_000))) errors.push('the backup never attached');
   const attachedAt = performance.now();
 
@@ -183,26 +207,73 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
   let killedAt: number | undefined;
   let faultAt: number | undefined;
   let stalls = 0;
+  /** 'join': the new backup, the proxy its channel runs through, and how far the join got. */
+  let joiner: Child | undefined;
+  let joinProxy: FaultProxy | undefined;
+  const joinRun: { survivor?: string; joinedMs?: number; after?: AfterJoinFault; afterStruck: boolean; missed?: string } = { afterStruck: false };
   const timers: NodeJS.Timeout[] = [];
   const pending: Promise<unknown>[] = [];
   const at = (ms: number, fn: () => void | Promise<void>): void => {
     timers.push(setTimeout(() => pending.push(Promise.resolve(fn())), Math.max(0, ms - (performance.now() - attachedAt))));
   };
-  const kill = (c: Child, node: string): void => {
-    if (!alive(c)) return;
+  /** kill -9; `serving`: the node the clients reach now (the first answer after it is the failover's). */
+  const kill = (c: Child, node: string, serving = node === 'primary'): boolean => {
+    if (!alive(c)) return false;
     struck = true;
     killed.add(node);
-    if (node === 'primary') killedAt = performance.now();
+    if (serving) killedAt = performance.now();
     c.proc.kill('SIGKILL');
+    return true;
+  };
+  /**
+   * Re-protection under load (DESIGN §3): one node killed, the survivor (alone, serving) takes
+   * a new `ftvm backup --join` through its own fault proxy, then the after-join fault.
+   */
+  const joinThenFault = async (): Promise<void> => {
+    const first = spec.joinKill ?? 'backup';
+    const [victim, survivor, name]: [Child, Child, string] = first === 'primary' ? [primary, backup, 'backup'] : [backup, primary, 'primary'];
+    joinRun.survivor = name;
+    if (!kill(victim, first)) return;
+    const offer = await waitFor(survivor, new RegExp(` ${name} alone: a new backup may join on port (\\d+) \\(generation \\d+\\)`), 20_000);
+    if (!offer) {
+      // The survivor halted (it had lost the arbiter in a stall: a double failure) or never got there.
+      if (alive(survivor)) errors.push(`the ${name} never offered a join after the ${first} was killed`);
+      joinRun.missed = alive(survivor) ? 'no offer' : `the ${name} exited`;
+      return;
+    }
+    joinProxy = await FaultProxy.start('127.0.0.1', Number(offer[1]));
+    const t = performance.now();
+    joiner = start(spec.cli, ['backup', elf, '--join', `127.0.0.1:${joinProxy.port}`, '--name', 'joiner', ...forward, '--outputs', outputs('joiner'), ...common]);
+    const protectedAgain = await waitFor(survivor, new RegExp(` ${name} re-protected: join to protected in`), 30_000);
+    if (!protectedAgain) {
+      if (alive(survivor)) errors.push(`the joiner never caught up with the ${name}`);
+      joinRun.missed = alive(survivor) ? 'not caught up' : `the ${name} exited`;
+      return;
+    }
+    joinRun.joinedMs = performance.now() - t;
+    const jp = joinProxy;
+    for (const [s, ms] of spec.joinStalls ?? []) timers.push(setTimeout(() => { stalls++; jp.stall(ms); }, s));
+    await sleep(spec.afterJoinMs ?? 500);
+    joinRun.after = spec.afterJoin ?? 'none';
+    switch (joinRun.after) {
+      case 'kill-live': joinRun.afterStruck = kill(survivor, name, true); break;
+      case 'kill-joiner': joinRun.afterStruck = kill(joiner, 'joiner', false); break;
+      case 'corrupt': joinRun.afterStruck = true; jp.corrupt(); break;
+      case 'cut': joinRun.afterStruck = true; jp.cut(); break;
+      case 'none': break;
+    }
   };
   for (const [s, ms] of spec.stalls) at(s, () => { stalls++; proxy.stall(ms); });
   at(spec.atMs, async () => {
     faultAt = performance.now();
     switch (spec.fault) {
       case 'none': return;
-      case 'kill-primary': return kill(primary, 'primary');
-      case 'kill-backup': return kill(backup, 'backup');
+      case 'kill-primary': kill(primary, 'primary'); return;
+      case 'kill-backup': kill(backup, 'backup'); return;
       case 'cut': struck = true; proxy.cut(); return;
+      // A flipped bit in the log stream: TLS rejects the record, the channel fails as a cut.
+      case 'corrupt': struck = true; proxy.corrupt(); return;
+      case 'join': return joinThenFault();
       case 'arbiter-down': {
         if (spec.etcd) await spec.etcd.kill();
         else renameSync(arbiterDir, `${arbiterDir}.away`);
@@ -250,28 +321,31 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
 
   // A clean stop of whatever still runs (DESIGN: SIGTERM stops the guest, flushes the disk).
   const stopping = performance.now();
-  for (const c of [primary, backup]) if (alive(c)) c.proc.kill('SIGTERM');
+  const nodes: Array<[string, Child]> = [['primary', primary], ['backup', backup], ...(joiner ? [['joiner', joiner] as [string, Child]] : [])];
+  for (const [, c] of nodes) if (alive(c)) c.proc.kill('SIGTERM');
   let hung = false;
   const guard = setTimeout(() => {
     hung = true;
-    primary.proc.kill('SIGKILL');
-    backup.proc.kill('SIGKILL');
+    for (const [, c] of nodes) c.proc.kill('SIGKILL');
   }, 20_000);
-  const [pExit, bExit] = await Promise.all([primary.exited, backup.exited]);
+  const exits = await Promise.all(nodes.map(([, c]) => c.exited));
+  const [pExit, bExit] = exits as [string, string];
+  const jExit = joiner ? exits[2] : undefined;
   clearTimeout(guard);
   await proxy.close();
+  await joinProxy?.close();
   if (spec.etcd && !spec.etcd.running) await spec.etcd.restart();
   if (!existsSync(arbiterDir) && existsSync(`${arbiterDir}.away`)) renameSync(`${arbiterDir}.away`, arbiterDir);
   await nbd?.stop();
   if (hung) errors.push(`hung: a node did not exit ${((performance.now() - stopping) / 1000).toFixed(0)} s after SIGTERM`);
 
   const claims = await readClaims(spec.etcd, arbiterDir, pairId);
-  const check: CheckResult = checkOutputs([...readOutputLog(outputs('primary')), ...readOutputLog(outputs('backup'))], claims);
+  const check: CheckResult = checkOutputs(nodes.flatMap(([n]) => readOutputLog(outputs(n))), claims);
   // No service after the fault is excused only as a double failure (as judgeOutage does for
   // the seq guest): every node the harness did not kill halted having lost the arbiter to one
   // it then killed. The replica the fault struck was alone: nothing was left to fail over to.
   const killedHolds = [...claims.values()].some((holder) => killed.has(holder));
-  const unprotected = outage && killed.size > 0 && [['primary', pExit], ['backup', bExit]].every(([node, code]) => killed.has(node!) || (code === '3' && killedHolds));
+  const unprotected = outage && killed.size > 0 && nodes.every(([node], i) => killed.has(node) || (exits[i] === '3' && killedHolds));
   if (outage && !unprotected) errors.push(`outage: ${load.answered - answeredAtFault} requests answered after the ${spec.fault} fault`);
   let service: { errors: string[]; lines: string[] };
   if (load instanceof KvLoad) {
@@ -293,17 +367,30 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
   // The NBD client says when its server went away and came back (issue 11: the backend says so).
   if (spec.fault === 'nbd-restart' && struck && ![...primary.stderr, ...backup.stderr].some((l) => /nbd .*reconnected/.test(l))) check.errors.push('no "nbd ... reconnected" line from the live node');
   // Replay is deterministic by construction: a divergence is a bug.
-  for (const [node, code, c] of [['primary', pExit, primary], ['backup', bExit, backup]] as const) {
+  nodes.forEach(([node, c], i) => {
+    const code = exits[i]!;
     if (code === '4' && c.stderr.some((l) => /diverge/.test(l))) check.errors.push(`${node} diverged`);
     // Not killed: it ended by SIGTERM (0, or 6 with unreleased outputs said), or halted having lost the arbiter (3).
     if (!killed.has(node) && !['0', '3', '6'].includes(code)) check.errors.push(`${node} exited ${code}`);
-  }
+    // Every reply finds its client: a backup learns the table from the log, a joiner gets the
+    // rest with the snapshot (ft/snapshot-wire.ts).
+    const unmapped = c.stderr.find((l) => /UDP to an unmapped port/.test(l));
+    if (unmapped) check.errors.push(`${node} dropped replies to clients it did not know: ${unmapped.replace(/^.*\] /, '')}`);
+    if (c.stderr.some((l) => /NAT table is unusable/.test(l))) check.errors.push(`${node} could not read the join snapshot's NAT table`);
+  });
+  if (spec.fault === 'join' && joinRun.missed === undefined && joinRun.joinedMs === undefined) check.errors.push('the join never happened');
   check.ok = check.errors.length === 0;
   const firstAnswerAfterKill = killedAt === undefined ? undefined : load.answerTimes.find((t) => t > killedAt!);
+  if (spec.fault === 'join') {
+    service.lines.push(`join: ${spec.joinKill ?? 'backup'} killed, ${joinRun.joinedMs === undefined ? `no join (${joinRun.missed ?? 'the run ended'})` : `joined the ${joinRun.survivor} in ${joinRun.joinedMs.toFixed(0)} ms, then ${joinRun.after}`}`);
+    const mappings = joiner?.stderr.find((l) => /backup knew \d+ client mappings/.test(l));
+    if (mappings) service.lines.push(`joiner: ${mappings.replace(/^.*\] /, '')}`);
+  }
   writeFileSync(join(spec.dir, 'stderr.txt'), [
     ...service.lines.map((l) => `C ${l}`), ...primary.stderr.map((l) => `P ${l}`), ...backup.stderr.map((l) => `B ${l}`),
+    ...(joiner?.stderr ?? []).map((l) => `J ${l}`),
   ].join('\n') + '\n');
-  const backupLive = backup.stderr.some((l) => /live at icount/.test(l));
+  const wentLive = nodes.filter(([n, c]) => n !== 'primary' && c.stderr.some((l) => /live at icount/.test(l))).length;
   return {
     id: spec.id,
     fault: spec.fault,
@@ -311,18 +398,21 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
     stalls: spec.stalls.length,
     pairId,
     unprotected,
-    faults: stalls + (struck ? 1 : 0),
+    faults: stalls + (struck ? 1 : 0) + (joinRun.afterStruck ? 1 : 0),
     struck,
-    exit: { primary: pExit, backup: bExit },
+    exit: { primary: pExit, backup: bExit, ...(jExit === undefined ? {} : { joiner: jExit }) },
     hung,
     // Kill -> the first answer the clients got after it (from the new primary, or the old one on the same host in the first ms).
     failoverMs: firstAnswerAfterKill === undefined || killedAt === undefined ? undefined : firstAnswerAfterKill - killedAt,
-    failovers: backupLive ? 1 : 0,
+    failovers: wentLive,
     durationMs: performance.now() - t0,
     check,
     claims: Object.fromEntries(claims),
     extras: [],
-    service: { guest: spec.service, lines: service.lines, acked: load instanceof KvLoad ? load.acked.size : undefined, answered: load.answered },
+    service: {
+      guest: spec.service, lines: service.lines, acked: load instanceof KvLoad ? load.acked.size : undefined, answered: load.answered,
+      ...(spec.fault === 'join' ? { join: { joined: joinRun.joinedMs !== undefined, after: joinRun.after, imported: imported(joiner) } } : {}),
+    },
   };
 }
 
