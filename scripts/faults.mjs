@@ -17,12 +17,16 @@
 // runs and every 'nbd-restart'), a UDP forward and a client load; faults kill-primary,
 // kill-backup, cut, corrupt (a flipped bit in the log stream), arbiter-down, nbd-restart, none,
 // and join (re-protection under load: one node killed, `ftvm backup --join` joins the survivor
-// through its own proxy, then kill-live, kill-joiner, corrupt, cut or none), each with stalls.
+// through its own proxy, then kill-live, kill-joiner, corrupt, cut or none; for kv also
+// in-flight: the primary's disk held, one PUT asked once, the joiner joins, the primary is
+// killed, and only the joiner gone live can answer that client), each with stalls.
 //
 //   node scripts/faults.mjs [--service dns|kv] [--nbd-share F] [--runs N] [--parallel P] [--etcd-runs M] [--seed S] [--minutes T] [--json FILE]
-//                           [--kinds K,K...] [--etcd-kinds K,K...] [--failure-guest seq|seq-mid] [--keep]
+//                           [--kinds K,K...] [--etcd-kinds K,K...] [--after-join K,K...] [--failure-guest seq|seq-mid] [--keep]
 // --kinds picks the main faults of the file-arbiter runs (default: all, failures weighted as
-// before), --etcd-kinds those of the etcd runs (default: arbiter-down,rerun).
+// before), --etcd-kinds those of the etcd runs (default: arbiter-down,rerun), --after-join
+// what strikes after a service run's join (default: kill-live twice, kv in-flight, kill-joiner,
+// corrupt, cut, none).
 // Needs `npm run build` first (the processes run bin/ftvm.js).
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -56,6 +60,7 @@ const { values } = parseArgs({
     'failure-guest': { type: 'string', default: 'seq' },
     service: { type: 'string' },
     'nbd-share': { type: 'string', default: '0.25' },
+    'after-join': { type: 'string' },
   },
 });
 const runs = Number(values.runs);
@@ -96,8 +101,13 @@ const serviceKinds = (text) => {
 };
 const SERVICE_MIX = ['kill-primary', 'kill-primary', 'kill-backup', 'cut', 'corrupt', 'arbiter-down', 'nbd-restart', 'join', 'join', 'none'];
 // After a join, mostly the survivor killed: the joiner then serves the clients from before it.
-const AFTER_JOIN_MIX = ['kill-live', 'kill-live', 'kill-joiner', 'corrupt', 'cut', 'none'];
-if (!AFTER_JOIN_MIX.every((k) => AFTER_JOIN_FAULTS.includes(k))) throw new Error('faults: AFTER_JOIN_MIX out of date');
+// kv also 'in-flight': a PUT asked once before the join, answered only by the joiner gone live.
+const AFTER_JOIN_MIX = values['after-join']?.split(',').filter(Boolean)
+  ?? ['kill-live', 'kill-live', ...(service === 'kv' ? ['in-flight'] : []), 'kill-joiner', 'corrupt', 'cut', 'none'];
+for (const k of AFTER_JOIN_MIX) if (!AFTER_JOIN_FAULTS.includes(k) || (k === 'in-flight' && service !== 'kv')) {
+  console.error(`faults: '${k}' is not an after-join fault of the ${service ?? 'seq'} runs (${AFTER_JOIN_FAULTS.join(', ')}; in-flight for kv only)`);
+  process.exit(2);
+}
 const MAIN = service ? (values.kinds ? serviceKinds(values.kinds) : SERVICE_MIX)
   : values.kinds ? pick(values.kinds) : [...FAILURES, ...OPERATOR_FAULTS];
 const ETCD_MAIN = service ? serviceKinds(values['etcd-kinds'] ?? 'arbiter-down') : pick(values['etcd-kinds'] ?? 'arbiter-down,rerun');
@@ -251,6 +261,8 @@ const summary = {
       after: results.filter((r) => r.service?.join?.joined).reduce((m, r) => ({ ...m, [r.service.join.after]: (m[r.service.join.after] ?? 0) + 1 }), {}),
       // Joiners that went live, and the client mappings they took from the snapshot.
       joinersLive: results.filter((r) => r.service?.join?.imported !== undefined).length,
+      inFlightAnswered: results.filter((r) => r.service?.join?.inFlightAnswered === true).length,
+      inFlightUnanswered: results.filter((r) => r.service?.join?.inFlightAnswered === false).length,
       mappingsFromSnapshots: sum((r) => r.service?.join?.imported ?? 0),
     },
   } : {}),

@@ -57,15 +57,18 @@ describe('fault runs of the service guests across processes', () => {
   }, 90_000);
 
   it('kv, re-protection under load: the backup killed, a joiner joins the primary, the primary killed: the joiner serves every client, nothing lost', async () => {
-    const r = await runServiceOnce(spec(9104, 'kv', 'join', { joinKill: 'backup', afterJoin: 'kill-live', afterJoinMs: 300 }));
+    // in-flight: besides the load, one client PUTs once before the join, its write held on the
+    // primary's disk: only the joiner gone live can answer it, through the snapshot's NAT table.
+    const r = await runServiceOnce(spec(9104, 'kv', 'join', { joinKill: 'backup', afterJoin: 'in-flight', afterJoinMs: 300 }));
     expect(r.check.errors).toEqual([]);
     expect(r.check.ok).toBe(true);
     expect(r.exit).toEqual({ primary: 'SIGKILL', backup: 'SIGKILL', joiner: '0' });
     // The primary won generation 1 when its backup died; the joiner the next one.
     expect(r.claims).toEqual({ 1: 'primary', 2: 'joiner' });
-    expect(r.service!.join).toMatchObject({ joined: true, after: 'kill-live' });
-    // The load's clients spoke before the join: the joiner knew them from the snapshot.
-    expect(r.service!.join!.imported).toBeGreaterThan(0);
+    expect(r.service!.join).toMatchObject({ joined: true, after: 'in-flight', inFlightAnswered: true });
+    // The load's three clients and the one-shot spoke before the join: the snapshot brought them.
+    expect(r.service!.join!.imported).toBeGreaterThanOrEqual(4);
+    expect(r.service!.lines.join('\n')).toMatch(/in-flight PUT: answered \(status 0\) \d+ ms after the kill/);
     expect(r.service!.lines.join('\n')).toMatch(/acknowledged writes lost: 0;.*\n.*requests applied twice: 0/);
     expect(r.faults).toBeGreaterThanOrEqual(3);
   }, 90_000);

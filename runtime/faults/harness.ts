@@ -113,7 +113,7 @@ export interface RunResult {
   service?: {
     guest: 'dns' | 'kv'; lines: string[]; acked: number | undefined; answered: number;
     /** A 'join' run: whether the joiner caught up, what struck after, the mappings it took from the snapshot. */
-    join?: { joined: boolean; after: string | undefined; imported: number | undefined };
+    join?: { joined: boolean; after: string | undefined; imported: number | undefined; inFlightAnswered?: boolean };
   };
   /** 'rerun': the earlier run on the same key and arbiter. */
   previous?: { pairId: string | undefined; ok: boolean; claims: Record<number, string>; errors: string[] };

@@ -12,12 +12,13 @@
 // - the outputs the nodes released: one execution, no split brain, none lost (checkOutputs).
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createSocket, type Socket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { KvClient, KvOp, KvStatus } from '../clients/kv-client.js';
+import { decodeReply, encodeRequest, KvClient, KvOp, KvStatus, type KvReply } from '../clients/kv-client.js';
 import { checkDns, DnsLoad, parseZone, zeroedDisk } from '../demo/dns-load.js';
 import { checkKv, KV_DISK_BYTES, KvLoad, readWal } from '../demo/kv-load.js';
 import { checkOutputs, type CheckResult } from './checker.js';
@@ -32,9 +33,11 @@ export type ServiceFault = (typeof SERVICE_FAULTS)[number];
 /**
  * What strikes after a join: the survivor killed (the joiner goes live and must answer the
  * clients from before the join: the NAT table came with the snapshot), the joiner killed, its
- * channel corrupted or cut, or nothing.
+ * channel corrupted or cut, or nothing. 'in-flight' (kv): the primary's disk stalls before the
+ * join, one client sends one PUT and never again, a joiner joins, the primary is killed: only
+ * the joiner can answer that client, through the mapping its snapshot brought.
  */
-export const AFTER_JOIN_FAULTS = ['kill-live', 'kill-joiner', 'corrupt', 'cut', 'none'] as const;
+export const AFTER_JOIN_FAULTS = ['kill-live', 'kill-joiner', 'corrupt', 'cut', 'none', 'in-flight'] as const;
 export type AfterJoinFault = (typeof AFTER_JOIN_FAULTS)[number];
 export type ServiceGuest = 'dns' | 'kv';
 
@@ -169,19 +172,25 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
   const image = join(spec.dir, `${spec.service}.img`);
   if (spec.service === 'dns') copyFileSync(join(spec.guestsDir, 'dns', 'zone.img'), image);
   else zeroedDisk(image, KV_DISK_BYTES);
-  const nbd = spec.nbd || spec.fault === 'nbd-restart' ? new NbdDaemon(spec.dir, image, await freePort()) : undefined;
+  const inFlight = spec.fault === 'join' && spec.afterJoin === 'in-flight';
+  if (inFlight && spec.service !== 'kv') throw new Error('in-flight is a kv fault (a PUT waits for its disk write)');
+  const nbd = spec.nbd || spec.fault === 'nbd-restart' || inFlight ? new NbdDaemon(spec.dir, image, await freePort()) : undefined;
   await nbd?.start();
   const diskSpec = nbd ? `nbd://127.0.0.1:${nbd.port}/disk` : `file:${image}`;
+  // 'in-flight': the primary reaches the export through a proxy that can hold its writes.
+  const diskProxy = inFlight ? await FaultProxy.start('127.0.0.1', nbd!.port) : undefined;
+  const primaryDisk = ['--disk', diskProxy ? `nbd://127.0.0.1:${diskProxy.port}/disk` : diskSpec];
+  const disk = ['--disk', diskSpec];
 
   const arbiterDir = join(spec.dir, 'arbiter');
   mkdirSync(arbiterDir, { recursive: true });
   const keyFile = join(spec.dir, 'key');
   writeFileSync(keyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
   const arbiter = spec.etcd ? `etcd:${spec.etcd.endpoint}` : `file:${arbiterDir}`;
-  const common = ['--key-file', keyFile, '--arbiter', arbiter, '--disk', diskSpec, ...(spec.suspectMs ? ['--suspect-ms', String(spec.suspectMs)] : [])];
+  const common = ['--key-file', keyFile, '--arbiter', arbiter, ...(spec.suspectMs ? ['--suspect-ms', String(spec.suspectMs)] : [])];
   const outputs = (node: string): string => join(spec.dir, `${node}.jsonl`);
 
-  const primary = start(spec.cli, ['primary', elf, '--listen', '127.0.0.1:0', '--net', `udp:127.0.0.1:0:${guestPort}`, '--outputs', outputs('primary'), ...common]);
+  const primary = start(spec.cli, ['primary', elf, '--listen', '127.0.0.1:0', '--net', `udp:127.0.0.1:0:${guestPort}`, '--outputs', outputs('primary'), ...primaryDisk, ...common]);
   const fwd = await waitFor(primary, / primary forwarding udp 127\.0\.0\.1:(\d+) -> guest port/, 20_000);
   const listening = await waitFor(primary, / primary listening [^ ]+:(\d+) pair (\S+)/, 20_000);
   if (!fwd || !listening) {
@@ -195,7 +204,7 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
   const proxy = await FaultProxy.start('127.0.0.1', Number(listening[1]));
   const forward = ['--net', `udp:127.0.0.1:${port}:${guestPort}`];
   // A backup that may go live before a join listens for the joiner, as `ftvm backup --listen` does.
-  const backup = start(spec.cli, ['backup', elf, '--connect', `127.0.0.1:${proxy.port}`, ...forward, '--outputs', outputs('backup'), ...(spec.fault === 'join' ? ['--listen', '127.0.0.1:0'] : []), ...common]);
+  const backup = start(spec.cli, ['backup', elf, '--connect', `127.0.0.1:${proxy.port}`, ...forward, ...disk, '--outputs', outputs('backup'), ...(spec.fault === 'join' ? ['--listen', '127.0.0.1:0'] : []), ...common]);
   if (!(await waitFor(primary, / primary backup attached /, 20_000))) errors.push('the backup never attached');
   const attachedAt = performance.now();
 
@@ -211,6 +220,8 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
   let joiner: Child | undefined;
   let joinProxy: FaultProxy | undefined;
   const joinRun: { survivor?: string; joinedMs?: number; after?: AfterJoinFault; afterStruck: boolean; missed?: string } = { afterStruck: false };
+  /** 'in-flight': the client that asks once, before the join, and what it got. */
+  let oneShot: { socket: Socket; key: Buffer; value: Buffer; replies: KvReply[]; sent: boolean; answeredAt?: number } | undefined;
   const timers: NodeJS.Timeout[] = [];
   const pending: Promise<unknown>[] = [];
   const at = (ms: number, fn: () => void | Promise<void>): void => {
@@ -229,8 +240,40 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
    * Re-protection under load (DESIGN §3): one node killed, the survivor (alone, serving) takes
    * a new `ftvm backup --join` through its own fault proxy, then the after-join fault.
    */
+  /**
+   * 'in-flight': one PUT from a client of its own, sent once; the primary's disk holds the
+   * write that carries its key (the load's writes before it go through), so the guest waits
+   * for it. The primary (alone) releases the write at once, so its --outputs show that the
+   * guest has the request: the frame naming this client is before the join, in no log the
+   * joiner will replay.
+   */
+  const putInFlight = async (): Promise<boolean> => {
+    const socket = createSocket('udp4');
+    const o: NonNullable<typeof oneShot> = { socket, key: Buffer.from(`in-flight-${spec.id}`), value: Buffer.from(`asked once, before the join (run ${spec.id})`), replies: [], sent: false };
+    oneShot = o;
+    diskProxy!.holdWhen(o.key, 120_000);
+    socket.on('message', (m) => {
+      const r = decodeReply(m);
+      if (!r) return;
+      o.replies.push(r);
+      o.answeredAt ??= performance.now();
+    });
+    await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
+    socket.send(encodeRequest({ op: KvOp.Put, clientId: 0x1f00_0000 + spec.id, requestId: 1, key: o.key, value: o.value }), port, '127.0.0.1');
+    o.sent = true;
+    const t = Date.now();
+    const written = (): boolean => readOutputLog(outputs('primary')).some((x) => x.output.kind === 'disk-write' && Buffer.from(x.output.data).includes(o.key));
+    while (!written() && alive(primary) && Date.now() - t < 10_000) await sleep(20);
+    // Answered already (the key's bytes split across two chunks, the write went through): the
+    // run goes on as kill-live, and the check below does not apply.
+    if (written() || o.replies.length > 0) return true;
+    if (alive(primary)) errors.push('in-flight: the guest never wrote the PUT sent before the join');
+    joinRun.missed = alive(primary) ? 'PUT not written' : 'the primary exited';
+    return false;
+  };
   const joinThenFault = async (): Promise<void> => {
-    const first = spec.joinKill ?? 'backup';
+    // 'in-flight' needs the primary alive: its disk is the one that holds the write.
+    const first = inFlight ? 'backup' : spec.joinKill ?? 'backup';
     const [victim, survivor, name]: [Child, Child, string] = first === 'primary' ? [primary, backup, 'backup'] : [backup, primary, 'primary'];
     joinRun.survivor = name;
     if (!kill(victim, first)) return;
@@ -241,9 +284,10 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
       joinRun.missed = alive(survivor) ? 'no offer' : `the ${name} exited`;
       return;
     }
+    if (inFlight && !(await putInFlight())) return;
     joinProxy = await FaultProxy.start('127.0.0.1', Number(offer[1]));
     const t = performance.now();
-    joiner = start(spec.cli, ['backup', elf, '--join', `127.0.0.1:${joinProxy.port}`, '--name', 'joiner', ...forward, '--outputs', outputs('joiner'), ...common]);
+    joiner = start(spec.cli, ['backup', elf, '--join', `127.0.0.1:${joinProxy.port}`, '--name', 'joiner', ...forward, ...disk, '--outputs', outputs('joiner'), ...common]);
     const protectedAgain = await waitFor(survivor, new RegExp(` ${name} re-protected: join to protected in`), 30_000);
     if (!protectedAgain) {
       if (alive(survivor)) errors.push(`the joiner never caught up with the ${name}`);
@@ -256,7 +300,7 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
     await sleep(spec.afterJoinMs ?? 500);
     joinRun.after = spec.afterJoin ?? 'none';
     switch (joinRun.after) {
-      case 'kill-live': joinRun.afterStruck = kill(survivor, name, true); break;
+      case 'kill-live': case 'in-flight': joinRun.afterStruck = kill(survivor, name, true); break;
       case 'kill-joiner': joinRun.afterStruck = kill(joiner, 'joiner', false); break;
       case 'corrupt': joinRun.afterStruck = true; jp.corrupt(); break;
       case 'cut': joinRun.afterStruck = true; jp.cut(); break;
@@ -304,6 +348,21 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
   await Promise.all(pending);
   await load.stop();
   const outage = load.answered < answeredAtFault + 20;
+  // 'in-flight': the one-shot client never asks again; only the joiner gone live can answer it.
+  const inFlightLines: string[] = [];
+  // Held across the join: sent before it, the primary killed after it, no answer before the kill.
+  const heldAcrossJoin = oneShot?.sent === true && joinRun.afterStruck && !(oneShot.answeredAt !== undefined && killedAt !== undefined && oneShot.answeredAt < killedAt);
+  if (oneShot?.sent && joinRun.afterStruck && !heldAcrossJoin) inFlightLines.push('in-flight PUT: answered before the kill (its write was not held): not checked');
+  if (oneShot && heldAcrossJoin) {
+    const t = performance.now();
+    while (oneShot.replies.length === 0 && performance.now() - t < 10_000) await sleep(20);
+    const r = oneShot.replies[0];
+    if (!r) errors.push('in-flight: the PUT sent once, before the join, got no answer from the joiner gone live');
+    else if (r.status !== KvStatus.Ok || r.requestId !== 1) errors.push(`in-flight: the PUT sent before the join was answered with status ${r.status}, request ${r.requestId}`);
+    const after = r && killedAt !== undefined && oneShot.answeredAt !== undefined ? ` ${(oneShot.answeredAt - killedAt).toFixed(0)} ms after the kill` : '';
+    inFlightLines.push(`in-flight PUT: ${r ? `answered (status ${r.status})${after}` : 'no answer'}`);
+  }
+  oneShot?.socket.close();
 
   // kv: every acknowledged key read back from whichever node serves now.
   const readBack = new Map<string, string | undefined>();
@@ -313,6 +372,10 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
       for (const key of load.acked.keys()) {
         const r = await reader.request(KvOp.Get, Buffer.from(key)).catch(() => undefined);
         readBack.set(key, r?.status === KvStatus.Ok ? r.value.toString() : undefined);
+      }
+      if (oneShot?.replies[0]?.status === KvStatus.Ok) {
+        const r = await reader.request(KvOp.Get, oneShot.key).catch(() => undefined);
+        if (r?.status !== KvStatus.Ok || !r.value.equals(oneShot.value)) errors.push(`in-flight: the acknowledged PUT sent before the join reads back as ${r ? `status ${r.status} '${r.value.toString()}'` : 'no answer'}`);
       }
     } finally {
       reader.close();
@@ -334,6 +397,7 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
   clearTimeout(guard);
   await proxy.close();
   await joinProxy?.close();
+  await diskProxy?.close();
   if (spec.etcd && !spec.etcd.running) await spec.etcd.restart();
   if (!existsSync(arbiterDir) && existsSync(`${arbiterDir}.away`)) renameSync(`${arbiterDir}.away`, arbiterDir);
   await nbd?.stop();
@@ -389,6 +453,7 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
     service.lines.push(`join: ${spec.joinKill ?? 'backup'} killed, ${joinRun.joinedMs === undefined ? `no join (${joinRun.missed ?? 'the run ended'})` : `joined the ${joinRun.survivor} in ${joinRun.joinedMs.toFixed(0)} ms, then ${joinRun.after}`}`);
     const mappings = joiner?.stderr.find((l) => /backup knew \d+ client mappings/.test(l));
     if (mappings) service.lines.push(`joiner: ${mappings.replace(/^.*\] /, '')}`);
+    service.lines.push(...inFlightLines);
   }
   writeFileSync(join(spec.dir, 'stderr.txt'), [
     ...service.lines.map((l) => `C ${l}`), ...primary.stderr.map((l) => `P ${l}`), ...backup.stderr.map((l) => `B ${l}`),
@@ -415,7 +480,12 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
     extras: [],
     service: {
       guest: spec.service, lines: service.lines, acked: load instanceof KvLoad ? load.acked.size : undefined, answered: load.answered,
-      ...(spec.fault === 'join' ? { join: { joined: joinRun.joinedMs !== undefined, after: joinRun.after, imported: imported(joiner) } } : {}),
+      ...(spec.fault === 'join' ? {
+        join: {
+          joined: joinRun.joinedMs !== undefined, after: joinRun.after, imported: imported(joiner),
+          ...(oneShot && heldAcrossJoin ? { inFlightAnswered: oneShot.replies.length > 0 } : {}),
+        },
+      } : {}),
     },
   };
 }
