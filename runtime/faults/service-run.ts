@@ -219,7 +219,7 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
   /** 'join': the new backup, the proxy its channel runs through, and how far the join got. */
   let joiner: Child | undefined;
   let joinProxy: FaultProxy | undefined;
-  const joinRun: { survivor?: string; joinedMs?: number; after?: AfterJoinFault; afterStruck: boolean; missed?: string } = { afterStruck: false };
+  const joinRun: { first?: string; survivor?: string; joinedMs?: number; after?: AfterJoinFault; afterStruck: boolean; missed?: string } = { afterStruck: false };
   /** 'in-flight': the client that asks once, before the join, and what it got. */
   let oneShot: { socket: Socket; key: Buffer; value: Buffer; replies: KvReply[]; sent: boolean; answeredAt?: number } | undefined;
   const timers: NodeJS.Timeout[] = [];
@@ -275,6 +275,7 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
     // 'in-flight' needs the primary alive: its disk is the one that holds the write.
     const first = inFlight ? 'backup' : spec.joinKill ?? 'backup';
     const [victim, survivor, name]: [Child, Child, string] = first === 'primary' ? [primary, backup, 'backup'] : [backup, primary, 'primary'];
+    joinRun.first = first;
     joinRun.survivor = name;
     if (!kill(victim, first)) return;
     const offer = await waitFor(survivor, new RegExp(` ${name} alone: a new backup may join on port (\\d+) \\(generation \\d+\\)`), 20_000);
@@ -450,7 +451,7 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
   check.ok = check.errors.length === 0;
   const firstAnswerAfterKill = killedAt === undefined ? undefined : load.answerTimes.find((t) => t > killedAt!);
   if (spec.fault === 'join') {
-    service.lines.push(`join: ${spec.joinKill ?? 'backup'} killed, ${joinRun.joinedMs === undefined ? `no join (${joinRun.missed ?? 'the run ended'})` : `joined the ${joinRun.survivor} in ${joinRun.joinedMs.toFixed(0)} ms, then ${joinRun.after}`}`);
+    service.lines.push(`join: ${joinRun.first ?? 'nothing'} killed, ${joinRun.joinedMs === undefined ? `no join (${joinRun.missed ?? 'the run ended'})` : `joined the ${joinRun.survivor} in ${joinRun.joinedMs.toFixed(0)} ms, then ${joinRun.after}`}`);
     const mappings = joiner?.stderr.find((l) => /backup knew \d+ client mappings/.test(l));
     if (mappings) service.lines.push(`joiner: ${mappings.replace(/^.*\] /, '')}`);
     service.lines.push(...inFlightLines);
