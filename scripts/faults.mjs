@@ -15,12 +15,18 @@
 // With --service dns|kv the runs are of that service guest across processes instead
 // (runtime/faults/service-run.ts): a disk (a file, or an NBD export for --nbd-share of the
 // runs and every 'nbd-restart'), a UDP forward and a client load; faults kill-primary,
-// kill-backup, cut, arbiter-down, nbd-restart, none, each with channel stalls.
+// kill-backup, cut, corrupt (a flipped bit in the log stream), arbiter-down, nbd-restart, none,
+// and join (re-protection under load: one node killed, `ftvm backup --join` joins the survivor
+// through its own proxy, then kill-live, kill-joiner, corrupt, cut or none; for kv also
+// in-flight: the primary's disk held, one PUT asked once, the joiner joins, the primary is
+// killed, and only the joiner gone live can answer that client), each with stalls.
 //
 //   node scripts/faults.mjs [--service dns|kv] [--nbd-share F] [--runs N] [--parallel P] [--etcd-runs M] [--seed S] [--minutes T] [--json FILE]
-//                           [--kinds K,K...] [--etcd-kinds K,K...] [--failure-guest seq|seq-mid] [--keep]
+//                           [--kinds K,K...] [--etcd-kinds K,K...] [--after-join K,K...] [--failure-guest seq|seq-mid] [--keep]
 // --kinds picks the main faults of the file-arbiter runs (default: all, failures weighted as
-// before), --etcd-kinds those of the etcd runs (default: arbiter-down,rerun).
+// before), --etcd-kinds those of the etcd runs (default: arbiter-down,rerun), --after-join
+// what strikes after a service run's join (default: kill-live twice, kv in-flight, kill-joiner,
+// corrupt, cut, none).
 // Needs `npm run build` first (the processes run bin/ftvm.js).
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -35,7 +41,7 @@ if (!existsSync(join(root, 'dist/runtime/faults/harness.js'))) {
 }
 const { runOnce, FAILURE_FAULTS, OPERATOR_FAULTS } = await import(join(root, 'dist/runtime/faults/harness.js'));
 const { EtcdServer, findEtcd } = await import(join(root, 'dist/runtime/faults/etcd-server.js'));
-const { runServiceOnce, SERVICE_FAULTS } = await import(join(root, 'dist/runtime/faults/service-run.js'));
+const { runServiceOnce, SERVICE_FAULTS, AFTER_JOIN_FAULTS } = await import(join(root, 'dist/runtime/faults/service-run.js'));
 const { PROCESS_TIMING } = await import(join(root, 'dist/runtime/ft/timing.js'));
 /** Short stalls stay below the suspicion timeout of a calm host, as they are meant to. */
 const SHORT_STALL_MS = Math.round(PROCESS_TIMING.suspectMs * 0.8);
@@ -54,6 +60,7 @@ const { values } = parseArgs({
     'failure-guest': { type: 'string', default: 'seq' },
     service: { type: 'string' },
     'nbd-share': { type: 'string', default: '0.25' },
+    'after-join': { type: 'string' },
   },
 });
 const runs = Number(values.runs);
@@ -85,14 +92,22 @@ if (service !== undefined && !['dns', 'kv'].includes(service)) {
   process.exit(2);
 }
 const serviceKinds = (text) => {
-  const kinds = pick(text);
+  const kinds = text.split(',').filter(Boolean);
   for (const k of kinds) if (!SERVICE_FAULTS.includes(k)) {
     console.error(`faults: '${k}' is not a fault of the service runs (${SERVICE_FAULTS.join(', ')})`);
     process.exit(2);
   }
   return kinds;
 };
-const SERVICE_MIX = ['kill-primary', 'kill-primary', 'kill-backup', 'cut', 'arbiter-down', 'nbd-restart', 'none'];
+const SERVICE_MIX = ['kill-primary', 'kill-primary', 'kill-backup', 'cut', 'corrupt', 'arbiter-down', 'nbd-restart', 'join', 'join', 'none'];
+// After a join, mostly the survivor killed: the joiner then serves the clients from before it.
+// kv also 'in-flight': a PUT asked once before the join, answered only by the joiner gone live.
+const AFTER_JOIN_MIX = values['after-join']?.split(',').filter(Boolean)
+  ?? ['kill-live', 'kill-live', ...(service === 'kv' ? ['in-flight'] : []), 'kill-joiner', 'corrupt', 'cut', 'none'];
+for (const k of AFTER_JOIN_MIX) if (!AFTER_JOIN_FAULTS.includes(k) || (k === 'in-flight' && service !== 'kv')) {
+  console.error(`faults: '${k}' is not an after-join fault of the ${service ?? 'seq'} runs (${AFTER_JOIN_FAULTS.join(', ')}; in-flight for kv only)`);
+  process.exit(2);
+}
 const MAIN = service ? (values.kinds ? serviceKinds(values.kinds) : SERVICE_MIX)
   : values.kinds ? pick(values.kinds) : [...FAILURES, ...OPERATOR_FAULTS];
 const ETCD_MAIN = service ? serviceKinds(values['etcd-kinds'] ?? 'arbiter-down') : pick(values['etcd-kinds'] ?? 'arbiter-down,rerun');
@@ -123,6 +138,12 @@ function serviceSpecFor(id, etcd) {
     // As the services tests: a loaded 2-core host stalls a process for tens of ms; the long
     // stalls above are the partitions meant to fail over.
     suspectMs: 600,
+    ...(fault === 'join' ? {
+      joinKill: random() < 0.5 ? 'primary' : 'backup',
+      afterJoin: AFTER_JOIN_MIX[between(0, AFTER_JOIN_MIX.length)],
+      afterJoinMs: between(100, 1500),
+      joinStalls: Array.from({ length: between(0, 3) }, () => [between(0, 1500), between(5, 200)]),
+    } : {}),
     ...(etcd ? { etcd } : {}),
   };
 }
@@ -168,7 +189,8 @@ const report = (r) => {
   const extras = r.extras.map((x) => ` ${x.name}=${x.exit}${x.missed ? '(missed)' : ''}`).join('');
   if (r.service) {
     const s = r.service;
-    console.log(`${flag} run ${String(r.id).padStart(4)} ${s.guest} ${r.fault.padEnd(13)} at ${String(r.atMs).padStart(4)} ms +${r.stalls} stalls  exit P=${r.exit.primary} B=${r.exit.backup}  ${s.guest === 'kv' ? `acked ${s.acked}` : `answered ${s.answered}`}  outputs ${c.lines} dup ${c.duplicates} lost ${c.lost} double-live ${c.doubleLive}${r.failoverMs === undefined ? '' : `  first answer ${r.failoverMs.toFixed(0)} ms`}${c.ok ? '' : `  ${c.errors.slice(0, 2).join('; ')}`}`);
+    const joined = s.lines.find((l) => l.startsWith('join: '));
+    console.log(`${flag} run ${String(r.id).padStart(4)} ${s.guest} ${r.fault.padEnd(13)} at ${String(r.atMs).padStart(4)} ms +${r.stalls} stalls  exit P=${r.exit.primary} B=${r.exit.backup}${r.exit.joiner ? ` J=${r.exit.joiner}` : ''}${joined ? ` (${joined.slice(6)})` : ''}  ${s.guest === 'kv' ? `acked ${s.acked}` : `answered ${s.answered}`}  outputs ${c.lines} dup ${c.duplicates} lost ${c.lost} double-live ${c.doubleLive}${r.failoverMs === undefined ? '' : `  first answer ${r.failoverMs.toFixed(0)} ms`}${c.ok ? '' : `  ${c.errors.slice(0, 2).join('; ')}`}`);
     if (c.ok && !values.keep) rmSync(r.dir, { recursive: true, force: true });
     return;
   }
@@ -233,6 +255,16 @@ const summary = {
     ackedPutsLost: sum((r) => r.check.errors.filter((e) => /^acknowledged PUT/.test(e)).length),
     appliedTwice: sum((r) => r.check.errors.filter((e) => /applied twice/.test(e)).length),
     dnsUnansweredOrWrong: sum((r) => r.check.errors.filter((e) => /: no answer after \d+ tries$|, zone says /.test(e)).length),
+    joins: {
+      runs: results.filter((r) => r.service?.join).length,
+      joined: results.filter((r) => r.service?.join?.joined).length,
+      after: results.filter((r) => r.service?.join?.joined).reduce((m, r) => ({ ...m, [r.service.join.after]: (m[r.service.join.after] ?? 0) + 1 }), {}),
+      // Joiners that went live, and the client mappings they took from the snapshot.
+      joinersLive: results.filter((r) => r.service?.join?.imported !== undefined).length,
+      inFlightAnswered: results.filter((r) => r.service?.join?.inFlightAnswered === true).length,
+      inFlightUnanswered: results.filter((r) => r.service?.join?.inFlightAnswered === false).length,
+      mappingsFromSnapshots: sum((r) => r.service?.join?.imported ?? 0),
+    },
   } : {}),
   failoverMs: failovers.length ? { p50: failovers[Math.floor(failovers.length / 2)], max: failovers.at(-1), n: failovers.length } : undefined,
 };

@@ -55,4 +55,30 @@ describe('fault runs of the service guests across processes', () => {
     expect([r.exit.primary, r.exit.backup].sort()).toEqual(['0', '3']);
     expect(Object.keys(r.claims)).toEqual(['1']);
   }, 90_000);
+
+  it('kv, re-protection under load: the backup killed, a joiner joins the primary, the primary killed: the joiner serves every client, nothing lost', async () => {
+    // in-flight: besides the load, one client PUTs once before the join, its write held on the
+    // primary's disk: only the joiner gone live can answer it, through the snapshot's NAT table.
+    const r = await runServiceOnce(spec(9104, 'kv', 'join', { joinKill: 'backup', afterJoin: 'in-flight', afterJoinMs: 300 }));
+    expect(r.check.errors).toEqual([]);
+    expect(r.check.ok).toBe(true);
+    expect(r.exit).toEqual({ primary: 'SIGKILL', backup: 'SIGKILL', joiner: '0' });
+    // The primary won generation 1 when its backup died; the joiner the next one.
+    expect(r.claims).toEqual({ 1: 'primary', 2: 'joiner' });
+    expect(r.service!.join).toMatchObject({ joined: true, after: 'in-flight', inFlightAnswered: true });
+    // The load's three clients and the one-shot spoke before the join: the snapshot brought them.
+    expect(r.service!.join!.imported).toBeGreaterThanOrEqual(4);
+    expect(r.service!.lines.join('\n')).toMatch(/in-flight PUT: answered \(status 0\) \d+ ms after the kill/);
+    expect(r.service!.lines.join('\n')).toMatch(/acknowledged writes lost: 0;.*\n.*requests applied twice: 0/);
+    expect(r.faults).toBeGreaterThanOrEqual(3);
+  }, 90_000);
+
+  it('dns, a corrupt byte in the log stream: the channel fails as cut, one node serves on, every query answered right', async () => {
+    const r = await runServiceOnce(spec(9105, 'dns', 'corrupt'));
+    expect(r.check.errors).toEqual([]);
+    expect(r.check.ok).toBe(true);
+    expect(r.struck).toBe(true);
+    expect([r.exit.primary, r.exit.backup].sort()).toEqual(['0', '3']);
+    expect(r.service!.lines[0]).toMatch(/unanswered 0, wrong 0/);
+  }, 90_000);
 });

@@ -10,6 +10,13 @@ import { FileArbiter } from '../runtime/arbiter/file.js';
 import { checkHistory } from '../runtime/faults/checker.js';
 import { readOutputLog } from '../runtime/faults/output-log.js';
 import { killAll, outputsIn, root, startFtvm as start, waitOutputs } from './helpers/cli-procs.js';
+import { createSocket } from 'node:dgram';
+import { readFileSync } from 'node:fs';
+import { decodeReply, encodeRequest, KvClient, KvOp, KvStatus } from '../runtime/clients/kv-client.js';
+import { zeroedDisk } from '../runtime/demo/dns-load.js';
+import { KV_DISK_BYTES } from '../runtime/demo/kv-load.js';
+import { FaultProxy } from '../runtime/faults/proxy.js';
+import { startNbdServer } from './nbd-server.js';
 
 // NOTE seq-long: a survivor running alone must outlive two node start-ups (the wrong-key
 // joiner, then the real one); plain seq now ends about 0.5 s after going alone.
@@ -84,4 +91,78 @@ describe('re-protection across processes', () => {
     // Every process released some of them.
     for (const n of ['primary', 'backup', 'joiner']) expect(history.some((o) => o.node === n)).toBe(true);
   }, 150_000);
+
+  it('kv: a PUT in flight across the join is answered by the joiner gone live, to a client that asked once, before the join', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'ftvm-reprotect-nat-'));
+    dirs.push(d);
+    writeFileSync(join(d, 'key'), 'ab'.repeat(32));
+    const kv = join(root, 'guests/kv/kv.elf');
+    const image = join(d, 'kv.img');
+    zeroedDisk(image, KV_DISK_BYTES);
+    const nbd = await startNbdServer(d, image, 'kv');
+    // The primary reaches the export through a proxy this test can stall: a write it issues
+    // then stays in flight, with no completion in any log, while the backup joins.
+    const toDisk = await FaultProxy.start('127.0.0.1', nbd.port);
+    const client = createSocket('udp4');
+    try {
+      const common = (out: string): string[] => ['--key-file', join(d, 'key'), '--arbiter', `file:${d}`, '--pair-id', 'nat', '--suspect-ms', SUSPECT_MS, '--outputs', join(d, out)];
+      const p = start(['primary', kv, '--listen', '127.0.0.1:0', '--net', 'udp:127.0.0.1:0:7000', '--disk', `nbd://127.0.0.1:${toDisk.port}/kv`, ...common('p.jsonl')]);
+      const port = Number((await p.waitErr(/primary forwarding udp 127\.0\.0\.1:(\d+) -> guest port 7000/))[1]);
+      const listen = (await p.waitErr(/primary listening 127\.0\.0\.1:(\d+)/))[1];
+      const service = ['--net', `udp:127.0.0.1:${port}:7000`, '--disk', `nbd://127.0.0.1:${nbd.port}/kv`];
+      const b = start(['backup', kv, '--connect', `127.0.0.1:${listen}`, ...service, ...common('b.jsonl')]);
+      await p.waitErr(/primary state \{"protected"/);
+      const probe = new KvClient({ servers: [{ host: '127.0.0.1', port }], timeoutMs: 200, maxTimeoutMs: 400, attemptsPerServer: 40 });
+      try {
+        expect((await probe.request(KvOp.Put, Buffer.from('before'), Buffer.from('the join'))).status).toBe(KvStatus.Ok);
+      } finally {
+        probe.close();
+      }
+      // The primary loses its backup and serves alone, open to a joiner.
+      b.child.kill('SIGKILL');
+      await p.waitErr(/primary alone: a new backup may join on port \d+ \(generation 2\)/);
+
+      // One PUT, sent once: the guest takes it and writes its log record, which the stalled
+      // disk never completes. Alone, the primary releases the write at once: its --outputs say
+      // the guest has the request, so the frame that named this client is before the join.
+      toDisk.stall(120_000);
+      const replies: Buffer[] = [];
+      client.on('message', (m) => replies.push(m));
+      await new Promise<void>((r) => client.bind(0, '127.0.0.1', () => r()));
+      const key = Buffer.from('in-flight');
+      client.send(encodeRequest({ op: KvOp.Put, clientId: 0x5eed, requestId: 1, key, value: Buffer.from('across the join') }), port, '127.0.0.1');
+      const written = (): boolean => readOutputLog(join(d, 'p.jsonl')).some((o) => o.output.kind === 'disk-write' && Buffer.from(o.output.data).includes(key));
+      const t0 = Date.now();
+      while (!written() && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 20));
+      expect(written()).toBe(true);
+
+      const j = start(['backup', kv, '--join', `127.0.0.1:${listen}`, '--name', 'joiner', ...service, ...common('j.jsonl')]);
+      await p.waitErr(/primary re-protected: join to protected in/);
+      expect(replies).toEqual([]);
+      // The primary dies with the write in flight; the joiner goes live, writes again and answers.
+      p.child.kill('SIGKILL');
+      await j.waitErr(/joiner arbiter won generation 2: live without a backup/);
+      const t1 = Date.now();
+      while (replies.length === 0 && Date.now() - t1 < 20_000) await new Promise((r) => setTimeout(r, 20));
+      expect(replies.length, j.err()).toBeGreaterThan(0);
+      expect(decodeReply(replies[0]!)).toMatchObject({ op: KvOp.Put, status: KvStatus.Ok, clientId: 0x5eed, requestId: 1 });
+      await j.waitErr(/backup knew \d+ client mappings from the log and [1-9]\d* from the join snapshot/);
+      expect(j.err()).not.toMatch(/UDP to an unmapped port|NAT table is unusable/);
+      const reader = new KvClient({ servers: [{ host: '127.0.0.1', port }], timeoutMs: 200, maxTimeoutMs: 400, attemptsPerServer: 40 });
+      try {
+        expect((await reader.get('in-flight'))?.toString()).toBe('across the join');
+        expect((await reader.get('before'))?.toString()).toBe('the join');
+      } finally {
+        reader.close();
+      }
+      j.child.kill('SIGTERM');
+      expect(await j.exit).toBe('0');
+      expect(j.err()).not.toMatch(/UDP to an unmapped port/);
+      expect(readFileSync(image).includes(key)).toBe(true);
+    } finally {
+      client.close();
+      await toDisk.close();
+      await nbd.stop();
+    }
+  }, 120_000);
 });

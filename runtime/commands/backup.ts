@@ -137,7 +137,7 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
             for (const line of lines) note(`backup ${line}`);
             guarded(guardMovedPorts(values['on-live'], io));
             // Replies re-issued at go-live reach the clients the old primary mapped (deferred-net.ts).
-            if (deferred.net) note(`backup knew ${deferred.net.nat.learned} client mappings from the log; sent ${deferred.net.sentAfterOpen} replies held until the ports were bound`);
+            if (deferred.net) note(`backup knew ${deferred.net.nat.learned} client mappings from the log${deferred.net.nat.imported > 0 ? ` and ${deferred.net.nat.imported} from the join snapshot` : ''}; sent ${deferred.net.sentAfterOpen} replies held until the ports were bound`);
           },
           (e: Error) => note(`backup cannot take over its backends: ${e.message}`),
         );

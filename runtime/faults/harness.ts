@@ -22,6 +22,7 @@ import type { EtcdServer } from './etcd-server.js';
 import { runNbdRestart } from './nbd-restart.js';
 import { readOutputLog } from './output-log.js';
 import { FaultProxy } from './proxy.js';
+import type { ServiceFault } from './service-run.js';
 
 export const FAILURE_FAULTS = ['none', 'kill-primary', 'kill-backup', 'cut', 'corrupt', 'arbiter-down'] as const;
 export const OPERATOR_FAULTS = [
@@ -87,7 +88,7 @@ export interface ExtraBackup {
 
 export interface RunResult {
   id: number;
-  fault: MainFault;
+  fault: MainFault | ServiceFault;
   atMs: number;
   stalls: number;
   /** The pair instance id the primary printed. */
@@ -98,7 +99,8 @@ export interface RunResult {
   faults: number;
   /** The main fault landed (happened while the pair ran). */
   struck: boolean;
-  exit: { primary: string; backup: string };
+  /** Exit codes or signals; `joiner` for a service run's `backup --join` (service-run.ts). */
+  exit: { primary: string; backup: string; joiner?: string };
   hung: boolean;
   /** Kill -> first console byte from the backup gone live. */
   failoverMs: number | undefined;
@@ -108,7 +110,11 @@ export interface RunResult {
   claims: Record<number, string>;
   extras: ExtraBackup[];
   /** A service guest's run (service-run.ts): what its clients' checker found. */
-  service?: { guest: 'dns' | 'kv'; lines: string[]; acked: number | undefined; answered: number };
+  service?: {
+    guest: 'dns' | 'kv'; lines: string[]; acked: number | undefined; answered: number;
+    /** A 'join' run: whether the joiner caught up, what struck after, the mappings it took from the snapshot. */
+    join?: { joined: boolean; after: string | undefined; imported: number | undefined; inFlightAnswered?: boolean };
+  };
   /** 'rerun': the earlier run on the same key and arbiter. */
   previous?: { pairId: string | undefined; ok: boolean; claims: Record<number, string>; errors: string[] };
 }

@@ -8,6 +8,8 @@ export class FaultProxy {
   private readonly pairs: { client: Socket; upstream: Socket }[] = [];
   private stalledUntil = 0;
   private corruptNext = false;
+  /** Stall once a chunk from the client carries these bytes (holdWhen). */
+  private hold: { pattern: Buffer; ms: number } | undefined;
   /** Bytes forwarded primary -> backup and back. */
   readonly bytes = { down: 0, up: 0 };
 
@@ -34,8 +36,14 @@ export class FaultProxy {
     upstream.on('error', kill);
     client.on('close', kill);
     upstream.on('close', kill);
-    // Backup -> primary (acks).
-    client.on('data', (d: Buffer) => this.forward(upstream, d, 'up'));
+    // Backup -> primary (acks); or a disk client's requests when this proxies a disk.
+    client.on('data', (d: Buffer) => {
+      if (this.hold && d.includes(this.hold.pattern)) {
+        this.stall(this.hold.ms);
+        this.hold = undefined;
+      }
+      this.forward(upstream, d, 'up');
+    });
     // Primary -> backup (log frames): the direction faults corrupt.
     upstream.on('data', (d: Buffer) => {
       if (this.corruptNext && d.length > 0) {
@@ -48,6 +56,16 @@ export class FaultProxy {
   }
 
   private readonly queued = new Map<Socket, Buffer[]>();
+  /** Releases of stalled bytes still due: a closed proxy cancels them (a long stall must not keep the process). */
+  private readonly releases = new Set<NodeJS.Timeout>();
+
+  private later(fn: () => void, ms: number): void {
+    const t = setTimeout(() => {
+      this.releases.delete(t);
+      fn();
+    }, ms);
+    this.releases.add(t);
+  }
 
   private forward(to: Socket, d: Buffer, dir: 'up' | 'down'): void {
     this.bytes[dir] += d.length;
@@ -66,14 +84,14 @@ export class FaultProxy {
     const release = (): void => {
       const left = this.stalledUntil - Date.now();
       if (left > 0) {
-        setTimeout(release, left);
+        this.later(release, left);
         return;
       }
       const all = this.queued.get(to) ?? [];
       this.queued.delete(to);
       if (!to.destroyed) to.write(Buffer.concat(all));
     };
-    setTimeout(release, wait);
+    this.later(release, wait);
   }
 
   /** Drop every connection at once (both directions), as a broken link would. */
@@ -89,12 +107,23 @@ export class FaultProxy {
     this.stalledUntil = Math.max(this.stalledUntil, Date.now() + ms);
   }
 
+  /**
+   * Hold all traffic for `ms` from the first chunk from the client that carries `pattern` (that
+   * chunk included): e.g. one disk write, with the writes before it through. A pattern split
+   * across two chunks is not seen.
+   */
+  holdWhen(pattern: Buffer, ms: number): void {
+    this.hold = { pattern, ms };
+  }
+
   /** Flip one bit in the next chunk from the primary to the backup. */
   corrupt(): void {
     this.corruptNext = true;
   }
 
   async close(): Promise<void> {
+    for (const t of this.releases) clearTimeout(t);
+    this.releases.clear();
     this.cut();
     await new Promise<void>((r) => this.server.close(() => r()));
   }

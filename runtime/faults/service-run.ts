@@ -1,21 +1,24 @@
 // One fault-injection run of a service guest across processes (issue 13, DESIGN §6): the dns
 // or the kv guest as `ftvm primary` and `ftvm backup` with a shared disk (a file, or an NBD
 // export of the Debian nbd-server) and a UDP forward, joined through a FaultProxy, under a
-// client load through the service port; a seeded fault (kill -9 of either node, a cut, stalls,
-// the arbiter away around a failover, nbd-server restarted); then the load reads back what it
-// was told, the live node is stopped with SIGTERM, and the checkers judge:
+// client load through the service port; a seeded fault (kill -9 of either node, a cut, a
+// corrupt byte on the channel, stalls, the arbiter away around a failover, nbd-server
+// restarted, or re-protection: one node killed, a new `ftvm backup --join` joining the
+// survivor while it serves, then a fault after the join); then the load reads back what it
+// was told, the live nodes are stopped with SIGTERM, and the checkers judge:
 // - dns: every query answered, as the zone says (checkDns);
 // - kv: every acknowledged PUT reads back and is in the log on the disk; no request applied
 //   twice (checkKv);
 // - the outputs the nodes released: one execution, no split brain, none lost (checkOutputs).
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createSocket, type Socket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { KvClient, KvOp, KvStatus } from '../clients/kv-client.js';
+import { decodeReply, encodeRequest, KvClient, KvOp, KvStatus, type KvReply } from '../clients/kv-client.js';
 import { checkDns, DnsLoad, parseZone, zeroedDisk } from '../demo/dns-load.js';
 import { checkKv, KV_DISK_BYTES, KvLoad, readWal } from '../demo/kv-load.js';
 import { checkOutputs, type CheckResult } from './checker.js';
@@ -25,8 +28,17 @@ import { readOutputLog } from './output-log.js';
 import { FaultProxy } from './proxy.js';
 import { harnessFailure, readClaims, type RunResult } from './harness.js';
 
-export const SERVICE_FAULTS = ['none', 'kill-primary', 'kill-backup', 'cut', 'arbiter-down', 'nbd-restart'] as const;
+export const SERVICE_FAULTS = ['none', 'kill-primary', 'kill-backup', 'cut', 'corrupt', 'arbiter-down', 'nbd-restart', 'join'] as const;
 export type ServiceFault = (typeof SERVICE_FAULTS)[number];
+/**
+ * What strikes after a join: the survivor killed (the joiner goes live and must answer the
+ * clients from before the join: the NAT table came with the snapshot), the joiner killed, its
+ * channel corrupted or cut, or nothing. 'in-flight' (kv): the primary's disk stalls before the
+ * join, one client sends one PUT and never again, a joiner joins, the primary is killed: only
+ * the joiner can answer that client, through the mapping its snapshot brought.
+ */
+export const AFTER_JOIN_FAULTS = ['kill-live', 'kill-joiner', 'corrupt', 'cut', 'none', 'in-flight'] as const;
+export type AfterJoinFault = (typeof AFTER_JOIN_FAULTS)[number];
 export type ServiceGuest = 'dns' | 'kv';
 
 export interface ServiceSpec {
@@ -46,6 +58,13 @@ export interface ServiceSpec {
   arbiterDownMs?: number;
   nbdDownMs?: number;
   suspectMs?: number;
+  /** 'join': the node killed first (the other one takes the joiner), and what follows the join. */
+  joinKill?: 'primary' | 'backup';
+  afterJoin?: AfterJoinFault;
+  /** 'join': when the after-join fault strikes, ms after the survivor is protected again. */
+  afterJoinMs?: number;
+  /** 'join': stalls of the joiner's channel, [ms after protected again, duration]. */
+  joinStalls?: Array<[number, number]>;
   /** How long the load goes on after the fault (at least; until it got answers again). */
   afterMs?: number;
   timeoutMs?: number;
@@ -131,6 +150,12 @@ class NbdDaemon {
 
 const GUEST_PORT: Record<ServiceGuest, number> = { dns: 53, kv: 7000 };
 
+/** The mappings a joiner gone live took from the join snapshot, as it says at go-live. */
+function imported(c: Child | undefined): number | undefined {
+  const m = c?.stderr.map((l) => /client mappings from the log(?: and (\d+) from the join snapshot)?/.exec(l)).find(Boolean);
+  return m ? Number(m[1] ?? 0) : undefined;
+}
+
 export async function runServiceOnce(spec: ServiceSpec): Promise<RunResult> {
   const t0 = performance.now();
   try {
@@ -147,19 +172,25 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
   const image = join(spec.dir, `${spec.service}.img`);
   if (spec.service === 'dns') copyFileSync(join(spec.guestsDir, 'dns', 'zone.img'), image);
   else zeroedDisk(image, KV_DISK_BYTES);
-  const nbd = spec.nbd || spec.fault === 'nbd-restart' ? new NbdDaemon(spec.dir, image, await freePort()) : undefined;
+  const inFlight = spec.fault === 'join' && spec.afterJoin === 'in-flight';
+  if (inFlight && spec.service !== 'kv') throw new Error('in-flight is a kv fault (a PUT waits for its disk write)');
+  const nbd = spec.nbd || spec.fault === 'nbd-restart' || inFlight ? new NbdDaemon(spec.dir, image, await freePort()) : undefined;
   await nbd?.start();
   const diskSpec = nbd ? `nbd://127.0.0.1:${nbd.port}/disk` : `file:${image}`;
+  // 'in-flight': the primary reaches the export through a proxy that can hold its writes.
+  const diskProxy = inFlight ? await FaultProxy.start('127.0.0.1', nbd!.port) : undefined;
+  const primaryDisk = ['--disk', diskProxy ? `nbd://127.0.0.1:${diskProxy.port}/disk` : diskSpec];
+  const disk = ['--disk', diskSpec];
 
   const arbiterDir = join(spec.dir, 'arbiter');
   mkdirSync(arbiterDir, { recursive: true });
   const keyFile = join(spec.dir, 'key');
   writeFileSync(keyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
   const arbiter = spec.etcd ? `etcd:${spec.etcd.endpoint}` : `file:${arbiterDir}`;
-  const common = ['--key-file', keyFile, '--arbiter', arbiter, '--disk', diskSpec, ...(spec.suspectMs ? ['--suspect-ms', String(spec.suspectMs)] : [])];
+  const common = ['--key-file', keyFile, '--arbiter', arbiter, ...(spec.suspectMs ? ['--suspect-ms', String(spec.suspectMs)] : [])];
   const outputs = (node: string): string => join(spec.dir, `${node}.jsonl`);
 
-  const primary = start(spec.cli, ['primary', elf, '--listen', '127.0.0.1:0', '--net', `udp:127.0.0.1:0:${guestPort}`, '--outputs', outputs('primary'), ...common]);
+  const primary = start(spec.cli, ['primary', elf, '--listen', '127.0.0.1:0', '--net', `udp:127.0.0.1:0:${guestPort}`, '--outputs', outputs('primary'), ...primaryDisk, ...common]);
   const fwd = await waitFor(primary, / primary forwarding udp 127\.0\.0\.1:(\d+) -> guest port/, 20_000);
   const listening = await waitFor(primary, / primary listening [^ ]+:(\d+) pair (\S+)/, 20_000);
   if (!fwd || !listening) {
@@ -171,7 +202,9 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
   const port = Number(fwd[1]);
   const pairId = listening[2];
   const proxy = await FaultProxy.start('127.0.0.1', Number(listening[1]));
-  const backup = start(spec.cli, ['backup', elf, '--connect', `127.0.0.1:${proxy.port}`, '--net', `udp:127.0.0.1:${port}:${guestPort}`, '--outputs', outputs('backup'), ...common]);
+  const forward = ['--net', `udp:127.0.0.1:${port}:${guestPort}`];
+  // A backup that may go live before a join listens for the joiner, as `ftvm backup --listen` does.
+  const backup = start(spec.cli, ['backup', elf, '--connect', `127.0.0.1:${proxy.port}`, ...forward, ...disk, '--outputs', outputs('backup'), ...(spec.fault === 'join' ? ['--listen', '127.0.0.1:0'] : []), ...common]);
   if (!(await waitFor(primary, / primary backup attached /, 20_000))) errors.push('the backup never attached');
   const attachedAt = performance.now();
 
@@ -183,26 +216,109 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
   let killedAt: number | undefined;
   let faultAt: number | undefined;
   let stalls = 0;
+  /** 'join': the new backup, the proxy its channel runs through, and how far the join got. */
+  let joiner: Child | undefined;
+  let joinProxy: FaultProxy | undefined;
+  const joinRun: { first?: string; survivor?: string; joinedMs?: number; after?: AfterJoinFault; afterStruck: boolean; missed?: string } = { afterStruck: false };
+  /** 'in-flight': the client that asks once, before the join, and what it got. */
+  let oneShot: { socket: Socket; key: Buffer; value: Buffer; replies: KvReply[]; sent: boolean; answeredAt?: number } | undefined;
   const timers: NodeJS.Timeout[] = [];
   const pending: Promise<unknown>[] = [];
   const at = (ms: number, fn: () => void | Promise<void>): void => {
     timers.push(setTimeout(() => pending.push(Promise.resolve(fn())), Math.max(0, ms - (performance.now() - attachedAt))));
   };
-  const kill = (c: Child, node: string): void => {
-    if (!alive(c)) return;
+  /** kill -9; `serving`: the node the clients reach now (the first answer after it is the failover's). */
+  const kill = (c: Child, node: string, serving = node === 'primary'): boolean => {
+    if (!alive(c)) return false;
     struck = true;
     killed.add(node);
-    if (node === 'primary') killedAt = performance.now();
+    if (serving) killedAt = performance.now();
     c.proc.kill('SIGKILL');
+    return true;
+  };
+  /**
+   * Re-protection under load (DESIGN §3): one node killed, the survivor (alone, serving) takes
+   * a new `ftvm backup --join` through its own fault proxy, then the after-join fault.
+   */
+  /**
+   * 'in-flight': one PUT from a client of its own, sent once; the primary's disk holds the
+   * write that carries its key (the load's writes before it go through), so the guest waits
+   * for it. The primary (alone) releases the write at once, so its --outputs show that the
+   * guest has the request: the frame naming this client is before the join, in no log the
+   * joiner will replay.
+   */
+  const putInFlight = async (): Promise<boolean> => {
+    const socket = createSocket('udp4');
+    const o: NonNullable<typeof oneShot> = { socket, key: Buffer.from(`in-flight-${spec.id}`), value: Buffer.from(`asked once, before the join (run ${spec.id})`), replies: [], sent: false };
+    oneShot = o;
+    diskProxy!.holdWhen(o.key, 120_000);
+    socket.on('message', (m) => {
+      const r = decodeReply(m);
+      if (!r) return;
+      o.replies.push(r);
+      o.answeredAt ??= performance.now();
+    });
+    await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
+    socket.send(encodeRequest({ op: KvOp.Put, clientId: 0x1f00_0000 + spec.id, requestId: 1, key: o.key, value: o.value }), port, '127.0.0.1');
+    o.sent = true;
+    const t = Date.now();
+    const written = (): boolean => readOutputLog(outputs('primary')).some((x) => x.output.kind === 'disk-write' && Buffer.from(x.output.data).includes(o.key));
+    while (!written() && alive(primary) && Date.now() - t < 10_000) await sleep(20);
+    // Answered already (the key's bytes split across two chunks, the write went through): the
+    // run goes on as kill-live, and the check below does not apply.
+    if (written() || o.replies.length > 0) return true;
+    if (alive(primary)) errors.push('in-flight: the guest never wrote the PUT sent before the join');
+    joinRun.missed = alive(primary) ? 'PUT not written' : 'the primary exited';
+    return false;
+  };
+  const joinThenFault = async (): Promise<void> => {
+    // 'in-flight' needs the primary alive: its disk is the one that holds the write.
+    const first = inFlight ? 'backup' : spec.joinKill ?? 'backup';
+    const [victim, survivor, name]: [Child, Child, string] = first === 'primary' ? [primary, backup, 'backup'] : [backup, primary, 'primary'];
+    joinRun.first = first;
+    joinRun.survivor = name;
+    if (!kill(victim, first)) return;
+    const offer = await waitFor(survivor, new RegExp(` ${name} alone: a new backup may join on port (\\d+) \\(generation \\d+\\)`), 20_000);
+    if (!offer) {
+      // The survivor halted (it had lost the arbiter in a stall: a double failure) or never got there.
+      if (alive(survivor)) errors.push(`the ${name} never offered a join after the ${first} was killed`);
+      joinRun.missed = alive(survivor) ? 'no offer' : `the ${name} exited`;
+      return;
+    }
+    if (inFlight && !(await putInFlight())) return;
+    joinProxy = await FaultProxy.start('127.0.0.1', Number(offer[1]));
+    const t = performance.now();
+    joiner = start(spec.cli, ['backup', elf, '--join', `127.0.0.1:${joinProxy.port}`, '--name', 'joiner', ...forward, ...disk, '--outputs', outputs('joiner'), ...common]);
+    const protectedAgain = await waitFor(survivor, new RegExp(` ${name} re-protected: join to protected in`), 30_000);
+    if (!protectedAgain) {
+      if (alive(survivor)) errors.push(`the joiner never caught up with the ${name}`);
+      joinRun.missed = alive(survivor) ? 'not caught up' : `the ${name} exited`;
+      return;
+    }
+    joinRun.joinedMs = performance.now() - t;
+    const jp = joinProxy;
+    for (const [s, ms] of spec.joinStalls ?? []) timers.push(setTimeout(() => { stalls++; jp.stall(ms); }, s));
+    await sleep(spec.afterJoinMs ?? 500);
+    joinRun.after = spec.afterJoin ?? 'none';
+    switch (joinRun.after) {
+      case 'kill-live': case 'in-flight': joinRun.afterStruck = kill(survivor, name, true); break;
+      case 'kill-joiner': joinRun.afterStruck = kill(joiner, 'joiner', false); break;
+      case 'corrupt': joinRun.afterStruck = true; jp.corrupt(); break;
+      case 'cut': joinRun.afterStruck = true; jp.cut(); break;
+      case 'none': break;
+    }
   };
   for (const [s, ms] of spec.stalls) at(s, () => { stalls++; proxy.stall(ms); });
   at(spec.atMs, async () => {
     faultAt = performance.now();
     switch (spec.fault) {
       case 'none': return;
-      case 'kill-primary': return kill(primary, 'primary');
-      case 'kill-backup': return kill(backup, 'backup');
+      case 'kill-primary': kill(primary, 'primary'); return;
+      case 'kill-backup': kill(backup, 'backup'); return;
       case 'cut': struck = true; proxy.cut(); return;
+      // A flipped bit in the log stream: TLS rejects the record, the channel fails as a cut.
+      case 'corrupt': struck = true; proxy.corrupt(); return;
+      case 'join': return joinThenFault();
       case 'arbiter-down': {
         if (spec.etcd) await spec.etcd.kill();
         else renameSync(arbiterDir, `${arbiterDir}.away`);
@@ -233,6 +349,21 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
   await Promise.all(pending);
   await load.stop();
   const outage = load.answered < answeredAtFault + 20;
+  // 'in-flight': the one-shot client never asks again; only the joiner gone live can answer it.
+  const inFlightLines: string[] = [];
+  // Held across the join: sent before it, the primary killed after it, no answer before the kill.
+  const heldAcrossJoin = oneShot?.sent === true && joinRun.afterStruck && !(oneShot.answeredAt !== undefined && killedAt !== undefined && oneShot.answeredAt < killedAt);
+  if (oneShot?.sent && joinRun.afterStruck && !heldAcrossJoin) inFlightLines.push('in-flight PUT: answered before the kill (its write was not held): not checked');
+  if (oneShot && heldAcrossJoin) {
+    const t = performance.now();
+    while (oneShot.replies.length === 0 && performance.now() - t < 10_000) await sleep(20);
+    const r = oneShot.replies[0];
+    if (!r) errors.push('in-flight: the PUT sent once, before the join, got no answer from the joiner gone live');
+    else if (r.status !== KvStatus.Ok || r.requestId !== 1) errors.push(`in-flight: the PUT sent before the join was answered with status ${r.status}, request ${r.requestId}`);
+    const after = r && killedAt !== undefined && oneShot.answeredAt !== undefined ? ` ${(oneShot.answeredAt - killedAt).toFixed(0)} ms after the kill` : '';
+    inFlightLines.push(`in-flight PUT: ${r ? `answered (status ${r.status})${after}` : 'no answer'}`);
+  }
+  oneShot?.socket.close();
 
   // kv: every acknowledged key read back from whichever node serves now.
   const readBack = new Map<string, string | undefined>();
@@ -243,6 +374,10 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
         const r = await reader.request(KvOp.Get, Buffer.from(key)).catch(() => undefined);
         readBack.set(key, r?.status === KvStatus.Ok ? r.value.toString() : undefined);
       }
+      if (oneShot?.replies[0]?.status === KvStatus.Ok) {
+        const r = await reader.request(KvOp.Get, oneShot.key).catch(() => undefined);
+        if (r?.status !== KvStatus.Ok || !r.value.equals(oneShot.value)) errors.push(`in-flight: the acknowledged PUT sent before the join reads back as ${r ? `status ${r.status} '${r.value.toString()}'` : 'no answer'}`);
+      }
     } finally {
       reader.close();
     }
@@ -250,28 +385,32 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
 
   // A clean stop of whatever still runs (DESIGN: SIGTERM stops the guest, flushes the disk).
   const stopping = performance.now();
-  for (const c of [primary, backup]) if (alive(c)) c.proc.kill('SIGTERM');
+  const nodes: Array<[string, Child]> = [['primary', primary], ['backup', backup], ...(joiner ? [['joiner', joiner] as [string, Child]] : [])];
+  for (const [, c] of nodes) if (alive(c)) c.proc.kill('SIGTERM');
   let hung = false;
   const guard = setTimeout(() => {
     hung = true;
-    primary.proc.kill('SIGKILL');
-    backup.proc.kill('SIGKILL');
+    for (const [, c] of nodes) c.proc.kill('SIGKILL');
   }, 20_000);
-  const [pExit, bExit] = await Promise.all([primary.exited, backup.exited]);
+  const exits = await Promise.all(nodes.map(([, c]) => c.exited));
+  const [pExit, bExit] = exits as [string, string];
+  const jExit = joiner ? exits[2] : undefined;
   clearTimeout(guard);
   await proxy.close();
+  await joinProxy?.close();
+  await diskProxy?.close();
   if (spec.etcd && !spec.etcd.running) await spec.etcd.restart();
   if (!existsSync(arbiterDir) && existsSync(`${arbiterDir}.away`)) renameSync(`${arbiterDir}.away`, arbiterDir);
   await nbd?.stop();
   if (hung) errors.push(`hung: a node did not exit ${((performance.now() - stopping) / 1000).toFixed(0)} s after SIGTERM`);
 
   const claims = await readClaims(spec.etcd, arbiterDir, pairId);
-  const check: CheckResult = checkOutputs([...readOutputLog(outputs('primary')), ...readOutputLog(outputs('backup'))], claims);
+  const check: CheckResult = checkOutputs(nodes.flatMap(([n]) => readOutputLog(outputs(n))), claims);
   // No service after the fault is excused only as a double failure (as judgeOutage does for
   // the seq guest): every node the harness did not kill halted having lost the arbiter to one
   // it then killed. The replica the fault struck was alone: nothing was left to fail over to.
   const killedHolds = [...claims.values()].some((holder) => killed.has(holder));
-  const unprotected = outage && killed.size > 0 && [['primary', pExit], ['backup', bExit]].every(([node, code]) => killed.has(node!) || (code === '3' && killedHolds));
+  const unprotected = outage && killed.size > 0 && nodes.every(([node], i) => killed.has(node) || (exits[i] === '3' && killedHolds));
   if (outage && !unprotected) errors.push(`outage: ${load.answered - answeredAtFault} requests answered after the ${spec.fault} fault`);
   let service: { errors: string[]; lines: string[] };
   if (load instanceof KvLoad) {
@@ -293,17 +432,35 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
   // The NBD client says when its server went away and came back (issue 11: the backend says so).
   if (spec.fault === 'nbd-restart' && struck && ![...primary.stderr, ...backup.stderr].some((l) => /nbd .*reconnected/.test(l))) check.errors.push('no "nbd ... reconnected" line from the live node');
   // Replay is deterministic by construction: a divergence is a bug.
-  for (const [node, code, c] of [['primary', pExit, primary], ['backup', bExit, backup]] as const) {
+  nodes.forEach(([node, c], i) => {
+    const code = exits[i]!;
     if (code === '4' && c.stderr.some((l) => /diverge/.test(l))) check.errors.push(`${node} diverged`);
     // Not killed: it ended by SIGTERM (0, or 6 with unreleased outputs said), or halted having lost the arbiter (3).
-    if (!killed.has(node) && !['0', '3', '6'].includes(code)) check.errors.push(`${node} exited ${code}`);
-  }
+    // A SIGTERM that came as the node was already exiting, its run over (its stats line out,
+    // e.g. having just lost the arbiter), meets no handler any more: as harness.ts says, the
+    // default action ends it, with nothing left to release.
+    const over = code === 'SIGTERM' && c.stderr.some((l) => / (primary|backup) stats /.test(l));
+    if (!killed.has(node) && !over && !['0', '3', '6'].includes(code)) check.errors.push(`${node} exited ${code}`);
+    // Every reply finds its client: a backup learns the table from the log, a joiner gets the
+    // rest with the snapshot (ft/snapshot-wire.ts).
+    const unmapped = c.stderr.find((l) => /UDP to an unmapped port/.test(l));
+    if (unmapped) check.errors.push(`${node} dropped replies to clients it did not know: ${unmapped.replace(/^.*\] /, '')}`);
+    if (c.stderr.some((l) => /NAT table is unusable/.test(l))) check.errors.push(`${node} could not read the join snapshot's NAT table`);
+  });
+  if (spec.fault === 'join' && joinRun.missed === undefined && joinRun.joinedMs === undefined) check.errors.push('the join never happened');
   check.ok = check.errors.length === 0;
   const firstAnswerAfterKill = killedAt === undefined ? undefined : load.answerTimes.find((t) => t > killedAt!);
+  if (spec.fault === 'join') {
+    service.lines.push(`join: ${joinRun.first ?? 'nothing'} killed, ${joinRun.joinedMs === undefined ? `no join (${joinRun.missed ?? 'the run ended'})` : `joined the ${joinRun.survivor} in ${joinRun.joinedMs.toFixed(0)} ms, then ${joinRun.after}`}`);
+    const mappings = joiner?.stderr.find((l) => /backup knew \d+ client mappings/.test(l));
+    if (mappings) service.lines.push(`joiner: ${mappings.replace(/^.*\] /, '')}`);
+    service.lines.push(...inFlightLines);
+  }
   writeFileSync(join(spec.dir, 'stderr.txt'), [
     ...service.lines.map((l) => `C ${l}`), ...primary.stderr.map((l) => `P ${l}`), ...backup.stderr.map((l) => `B ${l}`),
+    ...(joiner?.stderr ?? []).map((l) => `J ${l}`),
   ].join('\n') + '\n');
-  const backupLive = backup.stderr.some((l) => /live at icount/.test(l));
+  const wentLive = nodes.filter(([n, c]) => n !== 'primary' && c.stderr.some((l) => /live at icount/.test(l))).length;
   return {
     id: spec.id,
     fault: spec.fault,
@@ -311,18 +468,26 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
     stalls: spec.stalls.length,
     pairId,
     unprotected,
-    faults: stalls + (struck ? 1 : 0),
+    faults: stalls + (struck ? 1 : 0) + (joinRun.afterStruck ? 1 : 0),
     struck,
-    exit: { primary: pExit, backup: bExit },
+    exit: { primary: pExit, backup: bExit, ...(jExit === undefined ? {} : { joiner: jExit }) },
     hung,
     // Kill -> the first answer the clients got after it (from the new primary, or the old one on the same host in the first ms).
     failoverMs: firstAnswerAfterKill === undefined || killedAt === undefined ? undefined : firstAnswerAfterKill - killedAt,
-    failovers: backupLive ? 1 : 0,
+    failovers: wentLive,
     durationMs: performance.now() - t0,
     check,
     claims: Object.fromEntries(claims),
     extras: [],
-    service: { guest: spec.service, lines: service.lines, acked: load instanceof KvLoad ? load.acked.size : undefined, answered: load.answered },
+    service: {
+      guest: spec.service, lines: service.lines, acked: load instanceof KvLoad ? load.acked.size : undefined, answered: load.answered,
+      ...(spec.fault === 'join' ? {
+        join: {
+          joined: joinRun.joinedMs !== undefined, after: joinRun.after, imported: imported(joiner),
+          ...(oneShot && heldAcrossJoin ? { inFlightAnswered: oneShot.replies.length > 0 } : {}),
+        },
+      } : {}),
+    },
   };
 }
 

@@ -14,7 +14,7 @@ import type { NumberedOutput } from './output-gate.js';
 import { PrimaryNode, type NodeEvent } from './primary-node.js';
 import { watchPeer } from './suspicion.js';
 import { withTiming, type FtTiming } from './timing.js';
-import { unpackSnapshot } from './snapshot-wire.js';
+import { restoreJoinSnapshot } from './snapshot-wire.js';
 import type { DiskBackend, NetBackend } from '../io/backend.js';
 
 export interface BackupNodeOptions {
@@ -272,7 +272,8 @@ export class BackupNode {
       if (this.stopped) return;
       if (!this.loaded) {
         if (e.type !== 'snapshot') return this.diverge(new DivergenceError(e.seq, e.icount, 'a snapshot to join from', e.type));
-        this.machine.restore(unpackSnapshot(e.data));
+        // The snapshot brings the primary's NAT table too: its clients from before the join.
+        restoreJoinSnapshot(this.machine, e.data, this.opts.io?.net);
         this.loaded = true;
         this.awaitingOutputBase = true;
         this.actor.send({ type: 'snapshot.loaded' });

@@ -1,6 +1,6 @@
 import { randomInt } from 'node:crypto';
 import type { NetBackend } from './backend.js';
-import { UdpNat, UdpNet, type UdpForward } from './net-udp.js';
+import { UdpNat, UdpNet, type NatTable, type UdpForward } from './net-udp.js';
 
 const FIRST_RETRY_MS = 50;
 // Short: at go-live the --on-live hook may be adding the address right now.
@@ -25,8 +25,8 @@ export interface DeferredNetOptions {
  * its client (frames.ts): `learn`, called for each frame the replay delivers, rebuilds the table
  * the guest's replies need, and the frames the guest sends before the ports are bound (the
  * replies go-live re-issues) are held and sent once they are (DESIGN §3 Duplicate outputs).
- * NOTE a backup that joined from a snapshot learns only the frames after it: a reply still
- * owed to a client from before is dropped ("UDP to an unmapped port") and the client retries.
+ * A backup that joined from a snapshot sees only the frames after it: the snapshot brings the
+ * primary's table for the clients from before (`adoptNat`, ft/snapshot-wire.ts).
  */
 export class DeferredNet implements NetBackend {
   onFrame: ((frame: Uint8Array) => void) | undefined;
@@ -55,6 +55,19 @@ export class DeferredNet implements NetBackend {
   /** A frame the guest received (replayed from the log, or live): learn its client's mapping. */
   learn(frame: Uint8Array): void {
     if (!this.net) this.nat.learn(frame);
+  }
+
+  /**
+   * The table of the primary this backup joined, from its snapshot, before any frame of the log
+   * is learned. One that could not be read is said in one line: the clients from before the
+   * join then get their replies only when they ask again.
+   */
+  adoptNat(table: NatTable | Error): void {
+    if (table instanceof Error) {
+      this.report(`the join snapshot's NAT table is unusable (${table.message}); clients from before the join get replies only when they ask again`);
+      return;
+    }
+    this.nat.import(table);
   }
 
   /** The bound backend, once open. */

@@ -138,6 +138,11 @@ export class MachineIo {
     return out;
   }
 
+  /** The attached network backend: a join snapshot carries its NAT table (ft/snapshot-wire.ts). */
+  get netAttached(): NetBackend | undefined {
+    return this.netBackend;
+  }
+
   /** Backends connected (false on a backup or a replay). */
   get isLive(): boolean {
     return this.disk !== undefined || this.netBackend !== undefined;

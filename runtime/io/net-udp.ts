@@ -31,8 +31,23 @@ interface Mapping {
 }
 
 /** Source ports the guest sees for clients: 49152–65535, reused oldest first. */
-const FIRST_MAPPED_PORT = 49152;
-const MAPPED_PORTS = 65536 - FIRST_MAPPED_PORT;
+export const FIRST_MAPPED_PORT = 49152;
+export const MAPPED_PORTS = 65536 - FIRST_MAPPED_PORT;
+
+/** One mapping of a NAT table as a join snapshot carries it: the port the guest sees, and its client. */
+export interface NatRow {
+  mappedPort: number;
+  fwd: number;
+  /** IPv4 address as a number. */
+  ip: number;
+  port: number;
+}
+
+/** A NAT table and the offset (in 0..MAPPED_PORTS) of the next port it would allocate. */
+export interface NatTable {
+  next: number;
+  rows: NatRow[];
+}
 /** The largest datagram forwarded: an Ethernet payload of 1500 bytes holds the IPv4 and UDP headers and the client trailer. */
 export const MAX_FORWARDED_PAYLOAD = 1500 - 28 - CLIENT_TRAILER_BYTES;
 
@@ -48,6 +63,8 @@ export class UdpNat {
   private nextPort: number;
   /** Mappings learned from replayed frames. */
   learned = 0;
+  /** Mappings taken over from a join snapshot. */
+  imported = 0;
 
   constructor(firstMapped = 0) {
     this.nextPort = firstMapped % MAPPED_PORTS;
@@ -85,6 +102,26 @@ export class UdpNat {
     const addr = ipv4Text(c.ip);
     this.set(c.mappedPort, { fwd: c.fwd, addr, ip: c.ip, port: c.port }, `${c.fwd}|${addr}|${c.port}`);
     this.learned++;
+  }
+
+  /**
+   * The whole table and where allocation goes on: what a join snapshot carries to a new backup
+   * (ft/snapshot-wire.ts), whose log starts after every mapping made so far.
+   */
+  export(): NatTable {
+    const rows: NatRow[] = [];
+    for (const [mappedPort, m] of this.byPort) rows.push({ mappedPort, fwd: m.fwd, ip: m.ip, port: m.port });
+    return { next: this.nextPort, rows };
+  }
+
+  /** Take over the table of the node that made it (a join snapshot's): its clients, its next port. */
+  import(t: NatTable): void {
+    for (const r of t.rows) {
+      const addr = ipv4Text(r.ip);
+      this.set(r.mappedPort, { fwd: r.fwd, addr, ip: r.ip, port: r.port }, `${r.fwd}|${addr}|${r.port}`);
+    }
+    this.nextPort = t.next % MAPPED_PORTS;
+    this.imported += t.rows.length;
   }
 
   private set(mapped: number, m: Mapping, key: string): void {
