@@ -80,10 +80,14 @@ async function drive(steps: Step[]): Promise<string | undefined> {
   // carries the backup's acks back.
   let sent = 0;
   let up = false;
+  let lastDeliveryMs = 0;
   const forward = (): LogEntry[] => {
     const batch = toPrimary.received.slice(sent);
     sent += batch.length;
-    if (batch.length) wire.deliver(batch);
+    if (batch.length) {
+      wire.deliver(batch);
+      lastDeliveryMs = performance.now();
+    }
     return batch;
   };
   const pump = setInterval(() => {
@@ -153,7 +157,10 @@ async function drive(steps: Step[]): Promise<string | undefined> {
         case 'peer.silent': {
           up = false;
           silentSince = performance.now();
-          await sleep(TIMING.suspectMs + 15);
+          // Heal as soon as the node suspects: a fixed sleep on a loaded host can outlast the
+          // confirmation window too, and then the claim the next step forbids is right.
+          expect(await waitFor(() => node.actor.getSnapshot().matches('suspecting'), 2000), `${at}: suspicion`).toBe(true);
+          expect(performance.now() - lastDeliveryMs, `${at}: not before ${TIMING.suspectMs} ms of silence`).toBeGreaterThanOrEqual(TIMING.suspectMs - 1);
           expect(claimsOf(), `${at}: suspicion alone claims nothing`).toEqual([]);
           break;
         }
