@@ -148,7 +148,8 @@ export class BackupNode {
     const slicer = new BatchSlicer(this.machine, opts.batch ?? DEFAULT_BATCH, sliceMs, () => sliceMs > 0 && !this.draining);
     this.cpu = createCpuActor(this.machine, {
       batch: slicer.budget,
-      ...(sliceMs > 0 ? { schedule: new BatchChain(sliceMs).schedule } : { yieldMs: SHARED_THREAD_YIELD_MS }),
+      // Half a slice: a whole slice is followed by a turn (the socket, the acks); the guest's tiny batches chain.
+      ...(sliceMs > 0 ? { schedule: new BatchChain(sliceMs / 2).schedule } : { yieldMs: SHARED_THREAD_YIELD_MS }),
       onBatch: () => slicer.ended(),
       id: `${opts.name}.cpu`,
       ...(opts.inspect ? { inspect: opts.inspect as never } : {}),

@@ -37,8 +37,12 @@ const PLAIN_HOLD_MS = 1;
 /** Entries held back at most, whatever their age. */
 const MAX_UNSENT = 256;
 const ACKED = { type: 'channel.acked' } as const;
-/** Batches run back to back for this long (ms) after an event-loop turn (BatchChain). */
-const CHAIN_MS = 0.05;
+/**
+ * Batches run back to back for this long (ms) after an event-loop turn (BatchChain): under
+ * HELD_SLICE_MS, so a sliced batch is always followed by a turn (the ack it waits for), and
+ * only the tiny batches the guest ends itself chain.
+ */
+const CHAIN_MS = 0.02;
 
 export interface NodeEvent {
   node: string;
