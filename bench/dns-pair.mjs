@@ -2,6 +2,7 @@
 // --net`), against `ftvm run` on the same image, in one run; then kill -9 of the primary
 // under dnsperf. Needs `npm run build` and dnsperf (`apt-get install dnsperf`).
 //   throughput: dnsperf -q 32 for BENCH_DNS_SECONDS (default 5) against each;
+//   latency:    a Node client keeping 1, then 32, queries in flight, 2 s each, against each;
 //   failover:   dnsperf -q 32 -t 1 against a pair with --suspect-ms 250, its primary killed
 //               after 2 s; dnsperf's lost queries, and kill → first answer to a probe query
 //               (sent at the kill and again every 2 ms until answered).
@@ -67,6 +68,32 @@ async function probe(port, ms, everyMs = 100) {
   }
 }
 
+/** A client that keeps `n` queries in flight for `secs`: answers per second and latency percentiles. */
+async function inflight(port, n, secs) {
+  const s = createSocket('udp4');
+  const sentAt = new Map();
+  const lat = [];
+  let id = 0;
+  const send = () => {
+    id = (id + 1) & 0xffff;
+    sentAt.set(id, performance.now());
+    s.send(query(id), port, '127.0.0.1');
+  };
+  s.on('message', (m) => {
+    const t = sentAt.get((m[0] << 8) | m[1]);
+    if (t === undefined) return;
+    sentAt.delete((m[0] << 8) | m[1]);
+    lat.push(performance.now() - t);
+    send();
+  });
+  for (let i = 0; i < n; i++) send();
+  await sleep(secs * 1000);
+  s.close();
+  lat.sort((a, b) => a - b);
+  const p = (q) => (lat[Math.floor(lat.length * q)] ?? NaN).toFixed(3);
+  return `${n} in flight ${(lat.length / secs).toFixed(0)} q/s, p50 ${p(0.5)} p99 ${p(0.99)} ms`;
+}
+
 function dnsperf(port, secs, extra = []) {
   return new Promise((resolve) => {
     const p = spawn('dnsperf', ['-s', '127.0.0.1', '-p', String(port), '-d', queries, '-l', String(secs), '-q', '32', ...extra], { stdio: ['ignore', 'pipe', 'ignore'] });
@@ -92,11 +119,15 @@ try {
 
   const run = await start(['run', elf, '--disk', `file:${join(dir, 'run.img')}`, '--net', 'udp:127.0.0.1:0:53']);
   const noFt = await dnsperf(run.port, seconds);
+  const runLatency = [await inflight(run.port, 1, 2), await inflight(run.port, 32, 2)];
   await stop(run);
   const pair = await start(['pair', elf, '--disk', `file:${join(dir, 'pair.img')}`, '--net', 'udp:127.0.0.1:0:53']);
   const ft = await dnsperf(pair.port, seconds);
+  const pairLatency = [await inflight(pair.port, 1, 2), await inflight(pair.port, 32, 2)];
   await stop(pair);
   console.log(`dnsperf -q 32, ${seconds} s: ftvm run ${noFt.qps.toFixed(0)} q/s (lost ${noFt.lost}), ftvm pair ${ft.qps.toFixed(0)} q/s (lost ${ft.lost}), ratio ${(ft.qps / noFt.qps).toFixed(2)}`);
+  console.log(`latency, ftvm run: ${runLatency.join('; ')}`);
+  console.log(`latency, ftvm pair: ${pairLatency.join('; ')}`);
 
   const victim = await start(['pair', elf, '--disk', `file:${join(dir, 'kill.img')}`, '--net', 'udp:127.0.0.1:0:53', '--suspect-ms', '250']);
   const pid = Number(victim.lines.map((l) => /^pair\| primary pid (\d+)/.exec(l)).find(Boolean)?.[1]);

@@ -58,7 +58,7 @@ const USAGE = 'pair <elf> [--arbiter SPEC] [--pair-id ID] [--mem MiB] [--suspect
 const EXIT_BROKEN_PIPE = 141;
 
 /**
- * The children report released outputs as JSON lines on fd 3 (their --outputs); this process
+ * The children report released console bytes as JSON lines on fd 3 (their --outputs); this process
  * is their client: it prints each console byte once, dropping by output index the duplicates
  * a failover re-issues (DESIGN §3), as a TCP receiver drops segments by sequence number.
  */
@@ -155,7 +155,9 @@ async function pair(argv: string[]): Promise<number> {
       ...forwards.flatMap((f) => ['--net', f]),
       ...(values['on-live'] === undefined ? [] : ['--on-live', values['on-live']]),
     ];
-    const common = ['--key-file', keyFile, '--arbiter', arbiter, ...pairId, '--outputs', 'fd:3', ...extra, ...io];
+    // The children's console only: a service's frames would each cost a JSON line, a write
+    // and a parse here, and nothing here reads them.
+    const common = ['--key-file', keyFile, '--arbiter', arbiter, ...pairId, '--outputs', 'console:fd:3', ...extra, ...io];
     const client = new Client();
     const stdio: ['ignore', 'ignore', 'pipe', 'pipe'] = ['ignore', 'ignore', 'pipe', 'pipe'];
     const cli = process.argv[1]!;

@@ -43,12 +43,21 @@ const fromLine = (l: Line): ReleasedOutput => {
 
 export class OutputLogWriter {
   private readonly fd: number;
-  /** `file` is a path, or `fd:N` for a descriptor inherited from the parent (a pipe). */
+  private readonly consoleOnly: boolean;
+  /**
+   * `file` is a path, or `fd:N` for a descriptor inherited from the parent (a pipe). A
+   * `console:` prefix keeps the console bytes only (what `ftvm pair` relays to its stdout):
+   * a service's frames and disk writes are then neither encoded nor written.
+   */
   constructor(readonly file: string) {
-    const m = /^fd:(\d+)$/.exec(file);
-    this.fd = m ? Number(m[1]) : openSync(file, 'a');
+    const c = /^console:(.+)$/.exec(file);
+    this.consoleOnly = c !== null;
+    const target = c ? c[1]! : file;
+    const m = /^fd:(\d+)$/.exec(target);
+    this.fd = m ? Number(m[1]) : openSync(target, 'a');
   }
   write(o: ReleasedOutput): void {
+    if (this.consoleOnly && o.output.kind !== 'console') return;
     writeSync(this.fd, JSON.stringify(toLine(o)) + '\n');
   }
   close(): void {

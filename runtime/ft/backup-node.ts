@@ -9,7 +9,7 @@ import { RefusedError, type BackupEnd } from '../channel/channel.js';
 import type { Arbiter } from '../arbiter/arbiter.js';
 import { ArbiterClaims } from './arbiter-claims.js';
 import { createCpuActor, type CpuActor } from '../cpu-actor.js';
-import { BatchSlicer } from './batch-slice.js';
+import { BatchChain, BatchSlicer } from './batch-slice.js';
 import type { NumberedOutput } from './output-gate.js';
 import { PrimaryNode, type NodeEvent } from './primary-node.js';
 import { watchPeer } from './suspicion.js';
@@ -148,7 +148,8 @@ export class BackupNode {
     const slicer = new BatchSlicer(this.machine, opts.batch ?? DEFAULT_BATCH, sliceMs, () => sliceMs > 0 && !this.draining);
     this.cpu = createCpuActor(this.machine, {
       batch: slicer.budget,
-      yieldMs: sliceMs > 0 ? 0 : SHARED_THREAD_YIELD_MS,
+      // Half a slice: a whole slice is followed by a turn (the socket, the acks); the guest's tiny batches chain.
+      ...(sliceMs > 0 ? { schedule: new BatchChain(sliceMs / 2).schedule } : { yieldMs: SHARED_THREAD_YIELD_MS }),
       onBatch: () => slicer.ended(),
       id: `${opts.name}.cpu`,
       ...(opts.inspect ? { inspect: opts.inspect as never } : {}),

@@ -46,3 +46,36 @@ export class BatchSlicer {
     this.rate = this.rate === 0 ? r : this.rate * 0.75 + r * 0.25;
   }
 }
+
+/**
+ * The CPU actor's `schedule` for an FT node. A node that waits for its socket must turn its
+ * event loop between batches, but a guest ends many batches itself after a few instructions
+ * (a CSR write to mie or mstatus: a dns query costs six), and a turn for each (an epoll, the
+ * timers, the immediates) costs more than the batch. A batch scheduled within `chainMs` of
+ * this node's last turn runs as a microtask; a later one waits for a turn, so the socket is
+ * read at most about `chainMs` plus one batch late. The microtask comes two hops after the
+ * call: what the node queues when told of the batch's end (its log's flush, an ack; onBatch
+ * runs right after the chart step that scheduled the next batch) goes out first.
+ */
+export class BatchChain {
+  private turnMs = -Infinity;
+  /** The CPU actor's runBatch: the same function every time, at most one queued. */
+  private run: () => void = () => undefined;
+
+  constructor(private readonly chainMs: number) {}
+
+  readonly schedule = (run: () => void): void => {
+    this.run = run;
+    queueMicrotask(this.decide);
+  };
+
+  private readonly decide = (): void => {
+    if (performance.now() - this.turnMs < this.chainMs) queueMicrotask(this.run);
+    else setImmediate(this.afterTurn);
+  };
+
+  private readonly afterTurn = (): void => {
+    this.turnMs = performance.now();
+    this.run();
+  };
+}

@@ -5,6 +5,7 @@ import { arbiterClientMachine } from '../../machines/arbiter-client.machine.js';
 import type { Machine } from '../machine.js';
 import { RecordingEnv } from '../env/recording.js';
 import type { PrimaryEnd } from '../channel/channel.js';
+import type { LogEntry } from '../log/entry.js';
 import type { Arbiter } from '../arbiter/arbiter.js';
 import { ArbiterClaims } from './arbiter-claims.js';
 import type { RunOutcome } from '../runner.js';
@@ -16,7 +17,7 @@ import { SeqLog } from './seq-log.js';
 import { watchPeer } from './suspicion.js';
 import { withTiming, type FtTiming } from './timing.js';
 import { packSnapshot } from './snapshot-wire.js';
-import { BatchSlicer } from './batch-slice.js';
+import { BatchChain, BatchSlicer } from './batch-slice.js';
 
 const DEFAULT_BATCH = 1_000_000;
 /**
@@ -24,6 +25,24 @@ const DEFAULT_BATCH = 1_000_000;
  * read only when this node's event loop turns, between batches.
  */
 const HELD_SLICE_MS = 0.04;
+/*
+ * When log entries leave: each time one chunk, so one TLS record and a write here, one read
+ * and one ack on the backup, tens of µs on both nodes. An output's marker leaves at the end of
+ * its batch (the output rule waits for its ack). Entries no output waits for (a query's net-rx
+ * before its answer is computed, a clock read after it) go with the next marker, or at the
+ * end of a batch once PLAIN_HOLD_MS old; a guest that sleeps sends them with its heartbeat.
+ * A dns query so costs one chunk and one ack, where its entries went out in two or three.
+ */
+const PLAIN_HOLD_MS = 1;
+/** Entries held back at most, whatever their age. */
+const MAX_UNSENT = 256;
+const ACKED = { type: 'channel.acked' } as const;
+/**
+ * Batches run back to back for this long (ms) after an event-loop turn (BatchChain): under
+ * HELD_SLICE_MS, so a sliced batch is always followed by a turn (the ack it waits for), and
+ * only the tiny batches the guest ends itself chain.
+ */
+const CHAIN_MS = 0.02;
 
 export interface NodeEvent {
   node: string;
@@ -107,6 +126,10 @@ export class PrimaryNode {
   private cpu: Actor<typeof cpuMachine> | undefined;
   private readonly abort = new AbortController();
   private lastSendMs = 0;
+  /** Entries appended and not yet handed to the channel (see PLAIN_HOLD_MS), and since when. */
+  private unsent: LogEntry[] = [];
+  private spare: LogEntry[] = [];
+  private unsentSinceMs = 0;
   private nextDigestMs = 0;
   private heartbeat: NodeJS.Timeout | undefined;
   private entriesSent = 0;
@@ -133,9 +156,8 @@ export class PrimaryNode {
     // only the arbiter's yes (`releaseAllOutputs`) lets them out, never an ack.
     for (const o of opts.reissue ?? []) this.gate.hold(o.index, o.output, Infinity);
     this.log = new SeqLog((e) => {
-      this.lastSendMs = performance.now();
-      this.entriesSent++;
-      this.channel?.send(e);
+      if (this.unsent.length === 0) this.unsentSinceMs = performance.now();
+      this.unsent.push(e);
     });
     this.recording = new RecordingEnv((payload, icount) => this.log.append(payload, icount), {
       ...(opts.mtimeAt === undefined ? {} : { mtimeAt: opts.mtimeAt }),
@@ -237,6 +259,8 @@ export class PrimaryNode {
       id: `${this.name}.cpu`,
       ...(this.opts.cpu ? { adopt: { cpu: this.opts.cpu, env: this.recording } } : {}),
       batch: this.slicer.budget,
+      // An adopted CPU keeps the schedule its backup made (the same chain).
+      schedule: new BatchChain(CHAIN_MS).schedule,
       ...(this.opts.inspect ? { inspect: this.opts.inspect as never } : {}),
     });
     this.cpu = actor;
@@ -253,6 +277,8 @@ export class PrimaryNode {
    */
   attachBackup(channel: PrimaryEnd): void {
     if (this.channel || this.stopped) throw new Error(`${this.name}: cannot take a backup now (${JSON.stringify(this.state)})`);
+    // Entries of the time alone go nowhere: the joiner's log starts with the snapshot.
+    this.sendLog();
     this.channel = channel;
     const icount = this.machine.icount;
     const snapSeq = this.log.append({ type: 'snapshot', data: packSnapshot(this.machine) }, icount);
@@ -271,7 +297,7 @@ export class PrimaryNode {
   /** The channel's own chart (in its core) decides connect, close and back-pressure; this follows it. */
   private watchChannel(ch: PrimaryEnd): void {
     this.channelSubs.push(
-      ch.acked$.subscribe(() => this.actor.send({ type: 'channel.acked' })),
+      ch.acked$.subscribe(() => this.actor.send(ACKED)),
       ch.pressure$.subscribe((p) => this.actor.send({ type: p ? 'channel.highWater' : 'channel.lowWater' })),
       ch.events$.subscribe((e) => {
         if (e.type === 'channel.failed') this.actor.send({ type: 'channel.failed' });
@@ -315,6 +341,7 @@ export class PrimaryNode {
     if (this.stopped) return;
     const icount = this.machine.icount;
     const alone = this.alone;
+    let marked = false;
     if (this.pending.length > 0) {
       const batch = this.pending;
       this.pending = [];
@@ -324,11 +351,14 @@ export class PrimaryNode {
       } else {
         const seq = this.log.append({ type: 'output', kind: batch[batch.length - 1]!.output.kind, count: this.outputs }, icount);
         for (const o of batch) this.gate.hold(o.index, o.output, seq);
-        // The ack may already be in (a synchronous channel): release what it covers.
-        this.gate.acked(this.channel?.ackedSeq ?? -1);
+        marked = true;
       }
     }
-    if (exit === Exit.Halt || exit === Exit.Fault) return;
+    if (exit === Exit.Halt || exit === Exit.Fault) {
+      this.sendLog();
+      if (marked) this.gate.acked(this.channel?.ackedSeq ?? -1);
+      return;
+    }
     const now = performance.now();
     if (!alone && now >= this.nextDigestMs) {
       this.log.append({ type: 'digest', digest: this.machine.digest() }, icount);
@@ -336,15 +366,43 @@ export class PrimaryNode {
     }
     // A heartbeat when the log was quiet; and, under steady traffic, whenever the released
     // count moved: it bounds what a backup going live must re-issue (DESIGN §3 duplicates).
+    // Not after a batch the guest ended itself: the next one follows at once (and beat() is there).
     const quiet = now - this.lastSendMs >= this.timing.heartbeatMs;
     const releaseNews = this.releasedThrough !== this.releasedSent && now - this.lastProgressMs >= this.timing.heartbeatMs;
-    if (!alone && (quiet || releaseNews)) this.progress();
+    if (!alone && exit !== Exit.Request && (quiet || releaseNews)) this.progress();
+    else if (this.sendDue(exit, marked, now)) this.sendLog();
+    // The ack may already be in (a synchronous channel): release what it covers.
+    if (marked) this.gate.acked(this.channel?.ackedSeq ?? -1);
+  }
+
+  /** Whether the entries held back leave at the end of this batch (see PLAIN_HOLD_MS). */
+  private sendDue(exit: Exit, marked: boolean, now: number): boolean {
+    const n = this.unsent.length;
+    if (marked || n >= MAX_UNSENT) return n > 0;
+    // The guest ended the batch itself and runs on: its answer's marker may be a batch away.
+    return n > 0 && exit !== Exit.Request && now - this.unsentSinceMs >= PLAIN_HOLD_MS;
+  }
+
+  /** Hand the entries held back to the channel: one chunk (the channel coalesces a tick's sends). */
+  private sendLog(): void {
+    const out = this.unsent;
+    const n = out.length;
+    if (n === 0) return;
+    this.lastSendMs = performance.now();
+    this.entriesSent += n;
+    // Swapped first: a synchronous channel's ack may run this node's effects inside send().
+    this.unsent = this.spare;
+    const ch = this.channel;
+    if (ch) for (let i = 0; i < n; i++) ch.send(out[i]!);
+    out.length = 0;
+    this.spare = out;
   }
 
   private progress(): void {
     this.releasedSent = this.releasedThrough;
     this.lastProgressMs = performance.now();
     this.log.append({ type: 'progress', released: this.releasedThrough }, this.machine.icount);
+    this.sendLog();
   }
 
   /** Heartbeats while the guest sleeps or computes a long batch (only between batches: JS is single-threaded). */
@@ -355,6 +413,7 @@ export class PrimaryNode {
 
   private async finish(outcome: RunOutcome): Promise<void> {
     if (!this.alone) this.log.append({ type: 'end', code: outcome.code ?? (outcome.reason === 'fault' ? 1 : 0) }, this.machine.icount);
+    this.sendLog();
     // The power-off is an output too: the run is over only once everything is out. (A backup
     // gone live may find its guest already powered off: its re-issued outputs are held too.)
     while (!this.stopped && this.gate.heldCount > 0) {

@@ -91,43 +91,75 @@ export type ParsedFrame =
   | { kind: 'udp'; udp: UdpDatagram }
   | { kind: 'other'; why: string };
 
-/** Classify a frame the guest sent. Malformed input gives `other` with a reason, never a throw. */
-export function parseFrame(f: Uint8Array): ParsedFrame {
-  if (f.length < ETH_HDR) return { kind: 'other', why: 'runt frame' };
+/** Where `readUdp` found a datagram in a frame: filled in place, so reading allocates nothing. */
+export interface UdpSpan {
+  srcIp: number;
+  dstIp: number;
+  srcPort: number;
+  dstPort: number;
+  /** The payload is `frame[payloadStart, payloadEnd)`. */
+  payloadStart: number;
+  payloadEnd: number;
+}
+
+export const newUdpSpan = (): UdpSpan => ({ srcIp: 0, dstIp: 0, srcPort: 0, dstPort: 0, payloadStart: 0, payloadEnd: 0 });
+
+/** `readUdp`'s answer for an ARP frame: parseFrame tells requests from the rest. */
+export const NOT_UDP_ARP = 'ARP';
+
+/**
+ * Read an Ethernet/IPv4/UDP frame into `out` (checksums verified): undefined when it is one;
+ * otherwise why not (NOT_UDP_ARP for ARP). Never throws, allocates nothing: the guest's
+ * every reply goes through here.
+ */
+export function readUdp(f: Uint8Array, out: UdpSpan): string | undefined {
+  if (f.length < ETH_HDR) return 'runt frame';
   const type = get16(f, 12);
-  if (type === ETHERTYPE_ARP) {
-    const a = ETH_HDR;
-    if (f.length < a + 28) return { kind: 'other', why: 'short ARP' };
-    // Ethernet/IPv4 ARP only: htype 1, ptype 0x0800, hlen 6, plen 4.
-    if (get16(f, a) !== 1 || get16(f, a + 2) !== ETHERTYPE_IPV4 || f[a + 4] !== 6 || f[a + 5] !== 4) return { kind: 'other', why: 'ARP not for IPv4 over Ethernet' };
-    if (get16(f, a + 6) !== 1) return { kind: 'other', why: 'ARP reply' };
-    return { kind: 'arp-request', arp: { senderMac: Array.from(f.subarray(a + 8, a + 14)), senderIp: get32(f, a + 14), targetIp: get32(f, a + 24) } };
-  }
-  if (type !== ETHERTYPE_IPV4) return { kind: 'other', why: `ethertype 0x${type.toString(16)}` };
+  if (type === ETHERTYPE_ARP) return NOT_UDP_ARP;
+  if (type !== ETHERTYPE_IPV4) return `ethertype 0x${type.toString(16)}`;
   const ip = ETH_HDR;
-  if (f.length < ip + IP_HDR) return { kind: 'other', why: 'short IPv4' };
+  if (f.length < ip + IP_HDR) return 'short IPv4';
   const vihl = f[ip]!;
   const ihl = (vihl & 15) * 4;
-  if (vihl >> 4 !== 4 || ihl < IP_HDR || f.length < ip + ihl) return { kind: 'other', why: 'bad IPv4 header' };
+  if (vihl >> 4 !== 4 || ihl < IP_HDR || f.length < ip + ihl) return 'bad IPv4 header';
   const total = get16(f, ip + 2);
-  if (total < ihl || ip + total > f.length) return { kind: 'other', why: 'bad IPv4 length' };
-  if (fold(sum16(f, ip, ihl)) !== 0) return { kind: 'other', why: 'bad IPv4 checksum' };
-  if ((get16(f, ip + 6) & 0x3fff) !== 0) return { kind: 'other', why: 'IPv4 fragment' };
-  if (f[ip + 9] !== IPPROTO_UDP) return { kind: 'other', why: `IP protocol ${f[ip + 9]}` };
+  if (total < ihl || ip + total > f.length) return 'bad IPv4 length';
+  if (fold(sum16(f, ip, ihl)) !== 0) return 'bad IPv4 checksum';
+  if ((get16(f, ip + 6) & 0x3fff) !== 0) return 'IPv4 fragment';
+  if (f[ip + 9] !== IPPROTO_UDP) return `IP protocol ${f[ip + 9]}`;
   const u = ip + ihl;
-  if (total - ihl < UDP_HDR) return { kind: 'other', why: 'short UDP' };
+  if (total - ihl < UDP_HDR) return 'short UDP';
   const ulen = get16(f, u + 4);
-  if (ulen < UDP_HDR || ulen > total - ihl) return { kind: 'other', why: 'bad UDP length' };
-  const srcIp = get32(f, ip + 12), dstIp = get32(f, ip + 16);
+  if (ulen < UDP_HDR || ulen > total - ihl) return 'bad UDP length';
   if (get16(f, u + 6) !== 0) {
     let s = sum16(f, ip + 12, 8) + IPPROTO_UDP + ulen;
     s = sum16(f, u, ulen, s);
-    if (fold(s) !== 0) return { kind: 'other', why: 'bad UDP checksum' };
+    if (fold(s) !== 0) return 'bad UDP checksum';
   }
-  return {
-    kind: 'udp',
-    udp: { srcMac: Array.from(f.subarray(6, 12)), srcIp, dstIp, srcPort: get16(f, u), dstPort: get16(f, u + 2), payload: f.slice(u + UDP_HDR, u + ulen) },
-  };
+  out.srcIp = get32(f, ip + 12);
+  out.dstIp = get32(f, ip + 16);
+  out.srcPort = get16(f, u);
+  out.dstPort = get16(f, u + 2);
+  out.payloadStart = u + UDP_HDR;
+  out.payloadEnd = u + ulen;
+  return undefined;
+}
+
+/** Classify a frame the guest sent. Malformed input gives `other` with a reason, never a throw. */
+export function parseFrame(f: Uint8Array): ParsedFrame {
+  const span = newUdpSpan();
+  const why = readUdp(f, span);
+  if (why === undefined) {
+    const { srcIp, dstIp, srcPort, dstPort } = span;
+    return { kind: 'udp', udp: { srcMac: Array.from(f.subarray(6, 12)), srcIp, dstIp, srcPort, dstPort, payload: f.slice(span.payloadStart, span.payloadEnd) } };
+  }
+  if (why !== NOT_UDP_ARP) return { kind: 'other', why };
+  const a = ETH_HDR;
+  if (f.length < a + 28) return { kind: 'other', why: 'short ARP' };
+  // Ethernet/IPv4 ARP only: htype 1, ptype 0x0800, hlen 6, plen 4.
+  if (get16(f, a) !== 1 || get16(f, a + 2) !== ETHERTYPE_IPV4 || f[a + 4] !== 6 || f[a + 5] !== 4) return { kind: 'other', why: 'ARP not for IPv4 over Ethernet' };
+  if (get16(f, a + 6) !== 1) return { kind: 'other', why: 'ARP reply' };
+  return { kind: 'arp-request', arp: { senderMac: Array.from(f.subarray(a + 8, a + 14)), senderIp: get32(f, a + 14), targetIp: get32(f, a + 24) } };
 }
 
 /** The reply to an ARP request for `ip`, owned by `mac`. */

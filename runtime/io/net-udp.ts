@@ -2,7 +2,8 @@ import { createSocket, type Socket } from 'node:dgram';
 import type { NetBackend } from './backend.js';
 import { DEFAULT_MAC } from '../../devices/virtio-net.js';
 import {
-  arpReply, CLIENT_TRAILER_BYTES, clientTrailer, GATEWAY_IP, GATEWAY_MAC, GUEST_IP, ipv4Number, ipv4Text, parseFrame, putClientTrailer, udpFrame,
+  arpReply, CLIENT_TRAILER_BYTES, clientTrailer, GATEWAY_IP, GATEWAY_MAC, GUEST_IP, ipv4Number, ipv4Text, newUdpSpan, NOT_UDP_ARP, parseFrame,
+  putClientTrailer, readUdp, udpFrame,
 } from './frames.js';
 
 /** One `hostfwd=udp:ADDR:HOSTPORT-:GUESTPORT` rule. */
@@ -28,6 +29,8 @@ interface Mapping {
   /** `addr` as a number, for the frame's client trailer. */
   ip: number;
   port: number;
+  /** The source port the guest sees for this client. */
+  mapped: number;
 }
 
 /** Source ports the guest sees for clients: 49152–65535, reused oldest first. */
@@ -65,25 +68,32 @@ export class UdpNat {
   learned = 0;
   /** Mappings taken over from a join snapshot. */
   imported = 0;
+  /** The client mapped last: a busy client (dnsperf) sends from one port, so no key is built per datagram. */
+  private last: Mapping | undefined;
 
   constructor(firstMapped = 0) {
     this.nextPort = firstMapped % MAPPED_PORTS;
   }
 
   /**
-   * The port the guest sees for this client, made (oldest reused first) if it has none;
-   * undefined for an address that is not IPv4 (the sockets are udp4: never, in practice).
+   * This client's mapping (the port the guest sees for it), made (oldest port reused first) if
+   * it has none; undefined for an address that is not IPv4 (the sockets are udp4: never, in practice).
    */
-  map(fwd: number, addr: string, port: number): number | undefined {
+  map(fwd: number, addr: string, port: number): Mapping | undefined {
+    const last = this.last;
+    // Still its port's mapping: not replaced since (ports are reused oldest first).
+    if (last !== undefined && last.port === port && last.addr === addr && last.fwd === fwd && this.byPort.get(last.mapped) === last) return last;
     const key = `${fwd}|${addr}|${port}`;
-    let mapped = this.byClient.get(key);
-    if (mapped === undefined) {
+    const known = this.byClient.get(key);
+    let m = known === undefined ? undefined : this.byPort.get(known);
+    if (m === undefined) {
       const ip = ipv4Number(addr);
       if (ip === undefined) return undefined;
-      mapped = FIRST_MAPPED_PORT + this.nextPort;
-      this.set(mapped, { fwd, addr, ip, port }, key);
+      m = { fwd, addr, ip, port, mapped: FIRST_MAPPED_PORT + this.nextPort };
+      this.set(m, key);
     }
-    return mapped;
+    this.last = m;
+    return m;
   }
 
   client(mappedPort: number): Mapping | undefined {
@@ -100,7 +110,7 @@ export class UdpNat {
     const m = this.byPort.get(c.mappedPort);
     if (m && m.ip === c.ip && m.port === c.port && m.fwd === c.fwd) return;
     const addr = ipv4Text(c.ip);
-    this.set(c.mappedPort, { fwd: c.fwd, addr, ip: c.ip, port: c.port }, `${c.fwd}|${addr}|${c.port}`);
+    this.set({ fwd: c.fwd, addr, ip: c.ip, port: c.port, mapped: c.mappedPort }, `${c.fwd}|${addr}|${c.port}`);
     this.learned++;
   }
 
@@ -118,19 +128,19 @@ export class UdpNat {
   import(t: NatTable): void {
     for (const r of t.rows) {
       const addr = ipv4Text(r.ip);
-      this.set(r.mappedPort, { fwd: r.fwd, addr, ip: r.ip, port: r.port }, `${r.fwd}|${addr}|${r.port}`);
+      this.set({ fwd: r.fwd, addr, ip: r.ip, port: r.port, mapped: r.mappedPort }, `${r.fwd}|${addr}|${r.port}`);
     }
     this.nextPort = t.next % MAPPED_PORTS;
     this.imported += t.rows.length;
   }
 
-  private set(mapped: number, m: Mapping, key: string): void {
+  private set(m: Mapping, key: string): void {
     // Allocation continues after the newest mapping, as on the node that made it.
-    this.nextPort = (mapped - FIRST_MAPPED_PORT + 1) % MAPPED_PORTS;
-    const old = this.byPort.get(mapped);
+    this.nextPort = (m.mapped - FIRST_MAPPED_PORT + 1) % MAPPED_PORTS;
+    const old = this.byPort.get(m.mapped);
     if (old) this.byClient.delete(`${old.fwd}|${old.addr}|${old.port}`);
-    this.byPort.set(mapped, m);
-    this.byClient.set(key, mapped);
+    this.byPort.set(m.mapped, m);
+    this.byClient.set(key, m.mapped);
   }
 }
 
@@ -147,6 +157,8 @@ export class UdpNet implements NetBackend {
   readonly stats: UdpNetStats = { datagramsIn: 0, datagramsOut: 0, arpReplies: 0, dropped: 0, dropReasons: {} };
   private guestMac: readonly number[] = DEFAULT_MAC;
   private ipId = 0;
+  /** The guest's reply being sent, read in place. */
+  private readonly span = newUdpSpan();
 
   private constructor(
     private readonly sockets: Socket[],
@@ -213,38 +225,47 @@ export class UdpNet implements NetBackend {
   private fromClient(fwd: number, msg: Buffer, addr: string, port: number): void {
     // An IPv4 datagram carries at most 65507 bytes of UDP payload; the guest's MTU far less.
     if (msg.length > MAX_FORWARDED_PAYLOAD) return this.drop('datagram larger than the MTU');
-    const mapped = this.nat.map(fwd, addr, port);
-    if (mapped === undefined) return this.drop('client not IPv4');
+    const m = this.nat.map(fwd, addr, port);
+    if (m === undefined) return this.drop('client not IPv4');
     this.stats.datagramsIn++;
     const f = udpFrame({
       dstMac: this.guestMac, srcMac: GATEWAY_MAC, srcIp: GATEWAY_IP, dstIp: GUEST_IP,
-      srcPort: mapped, dstPort: this.forwards[fwd]!.guestPort, payload: msg, ipId: this.ipId++, trailerBytes: CLIENT_TRAILER_BYTES,
+      srcPort: m.mapped, dstPort: this.forwards[fwd]!.guestPort, payload: msg, ipId: this.ipId++, trailerBytes: CLIENT_TRAILER_BYTES,
     });
-    putClientTrailer(f, this.nat.client(mapped)!.ip, port, fwd);
+    putClientTrailer(f, m.ip, port, fwd);
     this.onFrame?.(f);
   }
 
   send(frame: Uint8Array): void {
+    const u = this.span;
+    const why = readUdp(frame, u);
+    if (why !== undefined) return why === NOT_UDP_ARP ? this.arp(frame) : this.drop(why);
+    if (u.dstIp !== GATEWAY_IP) return this.drop('UDP to another address');
+    const m = this.nat.client(u.dstPort);
+    if (!m) return this.drop('UDP to an unmapped port');
+    this.noteGuestMac(frame);
+    this.stats.datagramsOut++;
+    // A view, not a copy: a released frame is never written again.
+    this.sockets[m.fwd]!.send(frame.subarray(u.payloadStart, u.payloadEnd), m.port, m.addr);
+  }
+
+  private arp(frame: Uint8Array): void {
     const p = parseFrame(frame);
-    switch (p.kind) {
-      case 'arp-request':
-        if (p.arp.targetIp !== GATEWAY_IP) return this.drop('ARP for another address');
-        this.guestMac = p.arp.senderMac;
-        this.stats.arpReplies++;
-        this.onFrame?.(arpReply(p.arp, GATEWAY_MAC, GATEWAY_IP));
-        return;
-      case 'udp': {
-        const u = p.udp;
-        if (u.dstIp !== GATEWAY_IP) return this.drop('UDP to another address');
-        const m = this.nat.client(u.dstPort);
-        if (!m) return this.drop('UDP to an unmapped port');
-        this.guestMac = u.srcMac;
-        this.stats.datagramsOut++;
-        this.sockets[m.fwd]!.send(u.payload, m.port, m.addr);
+    if (p.kind !== 'arp-request') return this.drop(p.kind === 'other' ? p.why : 'ARP');
+    if (p.arp.targetIp !== GATEWAY_IP) return this.drop('ARP for another address');
+    this.guestMac = p.arp.senderMac;
+    this.stats.arpReplies++;
+    this.onFrame?.(arpReply(p.arp, GATEWAY_MAC, GATEWAY_IP));
+  }
+
+  /** Frames to the guest go to the MAC it sends from (a copy only when that changes). */
+  private noteGuestMac(f: Uint8Array): void {
+    const mac = this.guestMac;
+    for (let i = 0; i < 6; i++) {
+      if (mac[i] !== f[6 + i]) {
+        this.guestMac = Array.from(f.subarray(6, 12));
         return;
       }
-      case 'other':
-        return this.drop(p.why);
     }
   }
 

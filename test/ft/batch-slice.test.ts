@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { BatchSlicer } from '../../runtime/ft/batch-slice.js';
+import { BatchChain, BatchSlicer } from '../../runtime/ft/batch-slice.js';
 import { LiveEnv } from '../../runtime/env/live.js';
 import { Machine } from '../../runtime/machine.js';
 import { guestPath } from '../../runtime/guests.js';
@@ -56,6 +56,44 @@ describe('BatchSlicer', () => {
     // not most of them); a whole batch of MAX would take a second or more.
     const sorted = wallMs.slice(100).sort((a, b) => a - b);
     expect(sorted[Math.floor(sorted.length / 2)]!).toBeLessThan(5);
+  });
+});
+
+describe('BatchChain', () => {
+  const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+  /**
+   * A CPU actor's runBatch as an FT node sees it: each batch schedules the next one (the
+   * chart's step), then the node queues its log's flush (onBatch); meanwhile a datagram or an
+   * ack arrives, whose callback needs an event-loop turn.
+   */
+  function batches(chain: BatchChain, n: number, log: string[]): () => void {
+    let left = n;
+    const runBatch = (): void => {
+      log.push('batch');
+      if (--left === 0) return;
+      setImmediate(() => log.push('socket'));
+      chain.schedule(runBatch);
+      queueMicrotask(() => log.push('flush'));
+    };
+    return runBatch;
+  }
+
+  it('runs the batches scheduled soon after a turn back to back, each after its flush', async () => {
+    const log: string[] = [];
+    const chain = new BatchChain(1000);
+    // No turn seen yet: the first batch waits for one; the next ones follow within the window.
+    chain.schedule(batches(chain, 3, log));
+    for (let i = 0; i < 4; i++) await turn();
+    expect(log).toEqual(['batch', 'flush', 'batch', 'flush', 'batch', 'socket', 'socket']);
+  });
+
+  it('gives every batch a turn once the window since the last turn is spent', async () => {
+    const log: string[] = [];
+    const chain = new BatchChain(0);
+    chain.schedule(batches(chain, 3, log));
+    for (let i = 0; i < 6; i++) await turn();
+    expect(log).toEqual(['batch', 'flush', 'socket', 'batch', 'flush', 'socket', 'batch']);
   });
 });
 
