@@ -69,7 +69,7 @@ describe('re-protection across processes', () => {
     // two cores) a re-protected pair has once taken over 20 s for these 500 lines.
     await waitOutputs(join(d, 'b.jsonl'), before + 500, 60_000);
     b.child.kill('SIGKILL');
-    await j.waitErr(/joiner arbiter won generation 2: live without a backup/);
+    await j.waitErr(/joiner arbiter won generation 2: live as generation 3, without a backup/);
     expect(await j.exit).toBe('0');
     expect(await p.exit).toBe('SIGKILL');
     expect(await b.exit).toBe('SIGKILL');
@@ -141,7 +141,7 @@ describe('re-protection across processes', () => {
       expect(replies).toEqual([]);
       // The primary dies with the write in flight; the joiner goes live, writes again and answers.
       p.child.kill('SIGKILL');
-      await j.waitErr(/joiner arbiter won generation 2: live without a backup/);
+      await j.waitErr(/joiner arbiter won generation 2: live as generation 3, without a backup/);
       const t1 = Date.now();
       while (replies.length === 0 && Date.now() - t1 < 20_000) await new Promise((r) => setTimeout(r, 20));
       expect(replies.length, j.err()).toBeGreaterThan(0);

@@ -446,7 +446,7 @@ export class PrimaryNode {
     // NOTE inside a chart action the actor's snapshot still holds the generation just won:
     // the outputs released here are labelled with the action's context instead.
     this.gate.releaseAll((o) => this.emit(o, generation));
-    this.note('arbiter', `won generation ${generation - 1}: live without a backup`);
+    this.note('arbiter', `won generation ${generation - 1}: live as generation ${generation}, without a backup`);
   }
 
   private note(type: NodeEvent['type'], detail: string): void {
