@@ -9,7 +9,7 @@ import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { crc32c } from './crc32c.js';
 import { Decoder, Encoder, LogFrameError } from './codec.js';
-import type { LogEntry } from './entry.js';
+import type { LogEntry, LogPayload } from './entry.js';
 
 export const LOG_FILE_MAGIC = 'FTVMLOG';
 export const LOG_FILE_VERSION = 1;
@@ -131,8 +131,16 @@ export class LogFileWriter {
 
   /** Encodes `e` into the buffer. Throws RangeError for an invalid or out-of-order entry. */
   append(e: LogEntry): void {
+    this.appendAt(e, e.seq, e.icount);
+  }
+
+  /**
+   * Encodes the entry `seq` at `icount` carrying `payload` (what `append` does without an entry
+   * object): the recorder numbers its entries itself, once per input.
+   */
+  appendAt(payload: LogPayload, seq: number, icount: number): void {
     if (this.closed) throw new Error('LogFileWriter: append after close');
-    this.pending.push(this.encoder.encode(e));
+    this.pending.push(this.encoder.encodeAt(payload, seq, icount));
     this.entryCount++;
   }
 
