@@ -3,7 +3,7 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { concat, fromEvent, NEVER, take, timer } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
-import { watchdog$ } from '../runtime/channel/watchdog.js';
+import { StallMeter, watchdog$, type StallClock } from '../runtime/channel/watchdog.js';
 
 const scheduler = (): TestScheduler => new TestScheduler((actual, expected) => expect(actual).toEqual(expected));
 const values = { s: 'peer.silent', h: 'peer.heard' } as const;
@@ -104,6 +104,102 @@ describe('watchdog$', () => {
       expect(seen).toEqual(['peer.silent']);
     } finally {
       sub.unsubscribe();
+      sock.destroy();
+      await peer.terminate();
+      server.close();
+    }
+  });
+});
+
+/** A StallClock on a TestScheduler's clock: this thread "could not run" during [from, to). */
+const fakeStall = (now: () => number, from: number, to: number): StallClock => ({
+  stalledMs: () => Math.max(0, Math.min(now(), to) - from),
+  peakMs: () => (now() >= from ? Math.min(now(), to) - from : 0),
+});
+
+describe('watchdog$ with this thread\'s own stalls', () => {
+  it('leaves the time this thread could not run out of the silence', () => {
+    const s = scheduler();
+    s.run(({ cold, expectObservable }) => {
+      // Timeout 10 ms; the last arrival at 1 ms; this thread stalled from 3 to 33 ms: silent at 41, not 11.
+      const own = fakeStall(() => s.now(), 3, 33);
+      expectObservable(watchdog$(cold('-a'), 10, undefined, 10, undefined, own), '^ 100ms !').toBe('41ms s', values);
+    });
+  });
+
+  it('widens the adaptive timeout to twice its own longest recent stall, up to the ceiling', () => {
+    const s = scheduler();
+    s.run(({ expectObservable }) => {
+      // A calm window of arrivals every 5 ms (timeout back to the 10 ms floor); the peer's
+      // last arrival at 2100 ms, then this thread stalls 40 ms from 2102 (its own stall, not
+      // the peer's): the silence is reported after 80 ms it could watch, 2100 + 40 + 80.
+      const steady = concat(timer(0, 5).pipe(take(421)), NEVER);
+      const own = fakeStall(() => s.now(), 2102, 2142);
+      expectObservable(watchdog$(steady, 10, undefined, 100, undefined, own), '^ 2400ms !').toBe('2220ms s', values);
+    });
+  });
+});
+
+describe('StallMeter', () => {
+  it('measures a real stall of this thread, and nothing while it runs freely', async () => {
+    const meter = new StallMeter(5, 10);
+    await new Promise((r) => setTimeout(r, 50));
+    const before = meter.stalledMs();
+    const until = performance.now() + 200;
+    while (performance.now() < until) { /* the stall */ }
+    // Counted at once, before the meter's own timer has run again.
+    expect(meter.stalledMs() - before).toBeGreaterThan(150);
+    expect(meter.peakMs()).toBeGreaterThan(150);
+    await new Promise((r) => setTimeout(r, 20));
+    const after = meter.stalledMs();
+    expect(after - before).toBeLessThan(260);
+    await new Promise((r) => setTimeout(r, 60));
+    // Free running: a loaded test host may still add a little.
+    expect(meter.stalledMs() - after).toBeLessThan(50);
+  });
+
+  // A host that stalls both sides at once (a loaded machine takes both processes' cores):
+  // the peer (a worker thread) stops sending, this thread stalls 300 ms, and the peer comes
+  // back 30 ms after it. Nothing was sent that the second look could read; what tells this
+  // silence from a dead peer is that this thread could not run through most of it.
+  it('a peer stalled together with this thread is not reported silent', async () => {
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const accepted = new Promise<Socket>((r) => server.once('connection', r));
+    const running = new Int32Array(new SharedArrayBuffer(4));
+    Atomics.store(running, 0, 1);
+    const peer = new Worker(
+      `const running = new Int32Array(require('node:worker_threads').workerData);
+       const s = require('node:net').connect(${port}, '127.0.0.1');
+       let resumeAt = 0;
+       s.on('connect', () => setInterval(() => {
+         if (Atomics.load(running, 0) === 0) { resumeAt = Date.now() + 30; return; }
+         if (Date.now() >= resumeAt) s.write('x');
+       }, 5));
+       s.on('error', () => {});`,
+      { eval: true, workerData: running.buffer },
+    );
+    const sock = await accepted;
+    const run = async (own: StallClock | undefined): Promise<string[]> => {
+      const seen: string[] = [];
+      const sub = watchdog$(fromEvent(sock, 'data'), 100, undefined, 100, undefined, own).subscribe((st) => seen.push(st));
+      await new Promise((r) => setTimeout(r, 40));
+      Atomics.store(running, 0, 0);
+      // The peer's last bytes are read before the stall.
+      await new Promise((r) => setTimeout(r, 15));
+      const until = performance.now() + 300;
+      while (performance.now() < until) { /* the stall */ }
+      Atomics.store(running, 0, 1);
+      await new Promise((r) => setTimeout(r, 100));
+      sub.unsubscribe();
+      return seen;
+    };
+    try {
+      expect(await run(new StallMeter(5, 10))).toEqual([]);
+      // Without the meter the same stall reads as the peer's silence: what the meter is for.
+      expect(await run(undefined)).toEqual(['peer.silent', 'peer.heard']);
+    } finally {
       sock.destroy();
       await peer.terminate();
       server.close();

@@ -23,6 +23,87 @@ export type PeerStatus = 'peer.silent' | 'peer.heard';
  */
 export const GAP_FACTOR = 2;
 export const GAP_WINDOW_MS = 2000;
+/**
+ * A loaded host stalls a process now and then, seconds apart (docs/BENCHMARKS.md): its own
+ * stalls are remembered 5–10 s, longer than the peer's gaps, so one stall announces the next.
+ */
+export const STALL_WINDOW_MS = 5000;
+
+/**
+ * What this thread itself could not do: `stalledMs` is the total time it could not run (the
+ * host took its core, a GC, its own long work), including a stall still in progress;
+ * `peakMs` the longest single stall in the last one or two STALL_WINDOW_MS windows.
+ */
+export interface StallClock {
+  stalledMs(): number;
+  peakMs(): number;
+}
+
+/**
+ * Measures this thread's stalls: a timer due every `periodMs` that runs later than that by
+ * more than `slackMs` counts the lateness as a stall. Cheap (one unref'd timer per thread).
+ *
+ * Why a watchdog needs it (docs/BENCHMARKS.md, "Failure detection across processes"): on a
+ * loaded host a process loses its core for hundreds of ms. A primary that was itself stalled
+ * sent nothing for that long, so its backup had nothing to ack: the silence of the acks it
+ * then sees is its own doing. And a host that stalls this process stalls its peer alike, so
+ * the peer's gaps are to be expected as long as this process's own stalls are that long.
+ */
+export class StallMeter implements StallClock {
+  private prev: number;
+  private total = 0;
+  private peak = 0;
+  private prevPeak = 0;
+  private windowAt: number;
+
+  constructor(
+    private readonly periodMs = 5,
+    private readonly slackMs = 10,
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.prev = this.windowAt = now();
+    setInterval(() => this.tick(), periodMs).unref();
+  }
+
+  /** The stall before now if the timer has not run since `prev`: late beyond the slack. */
+  private late(now: number): number {
+    const late = now - this.prev - this.periodMs;
+    return late > this.slackMs ? late : 0;
+  }
+
+  private tick(): void {
+    const now = this.now();
+    const late = this.late(now);
+    this.prev = now;
+    if (late === 0) return;
+    this.total += late;
+    this.rotate(now);
+    if (late > this.peak) this.peak = late;
+  }
+
+  private rotate(now: number): void {
+    if (now - this.windowAt < STALL_WINDOW_MS) return;
+    // Two windows without a look and the history is gone.
+    this.prevPeak = now - this.windowAt < 2 * STALL_WINDOW_MS ? this.peak : 0;
+    this.peak = 0;
+    this.windowAt = now;
+  }
+
+  stalledMs(): number {
+    return this.total + this.late(this.now());
+  }
+
+  peakMs(): number {
+    const now = this.now();
+    this.rotate(now);
+    const late = this.late(now);
+    return Math.max(this.peak, this.prevPeak, late);
+  }
+}
+
+let threadMeter: StallMeter | undefined;
+/** This thread's stall meter (each worker has its own), started on first use. */
+export const threadStallMeter = (): StallMeter => (threadMeter ??= new StallMeter());
 
 export const watchdog$ = (
   activity$: Observable<unknown>,
@@ -34,6 +115,12 @@ export const watchdog$ = (
    * socket is reset at once): its silence is reported one turn later, not after the timeout.
    */
   cleanEnd?: (value: unknown) => boolean,
+  /**
+   * Given, this thread's own stalls are not the peer's silence: time this thread could not
+   * run is left out of the silence, and the adaptive timeout (maxTimeoutMs) is at least
+   * GAP_FACTOR times this thread's own longest recent stall (StallMeter says why).
+   */
+  ownStall?: StallClock,
 ): Observable<PeerStatus> =>
   new Observable<PeerStatus>((sub) => {
     let silent = false;
@@ -47,8 +134,15 @@ export const watchdog$ = (
     // (JIT warm-up of the guest's code) stalls it most, and is no evidence of a calm host.
     let prevPeak = adaptive ? maxTimeoutMs / GAP_FACTOR : 0;
     let endIsClean = cleanEnd === undefined;
-    const timeout = (): number =>
-      adaptive ? Math.min(maxTimeoutMs, Math.max(timeoutMs, GAP_FACTOR * (peak > prevPeak ? peak : prevPeak))) : timeoutMs;
+    // Own stall counter as of the latest arrival: what this thread missed since is not silence.
+    let stalledAtLast = ownStall?.stalledMs() ?? 0;
+    const timeout = (): number => {
+      if (!adaptive) return timeoutMs;
+      const gap = Math.max(peak, prevPeak, ownStall?.peakMs() ?? 0);
+      return Math.min(maxTimeoutMs, Math.max(timeoutMs, GAP_FACTOR * gap));
+    };
+    /** How long the peer has been silent while this thread could watch. */
+    const quiet = (): number => scheduler.now() - last - (ownStall ? ownStall.stalledMs() - stalledAtLast : 0);
     // NOTE one timer per silence period, not one per arrival: an arrival only notes its time,
     // and the timer, when it fires, waits again for what is left (acks come once per batch).
     let timer: Subscription | undefined;
@@ -60,7 +154,7 @@ export const watchdog$ = (
     };
     /** Re-arms for what is left of the timeout; true when the whole timeout has passed quietly. */
     const waitedEnough = (): boolean => {
-      const left = timeout() - (scheduler.now() - last);
+      const left = timeout() - quiet();
       if (left <= 0) return true;
       timer = scheduler.schedule(check, left);
       return false;
@@ -91,6 +185,7 @@ export const watchdog$ = (
           if (now - last > peak) peak = now - last;
         }
         last = now;
+        if (ownStall) stalledAtLast = ownStall.stalledMs();
         if (silent) {
           silent = false;
           sub.next('peer.heard');
