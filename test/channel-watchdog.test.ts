@@ -1,9 +1,11 @@
+import { existsSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { concat, fromEvent, NEVER, take, timer } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
-import { StallMeter, watchdog$, type StallClock } from '../runtime/channel/watchdog.js';
+import { runQueueWaitReader, StallMeter, watchdog$, type StallClock } from '../runtime/channel/watchdog.js';
 
 const scheduler = (): TestScheduler => new TestScheduler((actual, expected) => expect(actual).toEqual(expected));
 const values = { s: 'peer.silent', h: 'peer.heard' } as const;
@@ -141,7 +143,7 @@ describe('watchdog$ with this thread\'s own stalls', () => {
 });
 
 describe('StallMeter', () => {
-  it('measures a real stall of this thread, and nothing while it runs freely', async () => {
+  it('measures a real stall of this thread at once, and never more than the time that passed', async () => {
     const meter = new StallMeter(5, 10);
     await new Promise((r) => setTimeout(r, 50));
     const before = meter.stalledMs();
@@ -153,9 +155,38 @@ describe('StallMeter', () => {
     await new Promise((r) => setTimeout(r, 20));
     const after = meter.stalledMs();
     expect(after - before).toBeLessThan(260);
+    // Never more stall than time: asleep, at most the delays of a loaded host's wake-ups.
+    const t0 = performance.now();
     await new Promise((r) => setTimeout(r, 60));
-    // Free running: a loaded test host may still add a little.
-    expect(meter.stalledMs() - after).toBeLessThan(50);
+    expect(meter.stalledMs() - after).toBeLessThanOrEqual(performance.now() - t0);
+  });
+
+  it('reads the run-queue wait where the kernel gives it: a thread denied its core counts as stalled', async () => {
+    const read = runQueueWaitReader();
+    expect(read === undefined).toBe(!existsSync('/proc/thread-self/schedstat'));
+    if (!read) return;
+    const sleeping = read();
+    const t0 = performance.now();
+    await new Promise((r) => setTimeout(r, 100));
+    // Asleep, it wants no core: at most the delays a loaded host adds to its wake-ups.
+    expect(read() - sleeping).toBeLessThanOrEqual(performance.now() - t0);
+    // More busy threads than cores, this one busy too for 300 ms: the kernel shares the cores,
+    // so this thread waits its turn part of the time.
+    const hogs = Array.from({ length: availableParallelism() + 1 }, () => new Worker(
+      'const t = Date.now(); while (Date.now() - t < 1500) {}',
+      { eval: true },
+    ));
+    await new Promise((r) => setTimeout(r, 50));
+    const meter = new StallMeter(5, 5, undefined, read);
+    const before = read();
+    const stalledBefore = meter.stalledMs();
+    const until = performance.now() + 300;
+    while (performance.now() < until) { /* busy, on a shared core */ }
+    const waited = read() - before;
+    await Promise.all(hogs.map((h) => h.terminate()));
+    expect(waited).toBeGreaterThan(5);
+    expect(waited).toBeLessThan(400);
+    expect(meter.stalledMs() - stalledBefore).toBeGreaterThanOrEqual(waited - 1);
   });
 
   // A host that stalls both sides at once (a loaded machine takes both processes' cores):

@@ -1,3 +1,4 @@
+import { closeSync, openSync, readSync } from 'node:fs';
 import { asyncScheduler, Observable, type SchedulerLike, type Subscription } from 'rxjs';
 
 export type PeerStatus = 'peer.silent' | 'peer.heard';
@@ -40,8 +41,43 @@ export interface StallClock {
 }
 
 /**
- * Measures this thread's stalls: a timer due every `periodMs` that runs later than that by
- * more than `slackMs` counts the lateness as a stall. Cheap (one unref'd timer per thread).
+ * This thread's run-queue wait so far, in ms: the time it was ready to run and the kernel gave
+ * its core to something else (Linux, /proc/thread-self/schedstat, second field, ns). Undefined
+ * where the file is missing. One pread of a small file on an fd kept open: a few µs.
+ */
+export function runQueueWaitReader(): (() => number) | undefined {
+  let fd: number;
+  try {
+    fd = openSync('/proc/thread-self/schedstat', 'r');
+  } catch {
+    return undefined;
+  }
+  const buf = Buffer.alloc(96);
+  const read = (): number => {
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    // "<on-cpu ns> <run-queue wait ns> <timeslices>\n"
+    let i = 0;
+    while (i < n && buf[i] !== 0x20) i++;
+    let ns = 0;
+    for (i++; i < n && buf[i]! >= 0x30 && buf[i]! <= 0x39; i++) ns = ns * 10 + (buf[i]! - 0x30);
+    return ns / 1e6;
+  };
+  try {
+    read();
+  } catch {
+    closeSync(fd);
+    return undefined;
+  }
+  return read;
+}
+
+/**
+ * Measures this thread's stalls, two ways: a timer due every `periodMs` that runs later than
+ * that by more than `slackMs` counts the lateness (a GC, its own long work, a lost core), and
+ * where the kernel tells it, the thread's run-queue wait (runQueueWaitReader): on a host with
+ * more runnable threads than cores a busy thread is denied its core in many short turns that
+ * no single timer lateness shows. Between two looks `stalledMs` grows by the larger of the
+ * two; `peakMs` is the longest single lateness. Cheap: one unref'd timer per thread, a pread per look.
  *
  * Why a watchdog needs it (docs/BENCHMARKS.md, "Failure detection across processes"): on a
  * loaded host a process loses its core for hundreds of ms. A primary that was itself stalled
@@ -55,13 +91,16 @@ export class StallMeter implements StallClock {
   private peak = 0;
   private prevPeak = 0;
   private windowAt: number;
+  private readonly waitAtStart: number;
 
   constructor(
     private readonly periodMs = 5,
-    private readonly slackMs = 10,
+    private readonly slackMs = 5,
     private readonly now: () => number = () => performance.now(),
+    private readonly runQueueWait: (() => number) | undefined = runQueueWaitReader(),
   ) {
     this.prev = this.windowAt = now();
+    this.waitAtStart = runQueueWait?.() ?? 0;
     setInterval(() => this.tick(), periodMs).unref();
   }
 
@@ -89,8 +128,20 @@ export class StallMeter implements StallClock {
     this.windowAt = now;
   }
 
+  /** The stall total as of the previous look, and each measure's reading then. */
+  private looked = { total: 0, late: 0, waited: 0 };
+
   stalledMs(): number {
-    return this.total + this.late(this.now());
+    const late = this.total + this.late(this.now());
+    if (!this.runQueueWait) return late;
+    const waited = this.runQueueWait() - this.waitAtStart;
+    // Between two looks the larger of the two measures counts (they overlap: a late timer
+    // includes the run-queue wait inside it), so the total never goes back.
+    const l = this.looked;
+    l.total += Math.max(0, late - l.late, waited - l.waited);
+    l.late = Math.max(l.late, late);
+    l.waited = waited;
+    return l.total;
   }
 
   peakMs(): number {
