@@ -68,6 +68,20 @@ describe('watchdog$', () => {
     });
   });
 
+  it('remembers a gap as long as the floor for LONG_GAP_MS, shorter gaps for two windows', () => {
+    scheduler().run(({ expectObservable }) => {
+      // Calm, one 30 ms gap at 2.1 s, then arrivals every 5 ms for 5 s more (two windows go by):
+      // the 30 ms gap reached the 10 ms floor, so the silence after it still waits 60 ms.
+      const gapped = concat(timer(0, 5).pipe(take(420)), timer(30), timer(0, 5).pipe(take(1000)), NEVER);
+      expectObservable(watchdog$(gapped, 10, undefined, 100), '^ 7500ms !').toBe('2105ms s 19ms h 5054ms s', values);
+    });
+    scheduler().run(({ expectObservable }) => {
+      // The same, but calm for 11 s after the gap: forgotten, the silence is back at 10 ms.
+      const gapped = concat(timer(0, 5).pipe(take(420)), timer(30), timer(0, 5).pipe(take(2200)), NEVER);
+      expectObservable(watchdog$(gapped, 10, undefined, 100), '^ 14000ms !').toBe('2105ms s 19ms h 11004ms s', values);
+    });
+  });
+
   it('reports at once a stream that ends before its clean-end value, after the timeout one that ends after it', () => {
     const isEnd = (v: unknown): boolean => v === 'e';
     scheduler().run(({ cold, expectObservable }) => {

@@ -29,6 +29,8 @@ export const GAP_WINDOW_MS = 2000;
  * stalls are remembered 5–10 s, longer than the peer's gaps, so one stall announces the next.
  */
 export const STALL_WINDOW_MS = 5000;
+/** How long a gap between the peer's messages as long as the floor timeout is remembered. */
+export const LONG_GAP_MS = 10_000;
 
 /**
  * What this thread itself could not do: `stalledMs` is the total time it could not run (the
@@ -184,12 +186,17 @@ export const watchdog$ = (
     // No history yet: the first window is watched at the ceiling. A process's first second
     // (JIT warm-up of the guest's code) stalls it most, and is no evidence of a calm host.
     let prevPeak = adaptive ? maxTimeoutMs / GAP_FACTOR : 0;
+    // Gaps that reached the floor timeout (never on a calm host) are remembered longer: a
+    // loaded host stalls a process seconds apart, and one stall announces the next.
+    let longPeak = 0;
+    let longAt = last;
     let endIsClean = cleanEnd === undefined;
     // Own stall counter as of the latest arrival: what this thread missed since is not silence.
     let stalledAtLast = ownStall?.stalledMs() ?? 0;
     const timeout = (): number => {
       if (!adaptive) return timeoutMs;
-      const gap = Math.max(peak, prevPeak, ownStall?.peakMs() ?? 0);
+      if (longPeak > 0 && scheduler.now() - longAt >= LONG_GAP_MS) longPeak = 0;
+      const gap = Math.max(peak, prevPeak, longPeak, ownStall?.peakMs() ?? 0);
       return Math.min(maxTimeoutMs, Math.max(timeoutMs, GAP_FACTOR * gap));
     };
     /** How long the peer has been silent while this thread could watch. */
@@ -234,6 +241,10 @@ export const watchdog$ = (
             windowAt = now;
           }
           if (now - last > peak) peak = now - last;
+          if (now - last >= timeoutMs && (now - last >= longPeak || now - longAt >= LONG_GAP_MS)) {
+            longPeak = now - last;
+            longAt = now;
+          }
         }
         last = now;
         if (ownStall) stalledAtLast = ownStall.stalledMs();
