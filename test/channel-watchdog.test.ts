@@ -42,7 +42,7 @@ describe('watchdog$', () => {
     });
   });
 
-  it('with a ceiling: watches at the ceiling until a window shows the host calm, then at twice its longest gap', () => {
+  it('with a ceiling: watches at the ceiling until a window shows the host calm, then at GAP_FACTOR times its longest gap', () => {
     scheduler().run(({ cold, expectObservable }) => {
       // Fixed timeout: silent 10 ms after each arrival.
       expectObservable(watchdog$(cold('a 59ms b'), 10), '^ 300ms !').toBe('10ms s 49ms h 9ms s', values);
@@ -57,28 +57,30 @@ describe('watchdog$', () => {
     });
     scheduler().run(({ expectObservable }) => {
       // Arrivals every 5 ms for 2.1 s: after one calm window (GAP_WINDOW_MS) the timeout is
-      // twice the 5 ms gap, at least the 10 ms floor: silent 10 ms after the last arrival.
+      // GAP_FACTOR (4) times the 5 ms gap, at least the 10 ms floor: silent 20 ms after the last arrival.
       const steady = concat(timer(0, 5).pipe(take(420)), NEVER);
-      expectObservable(watchdog$(steady, 10, undefined, 100), '^ 2300ms !').toBe('2105ms s', values);
+      expectObservable(watchdog$(steady, 10, undefined, 100), '^ 2300ms !').toBe('2115ms s', values);
     });
     scheduler().run(({ expectObservable }) => {
-      // The same, then one 30 ms gap (silent after 10 ms, heard at 30): the next silence waits 60 ms.
+      // The same, then one 30 ms gap (silent after 20 ms, heard at 30): the next silence waits
+      // 4 × 30 ms, held to the 100 ms ceiling.
       const gapped = concat(timer(0, 5).pipe(take(420)), timer(30), NEVER);
-      expectObservable(watchdog$(gapped, 10, undefined, 100), '^ 2500ms !').toBe('2105ms s 19ms h 59ms s', values);
+      expectObservable(watchdog$(gapped, 10, undefined, 100), '^ 2500ms !').toBe('2115ms s 9ms h 99ms s', values);
     });
   });
 
   it('remembers a gap as long as the floor for LONG_GAP_MS, shorter gaps for two windows', () => {
     scheduler().run(({ expectObservable }) => {
       // Calm, one 30 ms gap at 2.1 s, then arrivals every 5 ms for 5 s more (two windows go by):
-      // the 30 ms gap reached the 10 ms floor, so the silence after it still waits 60 ms.
+      // the 30 ms gap reached the 10 ms floor, so the silence after it still waits 4 × 30 ms
+      // (the 100 ms ceiling), not 4 × 5.
       const gapped = concat(timer(0, 5).pipe(take(420)), timer(30), timer(0, 5).pipe(take(1000)), NEVER);
-      expectObservable(watchdog$(gapped, 10, undefined, 100), '^ 7500ms !').toBe('2105ms s 19ms h 5054ms s', values);
+      expectObservable(watchdog$(gapped, 10, undefined, 100), '^ 7500ms !').toBe('2115ms s 9ms h 5094ms s', values);
     });
     scheduler().run(({ expectObservable }) => {
-      // The same, but calm for 11 s after the gap: forgotten, the silence is back at 10 ms.
+      // The same, but calm for 11 s after the gap: forgotten, the silence is back at 4 × 5 ms.
       const gapped = concat(timer(0, 5).pipe(take(420)), timer(30), timer(0, 5).pipe(take(2200)), NEVER);
-      expectObservable(watchdog$(gapped, 10, undefined, 100), '^ 14000ms !').toBe('2105ms s 19ms h 11004ms s', values);
+      expectObservable(watchdog$(gapped, 10, undefined, 100), '^ 14000ms !').toBe('2115ms s 9ms h 11014ms s', values);
     });
   });
 
@@ -143,15 +145,15 @@ describe('watchdog$ with this thread\'s own stalls', () => {
     });
   });
 
-  it('widens the adaptive timeout to twice its own longest recent stall, up to the ceiling', () => {
+  it('widens the adaptive timeout to GAP_FACTOR times its own longest recent stall', () => {
     const s = scheduler();
     s.run(({ expectObservable }) => {
-      // A calm window of arrivals every 5 ms (timeout back to the 10 ms floor); the peer's
-      // last arrival at 2100 ms, then this thread stalls 40 ms from 2102 (its own stall, not
-      // the peer's): the silence is reported after 80 ms it could watch, 2100 + 40 + 80.
+      // A calm window of arrivals every 5 ms (timeout 4 × 5 ms); the peer's last arrival at
+      // 2100 ms, then this thread stalls 20 ms from 2102 (its own stall, not the peer's): the
+      // silence is reported after 4 × 20 ms it could watch, 2100 + 20 + 80.
       const steady = concat(timer(0, 5).pipe(take(421)), NEVER);
-      const own = fakeStall(() => s.now(), 2102, 2142);
-      expectObservable(watchdog$(steady, 10, undefined, 100, undefined, own), '^ 2400ms !').toBe('2220ms s', values);
+      const own = fakeStall(() => s.now(), 2102, 2122);
+      expectObservable(watchdog$(steady, 10, undefined, 100, undefined, own), '^ 2400ms !').toBe('2200ms s', values);
     });
   });
 });

@@ -38,8 +38,9 @@ export const withTiming = (t: Partial<FtTiming> | undefined): FtTiming => ({ ...
  * host, so a failover takes about 150 ms of detection. A Node process can stall (JIT, GC, a
  * descheduled core on a loaded host: bench/detect.mjs measured 90-320 ms at p99-p99.9 with the
  * load average at 15 on 2 cores), so instead of failing a healthy pair over:
- * - the suspicion timeout grows to twice the longest recent gap between the peer's messages
- *   (a gap as long as the floor is remembered 10 s), or twice this process's own longest
+ * - the suspicion timeout grows to 4 times the longest recent gap between the peer's messages
+ *   (a gap as long as the floor is remembered 10 s; on a host at load 20 the next long gap was
+ *   2-3 times the previous one), or 4 times this process's own longest
  *   recent stall (the host stalls both alike), up to 2 s;
  * - time this process itself could not run counts neither as the peer's silence nor as the
  *   confirmation's wait (runtime/channel/watchdog.ts, StallMeter).
