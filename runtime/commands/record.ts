@@ -25,6 +25,14 @@ const DEFAULT_SNAPSHOT_EVERY = 10_000_000;
 const DEFAULT_DIGEST_EVERY = 10_000_000;
 /** Batches run back to back for this long before Node serves signals and stdout. */
 const YIELD_MS = 4;
+/**
+ * The log is written at a batch boundary once this many instructions or bytes have gathered,
+ * not after every batch: a guest that reads the clock in a loop (seq) ends tens of thousands
+ * of batches a second, and a write(2) each cost `record` a third of its speed. A write error
+ * still stops the guest within about this many instructions of the last entry written.
+ */
+const FLUSH_INSTRUCTIONS = 500_000;
+const FLUSH_BYTES = 64 * 1024;
 
 /** 128 + the signal's number, as a shell reports a command that signal ended (SIGINT 130, SIGTERM 143, SIGPIPE 141). */
 const exitCodeForSignal = (signal: NodeJS.Signals): number => 128 + osConstants.signals[signal];
@@ -157,6 +165,7 @@ async function record(o: RecordOptions): Promise<number> {
   }
 
   let nextDigest = digestEvery;
+  let flushedAt = 0;
   const onBatch = (exit: Exit): void => {
     out.flush();
     const ic = machine.icount;
@@ -172,6 +181,8 @@ async function record(o: RecordOptions): Promise<number> {
       log.append({ type: 'digest', digest: machine.digest() }, ic);
       nextDigest = ic + digestEvery;
     }
+    if (ic - flushedAt < FLUSH_INSTRUCTIONS && writer.pendingBytes < FLUSH_BYTES) return;
+    flushedAt = ic;
     try {
       writer.flush();
     } catch (e) {

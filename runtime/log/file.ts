@@ -82,9 +82,10 @@ export class LogWriteError extends Error {
 /**
  * Appends entries to a new log file; `append` buffers, `flush` writes (and optionally fsyncs).
  *
- * NOTE: writes are synchronous, once per flush (the recorder flushes once per batch). So a
- * write error is known before the guest runs another batch, and whatever was flushed is in
- * the file when a signal handler runs: nothing is left in flight.
+ * NOTE: writes are synchronous, once per flush (the recorder flushes every 500 k instructions
+ * or 64 KiB, at a batch boundary). So a write error is known before the guest runs much
+ * further, and whatever was flushed is in the file when a signal handler runs: nothing is
+ * left in flight.
  */
 export class LogFileWriter {
   private pending: Uint8Array[] = [];
@@ -140,8 +141,16 @@ export class LogFileWriter {
    */
   appendAt(payload: LogPayload, seq: number, icount: number): void {
     if (this.closed) throw new Error('LogFileWriter: append after close');
-    this.pending.push(this.encoder.encodeAt(payload, seq, icount));
+    const frame = this.encoder.encodeAt(payload, seq, icount);
+    this.pending.push(frame);
+    this.pendingCount += frame.length;
     this.entryCount++;
+  }
+
+  private pendingCount = 0;
+  /** Bytes appended and not yet written. */
+  get pendingBytes(): number {
+    return this.pendingCount;
   }
 
   /**
@@ -153,6 +162,7 @@ export class LogFileWriter {
     if (this.failed) throw this.failed;
     const parts = this.pending;
     this.pending = [];
+    this.pendingCount = 0;
     try {
       if (parts.length > 0) {
         const buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
@@ -186,6 +196,7 @@ export class LogFileWriter {
     if (this.closed) return;
     this.closed = true;
     this.pending = [];
+    this.pendingCount = 0;
     closeSync(this.fd);
   }
 }
