@@ -5,6 +5,7 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { concat, fromEvent, NEVER, take, timer } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
+import { watchPeer } from '../runtime/ft/suspicion.js';
 import { runQueueWaitReader, StallMeter, watchdog$, type StallClock } from '../runtime/channel/watchdog.js';
 
 const scheduler = (): TestScheduler => new TestScheduler((actual, expected) => expect(actual).toEqual(expected));
@@ -251,5 +252,26 @@ describe('StallMeter', () => {
       await peer.terminate();
       server.close();
     }
+  });
+});
+
+describe('watchPeer with this thread\'s own stalls', () => {
+  it('the confirmation waits confirmMs this thread could run: a stall during it is waited again', async () => {
+    let stalled = 0;
+    const clock: StallClock = { stalledMs: () => stalled, peakMs: () => 0 };
+    const events: { type: string; at: number }[] = [];
+    const t0 = performance.now();
+    const sub = watchPeer(NEVER, 20, 30, (e) => {
+      events.push({ type: e.type, at: performance.now() - t0 });
+      // 10 ms into the confirmation this thread "loses its core" for 60 ms.
+      if (e.type === 'peer.silent') setTimeout(() => { stalled += 60; }, 10);
+    }, 20, clock);
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+    } finally {
+      sub.unsubscribe();
+    }
+    expect(events.map((e) => e.type)).toEqual(['peer.silent', 'suspect.expired']);
+    expect(events[1]!.at - events[0]!.at).toBeGreaterThanOrEqual(30 + 60 - 2);
   });
 });
