@@ -1,6 +1,7 @@
 // Preloaded into ftvm processes by bench/detect.mjs (NODE_OPTIONS=--import): records the
 // event-loop delay histogram (perf_hooks.monitorEventLoopDelay, 1 ms resolution) and writes
-// it to $FTVM_ELD_DIR/<role>-<pid>.json at exit. Changes nothing in the process it watches.
+// it to $FTVM_ELD_DIR/<role>-<pid>.json at exit, with the stalls over 50 ms and when they were.
+// Changes nothing in the process it watches but one 5 ms timer.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -10,6 +11,16 @@ if (dir) {
   const h = monitorEventLoopDelay({ resolution: 1 });
   h.enable();
   const role = process.argv.find((a) => a === 'primary' || a === 'backup') ?? 'other';
+  // The stalls themselves, on the wall clock both sides share: [start ms, length ms] of every
+  // gap over 50 ms between 5 ms ticks, so bench/detect.mjs can tell whether the host stalls
+  // both sides at once.
+  const stalls = [];
+  let prev = performance.now();
+  setInterval(() => {
+    const now = performance.now();
+    if (now - prev > 50) stalls.push([Math.round(performance.timeOrigin + prev), Math.round(now - prev)]);
+    prev = now;
+  }, 5).unref();
   process.on('exit', () => {
     h.disable();
     const ms = (ns) => ns / 1e6;
@@ -17,6 +28,7 @@ if (dir) {
       role, count: h.count, mean: ms(h.mean), p50: ms(h.percentile(50)), p99: ms(h.percentile(99)),
       p999: ms(h.percentile(99.9)), max: ms(h.max),
       over: Object.fromEntries([20, 50, 100, 150].map((t) => [t, [...h.percentiles].length && countOver(h, t)])),
+      stalls,
     }));
   });
 }

@@ -81,8 +81,30 @@ function sweepDirty(m: Machine): PageEpochs {
 /** Per machine: two 32-bit hash lanes per 4 KiB page and the sweep they are as of. */
 const pageHashes = new WeakMap<Machine, { hashes: Uint32Array; epoch: number }>();
 
-/** A two-lane multiply-xor hash of one page (1024 words): cheap, and only divergence detection relies on it. */
-function hashPage(ram32: Int32Array, page: number, out: Uint32Array): void {
+const PAGE_BYTES = 4096;
+const ZERO_PAGE = Buffer.alloc(PAGE_BYTES);
+/** A Buffer over the same memory, for native page compares. */
+const bufferOf = (ram: Uint8Array): Buffer => Buffer.from(ram.buffer, ram.byteOffset, ram.byteLength);
+
+/**
+ * Whether page `page` of `ram` is all zeros: memcmp in native code. Most of a guest's RAM is
+ * never touched, and a word loop over 16 MiB in JS costs several milliseconds.
+ */
+const isZeroPage = (ram: Buffer, page: number): boolean =>
+  ram.compare(ZERO_PAGE, 0, PAGE_BYTES, page * PAGE_BYTES, (page + 1) * PAGE_BYTES) === 0;
+
+/**
+ * A two-lane multiply-xor hash of one page (1024 words): cheap, and only divergence detection
+ * relies on it. An all-zero page hashes to (0, 0) without the word loop, so the first digest
+ * of a fresh guest (every page counts as written) costs its used pages, not 16 MiB of loop.
+ * NOTE a pure function of the page's content and number: both sides of a pair must agree.
+ */
+function hashPage(ram: Buffer, ram32: Int32Array, page: number, out: Uint32Array): void {
+  if (isZeroPage(ram, page)) {
+    out[page * 2] = 0;
+    out[page * 2 + 1] = 0;
+    return;
+  }
   let a = 0x811c9dc5 ^ page;
   let b = 0x9e3779b9 ^ page;
   for (let i = page << 10, end = i + 1024; i < end; i++) {
@@ -111,8 +133,9 @@ export function digestMachine(m: Machine): string {
     pageHashes.set(m, state);
   }
   const { hashes } = state;
+  const ram = bufferOf(m.bus.ram);
   for (let p = 0; p < pages; p++) {
-    if (all || epochs.page[p]! > state.epoch) hashPage(m.bus.ram32, p, hashes);
+    if (all || epochs.page[p]! > state.epoch) hashPage(ram, m.bus.ram32, p, hashes);
   }
   state.epoch = epochs.epoch;
   const regs = JSON.stringify({
@@ -123,7 +146,6 @@ export function digestMachine(m: Machine): string {
   return createHash('sha256').update(hashes).update(regs).digest('hex').slice(0, 32);
 }
 
-const PAGE_BYTES = 4096;
 const MAGIC = 0x46_54_53_31; // "FTS1"
 
 /**
@@ -135,12 +157,10 @@ export function encodeSnapshot(s: MachineSnapshot): Uint8Array {
   const header = new TextEncoder().encode(JSON.stringify({ ...s, ram: undefined }));
   const pages = s.ram.length / PAGE_BYTES;
   const bitmap = new Uint8Array(Math.ceil(pages / 8));
-  const ram32 = new Int32Array(s.ram.buffer, s.ram.byteOffset, s.ram.length >>> 2);
+  const ram = bufferOf(s.ram);
   let used = 0;
   for (let p = 0; p < pages; p++) {
-    for (let i = p * 1024, end = i + 1024; i < end; i++) {
-      if (ram32[i] !== 0) { bitmap[p >>> 3]! |= 1 << (p & 7); used++; break; }
-    }
+    if (!isZeroPage(ram, p)) { bitmap[p >>> 3]! |= 1 << (p & 7); used++; }
   }
   const out = new Uint8Array(8 + header.length + bitmap.length + used * PAGE_BYTES);
   const dv = new DataView(out.buffer);
@@ -289,8 +309,7 @@ export class SnapshotChain {
       const raw = encodeSnapshot(liveState(m));
       this.prevHeader = fullHeader(raw);
       packed = deflateSync(raw, { level: 1 });
-      if (this.shadow?.length === ram.length) this.shadow.set(ram);
-      else this.shadow = ram.slice();
+      this.updateShadow(raw, epochs);
       this.deltas = 0;
       this.fullBytes = packed.length;
       this.deltaBytes = 0;
@@ -307,6 +326,29 @@ export class SnapshotChain {
     this.prevIcount = m.icount;
     this.nextCheck = m.icount + this.policy.every;
     return packed;
+  }
+
+  /**
+   * Makes the shadow equal RAM at a full snapshot without copying all of RAM: a new shadow is
+   * zeroed memory (the OS maps it lazily) that gets the full snapshot's non-zero pages; an
+   * existing one is equal to RAM as of the previous snapshot, so only the pages written since
+   * can differ.
+   */
+  private updateShadow(raw: Uint8Array, epochs: PageEpochs): void {
+    const ram = this.m.bus.ram;
+    const pages = ram.length / PAGE_BYTES;
+    if (this.shadow?.length === ram.length) {
+      for (let p = 0; p < pages; p++) {
+        if (epochs.page[p]! > this.epoch) this.shadow.set(ram.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES), p * PAGE_BYTES);
+      }
+      return;
+    }
+    const shadow = new Uint8Array(ram.length);
+    const bitmapAt = 8 + new DataView(raw.buffer, raw.byteOffset, raw.byteLength).getUint32(4, true);
+    for (let p = 0; p < pages; p++) {
+      if (raw[bitmapAt + (p >>> 3)]! & (1 << (p & 7))) shadow.set(ram.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES), p * PAGE_BYTES);
+    }
+    this.shadow = shadow;
   }
 
   private delta(epochs: PageEpochs): Uint8Array {

@@ -14,6 +14,9 @@ export interface InputApplier extends Env {
   applyConsole(m: Machine, byte: number): void;
 }
 
+/** One payload for every timer entry: a sink never keeps or changes what it is given. */
+const TIMER: LogPayload = Object.freeze({ type: 'timer' });
+
 // A mixin's base must take any constructor arguments (TypeScript's rule for mixins).
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type EnvClass<T> = abstract new (...args: any[]) => T;
@@ -36,7 +39,7 @@ export function logsInputs<B extends EnvClass<InputApplier>>(Base: B) {
     }
 
     override applyTimer(m: Machine): void {
-      this.sink({ type: 'timer' }, m.icount);
+      this.sink(TIMER, m.icount);
       super.applyTimer(m);
     }
 

@@ -1,5 +1,5 @@
 import { asyncScheduler, Subscription, type Observable } from 'rxjs';
-import { watchdog$ } from '../channel/watchdog.js';
+import { threadStallMeter, watchdog$, type StallClock } from '../channel/watchdog.js';
 
 export type SuspicionEvent = { type: 'peer.silent' } | { type: 'peer.heard' } | { type: 'suspect.expired' };
 
@@ -23,18 +23,36 @@ export function watchPeer(
   send: (e: SuspicionEvent) => void,
   /** Above suspectMs: the suspicion timeout grows with the gaps the host shows, up to this (watchdog$). */
   suspectMaxMs = suspectMs,
+  /** This thread's stalls (default: the thread's StallMeter when the timeout adapts; tests pass their own). */
+  stallClock?: StallClock,
 ): Subscription {
   let confirm: NodeJS.Timeout | undefined;
+  // Across processes (a timeout that adapts to the host), this thread's own stalls are left
+  // out of the silence (runtime/channel/watchdog.ts, StallMeter); in one thread, with a fixed
+  // timeout, both sides share the thread and its stalls.
+  const own = stallClock ?? (suspectMaxMs > suspectMs ? threadStallMeter() : undefined);
   // NOTE: the watchdog completes right after reporting the silence of a stream that ended
   // (a cut channel): the confirmation must outlive it, so only our own unsubscribe cancels it.
-  const watch = watchdog$(activity$, suspectMs, asyncScheduler, suspectMaxMs, cleanEnd).subscribe((status) => {
+  const watch = watchdog$(activity$, suspectMs, asyncScheduler, suspectMaxMs, cleanEnd, own).subscribe((status) => {
     if (status === 'peer.silent') {
       send({ type: 'peer.silent' });
-      // As the watchdog does: one more event-loop turn, so bytes queued while this thread
-      // stalled are read (and clear the suspicion) before it counts as confirmed.
-      confirm = setTimeout(() => {
-        confirm = setTimeout(() => send({ type: 'suspect.expired' }), 0);
-      }, confirmMs);
+      // The confirmation too waits confirmMs of time this thread could run: a thread stalled
+      // meanwhile waits the stall again, so the peer gets the time to be heard.
+      let counted = own?.stalledMs() ?? 0;
+      const wait = (ms: number): void => {
+        confirm = setTimeout(() => {
+          const stalled = own ? own.stalledMs() - counted : 0;
+          if (stalled >= 1) {
+            counted += stalled;
+            wait(stalled);
+            return;
+          }
+          // As the watchdog does: one more event-loop turn, so bytes queued while this thread
+          // stalled are read (and clear the suspicion) before it counts as confirmed.
+          confirm = setTimeout(() => send({ type: 'suspect.expired' }), 0);
+        }, ms);
+      };
+      wait(confirmMs);
     } else {
       clearTimeout(confirm);
       send({ type: 'peer.heard' });

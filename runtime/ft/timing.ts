@@ -37,13 +37,18 @@ export const withTiming = (t: Partial<FtTiming> | undefined): FtTiming => ({ ...
  * Failure detection between processes (`ftvm primary` / `ftvm backup`): 100 + 50 ms on a calm
  * host, so a failover takes about 150 ms of detection. A Node process can stall (JIT, GC, a
  * descheduled core on a loaded host: bench/detect.mjs measured 90-320 ms at p99-p99.9 with the
- * load average at 15 on 2 cores), so the suspicion timeout grows to twice the longest recent
- * gap, up to 1 s, instead of failing a healthy pair over (docs/BENCHMARKS.md, "Failure
- * detection across processes").
+ * load average at 15 on 2 cores), so instead of failing a healthy pair over:
+ * - the suspicion timeout grows to 4 times the longest recent gap between the peer's messages
+ *   (a gap as long as the floor is remembered 10 s; on a host at load 20 the next long gap was
+ *   2-3 times the previous one), or 4 times this process's own longest
+ *   recent stall (the host stalls both alike), up to 2 s;
+ * - time this process itself could not run counts neither as the peer's silence nor as the
+ *   confirmation's wait (runtime/channel/watchdog.ts, StallMeter).
+ * docs/BENCHMARKS.md, "Failure detection across processes".
  */
 export const PROCESS_TIMING: Pick<FtTiming, 'suspectMs' | 'confirmMs' | 'suspectMaxMs' | 'heartbeatMs'> = {
   suspectMs: 100,
   confirmMs: 50,
-  suspectMaxMs: 1000,
+  suspectMaxMs: 2000,
   heartbeatMs: DEFAULT_TIMING.heartbeatMs,
 };

@@ -17,7 +17,7 @@
 // checks both.
 
 import { crc32c } from './crc32c.js';
-import type { EndReason, LogEntry, OutputKind } from './entry.js';
+import type { EndReason, LogEntry, LogPayload, OutputKind } from './entry.js';
 import type { ValueKind } from '../types.js';
 import { svarintSize, uvarintSize, VarintReader, writeSvarint, writeUvarint } from './varint.js';
 
@@ -74,15 +74,23 @@ export class Encoder {
 
   /** Encodes `e` as one frame. Throws RangeError for an invalid entry or a seq/icount out of order. */
   encode(e: LogEntry, forceAbsolute = false): Uint8Array {
-    if (!(isUint(e.seq) && isUint(e.icount))) bad(`seq and icount must be safe integers >= 0 (seq ${e.seq})`);
+    return this.encodeAt(e, e.seq, e.icount, forceAbsolute);
+  }
+
+  /**
+   * Encodes `payload` as the frame of entry `seq` at `icount`: what `encode` does, for a writer
+   * that numbers entries itself and so need not build an entry object per input.
+   */
+  encodeAt(e: LogPayload, seq: number, icount: number, forceAbsolute = false): Uint8Array {
+    if (!(isUint(seq) && isUint(icount))) bad(`seq and icount must be safe integers >= 0 (seq ${seq})`);
     const absolute = forceAbsolute || !this.hasPrev || e.type === 'snapshot';
     if (this.hasPrev) {
-      if (!(e.seq === this.prevSeq + 1)) bad(`seq ${e.seq} does not follow ${this.prevSeq}`);
-      if (!(e.icount >= this.prevIcount)) bad(`icount ${e.icount} < previous ${this.prevIcount}`);
+      if (!(seq === this.prevSeq + 1)) bad(`seq ${seq} does not follow ${this.prevSeq}`);
+      if (!(icount >= this.prevIcount)) bad(`icount ${icount} < previous ${this.prevIcount}`);
     }
     if (absolute) this.prevValue.fill(0);
-    const seqField = absolute ? e.seq : e.seq - this.prevSeq;
-    const icountField = absolute ? e.icount : e.icount - this.prevIcount;
+    const seqField = absolute ? seq : seq - this.prevSeq;
+    const icountField = absolute ? icount : icount - this.prevIcount;
 
     let type: number;
     let payloadMax: number;
@@ -171,8 +179,8 @@ export class Encoder {
     frame[crcAt + 3] = crc >>> 24;
 
     this.hasPrev = true;
-    this.prevSeq = e.seq;
-    this.prevIcount = e.icount;
+    this.prevSeq = seq;
+    this.prevIcount = icount;
     return frame;
   }
 }

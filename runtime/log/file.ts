@@ -9,7 +9,7 @@ import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { crc32c } from './crc32c.js';
 import { Decoder, Encoder, LogFrameError } from './codec.js';
-import type { LogEntry } from './entry.js';
+import type { LogEntry, LogPayload } from './entry.js';
 
 export const LOG_FILE_MAGIC = 'FTVMLOG';
 export const LOG_FILE_VERSION = 1;
@@ -82,9 +82,10 @@ export class LogWriteError extends Error {
 /**
  * Appends entries to a new log file; `append` buffers, `flush` writes (and optionally fsyncs).
  *
- * NOTE: writes are synchronous, once per flush (the recorder flushes once per batch). So a
- * write error is known before the guest runs another batch, and whatever was flushed is in
- * the file when a signal handler runs: nothing is left in flight.
+ * NOTE: writes are synchronous, once per flush (the recorder flushes every 500 k instructions
+ * or 64 KiB, at a batch boundary). So a write error is known before the guest runs much
+ * further, and whatever was flushed is in the file when a signal handler runs: nothing is
+ * left in flight.
  */
 export class LogFileWriter {
   private pending: Uint8Array[] = [];
@@ -131,9 +132,25 @@ export class LogFileWriter {
 
   /** Encodes `e` into the buffer. Throws RangeError for an invalid or out-of-order entry. */
   append(e: LogEntry): void {
+    this.appendAt(e, e.seq, e.icount);
+  }
+
+  /**
+   * Encodes the entry `seq` at `icount` carrying `payload` (what `append` does without an entry
+   * object): the recorder numbers its entries itself, once per input.
+   */
+  appendAt(payload: LogPayload, seq: number, icount: number): void {
     if (this.closed) throw new Error('LogFileWriter: append after close');
-    this.pending.push(this.encoder.encode(e));
+    const frame = this.encoder.encodeAt(payload, seq, icount);
+    this.pending.push(frame);
+    this.pendingCount += frame.length;
     this.entryCount++;
+  }
+
+  private pendingCount = 0;
+  /** Bytes appended and not yet written. */
+  get pendingBytes(): number {
+    return this.pendingCount;
   }
 
   /**
@@ -145,6 +162,7 @@ export class LogFileWriter {
     if (this.failed) throw this.failed;
     const parts = this.pending;
     this.pending = [];
+    this.pendingCount = 0;
     try {
       if (parts.length > 0) {
         const buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
@@ -178,6 +196,7 @@ export class LogFileWriter {
     if (this.closed) return;
     this.closed = true;
     this.pending = [];
+    this.pendingCount = 0;
     closeSync(this.fd);
   }
 }
