@@ -184,6 +184,8 @@ export function createPair(opts: PairOptions): Pair {
     name: 'primary',
     machine: pm,
     channel: remote ? remote.channel.primary : local!.primary,
+    // A backup in this thread replays only between the primary's batches: a turn each.
+    ...(local ? { chainMs: 0 } : {}),
   });
   let backup: BackupNode | undefined = local
     ? new BackupNode({ ...withInspect, name: 'backup', machine: boot(false), channel: local.backup, replaySliceMs: 0, ...(io ? { io } : {}) })

@@ -78,6 +78,13 @@ export interface PrimaryNodeOptions {
   cpu?: CpuActor;
   timing?: Partial<FtTiming>;
   batch?: number;
+  /**
+   * How long batches chain without a turn (BatchChain; default CHAIN_MS). 0: every batch on
+   * its own turn, for a primary whose backup replays in this thread: measured, chaining there
+   * left the backup's acks behind the primary's batches (bench/ft.mjs, output-rule delay p50
+   * 25 µs with a turn per batch, 5 ms chained).
+   */
+  chainMs?: number;
   /** Inspection of this node's chart (`--inspect`, the dashboard); the actor's id is the node's name. */
   inspect?: ActorOptions<typeof primaryMachine>['inspect'];
 }
@@ -259,8 +266,7 @@ export class PrimaryNode {
       id: `${this.name}.cpu`,
       ...(this.opts.cpu ? { adopt: { cpu: this.opts.cpu, env: this.recording } } : {}),
       batch: this.slicer.budget,
-      // An adopted CPU keeps the schedule its backup made (the same chain).
-      schedule: new BatchChain(CHAIN_MS).schedule,
+      ...(this.opts.chainMs === 0 ? { yieldMs: 0 } : { schedule: new BatchChain(this.opts.chainMs ?? CHAIN_MS).schedule }),
       ...(this.opts.inspect ? { inspect: this.opts.inspect as never } : {}),
     });
     this.cpu = actor;
