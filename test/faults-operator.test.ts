@@ -94,8 +94,10 @@ describe('operator errors against a pair of processes', () => {
   });
 
   it('the file arbiter out of reach at a claim: the backup says so, waits, then wins', async () => {
-    // Down longer than suspicion (1 s) plus confirmation (0.5 s), so the claim meets it.
-    const r = await run('arbiter-down-file', { arbiterDownMs: 2500 });
+    // Down longer than suspicion (1 s) plus confirmation (0.5 s), so the claim meets it. On
+    // seq, not seq-mid: under a loaded suite seq-mid could end before the kill at 400 ms, and
+    // a backup that saw the log's end claims nothing.
+    const r = await run('arbiter-down-file', { arbiterDownMs: 2500, guest: guest('seq') });
     expect(r.exit).toEqual({ primary: 'SIGKILL', backup: '0' });
     expect(r.claims).toEqual({ 1: 'backup' });
   });
