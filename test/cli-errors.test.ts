@@ -404,6 +404,10 @@ describe('the I/O flags of primary, backup and pair (issue 13): operator errors'
       expectOneLine(r.stderr, new RegExp(`^ftvm: nbd://127\\.0\\.0\\.1:${port}/zone: connect ECONNREFUSED`));
       expect(r.stderr).not.toMatch(/^usage:/m);
     }
+    // pair: the primary child fails; pair says so in its own one line, with the child's reason.
+    const p = ftvm(['pair', DNS, '--disk', `nbd://127.0.0.1:${port}/zone`]);
+    expect(p.status, p.stderr).toBe(1);
+    expectOneLine(p.stderr, new RegExp(`^ftvm: the primary did not start \\(exit 1\\): nbd://127\\.0\\.0\\.1:${port}/zone: connect ECONNREFUSED`));
     expect(readdirSync(arbiter)).toEqual([]);
   });
 

@@ -100,6 +100,8 @@ interface Replica {
   port?: number;
   joined: boolean;
   done: Promise<number>;
+  /** The last `ftvm:` line it printed: why it failed, if it did. */
+  said?: string;
 }
 
 async function pair(argv: string[]): Promise<number> {
@@ -181,6 +183,7 @@ async function pair(argv: string[]): Promise<number> {
           maybeJoin();
         }
         if (/ joined [^ ]+ pair /.test(line)) r.joined = true;
+        if (line.startsWith('ftvm: ')) r.said = line.slice(6);
       });
       replicas.push(r);
       void r.done.then((code) => {
@@ -212,7 +215,13 @@ async function pair(argv: string[]): Promise<number> {
         if (primary.port !== undefined || primary.child.exitCode !== null || primary.child.signalCode !== null) clearInterval(t);
       }, 5);
     });
-    if (port === undefined) return (await primary.done) || 1;
+    if (port === undefined) {
+      // The primary failed before it listened (a disk or port it could not open): say so as
+      // this command's own line; its relayed lines above carry the details.
+      const code = (await primary.done) || 1;
+      process.stderr.write(`ftvm: the primary did not start (exit ${code})${primary.said ? `: ${primary.said}` : ''}\n`);
+      return code;
+    }
     launch('backup', ['backup', elf, '--connect', `127.0.0.1:${port}`, ...(reprotect ? ['--listen', '127.0.0.1:0'] : []), ...inspectFor(1), ...common]);
     paired = true;
     const stop = (): void => {
