@@ -266,6 +266,8 @@ export class PrimaryNode {
       id: `${this.name}.cpu`,
       ...(this.opts.cpu ? { adopt: { cpu: this.opts.cpu, env: this.recording } } : {}),
       batch: this.slicer.budget,
+      // An adopted CPU keeps the schedule its backup made (a chain, or a turn per batch for a
+      // backup that replayed in its primary's thread: its joiners replay in this thread too).
       ...(this.opts.chainMs === 0 ? { yieldMs: 0 } : { schedule: new BatchChain(this.opts.chainMs ?? CHAIN_MS).schedule }),
       ...(this.opts.inspect ? { inspect: this.opts.inspect as never } : {}),
     });
