@@ -74,6 +74,9 @@ export function runQueueWaitReader(): (() => number) | undefined {
   return read;
 }
 
+/** How stale a run-queue reading may be (ms). */
+const READ_EVERY_MS = 1;
+
 /**
  * Measures this thread's stalls, two ways: a timer due every `periodMs` that runs later than
  * that by more than `slackMs` counts the lateness (a GC, its own long work, a lost core), and
@@ -88,9 +91,6 @@ export function runQueueWaitReader(): (() => number) | undefined {
  * then sees is its own doing. And a host that stalls this process stalls its peer alike, so
  * the peer's gaps are to be expected as long as this process's own stalls are that long.
  */
-/** How stale a run-queue reading may be (ms). */
-const READ_EVERY_MS = 1;
-
 export class StallMeter implements StallClock {
   private prev: number;
   private total = 0;
