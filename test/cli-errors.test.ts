@@ -45,6 +45,17 @@ describe('--help and -h', () => {
     });
   }
 
+  it('a misspelt option is "unknown option" and the usage, exit 2, for every command', () => {
+    for (const name of commands) {
+      const args = name === 'demo' || name === 'diagram' ? [name, '--seeed', '3'] : [name, HELLO, '--seeed', '3'];
+      const r = ftvm(args);
+      expect(r.status, `${name}: ${r.stderr}`).toBe(2);
+      // Not Node's advice about positionals starting with '-': the option is simply wrong.
+      expectOneLine(r.stderr, /^ftvm: unknown option '--seeed'$/);
+      expect(r.stderr).toMatch(new RegExp(`^usage: ftvm ${name}\\b`, 'm'));
+    }
+  });
+
   it('a --help after -- is a positional, not a request for help', () => {
     const r = ftvm(['run', '--', '--help']);
     expect(r.status).toBe(2);

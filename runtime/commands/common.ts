@@ -6,6 +6,7 @@ import { checkFitsRam, ElfError, parseElf } from '../elf.js';
 import { PSEUDO_FS } from '../io/pseudo-fs.js';
 import { DEFAULT_MEMORY_MIB, MAX_MEMORY_MIB, RAM_BASE } from '../platform.js';
 export { packSnapshot, unpackSnapshot } from '../ft/snapshot-wire.js';
+export { errorLine } from './error-line.js';
 
 /** An expected, user-facing failure: printed as one `ftvm: ...` line, never a stack trace. */
 export class CliError extends Error {
