@@ -106,6 +106,7 @@ export class LogFileWriter {
   private failed: LogWriteError | undefined;
   private entryCount = 0;
   private byteCount = 0;
+  private blockCount = 0;
 
   private constructor(
     private readonly path: string,
@@ -130,6 +131,11 @@ export class LogFileWriter {
 
   get entriesWritten(): number {
     return this.entryCount;
+  }
+
+  /** Blocks written so far: one per flush that had entries. */
+  get blocksWritten(): number {
+    return this.blockCount;
   }
 
   /** Bytes written so far, header included. */
@@ -174,7 +180,10 @@ export class LogFileWriter {
     const block = this.encoder.seal();
     try {
       if (header) this.write(header);
-      if (block) this.write(block);
+      if (block) {
+        this.write(block);
+        this.blockCount++;
+      }
       if (opts.sync) fsyncSync(this.fd);
     } catch (e) {
       this.failed = new LogWriteError(this.path, e as Error);
