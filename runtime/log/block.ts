@@ -34,7 +34,7 @@ import { crc32c } from './crc32c.js';
 import { LogFrameError } from './codec.js';
 import type { EndReason, LogEntry, LogPayload, OutputKind } from './entry.js';
 import type { ValueKind } from '../types.js';
-import { VarintReader, writeSvarint, writeUvarint } from './varint.js';
+import { uvarintSize, VarintReader, writeSvarint, writeUvarint } from './varint.js';
 
 export const BLOCK_MAGIC = 0xf8;
 /** Blocks above this are rejected as a corrupt length rather than read. */
@@ -188,13 +188,11 @@ export class BlockEncoder {
     this.reserve(4);
     const s = this.buf;
     // The header goes right before the entries: magic, length, first seq.
-    const seqBytes = uvarintBytes(this.firstSeq);
-    const length = seqBytes.length + (this.pos - HEADROOM) + 4;
-    const lengthBytes = uvarintBytes(length);
-    const start = HEADROOM - seqBytes.length - lengthBytes.length - 1;
+    const seqSize = uvarintSize(this.firstSeq);
+    const length = seqSize + (this.pos - HEADROOM) + 4;
+    const start = HEADROOM - seqSize - uvarintSize(length) - 1;
     s[start] = BLOCK_MAGIC;
-    s.set(lengthBytes, start + 1);
-    s.set(seqBytes, start + 1 + lengthBytes.length);
+    writeUvarint(s, writeUvarint(s, start + 1, length), this.firstSeq);
     const crc = crc32c(s, start, this.pos);
     let p = this.pos;
     s[p++] = crc & 0xff;
@@ -222,11 +220,6 @@ export class BlockEncoder {
     grown.set(this.buf.subarray(0, this.pos));
     this.buf = grown;
   }
-}
-
-function uvarintBytes(v: number): Uint8Array {
-  const tmp = new Uint8Array(8);
-  return tmp.subarray(0, writeUvarint(tmp, 0, v));
 }
 
 /** What `decodeBlocks` read: every entry of the whole, valid blocks, and why it stopped early. */
