@@ -306,8 +306,10 @@ class BlockState {
     while (r.pos < crcAt) {
       const head = r.uvarint();
       if (!r.ok) fail(`entry seq ${seq}: head overruns the block`);
-      const type = head % 16;
-      icount += (head - type) / 16;
+      // Integer operations while the head fits 31 bits, so icount stays a small integer
+      // (a V8 Smi) as in the entries the frame decoder makes.
+      const type = head <= 0x7fffffff ? head & 15 : head % 16;
+      icount += head <= 0x7fffffff ? head >>> 4 : (head - type) / 16;
       if (!Number.isSafeInteger(icount)) fail(`entry seq ${seq}: icount overflow`);
       gap = type === T.gap;
       if (gap) continue;
