@@ -1,4 +1,5 @@
-// Log size and codec speed. Usage: node bench/log-bytes.mjs
+// Log size and codec speed, on the wire (a frame per entry, codec.ts) and in the log file
+// (version 2: a block per write, block.ts). Usage: node bench/log-bytes.mjs
 // Speeds are the best of 5 runs.
 // Transpiles runtime/log/*.ts to a temp dir first, so it needs no build step.
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -18,6 +19,7 @@ for (const f of await readdir(srcDir)) {
   await writeFile(join(out, f.replace(/\.ts$/, '.js')), js.outputText);
 }
 const { Encoder, Decoder } = await import(pathToFileURL(join(out, 'codec.js')).href);
+const { BlockEncoder, decodeBlocks } = await import(pathToFileURL(join(out, 'block.js')).href);
 await rm(out, { recursive: true, force: true });
 
 const MIPS = 150;
@@ -114,3 +116,29 @@ const es = timeBest(() => {
   for (let r = 0; r < 10; r++) encodeAll(entries);
 });
 console.log(`encode only: ${((total * 10) / 1e6 / es).toFixed(1)} MB/s, ${((entries.length * 10) / es / 1e6).toFixed(2)} M entries/s`);
+
+// The log file: one block per write, as `ftvm record` writes every 1 M instructions.
+const blockOf = (list) => {
+  const enc = new BlockEncoder();
+  const blocks = [];
+  let next = 1_000_000;
+  for (const e of list) {
+    if (e.icount >= next) {
+      blocks.push(Uint8Array.from(enc.seal()));
+      next = e.icount + 1_000_000;
+    }
+    enc.append(e, e.seq, e.icount);
+  }
+  blocks.push(Uint8Array.from(enc.seal()));
+  return blocks;
+};
+const blocks = blockOf(entries);
+const fileBytes = blocks.reduce((n, b) => n + b.length, 0);
+console.log(`log file (blocks of 1 M instructions), timer stream: ${fileBytes} bytes, ${(fileBytes / entries.length).toFixed(2)} B/entry, ${((fileBytes / instructions) * 1000).toFixed(3)} B per 1000 instructions (frames: ${((total / instructions) * 1000).toFixed(3)})`);
+const fileWhole = new Uint8Array(fileBytes);
+at = 0;
+for (const b of blocks) { fileWhole.set(b, at); at += b.length; }
+if (decodeBlocks(fileWhole, 0).entries.length !== entries.length) throw new Error('block decode mismatch');
+const bd = timeBest(() => { for (let r = 0; r < 10; r++) decodeBlocks(fileWhole, 0); });
+const be = timeBest(() => { for (let r = 0; r < 10; r++) blockOf(entries); });
+console.log(`log file: encode ${((entries.length * 10) / be / 1e6).toFixed(2)} M entries/s, decode ${((entries.length * 10) / bd / 1e6).toFixed(2)} M entries/s`);

@@ -52,19 +52,54 @@ function ftvm(tree, args) {
 /** Whether this tree's `ftvm record` prints --stats (older builds do not). */
 const recordHasStats = (tree) => readFileSync(join(tree, 'dist/runtime/commands/record.js'), 'utf8').includes('[--stats]');
 
-/** Bytes per entry type in a log file, read frame by frame (header, then magic, version, type, length varint). */
+/**
+ * Bytes per entry type in a log file. Version 1: frame by frame (magic, version, type, length
+ * varint). Version 2: block by block; each entry's bytes (head and payload) count for its type,
+ * and each block's magic, length, seq and CRC for "block framing".
+ */
 function bytesByType(path) {
   const b = readFileSync(path);
   const jsonLen = b.readUInt32LE(8);
-  const names = ['?', 'timer', 'mtime', 'rtc', 'seed', 'console', 'net-rx', 'disk-read', 'disk-done', 'progress', 'output', 'digest', 'snapshot', 'end'];
+  const names = ['gap', 'timer', 'mtime', 'rtc', 'seed', 'console', 'net-rx', 'disk-read', 'disk-done', 'progress', 'output', 'digest', 'snapshot', 'end'];
   const out = {};
+  const add = (name, n) => { out[name] = (out[name] ?? 0) + n; };
+  let p;
+  const uv = () => { let v = 0, mul = 1; for (;;) { const x = b[p++]; v += (x & 0x7f) * mul; mul *= 128; if (x < 0x80) return v; } };
+  const sv = () => { const x = b[p++]; if (x & 0x80) uv(); };
+  if (b[7] === 1) {
+    for (let at = 12 + jsonLen + 4; at < b.length; ) {
+      p = at + 3;
+      const length = uv();
+      const size = p - at + length;
+      add(names[b[at + 2] & 0x7f] ?? `type${b[at + 2] & 0x7f}`, size);
+      at += size;
+    }
+    return out;
+  }
   for (let at = 12 + jsonLen + 4; at < b.length; ) {
-    let length = 0, mul = 1, p = at + 3;
-    for (;;) { const x = b[p++]; length += (x & 0x7f) * mul; mul *= 128; if (x < 0x80) break; }
-    const name = names[b[at + 2] & 0x7f] ?? `type${b[at + 2] & 0x7f}`;
-    const size = p - at + length;
-    out[name] = (out[name] ?? 0) + size;
-    at += size;
+    p = at + 1;
+    const length = uv();
+    const end = p + length;
+    uv(); // first seq
+    add('block framing', p - at + 4);
+    while (p < end - 4) {
+      const from = p;
+      const type = uv() % 16;
+      switch (type) {
+        case 2: case 3: case 4: sv(); break;
+        case 5: p++; break;
+        case 6: case 12: { const n = uv(); p += n; break; }
+        case 7: { uv(); const n = uv(); p += n; break; }
+        case 8: uv(); uv(); break;
+        case 9: uv(); break;
+        case 10: p++; sv(); break;
+        case 11: { const n = b[p++]; p += n; break; }
+        case 13: sv(); p++; break;
+        default: break;
+      }
+      add(names[type], p - from);
+    }
+    at = end;
   }
   return out;
 }

@@ -56,7 +56,12 @@ export function restoreMachine(m: Machine, s: MachineSnapshot): void {
  */
 interface PageEpochs {
   epoch: number;
-  /** The sweep that last found each page dirty (0: never since boot). */
+  /**
+   * The sweep that last found each page dirty (0: never since boot). A bus's RAM starts
+   * zeroed and every write to it sets the page's dirty bit, so a page at 0 is all zeros: no
+   * need to read it (a first read of untouched RAM costs a page fault per 4 KiB: 16 MiB of
+   * them took 75 ms, 5 % of a `record` run).
+   */
   page: Uint32Array;
 }
 const epochsOf = new WeakMap<Machine, PageEpochs>();
@@ -156,15 +161,18 @@ const MAGIC = 0x46_54_53_31; // "FTS1"
 /**
  * Wire form for streaming a snapshot to a new backup: magic, JSON header length, JSON header,
  * a bitmap of non-zero 4 KiB pages, then those pages. Zero pages (most of a fresh guest's RAM)
- * cost one bit.
+ * cost one bit. `written`, for a snapshot of a machine's live RAM: its page epochs, so pages
+ * never written are known zero without reading them.
  */
-export function encodeSnapshot(s: MachineSnapshot): Uint8Array {
+export function encodeSnapshot(s: MachineSnapshot, written?: Uint32Array): Uint8Array {
   const header = new TextEncoder().encode(JSON.stringify({ ...s, ram: undefined }));
   const pages = s.ram.length / PAGE_BYTES;
   const bitmap = new Uint8Array(Math.ceil(pages / 8));
   const ram = bufferOf(s.ram);
   let used = 0;
   for (let p = 0; p < pages; p++) {
+    // `written` (a machine's page epochs, for its live RAM): a page never written is zero unread.
+    if (written?.[p] === 0) continue;
     if (!isZeroPage(ram, p)) { bitmap[p >>> 3]! |= 1 << (p & 7); used++; }
   }
   const out = new Uint8Array(8 + header.length + bitmap.length + used * PAGE_BYTES);
@@ -311,7 +319,7 @@ export class SnapshotChain {
       this.deltaBytes >= Math.max(this.fullBytes * this.policy.deltaBytesPerFull, this.policy.minChainBytes);
     let packed: Uint8Array;
     if (full) {
-      const raw = encodeSnapshot(liveState(m));
+      const raw = encodeSnapshot(liveState(m), epochs.page);
       this.prevHeader = fullHeader(raw);
       packed = deflateSync(raw, { level: 1 });
       this.updateShadow(raw, epochs);

@@ -25,7 +25,7 @@ describe('log file', () => {
     await writeLogFile(path, meta, entries);
     const bytes = await readFile(path);
     expect(bytes.subarray(0, 7).toString('latin1')).toBe('FTVMLOG');
-    expect(await readLogFile(path)).toEqual({ header: { version: 1, ...meta }, entries });
+    expect(await readLogFile(path)).toEqual({ header: { version: 2, ...meta }, entries });
   });
 
   it('appends across flushes and counts bytes', async () => {
@@ -57,14 +57,23 @@ describe('log file', () => {
     await expect(readLogFile(path)).rejects.toMatchObject({ code: 'magic' });
   });
 
-  it('counts frame offsets from the start of the file', async () => {
+  /** Entries 0..2 in one block (one flush), 3..4 in the next; returns the file and where the second block starts. */
+  const twoBlocks = async (path: string): Promise<{ good: Buffer; frame3: number }> => {
+    const w = await LogFileWriter.create(path, meta);
+    for (const e of entries.slice(0, 3)) w.append(e);
+    w.flush();
+    const frame3 = w.bytesWritten;
+    for (const e of entries.slice(3)) w.append(e);
+    w.close();
+    return { good: await readFile(path), frame3 };
+  };
+
+  it('counts frame (block) offsets from the start of the file', async () => {
     const path = join(dir, 'd.ftlog');
-    await writeLogFile(path, meta, entries);
-    const good = await readFile(path);
+    const { good, frame3 } = await twoBlocks(path);
     const headerSize = encodeLogFileHeader(meta).length;
-    // The frames before entry 3 end where a log of entries 0..2 ends.
+    // The block of entries 0..2 is what a log of entries 0..2 holds after its header.
     await writeLogFile(path, meta, entries.slice(0, 3));
-    const frame3 = (await readFile(path)).length;
     expect(good.subarray(0, frame3)).toEqual(await readFile(path));
     expect(frame3).toBeGreaterThan(headerSize);
     const damaged = Buffer.from(good);
@@ -78,12 +87,10 @@ describe('log file', () => {
 
   it('scans a log cut at a frame boundary or inside a frame as far as it is whole', async () => {
     const path = join(dir, 'e.ftlog');
-    await writeLogFile(path, meta, entries.slice(0, 3));
-    const boundary = (await readFile(path)).length;
+    const { good: whole, frame3: boundary } = await twoBlocks(path);
+    await writeFile(path, whole.subarray(0, boundary));
     expect(await scanLogFile(path)).toMatchObject({ entries: entries.slice(0, 3), validBytes: boundary, size: boundary, truncated: false });
     expect((await scanLogFile(path)).error).toBeUndefined();
-    await writeLogFile(path, meta, entries);
-    const whole = await readFile(path);
     await writeFile(path, whole.subarray(0, boundary + 4));
     const torn = await scanLogFile(path);
     expect(torn).toMatchObject({ entries: entries.slice(0, 3), validBytes: boundary, size: boundary + 4, truncated: true });

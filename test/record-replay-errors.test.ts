@@ -6,7 +6,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { scanLogFile, writeLogFile } from '../runtime/log/file.js';
+import { scanLogFile } from '../runtime/log/file.js';
+import { decodeBlocks } from '../runtime/log/block.js';
 import type { LogEntry } from '../runtime/log/entry.js';
 import { Machine } from '../runtime/machine.js';
 import { ReplayEnv } from '../runtime/env/replay.js';
@@ -55,8 +56,11 @@ const ftvmSync = (...args: string[]) => {
   return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 };
 
-/** A whole recording of seq-short, its bytes, and where each frame starts in the file. */
-let whole: { log: string; stdout: string; stderr: string; bytes: Buffer; entries: LogEntry[]; frameAt: (k: number) => Promise<number> };
+/**
+ * A whole recording of seq-short, its bytes, and its frames: blocks of entries (one per write,
+ * file version 2), where each starts in the file and how many entries come before it.
+ */
+let whole: { log: string; stdout: string; stderr: string; bytes: Buffer; entries: LogEntry[]; frameAt: (fraction: number) => { at: number; n: number } };
 
 beforeAll(async () => {
   const log = join(dir, 'whole.log');
@@ -65,13 +69,19 @@ beforeAll(async () => {
   const scan = await scanLogFile(log);
   expect(scan.error).toBeUndefined();
   const bytes = readFileSync(log);
-  const frameAt = async (k: number): Promise<number> => {
-    // The frames of entries 0..k-1 are exactly the file's first bytes: the next frame starts there.
-    const prefix = join(dir, `prefix-${k}.log`);
-    await writeLogFile(prefix, scan.header, scan.entries.slice(0, k));
-    const p = readFileSync(prefix);
-    expect(bytes.subarray(0, p.length)).toEqual(p);
-    return p.length;
+  // Each block: magic, then its length varint (the bytes after it).
+  const starts: number[] = [];
+  for (let at = scan.headerSize; at < bytes.length; ) {
+    starts.push(at);
+    let length = 0, mul = 1, p = at + 1;
+    for (;;) { const b = bytes[p++]!; length += (b & 0x7f) * mul; mul *= 128; if (b < 0x80) break; }
+    at = p + length;
+  }
+  expect(starts.length).toBeGreaterThan(4);
+  /** The block boundary `fraction` of the way through the blocks, and the entries before it. */
+  const frameAt = (fraction: number): { at: number; n: number } => {
+    const at = starts[Math.max(1, Math.floor(starts.length * fraction))]!;
+    return { at, n: decodeBlocks(bytes.subarray(0, at), scan.headerSize).entries.length };
   };
   whole = { log, stdout: rec.stdout, stderr: rec.stderr, bytes, entries: scan.entries, frameAt };
 });
@@ -183,8 +193,7 @@ describe('a write error on the log', () => {
 
 describe('replay of a log that lacks its end', () => {
   it('cut at a frame boundary: one line with seq, icount and file offset; --partial replays it', async () => {
-    const k = Math.floor(whole.entries.length / 2);
-    const at = await whole.frameAt(k);
+    const { at, n: k } = whole.frameAt(1 / 2);
     const cut = join(dir, 'cut-boundary.log');
     writeFileSync(cut, whole.bytes.subarray(0, at));
     const last = whole.entries[k - 1]!;
@@ -204,8 +213,7 @@ describe('replay of a log that lacks its end', () => {
   });
 
   it('cut inside a frame: says where; --partial replays the frames before the cut', async () => {
-    const k = Math.floor(whole.entries.length / 3);
-    const at = await whole.frameAt(k);
+    const { at, n: k } = whole.frameAt(1 / 3);
     const cut = join(dir, 'cut-inside.log');
     writeFileSync(cut, whole.bytes.subarray(0, at + 3));
     const last = whole.entries[k - 1]!;
@@ -250,8 +258,7 @@ describe('a guest fault', () => {
 
 describe('replay error lines', () => {
   it('a corrupt frame: its offset counts from the start of the file, and no usage line follows', async () => {
-    const k = Math.floor(whole.entries.length / 2);
-    const at = await whole.frameAt(k);
+    const { at } = whole.frameAt(1 / 2);
     const bad = join(dir, 'corrupt.log');
     const bytes = Buffer.from(whole.bytes);
     bytes[at + 4]! ^= 0x10;

@@ -28,10 +28,11 @@ const YIELD_MS = 4;
 /**
  * The log is written at a batch boundary once this many instructions or bytes have gathered,
  * not after every batch: a guest that reads the clock in a loop (seq) ends tens of thousands
- * of batches a second, and a write(2) each cost `record` a third of its speed. A write error
- * still stops the guest within about this many instructions of the last entry written.
+ * of batches a second, and a write(2) each cost `record` a third of its speed. Each write is
+ * one block of the file (runtime/log/block.ts). A write error still stops the guest within
+ * about this many instructions (and a batch) of the last entry written.
  */
-const FLUSH_INSTRUCTIONS = 500_000;
+const FLUSH_INSTRUCTIONS = 1_000_000;
 const FLUSH_BYTES = 64 * 1024;
 
 /** 128 + the signal's number, as a shell reports a command that signal ended (SIGINT 130, SIGTERM 143, SIGPIPE 141). */
@@ -246,7 +247,7 @@ async function record(o: RecordOptions): Promise<number> {
     const mips = outcome.seconds > 0 ? outcome.icount / outcome.seconds / 1e6 : 0;
     process.stderr.write(`instructions ${outcome.icount}, seconds ${outcome.seconds.toFixed(3)}, MIPS ${mips.toFixed(1)}\n`);
   }
-  process.stderr.write(`log ${writer.entriesWritten} entries, ${writer.bytesWritten} bytes, ${((writer.bytesWritten * 1000) / Math.max(1, machine.icount)).toFixed(3)} bytes per 1000 instructions\n`);
+  process.stderr.write(`log ${writer.entriesWritten} entries, ${writer.bytesWritten} bytes, ${((writer.bytesWritten * 1000) / Math.max(1, machine.icount)).toFixed(3)} bytes per 1000 instructions, ${writer.blocksWritten} writes\n`);
   if (outcome.reason === 'fault') {
     process.stderr.write(`ftvm: guest fault: ${outcome.fault?.message ?? 'unknown'}\n`);
   } else if (outcome.reason !== 'halt' && stop?.kind === 'signal') {

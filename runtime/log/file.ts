@@ -1,18 +1,25 @@
-// The log file: a header naming what the log belongs to, then the frames of one stream.
+// The log file: a header naming what the log belongs to, then the entries of one stream.
 //
-//   "FTVMLOG" (7 bytes ASCII) [version u8 = 1] [metadata length u32 LE] [metadata JSON, UTF-8]
+//   "FTVMLOG" (7 bytes ASCII) [version u8] [metadata length u32 LE] [metadata JSON, UTF-8]
 //   [crc32c u32 LE over everything before it] [frames...]
 //
+// Version 2 (written since issue 14's third pass): the frames are blocks (runtime/log/block.ts),
+// one per write, each holding many entries under one CRC with seq implied. Version 1 (read
+// still): one codec.ts frame per entry, as on the wire. Any other version is refused.
 // A replay must run the same image with the same memory size, so both are recorded.
 
 import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { crc32c } from './crc32c.js';
-import { Decoder, Encoder, LogFrameError } from './codec.js';
+import { Decoder, LogFrameError } from './codec.js';
+import { BlockEncoder, decodeBlocks } from './block.js';
 import type { LogEntry, LogPayload } from './entry.js';
 
 export const LOG_FILE_MAGIC = 'FTVMLOG';
-export const LOG_FILE_VERSION = 1;
+/** The version this build writes. */
+export const LOG_FILE_VERSION = 2;
+/** Every version this build reads: 1 (a frame per entry) and 2 (blocks). */
+export const LOG_FILE_VERSIONS: readonly number[] = [1, 2];
 
 export interface LogFileMeta {
   /** Digest of the guest image the log was recorded from. */
@@ -25,11 +32,11 @@ export interface LogFileHeader extends LogFileMeta {
   version: number;
 }
 
-export function encodeLogFileHeader(meta: LogFileMeta): Uint8Array {
+export function encodeLogFileHeader(meta: LogFileMeta, version = LOG_FILE_VERSION): Uint8Array {
   const json = Buffer.from(JSON.stringify({ imageDigest: meta.imageDigest, memorySize: meta.memorySize }), 'utf8');
   const out = new Uint8Array(7 + 1 + 4 + json.length + 4);
   out.set(Buffer.from(LOG_FILE_MAGIC, 'ascii'), 0);
-  out[7] = LOG_FILE_VERSION;
+  out[7] = version;
   const view = new DataView(out.buffer);
   view.setUint32(8, json.length, true);
   out.set(json, 12);
@@ -45,7 +52,10 @@ export function decodeLogFileHeader(bytes: Uint8Array): { header: LogFileHeader;
   if (bytes.length < 16) fail('length', `expected >= 16 bytes, got ${bytes.length}`);
   const magic = Buffer.from(bytes.subarray(0, 7)).toString('latin1');
   if (magic !== LOG_FILE_MAGIC) fail('magic', `expected ${LOG_FILE_MAGIC}, got ${JSON.stringify(magic)}`);
-  if (bytes[7] !== LOG_FILE_VERSION) fail('version', `expected ${LOG_FILE_VERSION}, got ${bytes[7]}`);
+  const version = bytes[7]!;
+  if (!LOG_FILE_VERSIONS.includes(version)) {
+    fail('version', `version ${version}, this ftvm reads versions ${LOG_FILE_VERSIONS.join(' and ')}`);
+  }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const jsonLength = view.getUint32(8, true);
   const size = 12 + jsonLength + 4;
@@ -63,7 +73,7 @@ export function decodeLogFileHeader(bytes: Uint8Array): { header: LogFileHeader;
   if (typeof m?.imageDigest !== 'string' || !Number.isSafeInteger(m.memorySize)) {
     fail('payload', 'metadata lacks imageDigest or memorySize');
   }
-  return { header: { version: LOG_FILE_VERSION, imageDigest: m!.imageDigest!, memorySize: m!.memorySize! }, size };
+  return { header: { version, imageDigest: m!.imageDigest!, memorySize: m!.memorySize! }, size };
 }
 
 /** Writing the log failed (ENOSPC, EIO, EFBIG, ...): the file names itself, the cause says why. */
@@ -80,20 +90,23 @@ export class LogWriteError extends Error {
 }
 
 /**
- * Appends entries to a new log file; `append` buffers, `flush` writes (and optionally fsyncs).
+ * Appends entries to a new log file (version 2); `append` encodes into the block being built,
+ * `flush` writes it as one block (and optionally fsyncs).
  *
- * NOTE: writes are synchronous, once per flush (the recorder flushes every 500 k instructions
- * or 64 KiB, at a batch boundary). So a write error is known before the guest runs much
- * further, and whatever was flushed is in the file when a signal handler runs: nothing is
- * left in flight.
+ * NOTE: writes are synchronous, one block per flush (the recorder flushes every 500 k
+ * instructions or 64 KiB, at a batch boundary). So a write error is known before the guest
+ * runs much further, and whatever was flushed is in the file when a signal handler runs:
+ * nothing is left in flight.
  */
 export class LogFileWriter {
-  private pending: Uint8Array[] = [];
-  private readonly encoder = new Encoder();
+  /** The header, until the first flush writes it. */
+  private header: Uint8Array | undefined;
+  private readonly encoder = new BlockEncoder();
   private closed = false;
   private failed: LogWriteError | undefined;
   private entryCount = 0;
   private byteCount = 0;
+  private blockCount = 0;
 
   private constructor(
     private readonly path: string,
@@ -106,7 +119,7 @@ export class LogFileWriter {
    */
   static async create(path: string, meta: LogFileMeta): Promise<LogFileWriter> {
     const w = new LogFileWriter(path, openSync(path, 'w'));
-    w.pending.push(encodeLogFileHeader(meta));
+    w.header = encodeLogFileHeader(meta);
     try {
       w.flush();
     } catch (e) {
@@ -118,6 +131,11 @@ export class LogFileWriter {
 
   get entriesWritten(): number {
     return this.entryCount;
+  }
+
+  /** Blocks written so far: one per flush that had entries. */
+  get blocksWritten(): number {
+    return this.blockCount;
   }
 
   /** Bytes written so far, header included. */
@@ -141,16 +159,13 @@ export class LogFileWriter {
    */
   appendAt(payload: LogPayload, seq: number, icount: number): void {
     if (this.closed) throw new Error('LogFileWriter: append after close');
-    const frame = this.encoder.encodeAt(payload, seq, icount);
-    this.pending.push(frame);
-    this.pendingCount += frame.length;
+    this.encoder.append(payload, seq, icount);
     this.entryCount++;
   }
 
-  private pendingCount = 0;
-  /** Bytes appended and not yet written. */
+  /** Bytes appended and not yet written (the entries of the block being built). */
   get pendingBytes(): number {
-    return this.pendingCount;
+    return this.encoder.pendingBytes;
   }
 
   /**
@@ -160,23 +175,28 @@ export class LogFileWriter {
    */
   flush(opts: { sync?: boolean } = {}): void {
     if (this.failed) throw this.failed;
-    const parts = this.pending;
-    this.pending = [];
-    this.pendingCount = 0;
+    const header = this.header;
+    this.header = undefined;
+    const block = this.encoder.seal();
     try {
-      if (parts.length > 0) {
-        const buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-        // A write may be short (a disk filling up writes what fits, then fails).
-        for (let at = 0; at < buf.length; ) {
-          const n = writeSync(this.fd, buf, at, buf.length - at);
-          at += n;
-          this.byteCount += n;
-        }
+      if (header) this.write(header);
+      if (block) {
+        this.write(block);
+        this.blockCount++;
       }
       if (opts.sync) fsyncSync(this.fd);
     } catch (e) {
       this.failed = new LogWriteError(this.path, e as Error);
       throw this.failed;
+    }
+  }
+
+  /** Writes all of `buf`: a write may be short (a disk filling up writes what fits, then fails). */
+  private write(buf: Uint8Array): void {
+    for (let at = 0; at < buf.length; ) {
+      const n = writeSync(this.fd, buf, at, buf.length - at);
+      at += n;
+      this.byteCount += n;
     }
   }
 
@@ -195,8 +215,8 @@ export class LogFileWriter {
   abandon(): void {
     if (this.closed) return;
     this.closed = true;
-    this.pending = [];
-    this.pendingCount = 0;
+    this.header = undefined;
+    this.encoder.seal();
     closeSync(this.fd);
   }
 }
@@ -213,7 +233,7 @@ export async function writeLogFile(path: string, meta: LogFileMeta, entries: Ite
 /** What a log file holds, read as far as its frames are whole and valid. */
 export interface LogFileScan {
   header: LogFileHeader;
-  /** Every valid entry, in order, up to the first bad or cut frame. */
+  /** Every valid entry, in order, up to the first bad or cut frame (version 2: block). */
   entries: LogEntry[];
   /** File size in bytes. */
   size: number;
@@ -237,6 +257,13 @@ export interface LogFileScan {
 export async function scanLogFile(path: string): Promise<LogFileScan> {
   const bytes = new Uint8Array(await readFile(path));
   const { header, size: headerSize } = decodeLogFileHeader(bytes);
+  if (header.version !== 1) {
+    const scan = decodeBlocks(bytes, headerSize);
+    return {
+      header, entries: scan.entries, size: bytes.length, headerSize, validBytes: scan.end, truncated: scan.truncated,
+      ...(scan.error ? { error: scan.error } : {}),
+    };
+  }
   const decoder = new Decoder();
   const atFile = (err: LogFrameError): LogFrameError =>
     new LogFrameError(err.code, err.offset + headerSize, err.detail, err.entries);
