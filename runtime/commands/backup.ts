@@ -14,7 +14,7 @@ import { CliError, imageDigest, memoryFlag, positiveInt, readImage } from './com
 import {
   batchFlag, bootMachine, cliRun, closeNodeIo, commonOptions, EXIT_DIVERGED, EXIT_HALTED, EXIT_REFUSED, guardMovedPorts, hookOnAlone, loadArbiter, loadKey,
   heartbeatLink, machineIo, note, openNodeIo, openOutputs, pairIdFlag, parseHostPort, reportEvents, serveReprotection, signalExit, sinkOutputs, startInspect, stopOnSignal, takeInspectFlag,
-  timingFlags, watchBeats,
+  closeLink, timingFlags, watchBeats,
 } from './primary.js';
 import type { Views } from '../dashboard/cli.js';
 import type { OpenedIo } from '../io/open.js';
@@ -124,7 +124,7 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
   const outcome = await node.run();
   stopBackup.off();
   // Its primary is gone, or the run is over: a live node beats to its own next backups.
-  link?.close();
+  closeLink(link, 'backup');
   if (outcome.reason !== 'live') await arbiter.close();
   if (stopBackup.by) return signalExit(`backup (${JSON.stringify(node.state)})`, stopBackup);
   switch (outcome.reason) {
@@ -165,7 +165,7 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
       const stop = stopOnSignal(live);
       const run = await live.run();
       stop.off();
-      liveLink?.close();
+      closeLink(liveLink, 'backup (live)');
       await listener?.close().catch(() => undefined);
       await arbiter.close();
       const s = live.stats();

@@ -195,6 +195,14 @@ export function heartbeatLink(values: { 'no-heartbeat-link'?: boolean | undefine
   return new HeartbeatLink({ role, host, port, say: (line) => writeAllSync(2, Buffer.from(`ftvm: ${role} heartbeat: ${line}\n`)) });
 }
 
+/** Stop the link, with one line of what it did (tests and bench/detect.mjs read it). */
+export function closeLink(link: HeartbeatLink | undefined, who: string): void {
+  if (!link) return;
+  const s = link.stats();
+  note(`${who} heartbeat link: beats sent ${s.sent} heard ${s.heard}`);
+  link.close();
+}
+
 /** The link beats for `end` once `up` resolves (its TLS session is there), until the end closes or fails. */
 export function watchBeats(link: HeartbeatLink | undefined, end: KeyedEnd & { events$: Observable<ChannelEvent> }, up: Promise<unknown>): void {
   if (!link) return;
@@ -454,7 +462,7 @@ async function runPrimary(
   const stop = stopOnSignal(node);
   const outcome = await node.run();
   stop.off();
-  link?.close();
+  closeLink(link, 'primary');
   await listener.close().catch(() => undefined);
   await arbiter.close();
   const s = node.stats();
