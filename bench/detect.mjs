@@ -46,11 +46,15 @@ async function pair(elf) {
   const common = ['--key-file', key, '--arbiter', `file:${arb}`, ...extra];
   const p = spawn(process.execPath, [cli, 'primary', elf, '--listen', '127.0.0.1:0', ...common], { stdio: ['ignore', 'ignore', 'pipe'], env });
   const lines = [];
-  const port = await new Promise((resolve) => createInterface({ input: p.stderr }).on('line', (l) => {
-    lines.push(l);
-    const m = / primary listening [^ ]+:(\d+) /.exec(l);
-    if (m) resolve(Number(m[1]));
-  }));
+  const port = await new Promise((resolve, reject) => {
+    createInterface({ input: p.stderr }).on('line', (l) => {
+      lines.push(l);
+      const m = / primary listening [^ ]+:(\d+) /.exec(l);
+      if (m) resolve(Number(m[1]));
+    });
+    // A primary that ends before it listens ends this pair, not the bench.
+    p.once('exit', (code) => reject(new Error(`the primary exited (${code}) before listening: ${lines.slice(-2).join(' | ')}`)));
+  });
   const b = spawn(process.execPath, [cli, 'backup', elf, '--connect', `127.0.0.1:${port}`, ...common], { stdio: ['ignore', 'ignore', 'pipe'], env });
   createInterface({ input: b.stderr }).on('line', (l) => lines.push(l));
   await Promise.all([new Promise((r) => p.once('exit', r)), new Promise((r) => b.once('exit', r))]);
@@ -112,7 +116,13 @@ try {
   let suspicions = 0;
   const pairsStalls = [];
   for (let i = 0; i < RUNS; i++) {
-    const r = await pair(join(root, 'guests/bench-timer/bench-timer.elf'));
+    let r;
+    try {
+      r = await pair(join(root, 'guests/bench-timer/bench-timer.elf'));
+    } catch (e) {
+      console.log(`  run ${i}: no pair (${e.message})`);
+      continue;
+    }
     for (const side of r.sides) all[side.role]?.push(side);
     const side = (role) => r.sides.find((x) => x.role === role)?.stalls ?? [];
     pairsStalls.push({ primary: side('primary'), backup: side('backup') });
