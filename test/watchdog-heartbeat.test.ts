@@ -58,20 +58,23 @@ describe('watchdog$ with the peer\'s heartbeats', () => {
     });
   });
 
-  it('while beats come, the adaptive timeout follows their gaps, not the log\'s long ones', () => {
+  it('beats never shorten the adaptive timeout: the log\'s long gaps still set it, and the beats\' own gaps widen it', () => {
     const ts = scheduler();
     ts.run(({ cold, expectObservable }) => {
-      // A log with a 500 ms gap would stretch the timeout to the ceiling (1 s); beats every 5 ms
-      // keep it at the floor: the silence after the last beat (at 3000) is reported 100 ms later.
+      // A log with 200 ms gaps: after the first window (2 s at the 1 s ceiling) the timeout is
+      // 4 x 200 = 800 ms; beats every 5 ms until 3000 ms, then nothing: silent 800 ms after the
+      // last beat, not 100 ms.
       const beats = beatsAt(ts, every(5, 0, 3000));
-      const log = cold('a 499ms b 499ms c');
-      expectObservable(watchdog$(log, 100, ts, 1000, undefined, undefined, beats), '^ 4000ms !').toBe('3100ms s', values);
+      const log = cold('a 199ms b 199ms c 199ms d 199ms e 199ms f 199ms g 199ms h 199ms i 199ms j 199ms k 199ms l 199ms m');
+      expectObservable(watchdog$(log, 100, ts, 1000, undefined, undefined, beats), '^ 5000ms !').toBe('3800ms s', values);
     });
     const ts2 = scheduler();
     ts2.run(({ cold, expectObservable }) => {
-      // Beats with a 60 ms gap: GAP_FACTOR x 60 ms after the last one.
-      const beats = beatsAt(ts2, [...every(5, 0, 1000), ...every(5, 1060, 3000)]);
-      expectObservable(watchdog$(cold('a'), 100, ts2, 1000, undefined, undefined, beats), '^ 4000ms !').toBe(`${3000 + GAP_FACTOR * 60}ms s`, values);
+      // A log arrival every 5 ms until 3000 ms (calm), beats with one 60 ms gap at 2000 ms:
+      // the timeout is GAP_FACTOR x 60 ms, and the silence is counted from the later of the two.
+      const log = cold(`${Array.from({ length: 600 }, () => 'a 4ms').join(' ')} a`);
+      const beats = beatsAt(ts2, [...every(5, 0, 2000), ...every(5, 2060, 3100)]);
+      expectObservable(watchdog$(log, 100, ts2, 1000, undefined, undefined, beats), '^ 5000ms !').toBe(`${3100 + GAP_FACTOR * 60}ms s`, values);
     });
   });
 

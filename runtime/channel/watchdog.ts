@@ -194,11 +194,13 @@ export const watchdog$ = (
   ownStall?: StallClock,
   /**
    * Given, the peer's heartbeats as a thread that sleeps between them received them
-   * (heartbeat.ts): a beat is hearing the peer as much as an arrival on `activity$` is. While
-   * beats come (one within maxTimeoutMs), the adaptive timeout is GAP_FACTOR times the
-   * longest recent gap between beats: neither the log's gaps nor this thread's stalls, which
-   * the beats do not share, stretch it. While silent, the beats are looked at every
-   * BEAT_POLL_MS, so a beat ends the silence without an arrival on `activity$`.
+   * (heartbeat.ts): a beat is hearing the peer as much as an arrival on `activity$` is, so the
+   * silence is the shorter of the two. The adaptive timeout stays what the log and this
+   * thread's stalls make it, and the beats' own longest recent gap widens it too: beats only
+   * ever shorten a silence, never the timeout (measured: a timeout that followed the beats
+   * alone, 100 ms while they came every 5 ms, failed pairs over when a channel stall and a
+   * late beat met; docs/BENCHMARKS.md, "Detection, third pass"). While silent, the beats are
+   * looked at every BEAT_POLL_MS, so a beat ends the silence without an arrival on `activity$`.
    */
   beats?: PeerBeats,
 ): Observable<PeerStatus> =>
@@ -222,9 +224,8 @@ export const watchdog$ = (
     let stalledAtLast = ownStall?.stalledMs() ?? 0;
     const timeout = (): number => {
       if (!adaptive) return timeoutMs;
-      if (beats && beats.sinceHeardMs() < maxTimeoutMs) return Math.min(maxTimeoutMs, Math.max(timeoutMs, GAP_FACTOR * beats.gapPeakMs()));
       if (longPeak > 0 && scheduler.now() - longAt >= LONG_GAP_MS) longPeak = 0;
-      const gap = Math.max(peak, prevPeak, longPeak, ownStall?.peakMs() ?? 0);
+      const gap = Math.max(peak, prevPeak, longPeak, ownStall?.peakMs() ?? 0, beats ? beats.gapPeakMs() : 0);
       return Math.min(maxTimeoutMs, Math.max(timeoutMs, GAP_FACTOR * gap));
     };
     /** How long the peer has been silent while this thread could watch. */
