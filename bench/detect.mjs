@@ -27,7 +27,8 @@ const dir = mkdtempSync(join(tmpdir(), 'ftvm-bench-detect-'));
 const key = join(dir, 'key');
 writeFileSync(key, 'cd'.repeat(32));
 const { PROCESS_TIMING } = await import(pathToFileURL(join(root, 'dist/runtime/ft/timing.js')).href);
-const extra = suspect ? ['--suspect-ms', suspect] : [];
+// BENCH_LINK=1: both nodes of the stall pairs run the heartbeat link (`--heartbeat-link`).
+const extra = [...(suspect ? ['--suspect-ms', suspect] : []), ...(process.env.BENCH_LINK === '1' ? ['--heartbeat-link'] : [])];
 const s = suspect ? Number(suspect) : PROCESS_TIMING.suspectMs;
 const c = suspect ? Math.max(1, Math.round(s / 2)) : PROCESS_TIMING.confirmMs;
 

@@ -26,7 +26,7 @@ function fresh() {
   writeFileSync(join(d, 'key'), 'ab'.repeat(32));
   mkdirSync(join(d, 'arb'));
   const common = (out: string, suspect?: string): string[] => [
-    '--key-file', join(d, 'key'), '--arbiter', `file:${join(d, 'arb')}`, '--outputs', join(d, out), ...(suspect ? ['--suspect-ms', suspect] : []),
+    '--key-file', join(d, 'key'), '--arbiter', `file:${join(d, 'arb')}`, '--outputs', join(d, out), '--heartbeat-link', ...(suspect ? ['--suspect-ms', suspect] : []),
   ];
   return { d, common };
 }

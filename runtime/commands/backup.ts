@@ -21,7 +21,7 @@ import type { OpenedIo } from '../io/open.js';
 import { parseNetSpec } from '../io/spec.js';
 import { checkLiveHook } from './on-live.js';
 
-const USAGE = 'backup <elf> (--connect HOST:PORT | --join HOST:PORT) --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--connect-timeout-ms N] [--listen HOST:PORT] [--name NAME] [--no-heartbeat-link] [--inspect [PORT]]\n' +
+const USAGE = 'backup <elf> (--connect HOST:PORT | --join HOST:PORT) --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--connect-timeout-ms N] [--listen HOST:PORT] [--name NAME] [--heartbeat-link] [--inspect [PORT]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--on-live CMD]';
 
 async function backup(argv: string[]): Promise<number> {
@@ -91,7 +91,7 @@ async function backupWith(argv: string[], inspectPort: number | undefined, start
 }
 
 async function runBackup({ values, image, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started, guarded }: {
-  values: { outputs?: string | undefined; arbiter?: string | undefined; batch?: string | undefined; 'on-live'?: string | undefined; 'no-heartbeat-link'?: boolean | undefined };
+  values: { outputs?: string | undefined; arbiter?: string | undefined; batch?: string | undefined; 'on-live'?: string | undefined; 'heartbeat-link'?: boolean | undefined };
   image: Uint8Array; file: string; name: string; joining: boolean; host: string; port: number; key: Buffer; expected: string | undefined;
   memoryMiB: number; connectTimeoutMs: number; timing: ReturnType<typeof timingFlags>; machine: Machine; io: OpenedIo;
   listenAt: { host: string; port: number } | undefined; inspectPort: number | undefined; started: (v: Views | undefined) => void;

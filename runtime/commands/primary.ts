@@ -26,7 +26,7 @@ import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import type { DiskOptions, NetOptions } from '../io/machine-io.js';
 import { checkLiveHook, guardServicePorts, movedAddress, runLiveHook, type LiveEvent } from './on-live.js';
 
-const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--no-heartbeat-link] [--no-reprotect] [--inspect [PORT]]\n' +
+const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--heartbeat-link] [--no-reprotect] [--inspect [PORT]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--on-live CMD]';
 
 /** Exit code of a replica that lost the arbiter and halted (the other one is live). */
@@ -186,12 +186,14 @@ export function timingFlags(values: { 'suspect-ms'?: string | undefined; 'heartb
 }
 
 /**
- * The heartbeat link of a node across processes (runtime/channel/heartbeat.ts), unless
- * `--no-heartbeat-link`: a thread of its own that beats over UDP to the peer, so a loaded host
- * that starves the guest's thread does not make the node look dead. Its lines are `ftvm:` lines.
+ * The heartbeat link of a node across processes (runtime/channel/heartbeat.ts), with
+ * `--heartbeat-link` (both nodes): a thread of its own that beats over UDP to the peer, so a
+ * loaded host that starves the guest's thread does not make the node look dead. Its lines
+ * are `ftvm:` lines. Off by default: in the fault batches it has not yet shown fewer spurious
+ * failovers than the log alone (docs/BENCHMARKS.md, "Detection, third pass").
  */
-export function heartbeatLink(values: { 'no-heartbeat-link'?: boolean | undefined }, role: BeatRole, host: string, port: number): HeartbeatLink | undefined {
-  if (values['no-heartbeat-link']) return undefined;
+export function heartbeatLink(values: { 'heartbeat-link'?: boolean | undefined }, role: BeatRole, host: string, port: number): HeartbeatLink | undefined {
+  if (!values['heartbeat-link']) return undefined;
   return new HeartbeatLink({ role, host, port, say: (line) => writeAllSync(2, Buffer.from(`ftvm: ${role} heartbeat: ${line}\n`)) });
 }
 
@@ -227,7 +229,7 @@ export const commonOptions = {
   outputs: { type: 'string' },
   'suspect-ms': { type: 'string' },
   'heartbeat-ms': { type: 'string' },
-  'no-heartbeat-link': { type: 'boolean' },
+  'heartbeat-link': { type: 'boolean' },
   batch: { type: 'string' },
   // As `ftvm run` takes them (DESIGN §4): the shared disk and the service's UDP forwards.
   disk: { type: 'string' },
@@ -410,7 +412,7 @@ async function runPrimary(
   views: Views | undefined,
   { host, port, key, arbiter, identity, timing, machine, outputs, values }: {
     host: string; port: number; key: Buffer; arbiter: Arbiter; identity: PairIdentity; timing: Partial<FtTiming>; machine: Machine;
-    outputs: OutputLogWriter | undefined; values: { batch?: string | undefined; 'no-reprotect'?: boolean | undefined; 'on-live'?: string | undefined; 'no-heartbeat-link'?: boolean | undefined };
+    outputs: OutputLogWriter | undefined; values: { batch?: string | undefined; 'no-reprotect'?: boolean | undefined; 'on-live'?: string | undefined; 'heartbeat-link'?: boolean | undefined };
   },
 ): Promise<number> {
   const pairId = identity.instance;
