@@ -8,7 +8,7 @@ import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { lookup } from 'node:dns/promises';
 import { readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
-import { decodeBeat, encodeBeat, sessionTag, type BeatRole } from './heartbeat-wire.js';
+import { BEAT_BYTES, decodeBeat, encodeBeat, sessionTag, type BeatRole } from './heartbeat-wire.js';
 import { BEAT_GAP_WINDOW_MS, GAP_PEAK, HEARD_AT, HEARD_COUNT, MAIN_AT, SENT_COUNT, SESSION, type LinkInit, type LinkMessage, type LinkReport } from './heartbeat-shared.js';
 
 const init = workerData as LinkInit;
@@ -19,6 +19,8 @@ const post = (m: LinkReport): void => port.postMessage(m);
 
 let key: Buffer | undefined;
 let tag: Buffer | undefined;
+/** The tag of the session before this one (see onMessage). */
+let formerTag: Buffer | undefined;
 let lastSeq = -1n;
 let seq = 0n;
 /** Where beats go: the primary's listening address (a backup), the sender of the last good beat (a primary). */
@@ -52,7 +54,11 @@ const bad = (why: string, from: RemoteInfo): void => {
 
 const onMessage = (b: Buffer, from: RemoteInfo): void => {
   const got = decodeBeat(b, key, tag, peerRole);
-  if (typeof got === 'string') return bad(got, from);
+  if (typeof got === 'string') {
+    // The peer of the session just ended, still beating or queued: expected, not bad input.
+    if (formerTag && b.length === BEAT_BYTES && formerTag.equals(b.subarray(6, 14))) return;
+    return bad(got, from);
+  }
   if (got <= lastSeq) return bad(`a replayed heartbeat (seq ${got}, last ${lastSeq})`, from);
   lastSeq = got;
   const now = process.hrtime.bigint();
@@ -83,6 +89,7 @@ const beat = (): void => {
 
 port.on('message', (m: LinkMessage) => {
   if (m.type === 'session') {
+    formerTag = tag ?? formerTag;
     key = m.key ? Buffer.from(m.key) : undefined;
     tag = key ? sessionTag(key) : undefined;
     lastSeq = -1n;
