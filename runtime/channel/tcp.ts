@@ -41,6 +41,11 @@ export interface TcpPrimaryEnd extends PrimaryEnd {
   stats(): ChannelStats;
   /** This end's chart, snapshot by snapshot. */
   readonly state$: Observable<ChannelSnapshot>;
+  /**
+   * Keying material of this connection's TLS session (RFC 5705), `bytes` long, for `label`:
+   * the heartbeat link's key (heartbeat.ts). Undefined while no session is up.
+   */
+  exportKey(label: string, bytes: number): Buffer | undefined;
 }
 
 export interface TcpListenOptions extends TcpChannelOptions {
@@ -96,6 +101,11 @@ export interface TcpBackupEnd extends BackupEnd {
   readonly hello: Hello | undefined;
   stats(): { bytesReceived: number; entriesReceived: number };
   readonly state$: Observable<ChannelSnapshot>;
+  /**
+   * Keying material of this connection's TLS session (RFC 5705), `bytes` long, for `label`:
+   * the heartbeat link's key (heartbeat.ts). Undefined while no session is up.
+   */
+  exportKey(label: string, bytes: number): Buffer | undefined;
 }
 
 
@@ -297,6 +307,7 @@ function makeEnd(opts: TcpChannelOptions, identity: PairIdentity, joinOffer: { g
     attached: core.attached,
     stats: () => core.stats(),
     state$: core.state$,
+    exportKey: (label: string, bytes: number) => (sock && !sock.destroyed ? sock.exportKeyingMaterial(bytes, label, Buffer.alloc(0)) : undefined),
   }), 'peer', { get: (): string | undefined => peer, enumerable: true }) as TcpPrimaryEnd;
   return {
     end,
@@ -454,5 +465,6 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
     },
     stats: () => ({ ...core.counts }),
     state$: core.state$,
+    exportKey: (label: string, bytes: number) => (sock && !sock.destroyed ? sock.exportKeyingMaterial(bytes, label, Buffer.alloc(0)) : undefined),
   }) as TcpBackupEnd;
 }

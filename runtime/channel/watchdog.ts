@@ -1,5 +1,6 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { asyncScheduler, Observable, type SchedulerLike, type Subscription } from 'rxjs';
+import type { PeerBeats } from './heartbeat-shared.js';
 
 export type PeerStatus = 'peer.silent' | 'peer.heard';
 
@@ -30,6 +31,8 @@ export const GAP_WINDOW_MS = 2000;
  * stalls are remembered 5–10 s, longer than the peer's gaps, so one stall announces the next.
  */
 export const STALL_WINDOW_MS = 5000;
+/** While the peer is silent, how often its heartbeats are looked at (ms). */
+export const BEAT_POLL_MS = 5;
 /** How long a gap between the peer's messages as long as the floor timeout is remembered. */
 export const LONG_GAP_MS = 10_000;
 
@@ -189,6 +192,17 @@ export const watchdog$ = (
    * GAP_FACTOR times this thread's own longest recent stall (StallMeter says why).
    */
   ownStall?: StallClock,
+  /**
+   * Given, the peer's heartbeats as a thread that sleeps between them received them
+   * (heartbeat.ts): a beat is hearing the peer as much as an arrival on `activity$` is, so the
+   * silence is the shorter of the two. The adaptive timeout stays what the log and this
+   * thread's stalls make it, and the beats' own longest recent gap widens it too: beats only
+   * ever shorten a silence, never the timeout (measured: a timeout that followed the beats
+   * alone, 100 ms while they came every 5 ms, failed pairs over when a channel stall and a
+   * late beat met; docs/BENCHMARKS.md, "Detection, third pass"). While silent, the beats are
+   * looked at every BEAT_POLL_MS, so a beat ends the silence without an arrival on `activity$`.
+   */
+  beats?: PeerBeats,
 ): Observable<PeerStatus> =>
   new Observable<PeerStatus>((sub) => {
     let silent = false;
@@ -211,19 +225,37 @@ export const watchdog$ = (
     const timeout = (): number => {
       if (!adaptive) return timeoutMs;
       if (longPeak > 0 && scheduler.now() - longAt >= LONG_GAP_MS) longPeak = 0;
-      const gap = Math.max(peak, prevPeak, longPeak, ownStall?.peakMs() ?? 0);
+      const gap = Math.max(peak, prevPeak, longPeak, ownStall?.peakMs() ?? 0, beats ? beats.gapPeakMs() : 0);
       return Math.min(maxTimeoutMs, Math.max(timeoutMs, GAP_FACTOR * gap));
     };
     /** How long the peer has been silent while this thread could watch. */
-    const quiet = (): number => scheduler.now() - last - (ownStall ? ownStall.stalledMs() - stalledAtLast : 0);
+    const quiet = (): number => {
+      const q = scheduler.now() - last - (ownStall ? ownStall.stalledMs() - stalledAtLast : 0);
+      return beats ? Math.min(q, beats.sinceHeardMs()) : q;
+    };
     // NOTE one timer per silence period, not one per arrival: an arrival only notes its time,
     // and the timer, when it fires, waits again for what is left (acks come once per batch).
     let timer: Subscription | undefined;
+    /** While silent: a beat heard since the silence began ends it (see `beats`). */
+    let silentAt = 0;
+    const poll = (): void => {
+      timer = undefined;
+      if (!silent) return;
+      if (beats!.sinceHeardMs() < scheduler.now() - silentAt) {
+        silent = false;
+        sub.next('peer.heard');
+        timer = scheduler.schedule(check, timeout());
+        return;
+      }
+      timer = scheduler.schedule(poll, BEAT_POLL_MS);
+    };
     const report = (): void => {
       timer = undefined;
       silent = true;
+      silentAt = scheduler.now();
       sub.next('peer.silent');
       if (ended) sub.complete();
+      else if (beats) timer = scheduler.schedule(poll, BEAT_POLL_MS);
     };
     /** Re-arms for what is left of the timeout; true when the whole timeout has passed quietly. */
     const waitedEnough = (): boolean => {
@@ -265,6 +297,9 @@ export const watchdog$ = (
         if (ownStall) stalledAtLast = ownStall.stalledMs();
         if (silent) {
           silent = false;
+          // The beats' poll, if any, gives way to the silence timer below.
+          timer?.unsubscribe();
+          timer = undefined;
           sub.next('peer.heard');
         }
         if (!timer) timer = scheduler.schedule(check, timeout());
@@ -272,7 +307,10 @@ export const watchdog$ = (
       error: (err: unknown) => sub.error(err),
       complete: () => {
         ended = true;
-        if (silent) sub.complete();
+        if (silent) {
+          timer?.unsubscribe();
+          sub.complete();
+        }
         else if (!endIsClean) {
           timer?.unsubscribe();
           timer = scheduler.schedule(report, 0);

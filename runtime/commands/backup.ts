@@ -13,15 +13,15 @@ import { BackupNode } from '../ft/backup-node.js';
 import { CliError, imageDigest, memoryFlag, positiveInt, readImage } from './common.js';
 import {
   batchFlag, bootMachine, cliRun, closeNodeIo, commonOptions, EXIT_DIVERGED, EXIT_HALTED, EXIT_REFUSED, guardMovedPorts, hookOnAlone, loadArbiter, loadKey,
-  machineIo, note, openNodeIo, openOutputs, pairIdFlag, parseHostPort, reportEvents, serveReprotection, signalExit, sinkOutputs, startInspect, stopOnSignal, takeInspectFlag,
-  timingFlags,
+  heartbeatLink, machineIo, note, openNodeIo, openOutputs, pairIdFlag, parseHostPort, reportEvents, serveReprotection, signalExit, sinkOutputs, startInspect, stopOnSignal, takeInspectFlag,
+  closeLink, timingFlags, watchBeats,
 } from './primary.js';
 import type { Views } from '../dashboard/cli.js';
 import type { OpenedIo } from '../io/open.js';
 import { parseNetSpec } from '../io/spec.js';
 import { checkLiveHook } from './on-live.js';
 
-const USAGE = 'backup <elf> (--connect HOST:PORT | --join HOST:PORT) --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--connect-timeout-ms N] [--listen HOST:PORT] [--name NAME] [--inspect [PORT]]\n' +
+const USAGE = 'backup <elf> (--connect HOST:PORT | --join HOST:PORT) --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--connect-timeout-ms N] [--listen HOST:PORT] [--name NAME] [--heartbeat-link] [--inspect [PORT]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--on-live CMD]';
 
 async function backup(argv: string[]): Promise<number> {
@@ -91,7 +91,7 @@ async function backupWith(argv: string[], inspectPort: number | undefined, start
 }
 
 async function runBackup({ values, image, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started, guarded }: {
-  values: { outputs?: string | undefined; arbiter?: string | undefined; batch?: string | undefined; 'on-live'?: string | undefined };
+  values: { outputs?: string | undefined; arbiter?: string | undefined; batch?: string | undefined; 'on-live'?: string | undefined; 'heartbeat-link'?: boolean | undefined };
   image: Uint8Array; file: string; name: string; joining: boolean; host: string; port: number; key: Buffer; expected: string | undefined;
   memoryMiB: number; connectTimeoutMs: number; timing: ReturnType<typeof timingFlags>; machine: Machine; io: OpenedIo;
   listenAt: { host: string; port: number } | undefined; inspectPort: number | undefined; started: (v: Views | undefined) => void;
@@ -106,6 +106,9 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
     host, port, key, connectTimeoutMs, join: joining, member: { instance: expected ?? '', imageDigest: imageDigest(image), memoryMiB },
     chart: { id: `${name}.channel`, ...(views?.inspect ? { inspect: views.inspect as never } : {}) },
   });
+  // Beats to the primary's channel address (UDP, the same port number) and from it.
+  const link = heartbeatLink(values, 'backup', host, port);
+  watchBeats(link, end, end.opened);
   end.events$.subscribe((e) => note(`backup channel ${e.type}${e.type === 'channel.failed' ? ` ${e.error.message}` : e.type === 'channel.closed' ? ` by ${e.by}` : ''}`));
   // The `pair` command and the fault harness read this line (the instance and, joining, the name).
   end.admission.then((a) => note(`backup ${joining ? 'joined' : 'connected to'} ${host}:${port} pair ${a.instance}${joining ? ` as ${name}, generation ${a.generation}` : ''} pid ${process.pid}`), () => undefined);
@@ -120,6 +123,8 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
   const stopBackup = stopOnSignal(node);
   const outcome = await node.run();
   stopBackup.off();
+  // Its primary is gone, or the run is over: a live node beats to its own next backups.
+  closeLink(link, 'backup');
   if (outcome.reason !== 'live') await arbiter.close();
   if (stopBackup.by) return signalExit(`backup (${JSON.stringify(node.state)})`, stopBackup);
   switch (outcome.reason) {
@@ -144,13 +149,15 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
       }
       hookOnAlone(live, values['on-live'], 'backup', 'go-live');
       let listener;
+      let liveLink: ReturnType<typeof heartbeatLink>;
       if (listenAt) {
         try {
           listener = await listenForBackups({ ...listenAt, key, identity: { instance: node.pair, imageDigest: imageDigest(image), memoryMiB } });
           listener.refused$.subscribe((why) => note(`${name} refused ${why}`));
           // The `pair` command and tests read this line to learn the port.
           note(`backup listening ${listenAt.host}:${listener.port} pair ${node.pair}`);
-          serveReprotection(live, listener);
+          liveLink = heartbeatLink(values, 'primary', listenAt.host, listener.port);
+          serveReprotection(live, listener, liveLink);
         } catch (e) {
           note(`backup cannot listen on ${listenAt.host}:${listenAt.port}: ${(e as Error).message}; running unprotected`);
         }
@@ -158,6 +165,7 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
       const stop = stopOnSignal(live);
       const run = await live.run();
       stop.off();
+      closeLink(liveLink, 'backup (live)');
       await listener?.close().catch(() => undefined);
       await arbiter.close();
       const s = live.stats();

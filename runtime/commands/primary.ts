@@ -11,6 +11,9 @@ import { ElfError } from '../elf.js';
 import type { Arbiter } from '../arbiter/arbiter.js';
 import { parseArbiterSpec } from '../arbiter/spec.js';
 import { listenPrimary, type TcpBackupListener, type TcpPrimaryEnd } from '../channel/tcp.js';
+import { HeartbeatLink, type KeyedEnd } from '../channel/heartbeat.js';
+import type { BeatRole } from '../channel/heartbeat-wire.js';
+import type { ChannelEvent } from '../channel/channel.js';
 import { readKeyFile, type PairIdentity } from '../channel/tcp-frames.js';
 import type { ReleasedOutput } from '../ft/output-gate.js';
 import { PrimaryNode, type NodeEvent } from '../ft/primary-node.js';
@@ -23,7 +26,7 @@ import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import type { DiskOptions, NetOptions } from '../io/machine-io.js';
 import { checkLiveHook, guardServicePorts, movedAddress, runLiveHook, type LiveEvent } from './on-live.js';
 
-const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--no-reprotect] [--inspect [PORT]]\n' +
+const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--heartbeat-link] [--no-reprotect] [--inspect [PORT]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--on-live CMD]';
 
 /** Exit code of a replica that lost the arbiter and halted (the other one is live). */
@@ -182,6 +185,39 @@ export function timingFlags(values: { 'suspect-ms'?: string | undefined; 'heartb
   return t;
 }
 
+/**
+ * The heartbeat link of a node across processes (runtime/channel/heartbeat.ts), with
+ * `--heartbeat-link` (both nodes): a thread of its own that beats over UDP to the peer, so a
+ * loaded host that starves the guest's thread does not make the node look dead. Its lines
+ * are `ftvm:` lines. Off by default: in the fault batches it has not yet shown fewer spurious
+ * failovers than the log alone (docs/BENCHMARKS.md, "Detection, third pass").
+ */
+export function heartbeatLink(values: { 'heartbeat-link'?: boolean | undefined }, role: BeatRole, host: string, port: number): HeartbeatLink | undefined {
+  if (!values['heartbeat-link']) return undefined;
+  return new HeartbeatLink({ role, host, port, say: (line) => writeAllSync(2, Buffer.from(`ftvm: ${role} heartbeat: ${line}\n`)) });
+}
+
+/** Stop the link, with one line of what it did (tests and bench/detect.mjs read it). */
+export function closeLink(link: HeartbeatLink | undefined, who: string): void {
+  if (!link) return;
+  const s = link.stats();
+  note(`${who} heartbeat link: beats sent ${s.sent} heard ${s.heard}`);
+  link.close();
+}
+
+/** The link beats for `end` once `up` resolves (its TLS session is there), until the end closes or fails. */
+export function watchBeats(link: HeartbeatLink | undefined, end: KeyedEnd & { events$: Observable<ChannelEvent> }, up: Promise<unknown>): void {
+  if (!link) return;
+  const down = new Promise<void>((resolve) => {
+    end.events$.subscribe({
+      next: (e) => { if (e.type === 'channel.failed' || e.type === 'channel.closed') resolve(); },
+      error: () => resolve(),
+      complete: () => resolve(),
+    });
+  });
+  link.watch(end, up, down);
+}
+
 export const batchFlag = (values: { batch?: string | undefined }): { batch?: number } =>
   values.batch === undefined ? {} : { batch: positiveInt('batch', values.batch, 1) };
 
@@ -193,6 +229,7 @@ export const commonOptions = {
   outputs: { type: 'string' },
   'suspect-ms': { type: 'string' },
   'heartbeat-ms': { type: 'string' },
+  'heartbeat-link': { type: 'boolean' },
   batch: { type: 'string' },
   // As `ftvm run` takes them (DESIGN §4): the shared disk and the service's UDP forwards.
   disk: { type: 'string' },
@@ -375,7 +412,7 @@ async function runPrimary(
   views: Views | undefined,
   { host, port, key, arbiter, identity, timing, machine, outputs, values }: {
     host: string; port: number; key: Buffer; arbiter: Arbiter; identity: PairIdentity; timing: Partial<FtTiming>; machine: Machine;
-    outputs: OutputLogWriter | undefined; values: { batch?: string | undefined; 'no-reprotect'?: boolean | undefined; 'on-live'?: string | undefined };
+    outputs: OutputLogWriter | undefined; values: { batch?: string | undefined; 'no-reprotect'?: boolean | undefined; 'on-live'?: string | undefined; 'heartbeat-link'?: boolean | undefined };
   },
 ): Promise<number> {
   const pairId = identity.instance;
@@ -399,14 +436,18 @@ async function runPrimary(
   // an operator, the pid to stop (`npx ftvm` runs this node as a child of npm's process).
   note(`primary listening ${host}:${listener.port} pair ${pairId} pid ${process.pid}`);
   listener.end.events$.subscribe((e) => note(`primary channel ${e.type}${e.type === 'channel.failed' ? ` ${e.error.message}` : e.type === 'channel.closed' ? ` by ${e.by}` : ''}`));
+  const link = heartbeatLink(values, 'primary', host, listener.port);
+  watchBeats(link, listener.end, listener.end.attached);
   try {
     if ((await Promise.race([listener.end.attached, stopped])) === 'stopped') {
       note('primary stopped before a backup attached: the guest never ran');
+      link?.close();
       await listener.close();
       await arbiter.close();
       return 0;
     }
   } catch (e) {
+    link?.close();
     await listener.close();
     throw new CliError(`no backup: ${(e as Error).message}`, 1);
   } finally {
@@ -419,10 +460,11 @@ async function runPrimary(
   reportEvents(node.events$);
   sinkOutputs(node.released$, outputs);
   hookOnAlone(node, values['on-live'], 'primary', 'alone');
-  if (!values['no-reprotect']) serveReprotection(node, listener);
+  if (!values['no-reprotect']) serveReprotection(node, listener, link);
   const stop = stopOnSignal(node);
   const outcome = await node.run();
   stop.off();
+  closeLink(link, 'primary');
   await listener.close().catch(() => undefined);
   await arbiter.close();
   const s = node.stats();
@@ -447,7 +489,7 @@ async function runPrimary(
  * compression, framing; reported as `paused`), the rest streams while it runs. Outputs wait
  * for the joiner's ack of the snapshot, as for any entry; the pair is protected from then.
  */
-export function serveReprotection(node: PrimaryNode, listener: TcpBackupListener): void {
+export function serveReprotection(node: PrimaryNode, listener: TcpBackupListener, link?: HeartbeatLink): void {
   let current: TcpPrimaryEnd | undefined;
   let joined: { at: number; bytes: number } | undefined;
   let over = false;
@@ -462,6 +504,7 @@ export function serveReprotection(node: PrimaryNode, listener: TcpBackupListener
       return;
     }
     current = end;
+    watchBeats(link, end, end.attached);
     note(`${node.name} alone: a new backup may join on port ${listener.port} (generation ${node.generation})`);
     end.events$.subscribe((e) => {
       if (e.type === 'channel.failed' || e.type === 'channel.closed') {

@@ -1,8 +1,12 @@
 // A TCP proxy between primary and backup that injects channel faults (DESIGN §6): cut the
 // stream, stall it for a while, or corrupt a byte. It forwards bytes blindly (the channel is
 // TLS inside), so a corrupted byte surfaces as a TLS record failure at the receiver.
+// It relays the nodes' heartbeat datagrams too (runtime/channel/heartbeat.ts: UDP on the
+// channel's port number), and a stall drops them: the link is down for that long, as for a
+// partition that heals (TCP delivers its bytes late, UDP loses them).
 
 import { createServer, connect, type Server, type Socket } from 'node:net';
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 
 export class FaultProxy {
   private readonly pairs: { client: Socket; upstream: Socket }[] = [];
@@ -13,6 +17,10 @@ export class FaultProxy {
   /** Bytes forwarded primary -> backup and back. */
   readonly bytes = { down: 0, up: 0 };
 
+  /** Heartbeat datagrams relayed each way, and dropped by stalls. */
+  readonly datagrams = { down: 0, up: 0, dropped: 0 };
+  private udp: UdpSocket[] = [];
+
   private constructor(private readonly server: Server, readonly port: number) {}
 
   static async start(targetHost: string, targetPort: number, host = '127.0.0.1'): Promise<FaultProxy> {
@@ -20,7 +28,46 @@ export class FaultProxy {
     await new Promise<void>((r) => server.listen(0, host, r));
     const proxy = new FaultProxy(server, (server.address() as { port: number }).port);
     server.on('connection', (client) => proxy.accept(client, targetHost, targetPort));
+    await proxy.relayDatagrams(host, targetHost, targetPort);
     return proxy;
+  }
+
+  /** UDP on the proxy's port number to the target's, and the answers back to the last sender. */
+  private async relayDatagrams(host: string, targetHost: string, targetPort: number): Promise<void> {
+    const front = createSocket('udp4');
+    const back = createSocket('udp4');
+    const bind = (s: UdpSocket, port: number): Promise<boolean> => new Promise((resolve) => {
+      s.once('error', () => resolve(false));
+      s.bind(port, host, () => resolve(true));
+    });
+    // The port may be taken: then the nodes' beats go nowhere, and detection is the log's.
+    if (!(await bind(front, this.port)) || !(await bind(back, 0))) {
+      front.close();
+      back.close();
+      return;
+    }
+    front.on('error', () => undefined);
+    back.on('error', () => undefined);
+    let client: { address: string; port: number } | undefined;
+    const pass = (): boolean => {
+      if (this.stalledUntil > Date.now()) {
+        this.datagrams.dropped++;
+        return false;
+      }
+      return true;
+    };
+    front.on('message', (d, from) => {
+      client = { address: from.address, port: from.port };
+      if (!pass()) return;
+      this.datagrams.up++;
+      back.send(d, targetPort, targetHost);
+    });
+    back.on('message', (d) => {
+      if (!client || !pass()) return;
+      this.datagrams.down++;
+      front.send(d, client.port, client.address);
+    });
+    this.udp = [front, back];
   }
 
   private accept(client: Socket, host: string, port: number): void {
@@ -125,6 +172,7 @@ export class FaultProxy {
     for (const t of this.releases) clearTimeout(t);
     this.releases.clear();
     this.cut();
+    for (const u of this.udp) u.close();
     await new Promise<void>((r) => this.server.close(() => r()));
   }
 }

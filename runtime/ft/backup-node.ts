@@ -13,6 +13,7 @@ import { BatchChain, BatchSlicer } from './batch-slice.js';
 import type { NumberedOutput } from './output-gate.js';
 import { PrimaryNode, type NodeEvent } from './primary-node.js';
 import { watchPeer } from './suspicion.js';
+import { peerBeats } from '../channel/heartbeat-shared.js';
 import { withTiming, type FtTiming } from './timing.js';
 import { restoreJoinSnapshot } from './snapshot-wire.js';
 import type { DiskBackend, NetBackend } from '../io/backend.js';
@@ -180,7 +181,7 @@ export class BackupNode {
             this.finishWith({ reason: 'refused', detail: this.turnedAway });
           },
           watchPrimary: () => {
-            this.subs.push(watchPeer(this.opts.channel.entries$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e), this.timing.suspectMaxMs));
+            this.subs.push(watchPeer(this.opts.channel.entries$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e), this.timing.suspectMaxMs, undefined, peerBeats(this.opts.channel)));
           },
           drainLog: () => this.drain(),
           goLive: () => this.goLive(),

@@ -15,6 +15,7 @@ import { Exit, type Output } from '../types.js';
 import { OutputGate, type NumberedOutput, type ReleasedOutput } from './output-gate.js';
 import { SeqLog } from './seq-log.js';
 import { watchPeer } from './suspicion.js';
+import { peerBeats } from '../channel/heartbeat-shared.js';
 import { withTiming, type FtTiming } from './timing.js';
 import { packSnapshot } from './snapshot-wire.js';
 import { BatchChain, BatchSlicer } from './batch-slice.js';
@@ -310,7 +311,7 @@ export class PrimaryNode {
       ch.events$.subscribe((e) => {
         if (e.type === 'channel.failed') this.actor.send({ type: 'channel.failed' });
       }),
-      watchPeer(ch.acked$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e), this.timing.suspectMaxMs),
+      watchPeer(ch.acked$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e), this.timing.suspectMaxMs, undefined, peerBeats(ch)),
     );
   }
 

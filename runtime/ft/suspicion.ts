@@ -1,5 +1,6 @@
 import { asyncScheduler, Subscription, type Observable } from 'rxjs';
 import { threadStallMeter, watchdog$, type StallClock } from '../channel/watchdog.js';
+import type { PeerBeats } from '../channel/heartbeat-shared.js';
 
 export type SuspicionEvent = { type: 'peer.silent' } | { type: 'peer.heard' } | { type: 'suspect.expired' };
 
@@ -25,6 +26,8 @@ export function watchPeer(
   suspectMaxMs = suspectMs,
   /** This thread's stalls (default: the thread's StallMeter when the timeout adapts; tests pass their own). */
   stallClock?: StallClock,
+  /** The peer's heartbeats (runtime/channel/heartbeat.ts), where a link carries them. */
+  beats?: PeerBeats,
 ): Subscription {
   let confirm: NodeJS.Timeout | undefined;
   // Across processes (a timeout that adapts to the host), this thread's own stalls are left
@@ -33,9 +36,11 @@ export function watchPeer(
   const own = stallClock ?? (suspectMaxMs > suspectMs ? threadStallMeter() : undefined);
   // NOTE: the watchdog completes right after reporting the silence of a stream that ended
   // (a cut channel): the confirmation must outlive it, so only our own unsubscribe cancels it.
-  const watch = watchdog$(activity$, suspectMs, asyncScheduler, suspectMaxMs, cleanEnd, own).subscribe((status) => {
+  let streamEnded = false;
+  const watch = watchdog$(activity$, suspectMs, asyncScheduler, suspectMaxMs, cleanEnd, own, beats).subscribe({ complete: () => { streamEnded = true; }, next: (status) => {
     if (status === 'peer.silent') {
       send({ type: 'peer.silent' });
+      const silentAt = performance.now();
       // The confirmation too waits confirmMs of time this thread could run: a thread stalled
       // meanwhile waits the stall again, so the peer gets the time to be heard.
       let counted = own?.stalledMs() ?? 0;
@@ -49,7 +54,15 @@ export function watchPeer(
           }
           // As the watchdog does: one more event-loop turn, so bytes queued while this thread
           // stalled are read (and clear the suspicion) before it counts as confirmed.
-          confirm = setTimeout(() => send({ type: 'suspect.expired' }), 0);
+          confirm = setTimeout(() => {
+            // A beat since the silence began: the watchdog's next look says 'peer.heard'.
+            // (A channel that broke stays broken, beats or not: that suspicion stands.)
+            if (beats && !streamEnded && beats.sinceHeardMs() < performance.now() - silentAt) {
+              wait(confirmMs);
+              return;
+            }
+            send({ type: 'suspect.expired' });
+          }, 0);
         }, ms);
       };
       wait(confirmMs);
@@ -57,7 +70,7 @@ export function watchPeer(
       clearTimeout(confirm);
       send({ type: 'peer.heard' });
     }
-  });
+  } });
   return new Subscription(() => {
     watch.unsubscribe();
     clearTimeout(confirm);
