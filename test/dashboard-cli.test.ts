@@ -3,7 +3,7 @@
 // Ctrl-C. Runs the built CLI, as a user would.
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { takeViewFlags, ViewFlagError } from '../runtime/dashboard/cli.js';
 
 const root = join(import.meta.dirname, '..');
@@ -25,6 +25,8 @@ describe('ftvm demo --dashboard', () => {
   it('serves the page, kills the primary and adds a backup on POST, passes the checker, and stays up until SIGINT', async () => {
     // At half speed: alone after the failover, the primary would otherwise end `seq` within a second.
     const child = spawn(process.execPath, [join(root, 'bin/ftvm.js'), 'demo', '--guest', 'seq', '--quiet', '--dashboard', '0', '--inspect', '--pace', '50'], { cwd: root });
+    // Also when the test times out (its finally never runs then): no demo left serving.
+    onTestFinished(() => { child.kill('SIGKILL'); });
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));
