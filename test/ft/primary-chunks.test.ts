@@ -82,12 +82,13 @@ describe('the primary\'s log chunks under dns queries, over a real port channel'
       expect(answers).toEqual(Array.from({ length: 20 }, (_, i) => i + 2));
       const during = chunks.slice(before);
       const withQuery = during.filter((c) => c.some((e) => e.type === 'net-rx'));
-      // Each query's frame went out in one chunk with the marker of its answer, never alone.
+      // Each query's frame went out in one chunk with the marker of its answer. The holds are
+      // bounded in time (1 ms: bounded lag), so on a loaded host a guest descheduled between a
+      // query and its answer lets a frame leave first, alone; on a calm one none does.
       expect(withQuery.length).toBe(20);
-      for (const c of withQuery) {
-        expect(c.filter((e) => e.type === 'net-rx').length).toBe(1);
-        expect(c.some((e) => e.type === 'output' && e.kind === 'net')).toBe(true);
-      }
+      for (const c of withQuery) expect(c.filter((e) => e.type === 'net-rx').length).toBe(1);
+      const withAnswer = withQuery.filter((c) => c.some((e) => e.type === 'output' && e.kind === 'net'));
+      expect(withAnswer.length).toBeGreaterThanOrEqual(16);
       // Any other chunk is a heartbeat (progress) or a digest: no chunk of inputs alone.
       for (const c of during) if (!withQuery.includes(c)) expect(c.some((e) => e.type === 'progress' || e.type === 'digest' || e.type === 'output')).toBe(true);
       // The backup end received every entry posted, and acked them: the answers were released.
