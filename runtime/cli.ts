@@ -1,6 +1,8 @@
 // `ftvm <command> ...`: a small dispatcher. Each command is a module under runtime/commands/
 // exporting `command: Command`; it is imported only when used, so startup stays cheap.
 
+import { errorLine } from './commands/error-line.js';
+
 export interface Command {
   /** One line: `run <elf> [--mem MiB] ...`. */
   usage: string;
@@ -70,7 +72,7 @@ function operatorError(e: unknown): { line: string; exitCode: number } | undefin
   const code = (e as NodeJS.ErrnoException).code;
   const exitCode = (e as { exitCode?: unknown }).exitCode;
   if (typeof exitCode === 'number') return { line: e.message, exitCode };  // CliError
-  if (e.name === 'ViewFlagError' || code?.startsWith('ERR_PARSE_ARGS')) return { line: e.message, exitCode: 2 };
+  if (e.name === 'ViewFlagError' || code?.startsWith('ERR_PARSE_ARGS')) return { line: errorLine(e), exitCode: 2 };
   // A system call refused (ENOENT, EACCES, EISDIR, EADDRINUSE ...): the host said why, in one line.
   if ((e as NodeJS.ErrnoException).syscall !== undefined && code !== undefined) return { line: e.message, exitCode: 1 };
   return undefined;

@@ -59,6 +59,33 @@ const NAME_OF: readonly BatchExit[] = ['budget', 'wfi', 'halt', 'fault', 'reques
 const INPUT: CpuEvent = { type: 'cpu.inputDelivered' };
 const ENV_FAILED: CpuEvent = { type: 'cpu.envFailed' };
 
+/**
+ * Host I/O this thread polls between batches, synchronously (see `pollBetweenBatches`). A
+ * Set read once per batch: empty (no worker channel in this thread), it costs one size check.
+ */
+const pollers = new Set<() => void>();
+
+/**
+ * Poll `fn` after every batch of every CPU actor in this thread, right after the batch's
+ * `cpu.batchEnded` and before the chart's decision about the next batch is read; returns the
+ * unregister function. For a transport whose messages can be received without an event-loop
+ * turn (a MessagePort, `receiveMessageOnPort`): a backup in a worker then learns of log
+ * entries, and acks them, between chained batches, and a primary sees its acks there, instead
+ * of both waiting for a turn per batch. What `fn` sets off (an entry's delivery, an ack's
+ * flush) is queued ahead of the next batch, which comes two microtask hops later. `fn` may
+ * send events to CPU actors (a pause, a stop): the decision read after it honours them.
+ */
+export function pollBetweenBatches(fn: () => void): () => void {
+  pollers.add(fn);
+  return () => {
+    pollers.delete(fn);
+  };
+}
+
+function pollAll(): void {
+  for (const fn of pollers) fn();
+}
+
 /** The options object each CPU actor reads its callbacks from (rebound on adoption). */
 const bindings = new WeakMap<CpuActor, CpuActorOptions>();
 
@@ -114,6 +141,7 @@ export function createCpuActor(m: Machine, opts: CpuActorOptions = {}): CpuActor
       }
     }
     actor.send(ENDED[name]);
+    if (pollers.size > 0) pollAll();
     // The chart's decision: an exit that left it running (budget, request) means the next
     // batch runs; any other took it elsewhere, and that state's entry says what happens.
     const next = actor.getSnapshot();

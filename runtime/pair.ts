@@ -121,6 +121,12 @@ export interface Pair {
  * pair loses its protection). 200 + 100 ms keeps failover well under a second.
  */
 const WORKER_TIMING: Partial<FtTiming> = { suspectMs: 200, confirmMs: 100 };
+/**
+ * How long a primary whose backup is in a worker chains batches without an event-loop turn
+ * (ms): its log port is polled between batches (pollBetweenBatches), so an ack needs no turn;
+ * timers (heartbeats, the channel's hold) and the worker's control messages wait at most this.
+ */
+const WORKER_PRIMARY_CHAIN_MS = 1;
 
 /**
  * A fault-tolerant pair in one process (DESIGN §4): primary and backup machines booted from
@@ -184,8 +190,9 @@ export function createPair(opts: PairOptions): Pair {
     name: 'primary',
     machine: pm,
     channel: remote ? remote.channel.primary : local!.primary,
-    // A backup in this thread replays only between the primary's batches: a turn each.
-    ...(local ? { chainMs: 0 } : {}),
+    // A backup in this thread replays only between the primary's batches: a turn each. A
+    // worker's acks are polled between batches (port.ts): batches chain, a turn a millisecond.
+    chainMs: local ? 0 : WORKER_PRIMARY_CHAIN_MS,
   });
   let backup: BackupNode | undefined = local
     ? new BackupNode({ ...withInspect, name: 'backup', machine: boot(false), channel: local.backup, replaySliceMs: 0, ...(io ? { io } : {}) })

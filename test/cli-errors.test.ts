@@ -45,6 +45,17 @@ describe('--help and -h', () => {
     });
   }
 
+  it('a misspelt option is "unknown option" and the usage, exit 2, for every command', () => {
+    for (const name of commands) {
+      const args = name === 'demo' || name === 'diagram' ? [name, '--seeed', '3'] : [name, HELLO, '--seeed', '3'];
+      const r = ftvm(args);
+      expect(r.status, `${name}: ${r.stderr}`).toBe(2);
+      // Not Node's advice about positionals starting with '-': the option is simply wrong.
+      expectOneLine(r.stderr, /^ftvm: unknown option '--seeed'$/);
+      expect(r.stderr).toMatch(new RegExp(`^usage: ftvm ${name}\\b`, 'm'));
+    }
+  });
+
   it('a --help after -- is a positional, not a request for help', () => {
     const r = ftvm(['run', '--', '--help']);
     expect(r.status).toBe(2);
@@ -385,6 +396,24 @@ describe('the I/O flags of primary, backup and pair (issue 13): operator errors'
       }
     });
   }
+
+  it('a --disk file that is missing, a directory or on /proc is one line, exit 2: a backup meets it at start, not at go-live', () => {
+    const cases: [string, RegExp][] = [
+      [join(d, 'no-such.img'), /: no such file$/],
+      [d, /: is a directory, not a disk image$/],
+      ['/proc/version', /^ftvm: \/proc\/version: on the proc pseudo filesystem, not a disk image$/],
+    ];
+    const run = ['run', DNS, '--max-instructions', '1000'];
+    // Each on run or primary in turn (a start costs seconds on a loaded host), and on a backup.
+    for (const [i, [path, why]] of cases.entries()) {
+      for (const args of [[run, commands[0]![1]][i % 2]!, commands[1]![1]]) {
+        const r = ftvm([...args.filter((a) => a !== '--disk' && a !== `file:${disk}`), '--disk', `file:${path}`]);
+        expect(r.status, `${args[0]} ${path}: ${r.stderr}`).toBe(2);
+        expectOneLine(r.stderr, why);
+        expect(readdirSync(arbiter)).toEqual([]);
+      }
+    }
+  });
 
   it('a backup names the service port the primary bound, not 0', () => {
     const r = ftvm([...commands[1]![1], '--net', 'udp:0:53']);

@@ -13,7 +13,9 @@
 // A port that closes without a 'close' message (the peer's thread was terminated) is a
 // transport failure, as a reset connection is on TCP.
 
+import { MessagePort, receiveMessageOnPort } from 'node:worker_threads';
 import type { Observable } from 'rxjs';
+import { pollBetweenBatches } from '../cpu-actor.js';
 import type { BackupEnd, ChannelStats, FlowControlOptions, PrimaryEnd } from './channel.js';
 import { BackupCore, DEFAULT_HOLD_MS, later, PrimaryCore, type ChartOptions, type ChannelSnapshot } from './core.js';
 
@@ -64,6 +66,27 @@ type Wire =
   | { ftlog: 'ack'; seq: number }
   | { ftlog: 'failed'; message: string };
 
+/** Most messages one poll takes: a poll is per batch, and a flood waits for the next batch or a turn. */
+const POLL_MAX = 64;
+
+/**
+ * Receive this port's waiting messages now, between two batches of this thread's CPU, without
+ * an event-loop turn (`receiveMessageOnPort` takes them from the same queue the 'message'
+ * listener is fed from, so the order stays the port's). Only a real MessagePort the channel
+ * owns is polled: on a shared one (a worker's parentPort) a polled message would never reach
+ * the port's other listeners. Returns the unregister function.
+ */
+function pollPort(port: PortLike, owned: boolean, onMessage: (m: unknown) => void): () => void {
+  if (!owned || !(port instanceof MessagePort)) return () => undefined;
+  return pollBetweenBatches(() => {
+    for (let i = 0; i < POLL_MAX; i++) {
+      const r = receiveMessageOnPort(port);
+      if (r === undefined) return;
+      onMessage(r.message);
+    }
+  });
+}
+
 const isWire = (m: unknown): m is Wire => typeof m === 'object' && m !== null && typeof (m as { ftlog?: unknown }).ftlog === 'string';
 
 
@@ -77,6 +100,7 @@ export function createPortPrimary(port: PortLike, opts: PortChannelOptions = {})
   let isCut = false;
   let corruptNext = false;
   let disposed = false;
+  let unpoll = (): void => undefined;
 
   const post = (m: Wire, transfer?: ArrayBuffer[]): void => {
     if (isCut || disposed) return;
@@ -136,6 +160,7 @@ export function createPortPrimary(port: PortLike, opts: PortChannelOptions = {})
   function dispose(): void {
     if (disposed) return;
     disposed = true;
+    unpoll();
     port.off('message', onMessage);
     port.off('close', onClose);
     if (opts.ownsPort) {
@@ -146,6 +171,8 @@ export function createPortPrimary(port: PortLike, opts: PortChannelOptions = {})
 
   port.on('message', onMessage);
   port.on('close', onClose);
+  // Acks between chained batches too: the output rule's wait ends at the batch that follows the ack.
+  if (!disposed) unpoll = pollPort(port, opts.ownsPort === true, onMessage);
   // Once the chart ended this end (closed, failed), the port is no longer listened to.
   core.end.events$.subscribe({ complete: dispose });
   core.connected();
@@ -168,6 +195,7 @@ export function createPortBackup(port: PortLike, opts: PortChannelOptions = {}):
   const latencyMs = opts.latencyMs ?? 0;
   let isCut = false;
   let disposed = false;
+  let unpoll = (): void => undefined;
 
   const post = (m: Wire): void => {
     if (isCut || disposed) return;
@@ -209,6 +237,7 @@ export function createPortBackup(port: PortLike, opts: PortChannelOptions = {}):
   function dispose(): void {
     if (disposed) return;
     disposed = true;
+    unpoll();
     port.off('message', onMessage);
     port.off('close', onClose);
     if (opts.ownsPort) setImmediate(() => port.close?.());
@@ -216,6 +245,8 @@ export function createPortBackup(port: PortLike, opts: PortChannelOptions = {}):
 
   port.on('message', onMessage);
   port.on('close', onClose);
+  // Entries between chained replay batches too, acked on receipt there (see pollBetweenBatches).
+  if (!disposed) unpoll = pollPort(port, opts.ownsPort === true, onMessage);
   // Once the chart ended this end (closed, failed), the port is no longer listened to.
   core.end.events$.subscribe({ complete: dispose });
   core.connected();

@@ -3,8 +3,10 @@ import { accessSync, constants, readFileSync, realpathSync, statfsSync, statSync
 import { dirname, resolve, sep } from 'node:path';
 import type { Machine } from '../machine.js';
 import { checkFitsRam, ElfError, parseElf } from '../elf.js';
+import { PSEUDO_FS } from '../io/pseudo-fs.js';
 import { DEFAULT_MEMORY_MIB, MAX_MEMORY_MIB, RAM_BASE } from '../platform.js';
 export { packSnapshot, unpackSnapshot } from '../ft/snapshot-wire.js';
+export { errorLine } from './error-line.js';
 
 /** An expected, user-facing failure: printed as one `ftvm: ...` line, never a stack trace. */
 export class CliError extends Error {
@@ -25,12 +27,6 @@ export function readImage(file: string): Uint8Array {
     throw new CliError(`${file}: ${readErrorText(e)}`);
   }
 }
-
-/** statfs(2) f_type of the kernel's pseudo filesystems: files there are not files (linux/magic.h). */
-const PSEUDO_FS: Record<number, string> = {
-  0x9fa0: 'proc', 0x6265_6572: 'sysfs', 0x2762_0eb: 'cgroup', 0x6367_7270: 'cgroup2', 0x6462_6720: 'debugfs',
-  0x7472_6163: 'tracefs', 0x7363_6673: 'securityfs', 0x1cd1: 'devpts', 0xcafe_4a11: 'bpf', 0x4249_4e4d: 'binfmt_misc',
-};
 
 /**
  * Check, before anything is written, that `dir` is a directory this process can write into or

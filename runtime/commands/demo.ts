@@ -3,7 +3,7 @@ import type { Command } from '../cli.js';
 import { createPair, type PairEvent } from '../pair.js';
 import { guestPath } from '../guests.js';
 import { SeqChecker } from '../demo/seq-checker.js';
-import { CliError, nonNegativeInt, readImage } from './common.js';
+import { CliError, errorLine, nonNegativeInt, readImage } from './common.js';
 import { startViews, takeViewFlags, ViewFlagError } from '../dashboard/cli.js';
 import { dnsScenario, prng, runScenario, scenarioPassed, summary } from '../demo/dns-load.js';
 import { kvScenario } from '../demo/kv-load.js';
@@ -140,7 +140,7 @@ export const command: Command = {
       if (e instanceof CliError || e instanceof ViewFlagError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
         // Exit 1 is a failure at run time (a port in use), not a usage error.
         const code = (e as CliError).exitCode ?? 2;
-        process.stderr.write(`ftvm: ${(e as Error).message}\n${code === 1 ? '' : `usage: ftvm ${USAGE}\n`}`);
+        process.stderr.write(`ftvm: ${errorLine(e)}\n${code === 1 ? '' : `usage: ftvm ${USAGE}\n`}`);
         return code;
       }
       throw e;

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import type { Command } from '../cli.js';
 import { diagramFiles, drawAll, writeDiagrams, type DiagramFormat } from '../diagram/export.js';
-import { checkWritableDir, CliError } from './common.js';
+import { checkWritableDir, CliError, errorLine } from './common.js';
 
 const USAGE = 'diagram [--format mermaid|svg] [--out DIR]';
 
@@ -39,7 +39,7 @@ export const command: Command = {
       if (e instanceof CliError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
         // Exit 1: the target could not be written (a run-time failure, not a usage error).
         const code = (e as CliError).exitCode ?? 2;
-        process.stderr.write(`ftvm: ${(e as Error).message}\n${code === 1 ? '' : `usage: ftvm ${USAGE}\n`}`);
+        process.stderr.write(`ftvm: ${errorLine(e)}\n${code === 1 ? '' : `usage: ftvm ${USAGE}\n`}`);
         return code;
       }
       throw e;

@@ -17,7 +17,7 @@ import { PrimaryNode, type NodeEvent } from '../ft/primary-node.js';
 import { newPairInstance } from '../ft/identity.js';
 import { PROCESS_TIMING, type FtTiming } from '../ft/timing.js';
 import { OutputLogWriter } from '../faults/output-log.js';
-import { checkImage, CliError, imageDigest, memoryFlag, positiveInt, readErrorText, readImage, writeAllSync } from './common.js';
+import { checkImage, CliError, errorLine, imageDigest, memoryFlag, positiveInt, readErrorText, readImage, writeAllSync } from './common.js';
 import { startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
 import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import type { DiskOptions, NetOptions } from '../io/machine-io.js';
@@ -516,7 +516,7 @@ export function cliRun(usage: string, body: (argv: string[]) => Promise<number>)
     } catch (e) {
       if (e instanceof CliError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
         // Only a usage error (exit 2) earns the usage line; a refusal or an outage does not.
-        process.stderr.write(`ftvm: ${(e as Error).message}\n${((e as CliError).exitCode ?? 2) === 2 ? `usage: ftvm ${usage}\n` : ''}`);
+        process.stderr.write(`ftvm: ${errorLine(e)}\n${((e as CliError).exitCode ?? 2) === 2 ? `usage: ftvm ${usage}\n` : ''}`);
         return exitSoon((e as CliError).exitCode ?? 2);
       }
       throw e;

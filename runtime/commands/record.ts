@@ -11,7 +11,7 @@ import { DEFAULT_MEMORY_MIB } from '../platform.js';
 import { Exit } from '../types.js';
 import type { LogPayload } from '../log/entry.js';
 import { IoOpenError, openIo } from '../io/open.js';
-import { CliError, ConsoleWriter, digestLine, imageDigest, positiveInt, readImage } from './common.js';
+import { CliError, errorLine, ConsoleWriter, digestLine, imageDigest, positiveInt, readImage } from './common.js';
 
 const USAGE = 'record <elf> --log FILE [--mem MiB] [--max-instructions N] [--snapshot-every N] [--digest-every N] [--stats]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]...';
@@ -267,7 +267,7 @@ export const command: Command = {
       opts = parseRecordArgs(argv);
     } catch (e) {
       if (e instanceof CliError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-        process.stderr.write(`ftvm: ${(e as Error).message}\nusage: ftvm ${USAGE}\n`);
+        process.stderr.write(`ftvm: ${errorLine(e)}\nusage: ftvm ${USAGE}\n`);
         return 2;
       }
       throw e;

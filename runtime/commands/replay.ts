@@ -9,7 +9,7 @@ import type { LogEntry, LogEntryOf } from '../log/entry.js';
 import { runOnCpuActor } from '../cpu-actor.js';
 import { ioShapeOf } from '../io/machine-io.js';
 import { resolveSnapshotChain, snapshotChainAt } from '../snapshot.js';
-import { CliError, ConsoleWriter, digestLine, imageDigest, readImage, unpackSnapshot } from './common.js';
+import { CliError, errorLine, ConsoleWriter, digestLine, imageDigest, readImage, unpackSnapshot } from './common.js';
 
 const USAGE = 'replay <elf> --log FILE [--until ICOUNT] [--partial]';
 
@@ -210,7 +210,7 @@ export const command: Command = {
       opts = parseReplayArgs(argv);
     } catch (e) {
       if (e instanceof CliError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-        process.stderr.write(`ftvm: ${(e as Error).message}\nusage: ftvm ${USAGE}\n`);
+        process.stderr.write(`ftvm: ${errorLine(e)}\nusage: ftvm ${USAGE}\n`);
         return 2;
       }
       throw e;

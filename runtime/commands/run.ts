@@ -9,7 +9,7 @@ import type { Output } from '../types.js';
 import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import { runOnCpuActor } from '../cpu-actor.js';
 import { startViews, takeViewFlags, type ViewFlags } from '../dashboard/cli.js';
-import { type CliError, memoryFlag, nonNegativeInt, readImage } from './common.js';
+import { type CliError, errorLine, memoryFlag, nonNegativeInt, readImage } from './common.js';
 
 const USAGE = 'run <elf> [--mem MiB] [--max-instructions N] [--stats] [--deterministic [--seed N]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--inspect [PORT]]';
@@ -144,7 +144,7 @@ async function run(argv: string[]): Promise<number> {
     if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
     if (values.seed !== undefined && !values.deterministic) throw new UsageError('--seed needs --deterministic');
   } catch (e) {
-    process.stderr.write(`ftvm: ${(e as Error).message}\nusage: ftvm ${USAGE}\n`);
+    process.stderr.write(`ftvm: ${errorLine(e)}\nusage: ftvm ${USAGE}\n`);
     return 2;
   }
   const file = positionals[0]!;

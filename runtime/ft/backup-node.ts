@@ -39,6 +39,12 @@ export interface BackupNodeOptions {
    */
   replaySliceMs?: number;
   /**
+   * Sliced batches follow each other without an event-loop turn for this long (ms; default
+   * half a slice: a turn per slice). Longer only for a channel polled between batches (a
+   * worker's MessagePort, `pollBetweenBatches`), which delivers and acks without a turn.
+   */
+  chainMs?: number;
+  /**
    * Re-protection: this backup joins a running primary, so `machine` is blank and the log
    * starts with a snapshot entry to restore (DESIGN §3). Otherwise both booted from one image.
    */
@@ -149,7 +155,7 @@ export class BackupNode {
     this.cpu = createCpuActor(this.machine, {
       batch: slicer.budget,
       // Half a slice: a whole slice is followed by a turn (the socket, the acks); the guest's tiny batches chain.
-      ...(sliceMs > 0 ? { schedule: new BatchChain(sliceMs / 2).schedule } : { yieldMs: SHARED_THREAD_YIELD_MS }),
+      ...(sliceMs > 0 ? { schedule: new BatchChain(opts.chainMs ?? sliceMs / 2).schedule } : { yieldMs: SHARED_THREAD_YIELD_MS }),
       onBatch: () => slicer.ended(),
       id: `${opts.name}.cpu`,
       ...(opts.inspect ? { inspect: opts.inspect as never } : {}),

@@ -28,6 +28,11 @@ import { DeferredNet } from '../io/deferred-net.js';
 import { parseDiskSpec } from '../io/spec.js';
 
 const init = workerData as WorkerInit;
+/**
+ * Replay slices chain without an event-loop turn for this long (ms): timers (the ack hold,
+ * suspicion, stats) and the control port wait at most this much plus a slice.
+ */
+const REPLAY_CHAIN_MS = 1;
 const control = parentPort!;
 
 // Messages leave in order, coalesced per tick: a burst of released console bytes is one post.
@@ -127,6 +132,10 @@ const node = new BackupNode({
   arbiter,
   ...(init.timing ? { timing: init.timing } : {}),
   ...(init.batch === undefined ? {} : { batch: init.batch }),
+  // The log port is polled between replay batches (port.ts, pollBetweenBatches): entries are
+  // received and acked there, so slices chain without a turn each (a turn per 40 µs slice cost
+  // the replay about a quarter more CPU than the guest alone: docs/BENCHMARKS.md).
+  chainMs: REPLAY_CHAIN_MS,
   ...(disk || deferredNet ? { io: { ...(disk ? { disk } : {}), ...(deferredNet ? { net: deferredNet } : {}) } } : {}),
 });
 // A chart reports its state after every event it takes, one per log arrival, mostly the same

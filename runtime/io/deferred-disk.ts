@@ -1,8 +1,8 @@
-import { statSync } from 'node:fs';
 import type { DiskBackend } from './backend.js';
 import { DiskInUseError } from './image-lock.js';
 import { openDisk, type DiskSpec } from './spec.js';
 import { DEFAULT_RECONNECT_DELAY_MS } from './disk-nbd.js';
+import { statDiskImage } from './disk-file.js';
 
 const SECTOR_BYTES = 512;
 const FIRST_RETRY_MS = 100;
@@ -37,7 +37,7 @@ export class DeferredDisk implements DiskBackend {
     this.name = spec.kind === 'file' ? `file:${spec.path}` : `nbd://${spec.host}:${spec.port}/${spec.export}`;
     this.report = opts.report ?? ((line) => { process.stderr.write(`ftvm: ${line}\n`); });
     if (opts.sectors !== undefined) this.sectors = opts.sectors;
-    else if (spec.kind === 'file') this.sectors = Math.floor(statSync(spec.path).size / SECTOR_BYTES);
+    else if (spec.kind === 'file') this.sectors = Math.floor(statDiskImage(spec.path) / SECTOR_BYTES);
     else throw new RangeError(`${this.name}: a deferred NBD disk needs its capacity in sectors`);
   }
 
