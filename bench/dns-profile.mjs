@@ -4,9 +4,11 @@
 // dnsperf's figures and the primary's stats line, and the directory of the .cpuprofile files
 // (prof/ the primary or `ftvm run`, bprof/ the backup): open them in Chrome's DevTools, or sum
 // self time per function. Run `run` and `pair` one after the other: only side-by-side figures
-// mean anything on a shared host. Needs `npm run build` and dnsperf.
+// mean anything on a shared host. BENCH_DNS_RATE=N paces dnsperf at N q/s (-Q), so that both
+// modes do the same work; then each profile's busiest functions are printed as µs of self
+// time per answered query (BENCH_PROFILE_TOP of them, default 25). Needs `npm run build` and dnsperf.
 import { spawn } from 'node:child_process';
-import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -42,7 +44,8 @@ if (mode === 'run') {
   procs = [p, b];
 }
 await sleep(1500);
-const dp = spawn('dnsperf', ['-s', '127.0.0.1', '-p', String(port), '-d', join(dir, 'q'), '-l', '8', '-q', '32'], { stdio: ['ignore', 'pipe', 'ignore'] });
+const rate = process.env.BENCH_DNS_RATE;
+const dp = spawn('dnsperf', ['-s', '127.0.0.1', '-p', String(port), '-d', join(dir, 'q'), '-l', '8', '-q', '32', ...(rate ? ['-Q', rate] : [])], { stdio: ['ignore', 'pipe', 'ignore'] });
 let out = ''; dp.stdout.on('data', (b) => (out += b));
 await new Promise((r) => dp.once('exit', r));
 console.log(mode, out.split('\n').filter((l) => /per second|lost|Average Latency/.test(l)).join(' | '));
@@ -50,3 +53,30 @@ for (const p of procs) p.c.kill('SIGTERM');
 await Promise.all(procs.map((p) => p.exited));
 console.log(procs[0].lines.filter((l) => /stats|outputDelay/.test(l)).join('\n'));
 console.log('profile dir', join(dir, 'prof'));
+
+/** Self time per function (µs per answered query), busiest first, of one .cpuprofile. */
+function summary(file, answered) {
+  const p = JSON.parse(readFileSync(file, 'utf8'));
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const self = new Map();
+  // Only the samples of dnsperf's 8 s (the processes stop right after it): not the start-up.
+  const from = p.endTime - 8.1e6;
+  let t = p.startTime;
+  for (let i = 0; i < p.samples.length; i++) {
+    t += p.timeDeltas[i] ?? 0;
+    if (t < from) continue;
+    const n = byId.get(p.samples[i]);
+    const f = n.callFrame;
+    const key = `${f.functionName || '(anonymous)'} ${f.url.split('/').slice(-2).join('/')}:${f.lineNumber + 1}`;
+    self.set(key, (self.get(key) ?? 0) + (p.timeDeltas[i] ?? 0));
+  }
+  const total = [...self].filter(([k]) => !/^\(idle\)|^\(program\)/.test(k)).reduce((a, [, v]) => a + v, 0);
+  const top = [...self].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.BENCH_PROFILE_TOP ?? 25));
+  return [`  busy (not idle or program) ${(total / answered).toFixed(1)} µs per query`, ...top.map(([k, v]) => `  ${(v / answered).toFixed(1).padStart(7)}  ${k}`)].join('\n');
+}
+const answered = Number(/Queries completed:\s+(\d+)/.exec(out)?.[1] ?? NaN);
+for (const sub of ['prof', 'bprof']) {
+  let files = [];
+  try { files = readdirSync(join(dir, sub)).filter((f) => f.endsWith('.cpuprofile')); } catch { continue; }
+  for (const f of files) console.log(`${sub === 'prof' ? (mode === 'run' ? 'run' : 'primary') : 'backup'} (${f}), ${answered} answered:\n${summary(join(dir, sub, f), answered)}`);
+}

@@ -192,6 +192,7 @@ export class PrimaryCore extends ChartedEnd {
   private outbound: Uint8Array[] = [];
   private outboundBytes = 0;
   private flushScheduled = false;
+  private chunksSent = 0;
   private readonly holdMs: number;
   /** Armed by the first held entry of a chunk; an awaited entry's flush disarms it. */
   private holdTimer: ReturnType<typeof setTimeout> | undefined;
@@ -243,6 +244,11 @@ export class PrimaryCore extends ChartedEnd {
     return this.window.stats();
   }
 
+  /** Chunks written so far: one TLS record and write(2), or one postMessage, each. */
+  get chunks(): number {
+    return this.chunksSent;
+  }
+
   /**
    * Encodes and enqueues `e`. Entries of one tick leave as one chunk; one nobody waits for
    * may wait up to `holdMs` for company (see the top of this file).
@@ -277,6 +283,7 @@ export class PrimaryCore extends ChartedEnd {
     const parts = this.outbound;
     this.outbound = [];
     this.outboundBytes = 0;
+    this.chunksSent++;
     this.transport.write(parts.length === 1 ? parts[0]! : concatBytes(parts));
   }
 

@@ -39,6 +39,8 @@ export interface TcpPrimaryEnd extends PrimaryEnd {
   /** Address of the attached backup, `host:port`. */
   readonly peer: string | undefined;
   stats(): ChannelStats;
+  /** Chunks written so far (one TLS record and write(2) each). */
+  chunksSent(): number;
   /** This end's chart, snapshot by snapshot. */
   readonly state$: Observable<ChannelSnapshot>;
   /**
@@ -306,6 +308,7 @@ function makeEnd(opts: TcpChannelOptions, identity: PairIdentity, joinOffer: { g
   const end = Object.defineProperty(Object.assign(Object.create(core.end) as PrimaryEnd, {
     attached: core.attached,
     stats: () => core.stats(),
+    chunksSent: () => core.chunks,
     state$: core.state$,
     exportKey: (label: string, bytes: number) => (sock && !sock.destroyed ? sock.exportKeyingMaterial(bytes, label, Buffer.alloc(0)) : undefined),
   }), 'peer', { get: (): string | undefined => peer, enumerable: true }) as TcpPrimaryEnd;
