@@ -70,7 +70,7 @@ describe('ftvm CLI with --disk and --net', () => {
     expect(r.stderr).toMatch(/^ftvm: --net tcp:1:2: expected udp:/);
     r = bad(['--disk', join(dir, 'nope.img')]);
     expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/^ftvm: .*ENOENT/);
+    expect(r.stderr).toMatch(/^ftvm: .*nope\.img: no such file$/m);
     // A server out of reach is a failure at run time (README: exit 1), not a bad flag.
     r = bad(['--disk', 'nbd://127.0.0.1:1/x']);
     expect(r.status).toBe(1);

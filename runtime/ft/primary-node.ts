@@ -373,15 +373,12 @@ export class PrimaryNode {
       this.log.append({ type: 'digest', digest: this.machine.digest() }, icount);
       this.nextDigestMs = now + this.timing.digestEveryMs;
     }
-    // A heartbeat when the log was quiet (not after a batch the guest ended itself: the next
-    // one follows at once, and beat() is there). Under steady traffic, the released count
-    // rides with an output's marker, at most once a heartbeat period: it bounds what a backup
-    // going live must re-issue (DESIGN §3 duplicates), and a progress entry of its own would
-    // be a chunk and an ack of its own, each query's at a low rate (bench/dns-cpu.mjs); once
-    // the outputs stop, the quiet heartbeat reports the last releases.
+    // A heartbeat when the log was quiet; and, under steady traffic, whenever the released
+    // count moved: it bounds what a backup going live must re-issue (DESIGN §3 duplicates).
+    // Not after a batch the guest ended itself: the next one follows at once (and beat() is there).
     const quiet = now - this.lastSendMs >= this.timing.heartbeatMs;
-    const releaseNews = marked && this.releasedThrough !== this.releasedSent && now - this.lastProgressMs >= this.timing.heartbeatMs;
-    if (!alone && ((exit !== Exit.Request && quiet) || releaseNews)) this.progress();
+    const releaseNews = this.releasedThrough !== this.releasedSent && now - this.lastProgressMs >= this.timing.heartbeatMs;
+    if (!alone && exit !== Exit.Request && (quiet || releaseNews)) this.progress();
     else if (this.sendDue(exit, marked, now)) this.sendLog();
     // The ack may already be in (a synchronous channel): release what it covers.
     if (marked) this.gate.acked(this.channel?.ackedSeq ?? -1);
