@@ -277,6 +277,15 @@ describe('replay error lines', () => {
     expect(rep.stderr).toBe(`ftvm: ${join(dir, 'nope.log')}: no such file\n`);
   });
 
+  it('a --log that is a directory or in no directory: one line in plain words, exit 2', () => {
+    let rec = ftvmSync('record', seqShort, '--log', dir);
+    expect(rec.code).toBe(2);
+    expect(rec.stderr.split('\n')[0]).toBe(`ftvm: ${dir}: is a directory, not a file`);
+    rec = ftvmSync('record', seqShort, '--log', join(dir, 'nowhere', 'x.log'));
+    expect(rec.code).toBe(2);
+    expect(rec.stderr.split('\n')[0]).toBe(`ftvm: ${join(dir, 'nowhere', 'x.log')}: no such directory`);
+  });
+
   it('--until 0 gives the state before the first instruction', () => {
     const rep = ftvmSync('replay', seqShort, '--log', whole.log, '--until', '0');
     expect(rep.code).toBe(0);

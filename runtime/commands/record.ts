@@ -104,7 +104,8 @@ async function record(o: RecordOptions): Promise<number> {
       await io.close();
       if (e instanceof LogWriteError) throw new CliError(e.message, 1);
       const code = (e as NodeJS.ErrnoException).code;
-      throw new CliError(`${logPath}: ${code === 'ENOENT' ? 'no such directory' : e.message}`);
+      const why = code === 'ENOENT' ? 'no such directory' : code === 'EISDIR' ? 'is a directory, not a file' : code === 'EACCES' ? 'permission denied' : e.message;
+      throw new CliError(`${logPath}: ${why}`);
     });
   // Entries are numbered here and encoded straight from their payloads: no entry object per input.
   let nextSeq = 0;
