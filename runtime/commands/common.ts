@@ -66,11 +66,13 @@ export function checkWritableDir(flag: string, dir: string): void {
 }
 
 /**
- * The file arbiter's directory must already exist and be writable: it is the one both hosts
- * share, so it is never made here. A host whose shared mount is missing would otherwise get a
- * local directory of its own, and a claim there would let both replicas win.
+ * The file arbiter's directory is the one both hosts share, so it is never made here: a host
+ * whose shared mount is missing would otherwise get a directory of its own, and a claim there
+ * would let both replicas win. A directory that is not there yet is said once at start (the
+ * node runs; a claim waits until it appears, reported as an unreachable arbiter); a path that
+ * can never be one (a file, /proc, no permission) is the flag's error. Returns the warning.
  */
-export function checkArbiterDir(dir: string): void {
+export function checkArbiterDir(dir: string): string | undefined {
   const where = `--arbiter file:${dir}`;
   let real: string;
   try {
@@ -79,7 +81,8 @@ export function checkArbiterDir(dir: string): void {
   } catch (e) {
     if (e instanceof CliError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
-    throw new CliError(`${where}: ${code === 'ENOENT' ? 'no such directory (the arbiter is a directory both hosts share; it is never created)' : READ_ERRORS[code ?? ''] ?? (e as Error).message}`);
+    if (code === 'ENOENT') return `${where}: no such directory yet (never created here: it is the one both hosts share); failover waits until it is there`;
+    throw new CliError(`${where}: ${READ_ERRORS[code ?? ''] ?? (e as Error).message}`);
   }
   let fs = ([['/proc', 'proc'], ['/sys', 'sysfs']] as const).find(([p]) => real === p || real.startsWith(p + sep))?.[1] as string | undefined;
   try {
@@ -93,6 +96,7 @@ export function checkArbiterDir(dir: string): void {
   } catch {
     throw new CliError(`${where}: permission denied`);
   }
+  return undefined;
 }
 
 /** Read and parse an image without running it: for a command that hands the file to its children. */

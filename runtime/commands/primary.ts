@@ -64,7 +64,8 @@ export function loadArbiter(spec: string | undefined): Arbiter {
   } catch (e) {
     throw new CliError((e as Error).message);
   }
-  if (arbiter instanceof FileArbiter) checkArbiterDir(arbiter.dir);
+  const warning = arbiter instanceof FileArbiter ? checkArbiterDir(arbiter.dir) : undefined;
+  if (warning !== undefined) process.stderr.write(`ftvm: ${warning}\n`);
   return arbiter;
 }
 
