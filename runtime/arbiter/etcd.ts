@@ -18,6 +18,16 @@ export interface EtcdArbiterOptions {
 export const ETCD_PREFIX = '/ftvm/';
 export const etcdKey = (pairId: string, generation: number): string => `${ETCD_PREFIX}${pairId}/${generation}`;
 
+/**
+ * gRPC's status text in the operator's words: "14 UNAVAILABLE: No connection established.
+ * Last error: Error: connect ECONNREFUSED h:p. Resolution note: " says "no connection
+ * established: connect ECONNREFUSED h:p".
+ */
+export function grpcWords(message: string): string {
+  const m = /^\d+ [A-Z_]+: (.*?)\.? Last error: (?:Error: )?(.*?)\.?(?: Resolution note:.*)?$/s.exec(message);
+  return m ? `${m[1]!.charAt(0).toLowerCase()}${m[1]!.slice(1)}: ${m[2]}` : message.replace(/\.? Resolution note:\s*$/, '');
+}
+
 export class EtcdArbiter implements Arbiter {
   // NOTE: etcd3 (with gRPC) loads on first use, so that importing the arbiters does not
   // cost every command the gRPC start-up.
@@ -49,7 +59,7 @@ export class EtcdArbiter implements Arbiter {
   }
 
   private unavailable(err: unknown): ArbiterUnavailableError {
-    return new ArbiterUnavailableError(`etcd ${this.opts.endpoints.join(',')}: ${(err as Error).message}`, { cause: err });
+    return new ArbiterUnavailableError(`etcd ${this.opts.endpoints.join(',')}: ${grpcWords((err as Error).message)}`, { cause: err });
   }
 
   private checkOpen(): void {

@@ -12,7 +12,7 @@ import { connectBackup, listenForBackups } from '../channel/tcp.js';
 import { BackupNode } from '../ft/backup-node.js';
 import { CliError, imageDigest, memoryFlag, positiveInt, readImage } from './common.js';
 import {
-  batchFlag, bootMachine, cliRun, closeNodeIo, commonOptions, EXIT_DIVERGED, EXIT_HALTED, EXIT_REFUSED, guardMovedPorts, hookOnAlone, loadArbiter, loadKey,
+  batchFlag, bootMachine, cliRun, closeNodeIo, commonOptions, EXIT_DIVERGED, EXIT_HALTED, EXIT_REFUSED, guardMovedPorts, hookOnAlone, loadArbiter, loadKey, probeArbiter,
   heartbeatLink, machineIo, note, openNodeIo, openOutputs, pairIdFlag, parseHostPort, reportEvents, serveReprotection, signalExit, sinkOutputs, startInspect, stopOnSignal, takeInspectFlag,
   closeLink, timingFlags, watchBeats,
 } from './primary.js';
@@ -99,6 +99,7 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
 }): Promise<number> {
   const outputs = openOutputs(values.outputs);
   const arbiter = loadArbiter(values.arbiter);
+  probeArbiter(arbiter, expected ?? 'start-probe');
   const views = await startInspect(inspectPort);
   started(views);
 

@@ -11,6 +11,7 @@ import { ElfError } from '../elf.js';
 import type { Arbiter } from '../arbiter/arbiter.js';
 import { parseArbiterSpec } from '../arbiter/spec.js';
 import { FileArbiter } from '../arbiter/file.js';
+import { EtcdArbiter } from '../arbiter/etcd.js';
 import { listenPrimary, type TcpBackupListener, type TcpPrimaryEnd } from '../channel/tcp.js';
 import { HeartbeatLink, type KeyedEnd } from '../channel/heartbeat.js';
 import type { BeatRole } from '../channel/heartbeat-wire.js';
@@ -67,6 +68,19 @@ export function loadArbiter(spec: string | undefined): Arbiter {
   const warning = arbiter instanceof FileArbiter ? checkArbiterDir(arbiter.dir) : undefined;
   if (warning !== undefined) process.stderr.write(`ftvm: ${warning}\n`);
   return arbiter;
+}
+
+/**
+ * An etcd arbiter is asked once at start (a read of this pair's first claim): one out of reach
+ * is said at once, not first at a failover, and the client (gRPC) is loaded and connected
+ * before a failover needs it. The node runs either way: it needs the arbiter only to claim,
+ * and a claim waits for it (reported about once a second).
+ */
+export function probeArbiter(arbiter: Arbiter, pairId: string): void {
+  if (!(arbiter instanceof EtcdArbiter)) return;
+  arbiter.holder(pairId, 1).catch((e: unknown) => {
+    process.stderr.write(`ftvm: arbiter unreachable at start: ${(e as Error).message}; failover waits until it answers\n`);
+  });
 }
 
 /** `--pair-id` resumes a pair instance on purpose (primary), or names the one expected (backup). */
@@ -375,6 +389,7 @@ async function primary(argv: string[]): Promise<number> {
   const outputs = openOutputs(values.outputs);
   const arbiter = loadArbiter(values.arbiter);
   const identity: PairIdentity = { instance: resumed ?? newPairInstance(), imageDigest: imageDigest(image), memoryMiB };
+  probeArbiter(arbiter, identity.instance);
   const onLive = values['on-live'];
   // The primary serves from its start, as keepalived's MASTER does: its hook runs first and is
   // waited for, so it can bring up the service address the forwards bind; no guest runs yet.

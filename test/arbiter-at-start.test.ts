@@ -1,12 +1,15 @@
 // A file arbiter's directory is the one both hosts share: a node never creates it (made up,
 // it would give each host an arbiter of its own and let both replicas win). A path that can
 // never be one (a file, /proc) is an operator error at start, one `ftvm:` line and exit 2,
-// not a surprise at the first failover; a directory not there yet is said at start.
+// not a surprise at the first failover; a directory not there yet is said at start. An etcd
+// arbiter out of reach at start is said at once too, in plain words, and the node runs.
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createServer, type AddressInfo } from 'node:net';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { grpcWords } from '../runtime/arbiter/etcd.js';
 import { expectOneLine, ftvm, killAll, startFtvm } from './helpers/cli-procs.js';
 
 afterEach(killAll);
@@ -49,5 +52,26 @@ describe('--arbiter file:DIR is checked at start', () => {
     expect(await p.exit).toBe('0');
     expectOneLine(p.err(), /^ftvm: --arbiter file:\S+not-mounted\/arbiter: no such directory yet \(never created here/);
     expect(existsSync(join(dir, 'not-mounted'))).toBe(false);
+  });
+});
+
+describe('an etcd arbiter out of reach at start', () => {
+  it('is one line in plain words, and the primary runs and stops cleanly', async () => {
+    const srv = createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => srv.once('listening', r));
+    const port = (srv.address() as AddressInfo).port;
+    await new Promise((r) => srv.close(r));
+    const p = startFtvm(['primary', HELLO, '--listen', '127.0.0.1:0', '--key-file', key, '--arbiter', `etcd:127.0.0.1:${port}`]);
+    await p.waitErr(/primary listening/);
+    await p.waitErr(/^ftvm: arbiter unreachable at start/m, 15_000);
+    p.child.kill('SIGTERM');
+    expect(await p.exit).toBe('0');
+    expectOneLine(p.err(), new RegExp(`^ftvm: arbiter unreachable at start: etcd 127\\.0\\.0\\.1:${port}: .*ECONNREFUSED.*; failover waits until it answers$`));
+  });
+
+  it("gRPC's status text is put in plain words; other text is kept", () => {
+    expect(grpcWords('14 UNAVAILABLE: No connection established. Last error: Error: connect ECONNREFUSED 10.0.0.1:2379. Resolution note: '))
+      .toBe('no connection established: connect ECONNREFUSED 10.0.0.1:2379');
+    expect(grpcWords('4 DEADLINE_EXCEEDED: Deadline exceeded after 1.001s')).toBe('4 DEADLINE_EXCEEDED: Deadline exceeded after 1.001s');
   });
 });
