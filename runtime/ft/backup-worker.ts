@@ -112,33 +112,6 @@ const deferredDisk = init.io?.disk ? new DeferredDisk(parseDiskSpec(init.io.disk
 const deferredNet = init.io?.net ? new DeferredNet(init.io.net, { report }) : undefined;
 const disk = deferredDisk ? new AfterRelease(deferredDisk, ioReleased) : undefined;
 
-/**
- * When each step of a go-live happened (ms on this thread's clock), said in one line once the
- * new primary's first answer left: where a slow takeover spends its time (issue 13).
- */
-class GoLivePhases {
-  private readonly at = new Map<string, number>();
-  private said = false;
-  mark(step: string): void {
-    if (this.at.has(step)) return;
-    this.at.set(step, performance.now());
-    if (this.at.has('first new answer released') && (!deferredNet || this.at.has('ports bound'))) this.say();
-  }
-  state(detail: string): void {
-    if (detail === '"suspecting"') this.mark('suspected');
-    else if (detail === '"claiming"') this.mark('claiming');
-    else if (detail === '"goingLive"') this.mark('claim won');
-  }
-  /** The line, once: steps in order, each in ms after the suspicion (or the first step). */
-  say(): void {
-    if (this.said) return;
-    this.said = true;
-    const steps = [...this.at.entries()].sort((a, b) => a[1] - b[1]);
-    const t0 = this.at.get('suspected') ?? steps[0]?.[1] ?? 0;
-    report(`go-live phases (ms after suspicion): ${steps.map(([k, t]) => `${k} ${(t - t0).toFixed(1)}`).join(', ')}`);
-  }
-}
-const phases = new GoLivePhases();
 
 const arbiter = new ProxyArbiter();
 const machine = new Machine({
@@ -175,11 +148,20 @@ const forward = (e: NodeEvent): void => {
     const line = `${e.node} ${e.detail}`;
     if (line === lastState) return;
     lastState = line;
-    phases.state(e.detail);
   }
   send({ t: 'event', e });
 };
 node.events$.subscribe(forward);
+
+// The takeover's steps, said in one line once the new primary's first answer can leave.
+const phases = node.phases;
+let phasesSaid = false;
+const markPhase = (step: string): void => {
+  phases.mark(step);
+  if (phasesSaid || !phases.has('first new answer released') || (deferredNet && !phases.has('ports bound'))) return;
+  phasesSaid = true;
+  report(phases.line());
+};
 
 let promoted: PrimaryNode | undefined;
 const postStats = (): void => {
@@ -195,15 +177,14 @@ async function main(): Promise<WorkerOutcome> {
     return outcome.reason === 'finished' ? { reason: 'finished', code: outcome.code } : { reason: outcome.reason, detail: outcome.detail };
   }
   const primary = outcome.primary;
-  phases.mark('replayed');
   promoted = primary;
   primary.events$.subscribe(forward);
   const firstNew = node.stats().outputs;
   primary.released$.subscribe((o: ReleasedOutput) => {
     send({ t: 'released', o });
     if (o.output.kind === 'net') {
-      phases.mark('first net release');
-      if (o.index >= firstNew) phases.mark('first new answer released');
+      markPhase('first net release');
+      if (o.index >= firstNew) markPhase('first new answer released');
     }
   });
   send({ t: 'live', icount: machine.icount });
@@ -212,10 +193,10 @@ async function main(): Promise<WorkerOutcome> {
     // The backends once the main thread's primary let go: the lock, then the service ports.
     const t = performance.now();
     void ioReleased.then(() => {
-      phases.mark('io released');
+      markPhase('io released');
       return Promise.all([
-        deferredDisk?.claim().then(() => phases.mark('disk locked')),
-        deferredNet?.open().then(() => phases.mark('ports bound')),
+        deferredDisk?.claim().then(() => markPhase('disk locked')),
+        deferredNet?.open().then(() => markPhase('ports bound')),
       ]);
     }).then(
       () => report(`took over ${[deferredDisk ? `disk ${deferredDisk.name}` : '', deferredNet ? 'the service ports' : ''].filter(Boolean).join(' and ')} in ${(performance.now() - t).toFixed(1)} ms`),
