@@ -26,7 +26,8 @@ const afterFailoverMs = Number(process.env.BENCH_AFTER_MS ?? 500);
 // BENCH_TEST=1: each run is test/ft/worker-io-pair.test.ts's dns case: seed 7, and when the
 // pair lost its protection before the kill moment (a tree that says so), the next seed, up to 4.
 const asTest = process.env.BENCH_TEST === '1';
-const pair = { backupIn: 'worker', timing: { suspectMs: 400, confirmMs: 100 } };
+// The test's suspicion timing by default; BENCH_SUSPECT_MS / BENCH_CONFIRM_MS to try others.
+const pair = { backupIn: 'worker', timing: { suspectMs: Number(process.env.BENCH_SUSPECT_MS ?? 400), confirmMs: Number(process.env.BENCH_CONFIRM_MS ?? 100) } };
 
 const loops = [];
 for (let i = 0; i < busy; i++) loops.push(spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' }));
@@ -40,7 +41,7 @@ const median = (xs) => {
 const f = (x) => (x === undefined ? 'n/a' : x.toFixed(0));
 
 const rows = [];
-console.log(`tree ${root}, ${asTest ? 'as the test' : 'one scenario per run'}, ${runs} runs, busy loops ${busy}`);
+console.log(`tree ${root}, ${asTest ? 'as the test' : 'one scenario per run'}, ${runs} runs, busy loops ${busy}, suspicion ${pair.timing.suspectMs} + ${pair.timing.confirmMs} ms`);
 try {
   for (let i = 0; i < runs; i++) {
     let seed = asTest ? 7 : 7 + i;
