@@ -15,7 +15,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
+// BENCH_ROOT: the tree to run (a baseline worktree of main, side by side).
+const root = process.env.BENCH_ROOT ?? fileURLToPath(new URL('..', import.meta.url));
 if (!existsSync(join(root, 'dist/runtime/cli.js'))) {
   console.error('bench: dist/ is missing; run `npm run build` first');
   process.exit(2);

@@ -8,7 +8,12 @@ import { dnsScenario, runScenario, summary, type GuestScenario, type Load, type 
 import { kvScenario } from '../../runtime/demo/kv-load.js';
 
 // Two threads on a loaded 2-core host: suspicion slow enough that only the kill fails over.
-const pair = { backupIn: 'worker' as const, timing: { suspectMs: 400, confirmMs: 100 } };
+// At 400 + 100 ms, at load 18-23, a starved thread made one replica declare the other dead
+// before the kill in 11 of 19 runs (docs/BENCHMARKS.md "Go-live of an I/O backup (issue
+// 13)"); at 1000 + 200 ms in none of 8. What this test judges is the go-live with I/O in the
+// worker (about 70 ms from the won claim to the ports bound), not how fast a silence is
+// detected (bench/detect.mjs measures that).
+const pair = { backupIn: 'worker' as const, timing: { suspectMs: 1000, confirmMs: 200 } };
 
 function expectClean(r: ScenarioResult, what: string): void {
   const why = summary(r, what).join('\n') + '\n' + r.events.filter((e) => e.node !== 'primary').map((e) => `${e.node} ${e.type} ${e.detail}`).join('\n');
