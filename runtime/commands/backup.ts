@@ -150,6 +150,9 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
       // while the old primary still holds it. The guest runs meanwhile; its I/O waits.
       if (deferred) {
         const t = performance.now();
+        // The same opens goLive starts (claim and open are started once): each one's moment.
+        void deferred.disk?.claim().then(() => phases.mark('disk locked'), () => undefined);
+        void deferred.net?.open().then(() => phases.mark('ports bound'), () => undefined);
         io.goLive().then(
           (lines) => {
             phase('backends open');
