@@ -46,7 +46,11 @@ async function start(args) {
   for (;;) {
     const m = lines.map((l) => /forwarding udp 127\.0\.0\.1:(\d+) ->/.exec(l)).find(Boolean);
     if (m && (await probe(Number(m[1]), 3000)) !== undefined) return { child, lines, port: Number(m[1]), exited };
-    if (child.exitCode !== null || Date.now() - t0 > 30_000) throw new Error(`ftvm ${args[0]} did not come up:\n${lines.join('\n')}`);
+    if (child.exitCode !== null || Date.now() - t0 > 30_000) {
+      // Leave nothing running: a pair that did not come up in time is stopped here.
+      if (child.exitCode === null) child.kill('SIGTERM');
+      throw new Error(`ftvm ${args[0]} did not come up:\n${lines.join('\n')}`);
+    }
     await sleep(50);
   }
 }
