@@ -15,7 +15,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
+// BENCH_ROOT: the tree to run (a baseline worktree of main, side by side).
+const root = process.env.BENCH_ROOT ?? fileURLToPath(new URL('..', import.meta.url));
 if (!existsSync(join(root, 'dist/runtime/cli.js'))) {
   console.error('bench: dist/ is missing; run `npm run build` first');
   process.exit(2);
@@ -25,6 +26,9 @@ if (spawnSync('sh', ['-c', 'command -v dnsperf']).status !== 0) {
   process.exit(2);
 }
 const seconds = Number(process.env.BENCH_DNS_SECONDS ?? 5);
+// BENCH_KILL_ONLY=1: only the failover; BENCH_KILLS=N: that many kills, a new pair each.
+const killOnly = process.env.BENCH_KILL_ONLY === '1';
+const kills = Number(process.env.BENCH_KILLS ?? 1);
 const dir = mkdtempSync(join(tmpdir(), 'ftvm-bench-dns-pair-'));
 const cli = join(root, 'bin/ftvm.js');
 const elf = join(root, 'guests/dns/dns.elf');
@@ -42,7 +46,11 @@ async function start(args) {
   for (;;) {
     const m = lines.map((l) => /forwarding udp 127\.0\.0\.1:(\d+) ->/.exec(l)).find(Boolean);
     if (m && (await probe(Number(m[1]), 3000)) !== undefined) return { child, lines, port: Number(m[1]), exited };
-    if (child.exitCode !== null || Date.now() - t0 > 30_000) throw new Error(`ftvm ${args[0]} did not come up:\n${lines.join('\n')}`);
+    if (child.exitCode !== null || Date.now() - t0 > 30_000) {
+      // Leave nothing running: a pair that did not come up in time is stopped here.
+      if (child.exitCode === null) child.kill('SIGTERM');
+      throw new Error(`ftvm ${args[0]} did not come up:\n${lines.join('\n')}`);
+    }
     await sleep(50);
   }
 }
@@ -115,41 +123,49 @@ async function stop(p) {
 try {
   copyFileSync(join(root, 'guests/dns/zone.img'), join(dir, 'run.img'));
   copyFileSync(join(root, 'guests/dns/zone.img'), join(dir, 'pair.img'));
-  copyFileSync(join(root, 'guests/dns/zone.img'), join(dir, 'kill.img'));
 
-  const run = await start(['run', elf, '--disk', `file:${join(dir, 'run.img')}`, '--net', 'udp:127.0.0.1:0:53']);
-  const noFt = await dnsperf(run.port, seconds);
-  const runLatency = [await inflight(run.port, 1, 2), await inflight(run.port, 32, 2)];
-  await stop(run);
-  const pair = await start(['pair', elf, '--disk', `file:${join(dir, 'pair.img')}`, '--net', 'udp:127.0.0.1:0:53']);
-  const ft = await dnsperf(pair.port, seconds);
-  const pairLatency = [await inflight(pair.port, 1, 2), await inflight(pair.port, 32, 2)];
-  await stop(pair);
-  console.log(`dnsperf -q 32, ${seconds} s: ftvm run ${noFt.qps.toFixed(0)} q/s (lost ${noFt.lost}), ftvm pair ${ft.qps.toFixed(0)} q/s (lost ${ft.lost}), ratio ${(ft.qps / noFt.qps).toFixed(2)}`);
-  console.log(`latency, ftvm run: ${runLatency.join('; ')}`);
-  console.log(`latency, ftvm pair: ${pairLatency.join('; ')}`);
-
-  const victim = await start(['pair', elf, '--disk', `file:${join(dir, 'kill.img')}`, '--net', 'udp:127.0.0.1:0:53', '--suspect-ms', '250']);
-  const pid = Number(victim.lines.map((l) => /^pair\| primary pid (\d+)/.exec(l)).find(Boolean)?.[1]);
-  const load = dnsperf(victim.port, 6, ['-t', '1']);
-  await sleep(2000);
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch (e) {
-    // On a loaded host the 250 ms suspicion can fail the pair over before the kill: then
-    // there is nothing to measure, and the pair must still be stopped.
-    await load;
-    await stop(victim);
-    throw new Error(`the primary (pid ${pid}) was gone before the kill (${e.code}): a failover under load; run again`);
+  if (!killOnly) {
+    const run = await start(['run', elf, '--disk', `file:${join(dir, 'run.img')}`, '--net', 'udp:127.0.0.1:0:53']);
+    const noFt = await dnsperf(run.port, seconds);
+    const runLatency = [await inflight(run.port, 1, 2), await inflight(run.port, 32, 2)];
+    await stop(run);
+    const pair = await start(['pair', elf, '--disk', `file:${join(dir, 'pair.img')}`, '--net', 'udp:127.0.0.1:0:53']);
+    const ft = await dnsperf(pair.port, seconds);
+    const pairLatency = [await inflight(pair.port, 1, 2), await inflight(pair.port, 32, 2)];
+    await stop(pair);
+    console.log(`dnsperf -q 32, ${seconds} s: ftvm run ${noFt.qps.toFixed(0)} q/s (lost ${noFt.lost}), ftvm pair ${ft.qps.toFixed(0)} q/s (lost ${ft.lost}), ratio ${(ft.qps / noFt.qps).toFixed(2)}`);
+    console.log(`latency, ftvm run: ${runLatency.join('; ')}`);
+    console.log(`latency, ftvm pair: ${pairLatency.join('; ')}`);
   }
-  const firstMs = await probe(victim.port, 10_000, 2);
-  const under = await load;
-  const reissued = victim.lines.map((l) => /re-issuing (\d+) outputs/.exec(l)).find(Boolean)?.[1];
-  await stop(victim);
-  if (firstMs === undefined || process.env.BENCH_VERBOSE) console.error(victim.lines.filter((l) => !/state "(replaying|suspecting)"/.test(l)).join('\n'));
-  console.log(`kill -9 of the primary under dnsperf -q 32: kill → first answer ${firstMs === undefined ? 'none in 10 s' : `${firstMs.toFixed(0)} ms`}` +
-    `; dnsperf lost ${under.lost} of ${under.sent}` +
-    ` (32 in flight); re-issued at go-live ${reissued ?? '?'}`);
+
+  for (let k = 0; k < kills; k++) {
+    copyFileSync(join(root, 'guests/dns/zone.img'), join(dir, 'kill.img'));
+    const victim = await start(['pair', elf, '--disk', `file:${join(dir, 'kill.img')}`, '--net', 'udp:127.0.0.1:0:53', '--suspect-ms', '250']);
+    const pid = Number(victim.lines.map((l) => /^pair\| primary pid (\d+)/.exec(l)).find(Boolean)?.[1]);
+    const load = dnsperf(victim.port, 6, ['-t', '1']);
+    await sleep(2000);
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch (e) {
+      // On a loaded host the 250 ms suspicion can fail the pair over before the kill: then
+      // there is nothing to measure, and the pair must still be stopped.
+      await load;
+      await stop(victim);
+      console.log(`kill -9 of the primary: none, the primary (pid ${pid}) was gone before the kill (${e.code}): a failover under load`);
+      continue;
+    }
+    const firstMs = await probe(victim.port, 10_000, 2);
+    const under = await load;
+    const reissued = victim.lines.map((l) => /re-issuing (\d+) outputs/.exec(l)).find(Boolean)?.[1];
+    // The backup's own account of its takeover (backup-node.ts, go-live-phases.ts).
+    const phases = victim.lines.map((l) => /go-live phases \(ms after suspicion\): (.*)$/.exec(l)).find(Boolean)?.[1];
+    await stop(victim);
+    if (firstMs === undefined || process.env.BENCH_VERBOSE) console.error(victim.lines.filter((l) => !/state "(replaying|suspecting)"/.test(l)).join('\n'));
+    console.log(`kill -9 of the primary under dnsperf -q 32: kill → first answer ${firstMs === undefined ? 'none in 10 s' : `${firstMs.toFixed(0)} ms`}` +
+      `; dnsperf lost ${under.lost} of ${under.sent}` +
+      ` (32 in flight); re-issued at go-live ${reissued ?? '?'}` +
+      `; backup's phases (ms after suspicion): ${phases ?? 'not reported'}`);
+  }
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

@@ -133,12 +133,30 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
       const live = outcome.primary;
       reportEvents(live.events$);
       sinkOutputs(live.released$, outputs);
+      // Where the takeover's time went (issue 13), said once the first new answer can leave.
+      const phases = node.phases;
+      const firstNew = node.stats().outputs;
+      const phase = (step: string): void => {
+        if (phases.has(step)) return;
+        phases.mark(step);
+        if (phases.has('first new answer released') && (!deferred || phases.has('backends open'))) note(`backup ${phases.line()}`);
+      };
+      const firstAnswer = live.released$.subscribe((o) => {
+        if (o.output.kind === 'net' && o.index >= firstNew) {
+          phase('first new answer released');
+          firstAnswer.unsubscribe();
+        }
+      });
       // The backends now (DESIGN §3 go-live): the disk lock, the service ports, each waiting
       // while the old primary still holds it. The guest runs meanwhile; its I/O waits.
       if (deferred) {
         const t = performance.now();
+        // The same opens goLive starts (claim and open are started once): each one's moment.
+        void deferred.disk?.claim().then(() => phases.mark('disk locked'), () => undefined);
+        void deferred.net?.open().then(() => phases.mark('ports bound'), () => undefined);
         io.goLive().then(
           (lines) => {
+            phase('backends open');
             note(`backup took over ${[deferred.disk ? `disk ${deferred.disk.name}` : '', deferred.net ? 'the service ports' : ''].filter(Boolean).join(' and ')} in ${(performance.now() - t).toFixed(1)} ms`);
             for (const line of lines) note(`backup ${line}`);
             guarded(guardMovedPorts(values['on-live'], io));

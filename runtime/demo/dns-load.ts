@@ -266,6 +266,8 @@ export interface ScenarioResult {
   killAfterAnswers: number;
   killDelayMs: number;
   killed: boolean;
+  /** Why a run that was to kill the primary did not: the pair had lost its protection before. */
+  unprotectedBeforeKill?: string;
   failovers: number;
   /** kill → first network output released by the new primary. */
   failoverMs: number | undefined;
@@ -372,6 +374,7 @@ export async function runScenario<L extends Load>(g: GuestScenario<L>, opts: Sce
     const load = g.load(port, opts.seed, { datagramsIn: () => udp.stats.datagramsIn });
     load.start();
     let logAtKill = { bytes: 0, entries: 0, answered: 0 };
+    let unprotectedBeforeKill: string | undefined;
     if (opts.noKillRunMs !== undefined) {
       await sleep(opts.noKillRunMs);
     } else {
@@ -380,13 +383,23 @@ export async function runScenario<L extends Load>(g: GuestScenario<L>, opts: Sce
         await sleep(1);
       }
       await sleep(killDelayMs);
-      const s = p.stats();
-      logAtKill = { bytes: s.logBytes, entries: s.logEntries, answered: load.answered };
-      killedAtMs = performance.now();
-      p.kill('primary');
-      const failDeadline = killedAtMs + 10_000;
-      while (firstAfterMs === undefined && performance.now() < failDeadline) await sleep(2);
-      await sleep(opts.afterFailoverMs ?? 1500);
+      const chart = p.actor.getSnapshot();
+      if (!chart.matches('protected')) {
+        // A host that starved one replica's thread past the suspicion timeout made the other
+        // declare it dead before the kill: one replica serves alone. Killing it would be a
+        // second fault, which no pair survives; the run goes on without the kill instead.
+        unprotectedBeforeKill = `the pair was ${JSON.stringify(chart.value)} (live: ${p.stats().live ?? 'none'}) at the kill moment`;
+        say(`no kill: ${unprotectedBeforeKill}`);
+        await sleep(opts.afterFailoverMs ?? 1500);
+      } else {
+        const s = p.stats();
+        logAtKill = { bytes: s.logBytes, entries: s.logEntries, answered: load.answered };
+        killedAtMs = performance.now();
+        p.kill('primary');
+        const failDeadline = killedAtMs + 10_000;
+        while (firstAfterMs === undefined && performance.now() < failDeadline) await sleep(2);
+        await sleep(opts.afterFailoverMs ?? 1500);
+      }
     }
     await load.stop();
     await g.verify(load, { port });
@@ -404,6 +417,7 @@ export async function runScenario<L extends Load>(g: GuestScenario<L>, opts: Sce
       killAfterAnswers,
       killDelayMs,
       killed: killedAtMs !== undefined,
+      ...(unprotectedBeforeKill === undefined ? {} : { unprotectedBeforeKill }),
       failovers: events.filter((e) => e.type === 'failover').length,
       failoverMs: killedAtMs !== undefined && firstAfterMs !== undefined ? firstAfterMs - killedAtMs : undefined,
       answeredBefore: before,
@@ -440,6 +454,7 @@ export function summary(r: ScenarioResult, what: string): string[] {
     `client retries: ${r.retries}`,
     `outputs re-issued at go-live (duplicates for the clients to drop): ${r.duplicateOutputs}${r.reissuedBackMs === undefined ? '' : `, the oldest first released ${r.reissuedBackMs.toFixed(0)} ms before the kill`}`,
     `lost: ${r.lostOutputs}`,
+    ...(r.unprotectedBeforeKill === undefined ? [] : [`not killed: ${r.unprotectedBeforeKill}`]),
     ...r.check.lines,
     `failovers: ${r.failovers}`,
     `failover time (kill -> first answer from the new primary): ${r.failoverMs === undefined ? 'n/a' : `${r.failoverMs.toFixed(1)} ms`}`,

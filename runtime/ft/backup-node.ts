@@ -8,6 +8,7 @@ import { DivergenceError, ReplayEnv } from '../env/replay.js';
 import { RefusedError, type BackupEnd } from '../channel/channel.js';
 import type { Arbiter } from '../arbiter/arbiter.js';
 import { ArbiterClaims } from './arbiter-claims.js';
+import { GoLivePhases } from './go-live-phases.js';
 import { createCpuActor, type CpuActor } from '../cpu-actor.js';
 import { BatchChain, BatchSlicer } from './batch-slice.js';
 import type { NumberedOutput } from './output-gate.js';
@@ -119,6 +120,8 @@ export class BackupNode {
   private failure: unknown;
   private readonly done = new Promise<void>((resolve) => { this.finished = resolve; });
   private readonly claims: ArbiterClaims;
+  /** When each step of a takeover happened; the host adds its own (backends, first answer). */
+  readonly phases = new GoLivePhases();
   /** Entries received since the last delivery to the chart, and the batch being delivered. */
   private inbox: LogEntry[] = [];
   private arrived: LogEntry[] = [];
@@ -205,6 +208,7 @@ export class BackupNode {
     // The device charts report under this node's name (`primary.timer`, `backup.uart`, ...).
     if (opts.inspect) this.machine.inspectCharts(opts.inspect as never, `${opts.name}.`);
     this.actor.subscribe((s) => {
+      this.phases.chartState(s.value);
       this.note('state', JSON.stringify(s.value));
       if (s.value === 'abandoned') this.finishWith({ reason: 'stopped', detail: s.context.synced ? 'the primary went away' : 'the primary went away before the snapshot arrived' });
       if (s.value === 'unattached') this.finishWith({ reason: 'unattached', detail: this.turnedAway });
@@ -422,6 +426,7 @@ export class BackupNode {
   }
 
   private goLive(): void {
+    this.phases.mark('replayed');
     this.opts.channel.close();
     if (this.opts.io) this.machine.io?.attach(this.opts.io);
     const reissue = this.replayed.filter((o) => o.index >= this.releasedHint);

@@ -112,6 +112,7 @@ const deferredDisk = init.io?.disk ? new DeferredDisk(parseDiskSpec(init.io.disk
 const deferredNet = init.io?.net ? new DeferredNet(init.io.net, { report }) : undefined;
 const disk = deferredDisk ? new AfterRelease(deferredDisk, ioReleased) : undefined;
 
+
 const arbiter = new ProxyArbiter();
 const machine = new Machine({
   memoryMiB: init.memoryMiB,
@@ -152,6 +153,16 @@ const forward = (e: NodeEvent): void => {
 };
 node.events$.subscribe(forward);
 
+// The takeover's steps, said in one line once the new primary's first answer can leave.
+const phases = node.phases;
+let phasesSaid = false;
+const markPhase = (step: string): void => {
+  phases.mark(step);
+  if (phasesSaid || !phases.has('first new answer released') || (deferredNet && !phases.has('ports bound'))) return;
+  phasesSaid = true;
+  report(phases.line());
+};
+
 let promoted: PrimaryNode | undefined;
 const postStats = (): void => {
   if (promoted) send({ t: 'stats', primary: promoted.stats(), generation: promoted.generation });
@@ -168,13 +179,26 @@ async function main(): Promise<WorkerOutcome> {
   const primary = outcome.primary;
   promoted = primary;
   primary.events$.subscribe(forward);
-  primary.released$.subscribe((o: ReleasedOutput) => send({ t: 'released', o }));
+  const firstNew = node.stats().outputs;
+  primary.released$.subscribe((o: ReleasedOutput) => {
+    send({ t: 'released', o });
+    if (o.output.kind === 'net') {
+      markPhase('first net release');
+      if (o.index >= firstNew) markPhase('first new answer released');
+    }
+  });
   send({ t: 'live', icount: machine.icount });
   postStats();
   if (deferredDisk || deferredNet) {
     // The backends once the main thread's primary let go: the lock, then the service ports.
     const t = performance.now();
-    void ioReleased.then(() => Promise.all([deferredDisk?.claim(), deferredNet?.open()])).then(
+    void ioReleased.then(() => {
+      markPhase('io released');
+      return Promise.all([
+        deferredDisk?.claim().then(() => markPhase('disk locked')),
+        deferredNet?.open().then(() => markPhase('ports bound')),
+      ]);
+    }).then(
       () => report(`took over ${[deferredDisk ? `disk ${deferredDisk.name}` : '', deferredNet ? 'the service ports' : ''].filter(Boolean).join(' and ')} in ${(performance.now() - t).toFixed(1)} ms`),
       (e: Error) => report(`cannot take over its backends: ${e.message}`),
     );

@@ -5,8 +5,13 @@ import { DEFAULT_RECONNECT_DELAY_MS } from './disk-nbd.js';
 import { statDiskImage } from './disk-file.js';
 
 const SECTOR_BYTES = 512;
-const FIRST_RETRY_MS = 100;
-const MAX_RETRY_MS = 2000;
+// A killed primary on this host lets go of the lock when its process has exited, which on a
+// loaded host comes 100s of ms after the backup heard of the death; with retries backing off
+// to 2 s the lock then waited for the next try (disk locked 40-690 ms after the won claim at
+// load 20-23, docs/BENCHMARKS.md "Go-live of an I/O backup (issue 13)"). A try is an open and
+// a lock call (for NBD a connect): cheap enough to repeat every 200 ms at most.
+const FIRST_RETRY_MS = 25;
+const MAX_RETRY_MS = 200;
 const REPORT_EVERY_MS = 10_000;
 
 export interface DeferredDiskOptions {
@@ -21,7 +26,7 @@ export interface DeferredDiskOptions {
  * live replica opens and locks the image, so this opens it on the first request, which comes
  * only after go-live (a replaying backup issues none: the log answers its reads). If the image
  * is still locked (the old primary is suspected, not dead, or its host has not let go) the
- * requests wait, and the open is retried with backoff up to 2 s, saying so on stderr every 10 s,
+ * requests wait, and the open is retried with backoff up to 200 ms, saying so on stderr every 10 s,
  * until the lock is free: the guest never runs on without its disk, nor beside a second writer.
  */
 export class DeferredDisk implements DiskBackend {
