@@ -192,8 +192,8 @@ export function timingFlags(values: { 'suspect-ms'?: string | undefined; 'heartb
  * are `ftvm:` lines. Off by default: in the fault batches it has not yet shown fewer spurious
  * failovers than the log alone (docs/BENCHMARKS.md, "Detection, third pass").
  */
-export function heartbeatLink(values: { 'heartbeat-link'?: boolean | undefined }, role: BeatRole, host: string, port: number): HeartbeatLink | undefined {
-  if (!values['heartbeat-link']) return undefined;
+export function heartbeatLink(values: { 'heartbeat-link'?: boolean | undefined; 'no-heartbeat-link'?: boolean | undefined }, role: BeatRole, host: string, port: number): HeartbeatLink | undefined {
+  if (!values['heartbeat-link'] || values['no-heartbeat-link']) return undefined;
   return new HeartbeatLink({ role, host, port, say: (line) => writeAllSync(2, Buffer.from(`ftvm: ${role} heartbeat: ${line}\n`)) });
 }
 
@@ -230,6 +230,7 @@ export const commonOptions = {
   'suspect-ms': { type: 'string' },
   'heartbeat-ms': { type: 'string' },
   'heartbeat-link': { type: 'boolean' },
+  'no-heartbeat-link': { type: 'boolean' },
   batch: { type: 'string' },
   // As `ftvm run` takes them (DESIGN §4): the shared disk and the service's UDP forwards.
   disk: { type: 'string' },
