@@ -76,6 +76,11 @@ export class ProcessProxy implements ChannelProxy {
     return new ProcessProxy(child, ready.port, ready.raised);
   }
 
+  /** The child's process id. */
+  get pid(): number {
+    return this.child.pid ?? 0;
+  }
+
   private send(m: ProxyRequest): void {
     if (this.child.connected) this.child.send(m);
   }
