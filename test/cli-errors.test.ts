@@ -1,6 +1,6 @@
 // Operator errors at the CLI (issue 11, items 9 and 10): each gets one `ftvm: ...` line on
 // stderr, never a stack trace, and the exit code the README gives.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -10,26 +10,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startNbdServer } from './nbd-server.js';
+import { expectOneLine, ftvm } from './helpers/cli-procs.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const HELLO = join(root, 'guests/hello/hello.elf');
 const dir = mkdtempSync(join(tmpdir(), 'ftvm-cli-errors-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-/** Runs `node bin/ftvm.js ...` as a direct child; spawnSync kills it (by its PID) at the timeout. */
-export function ftvm(args: string[], timeoutMs = 20_000): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [join(root, 'bin/ftvm.js'), ...args], { cwd: root, encoding: 'utf8', input: '', timeout: timeoutMs, killSignal: 'SIGKILL' });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** The error is one `ftvm:` line (a usage line may follow), and no stack frame. */
-export function expectOneLine(stderr: string, pattern: RegExp): void {
-  const lines = stderr.split('\n').filter((l) => l.startsWith('ftvm:'));
-  expect(lines, stderr).toHaveLength(1);
-  expect(lines[0]).toMatch(pattern);
-  expect(stderr).not.toMatch(/^\s+at /m);
-  expect(stderr).not.toMatch(/node:internal|Error: /);
-}
 
 describe('--help and -h', () => {
   const commands = ['run', 'record', 'replay', 'demo', 'diagram', 'primary', 'backup', 'pair'];

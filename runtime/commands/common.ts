@@ -65,6 +65,40 @@ export function checkWritableDir(flag: string, dir: string): void {
   }
 }
 
+/**
+ * The file arbiter's directory is the one both hosts share, so it is never made here: a host
+ * whose shared mount is missing would otherwise get a directory of its own, and a claim there
+ * would let both replicas win. A directory that is not there yet is said once at start (the
+ * node runs; a claim waits until it appears, reported as an unreachable arbiter); a path that
+ * can never be one (a file, /proc, no permission) is the flag's error. Returns the warning.
+ */
+export function checkArbiterDir(dir: string): string | undefined {
+  const where = `--arbiter file:${dir}`;
+  let real: string;
+  try {
+    real = realpathSync(dir);
+    if (!statSync(real).isDirectory()) throw new CliError(`${where}: not a directory (the arbiter is a directory both hosts share)`);
+  } catch (e) {
+    if (e instanceof CliError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return `${where}: no such directory yet (never created here: it is the one both hosts share); failover waits until it is there`;
+    throw new CliError(`${where}: ${READ_ERRORS[code ?? ''] ?? (e as Error).message}`);
+  }
+  let fs = ([['/proc', 'proc'], ['/sys', 'sysfs']] as const).find(([p]) => real === p || real.startsWith(p + sep))?.[1] as string | undefined;
+  try {
+    fs ??= PSEUDO_FS[statfsSync(real).type];
+  } catch {
+    // No statfs here: the path test above is all we have.
+  }
+  if (fs !== undefined) throw new CliError(`${where}: ${real} is on the ${fs} pseudo filesystem, not a shared directory`);
+  try {
+    accessSync(real, constants.W_OK | constants.X_OK);
+  } catch {
+    throw new CliError(`${where}: permission denied`);
+  }
+  return undefined;
+}
+
 /** Read and parse an image without running it: for a command that hands the file to its children. */
 export function checkImage(file: string, memoryMiB = DEFAULT_MEMORY_MIB): void {
   try {

@@ -10,6 +10,7 @@ import { LiveEnv } from '../env/live.js';
 import { ElfError } from '../elf.js';
 import type { Arbiter } from '../arbiter/arbiter.js';
 import { parseArbiterSpec } from '../arbiter/spec.js';
+import { FileArbiter } from '../arbiter/file.js';
 import { listenPrimary, type TcpBackupListener, type TcpPrimaryEnd } from '../channel/tcp.js';
 import { HeartbeatLink, type KeyedEnd } from '../channel/heartbeat.js';
 import type { BeatRole } from '../channel/heartbeat-wire.js';
@@ -20,7 +21,7 @@ import { PrimaryNode, type NodeEvent } from '../ft/primary-node.js';
 import { newPairInstance } from '../ft/identity.js';
 import { PROCESS_TIMING, type FtTiming } from '../ft/timing.js';
 import { OutputLogWriter } from '../faults/output-log.js';
-import { checkImage, CliError, errorLine, imageDigest, memoryFlag, positiveInt, readErrorText, readImage, writeAllSync } from './common.js';
+import { checkArbiterDir, checkImage, CliError, errorLine, imageDigest, memoryFlag, positiveInt, readErrorText, readImage, writeAllSync } from './common.js';
 import { startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
 import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import type { DiskOptions, NetOptions } from '../io/machine-io.js';
@@ -57,11 +58,15 @@ export function loadKey(file: string | undefined): Buffer {
 export function loadArbiter(spec: string | undefined): Arbiter {
   if (!spec) throw new CliError('missing --arbiter SPEC (file:DIR or etcd:HOST:PORT[,HOST:PORT...])');
   if (spec === 'memory') throw new CliError("--arbiter memory cannot protect a pair across processes: use file:DIR or etcd:HOST:PORT");
+  let arbiter: Arbiter;
   try {
-    return parseArbiterSpec(spec);
+    arbiter = parseArbiterSpec(spec);
   } catch (e) {
     throw new CliError((e as Error).message);
   }
+  const warning = arbiter instanceof FileArbiter ? checkArbiterDir(arbiter.dir) : undefined;
+  if (warning !== undefined) process.stderr.write(`ftvm: ${warning}\n`);
+  return arbiter;
 }
 
 /** `--pair-id` resumes a pair instance on purpose (primary), or names the one expected (backup). */

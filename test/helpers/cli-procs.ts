@@ -1,9 +1,10 @@
 // `ftvm` processes for tests: each a direct child of the test (node bin/ftvm.js ...), its
 // stderr collected, killed by PID when the suite ends.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 
 export const root = fileURLToPath(new URL('../..', import.meta.url));
 export const cli = join(root, 'bin/ftvm.js');
@@ -50,4 +51,19 @@ export async function waitOutputs(file: string, n: number, ms = 20_000): Promise
     if (Date.now() - t0 > ms) throw new Error(`${file}: fewer than ${n} outputs after ${ms} ms`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** Runs `node bin/ftvm.js ...` as a direct child; spawnSync kills it (by its PID) at the timeout. */
+export function ftvm(args: string[], timeoutMs = 20_000): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [cli, ...args], { cwd: root, encoding: 'utf8', input: '', timeout: timeoutMs, killSignal: 'SIGKILL' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The error is one `ftvm:` line (a usage line may follow), and no stack frame. */
+export function expectOneLine(stderr: string, pattern: RegExp): void {
+  const lines = stderr.split('\n').filter((l) => l.startsWith('ftvm:'));
+  expect(lines, stderr).toHaveLength(1);
+  expect(lines[0]).toMatch(pattern);
+  expect(stderr).not.toMatch(/^\s+at /m);
+  expect(stderr).not.toMatch(/node:internal|Error: /);
 }
