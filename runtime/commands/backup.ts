@@ -21,7 +21,7 @@ import type { OpenedIo } from '../io/open.js';
 import { parseNetSpec } from '../io/spec.js';
 import { checkLiveHook } from './on-live.js';
 
-const USAGE = 'backup <elf> (--connect HOST:PORT | --join HOST:PORT) --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--connect-timeout-ms N] [--listen HOST:PORT] [--name NAME] [--no-heartbeat-link] [--inspect [PORT]]\n' +
+const USAGE = 'backup <elf> (--connect HOST:PORT | --join HOST:PORT) --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--connect-timeout-ms N] [--listen HOST:PORT] [--name NAME] [--heartbeat-link] [--inspect [PORT]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--on-live CMD]';
 
 async function backup(argv: string[]): Promise<number> {

@@ -27,7 +27,7 @@ import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import type { DiskOptions, NetOptions } from '../io/machine-io.js';
 import { checkLiveHook, guardServicePorts, movedAddress, runLiveHook, type LiveEvent } from './on-live.js';
 
-const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--no-heartbeat-link] [--no-reprotect] [--inspect [PORT]]\n' +
+const USAGE = 'primary <elf> --listen HOST:PORT --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--suspect-ms N] [--heartbeat-link] [--no-reprotect] [--inspect [PORT]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--on-live CMD]';
 
 /** Exit code of a replica that lost the arbiter and halted (the other one is live). */
@@ -182,7 +182,7 @@ export function sinkOutputs(released$: Observable<ReleasedOutput>, log: OutputLo
 }
 
 export function timingFlags(values: { 'suspect-ms'?: string | undefined; 'heartbeat-ms'?: string | undefined; 'heartbeat-link'?: boolean | undefined; 'no-heartbeat-link'?: boolean | undefined }): Partial<FtTiming> {
-  // --heartbeat-link is the default (kept so that older command lines still run).
+  // --no-heartbeat-link is the default, said explicitly (scripts that compare the two).
   if (values['heartbeat-link'] && values['no-heartbeat-link']) throw new CliError('--heartbeat-link and --no-heartbeat-link contradict each other: give one');
   const t: Partial<FtTiming> = {};
   t.suspectMs = positiveInt('suspect-ms', values['suspect-ms'], PROCESS_SUSPECT_MS);
@@ -193,16 +193,16 @@ export function timingFlags(values: { 'suspect-ms'?: string | undefined; 'heartb
 }
 
 /**
- * The heartbeat link of a node across processes (runtime/channel/heartbeat.ts), on unless
- * `--no-heartbeat-link`: a thread of its own that beats over UDP to the peer, so a loaded
- * host that starves the guest's thread does not make the node look dead. Its lines are
- * `ftvm:` lines. On by default since the fourth detection pass: with the fault proxy out of
- * the harness's thread, fault batches failed over spuriously 0 times with the link against
- * several times without it (docs/BENCHMARKS.md, "Detection, fourth pass"). Off, or where UDP
- * does not pass, detection watches the log channel alone, as before.
+ * The heartbeat link of a node across processes (runtime/channel/heartbeat.ts), with
+ * `--heartbeat-link` (both nodes): a thread of its own that beats over UDP to the peer, so a
+ * loaded host that starves the guest's thread does not make the node look dead. Its lines
+ * are `ftvm:` lines. Off by default (`--no-heartbeat-link` says so explicitly): once the fault
+ * proxy relayed from a process of its own, fault batches failed over spuriously 0 times
+ * with the link and 0 times without it, and the link costs its thread's CPU (about 7 % of a
+ * core per node at 5 ms beats); docs/BENCHMARKS.md, "Detection, fourth pass".
  */
 export function heartbeatLink(values: { 'heartbeat-link'?: boolean | undefined; 'no-heartbeat-link'?: boolean | undefined }, role: BeatRole, host: string, port: number): HeartbeatLink | undefined {
-  if (values['no-heartbeat-link']) return undefined;
+  if (!values['heartbeat-link'] || values['no-heartbeat-link']) return undefined;
   return new HeartbeatLink({ role, host, port, say: (line) => writeAllSync(2, Buffer.from(`ftvm: ${role} heartbeat: ${line}\n`)) });
 }
 
