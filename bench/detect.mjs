@@ -28,8 +28,8 @@ const key = join(dir, 'key');
 writeFileSync(key, 'cd'.repeat(32));
 const { PROCESS_TIMING } = await import(pathToFileURL(join(root, 'dist/runtime/ft/timing.js')).href);
 // BENCH_LINK=1 / BENCH_LINK=0: both nodes (stall pairs and failover runs) get `--heartbeat-link`
-// / `--no-heartbeat-link`; unset, the tree's default (on since the fourth detection pass; off
-// in older trees, which do not know --no-heartbeat-link).
+// / `--no-heartbeat-link`; unset, the tree's default (off; trees before the fourth detection
+// pass do not know --no-heartbeat-link, so leave it unset for a baseline of those).
 const link = process.env.BENCH_LINK === '1' ? ['--heartbeat-link'] : process.env.BENCH_LINK === '0' ? ['--no-heartbeat-link'] : [];
 const extra = [...(suspect ? ['--suspect-ms', suspect] : []), ...link];
 const s = suspect ? Number(suspect) : PROCESS_TIMING.suspectMs;
