@@ -27,8 +27,11 @@ const dir = mkdtempSync(join(tmpdir(), 'ftvm-bench-detect-'));
 const key = join(dir, 'key');
 writeFileSync(key, 'cd'.repeat(32));
 const { PROCESS_TIMING } = await import(pathToFileURL(join(root, 'dist/runtime/ft/timing.js')).href);
-// BENCH_LINK=1: both nodes of the stall pairs run the heartbeat link (`--heartbeat-link`).
-const extra = [...(suspect ? ['--suspect-ms', suspect] : []), ...(process.env.BENCH_LINK === '1' ? ['--heartbeat-link'] : [])];
+// BENCH_LINK=1 / BENCH_LINK=0: both nodes (stall pairs and failover runs) get `--heartbeat-link`
+// / `--no-heartbeat-link`; unset, the tree's default (off; trees before the fourth detection
+// pass do not know --no-heartbeat-link, so leave it unset for a baseline of those).
+const link = process.env.BENCH_LINK === '1' ? ['--heartbeat-link'] : process.env.BENCH_LINK === '0' ? ['--no-heartbeat-link'] : [];
+const extra = [...(suspect ? ['--suspect-ms', suspect] : []), ...link];
 const s = suspect ? Number(suspect) : PROCESS_TIMING.suspectMs;
 const c = suspect ? Math.max(1, Math.round(s / 2)) : PROCESS_TIMING.confirmMs;
 
@@ -172,10 +175,10 @@ const { runOnce } = await import(pathToFileURL(join(root, 'dist/runtime/faults/h
 const fo = [];
 for (let i = 0; i < FAILOVERS; i++) {
   const d = mkdtempSync(join(dir, 'fo-'));
-  const r = await runOnce({ id: i, cli, guest: join(root, 'guests/seq/seq.elf'), dir: d, fault: 'kill-primary', atMs: 700 + 300 * i, stalls: [], ...(suspect ? { suspectMs: Number(suspect) } : {}) });
+  const r = await runOnce({ id: i, cli, guest: join(root, 'guests/seq/seq.elf'), dir: d, fault: 'kill-primary', atMs: 700 + 300 * i, stalls: [], nodeArgs: link, ...(suspect ? { suspectMs: Number(suspect) } : {}) });
   if (r.failoverMs !== undefined && r.check.ok) fo.push(r.failoverMs);
   else console.log(`  failover run ${i}: no failover measured (check ${r.check.ok ? 'ok' : r.check.errors.join('; ')})`);
 }
-if (fo.length) console.log(`failover across processes (kill -9 of the primary -> first output of the backup): median ${median(fo).toFixed(0)} ms, min ${Math.min(...fo).toFixed(0)}, max ${Math.max(...fo).toFixed(0)} (${fo.length} runs, idle host but for other users)`);
+if (fo.length) console.log(`failover across processes (kill -9 of the primary -> first output of the backup): median ${median(fo).toFixed(0)} ms, min ${Math.min(...fo).toFixed(0)}, max ${Math.max(...fo).toFixed(0)} (${fo.length} runs; ${fo.map((x) => x.toFixed(0)).join(' ')}; load average now ${loadavg()[0].toFixed(1)})`);
 rmSync(dir, { recursive: true, force: true });
 process.exit(0);

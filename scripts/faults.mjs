@@ -23,6 +23,12 @@
 //
 //   node scripts/faults.mjs [--service dns|kv] [--nbd-share F] [--runs N] [--parallel P] [--etcd-runs M] [--seed S] [--minutes T] [--json FILE]
 //                           [--kinds K,K...] [--etcd-kinds K,K...] [--after-join K,K...] [--failure-guest seq|seq-mid] [--keep]
+//                           [--link on|off] [--proxy process|thread]
+// --link on|off passes --heartbeat-link or --no-heartbeat-link to both nodes of the seq runs
+// (default: neither, the nodes' default); --proxy picks where the fault proxy relays: a process
+// of its own (default) or the harness's thread (as before the fourth detection pass). The
+// summary counts the 'none' runs that failed over anyway ("spurious") and the link's beats:
+// sent, relayed by the proxy, heard, each way.
 // --kinds picks the main faults of the file-arbiter runs (default: all, failures weighted as
 // before), --etcd-kinds those of the etcd runs (default: arbiter-down,rerun), --after-join
 // what strikes after a service run's join (default: kill-live twice, kv in-flight, kill-joiner,
@@ -61,6 +67,8 @@ const { values } = parseArgs({
     service: { type: 'string' },
     'nbd-share': { type: 'string', default: '0.25' },
     'after-join': { type: 'string' },
+    link: { type: 'string' },
+    proxy: { type: 'string', default: 'process' },
   },
 });
 const runs = Number(values.runs);
@@ -122,6 +130,15 @@ if (!['seq', 'seq-mid'].includes(failureGuest)) {
   process.exit(2);
 }
 const failureWindowMs = failureGuest === 'seq' ? 3200 : 1800;
+if (values.link !== undefined && !['on', 'off'].includes(values.link)) {
+  console.error(`faults: --link must be on or off, got '${values.link}'`);
+  process.exit(2);
+}
+if (!['process', 'thread'].includes(values.proxy)) {
+  console.error(`faults: --proxy must be process or thread, got '${values.proxy}'`);
+  process.exit(2);
+}
+const nodeArgs = values.link === undefined ? [] : [values.link === 'on' ? '--heartbeat-link' : '--no-heartbeat-link'];
 
 function serviceSpecFor(id, etcd) {
   const fault = etcd ? ETCD_MAIN[between(0, ETCD_MAIN.length)] : MAIN[between(0, MAIN.length)];
@@ -175,13 +192,23 @@ function specFor(id, etcd) {
     strays,
     previousGuest: guest('seq-short'),
     previousAtMs: between(50, 300),
+    proxy: values.proxy,
+    nodeArgs,
     ...(etcd ? { etcd } : {}),
   };
 }
 
 const runOne = (spec) => (service ? runServiceOnce(spec) : runOnce(spec));
-console.log(`faults: ${service ? `the ${service} guest, ` : ''}seed ${seed}, ${runs} runs (${parallel} in parallel) + ${etcdRuns} etcd runs`);
+console.log(`faults: ${service ? `the ${service} guest, ` : ''}seed ${seed}, ${runs} runs (${parallel} in parallel) + ${etcdRuns} etcd runs${service ? '' : `, proxy in ${values.proxy === 'thread' ? "the harness's thread" : 'its own process'}${values.link ? `, heartbeat link ${values.link}` : ''}`}`);
 const results = [];
+/** A 'none' run in which a replica went live or lost the arbiter anyway. */
+const failedOver = (r) => r.fault === 'none' && (r.failovers > 0 || r.exit.primary === '3' || r.exit.backup === '3');
+/**
+ * Spurious: failed over though only short stalls (below the calm-host suspicion timeout) were
+ * injected. A 'none' run may also draw a long stall (450-900 ms, a partition that heals): a
+ * failover there is detection doing its job, counted apart.
+ */
+const spurious = (r) => failedOver(r) && r.longStalls === 0;
 const report = (r) => {
   results.push(r);
   const c = r.check;
@@ -194,7 +221,9 @@ const report = (r) => {
     if (c.ok && !values.keep) rmSync(r.dir, { recursive: true, force: true });
     return;
   }
-  console.log(`${flag} run ${String(r.id).padStart(4)} ${r.fault.padEnd(22)} at ${String(r.atMs).padStart(4)} ms +${r.stalls} stalls  exit P=${r.exit.primary} B=${r.exit.backup}${extras}  lines ${c.lines} dup ${c.duplicates} lost ${c.lost} double-live ${c.doubleLive}${r.failoverMs === undefined ? '' : `  failover ${r.failoverMs.toFixed(0)} ms`}${c.ok ? '' : `  ${c.errors.slice(0, 2).join('; ')}`}`);
+  const b = r.beats;
+  const beats = b?.primary || b?.backup ? `  beats P ${b.primary?.sent ?? '-'}>${b.proxy.datagrams.down}>${b.backup?.heard ?? '-'} B ${b.backup?.sent ?? '-'}>${b.proxy.datagrams.up}>${b.primary?.heard ?? '-'}` : '';
+  console.log(`${flag} run ${String(r.id).padStart(4)} ${r.fault.padEnd(22)} at ${String(r.atMs).padStart(4)} ms +${r.stalls} stalls  exit P=${r.exit.primary} B=${r.exit.backup}${extras}  lines ${c.lines} dup ${c.duplicates} lost ${c.lost} double-live ${c.doubleLive}${r.failoverMs === undefined ? '' : `  failover ${r.failoverMs.toFixed(0)} ms`}${spurious(r) ? '  SPURIOUS' : failedOver(r) ? '  failed over (long stall)' : ''}${beats}${c.ok ? '' : `  ${c.errors.slice(0, 2).join('; ')}`}`);
   if (c.ok && !values.keep) rmSync(r.dir, { recursive: true, force: true });
 };
 
@@ -203,7 +232,7 @@ async function worker() {
   while (next < runs && Date.now() < deadline) {
     const spec = specFor(next++);
     const r = await runOne(spec);
-    report({ ...r, dir: spec.dir });
+    report({ ...r, dir: spec.dir, longStalls: spec.stalls?.filter(([, ms]) => ms > SHORT_STALL_MS).length ?? 0 });
   }
 }
 await Promise.all(Array.from({ length: parallel }, worker));
@@ -215,7 +244,7 @@ if (etcdRuns > 0) {
     for (let i = 0; i < etcdRuns && Date.now() < deadline; i++) {
       const spec = specFor(runs + i, etcd);
       const r = await runOne(spec);
-      report({ ...r, dir: spec.dir });
+      report({ ...r, dir: spec.dir, longStalls: spec.stalls?.filter(([, ms]) => ms > SHORT_STALL_MS).length ?? 0 });
     }
   } finally {
     await etcd.destroy();
@@ -266,6 +295,27 @@ const summary = {
       mappingsFromSnapshots: sum((r) => r.service?.join?.imported ?? 0),
     },
   } : {}),
+  ...(service ? {} : {
+    spurious: {
+      none: results.filter((r) => r.fault === 'none').length,
+      spurious: results.filter(spurious).length,
+      withLongStall: results.filter((r) => r.fault === 'none' && r.longStalls > 0).length,
+      failedOverInLongStall: results.filter((r) => failedOver(r) && r.longStalls > 0).length,
+    },
+    // The heartbeat link's datagrams, both ways: sent by one node, relayed by the proxy, heard by
+    // the other (runs where both nodes printed their link line), and dropped by injected stalls.
+    beats: (() => {
+      const both = results.filter((r) => r.beats?.primary && r.beats?.backup);
+      if (both.length === 0) return undefined;
+      const s = (f) => both.reduce((n, r) => n + f(r.beats), 0);
+      return {
+        runs: both.length,
+        primaryToBackup: { sent: s((b) => b.primary.sent), relayed: s((b) => b.proxy.datagrams.down), heard: s((b) => b.backup.heard) },
+        backupToPrimary: { sent: s((b) => b.backup.sent), relayed: s((b) => b.proxy.datagrams.up), heard: s((b) => b.primary.heard) },
+        droppedByStalls: s((b) => b.proxy.datagrams.dropped),
+      };
+    })(),
+  }),
   failoverMs: failovers.length ? { p50: failovers[Math.floor(failovers.length / 2)], max: failovers.at(-1), n: failovers.length } : undefined,
 };
 console.log(JSON.stringify(summary, null, 2));

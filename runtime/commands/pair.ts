@@ -50,7 +50,7 @@ async function concreteForwards(specs: string[]): Promise<string[]> {
 // --inspect PORT: one relay per replica process (each inspects its own charts): the primary's
 // on PORT, the backup's on PORT+1, a re-protecting backupN's on PORT+N; without PORT (or 0,
 // or past 65535) each takes any free port. Every replica prints its ws:// URL, relayed here with its name.
-const USAGE = 'pair <elf> [--arbiter SPEC] [--pair-id ID] [--mem MiB] [--suspect-ms N] [--reprotect]\n' +
+const USAGE = 'pair <elf> [--arbiter SPEC] [--pair-id ID] [--mem MiB] [--suspect-ms N] [--heartbeat-link] [--reprotect]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--on-live CMD]\n' +
   '      [--inspect [PORT]]  (primary on PORT, backup on PORT+1, backupN on PORT+N)';
 
@@ -114,6 +114,7 @@ async function pair(argv: string[]): Promise<number> {
     options: {
       arbiter: { type: 'string' }, 'pair-id': { type: 'string' }, mem: { type: 'string' }, 'suspect-ms': { type: 'string' }, batch: { type: 'string' },
       reprotect: { type: 'boolean' }, disk: { type: 'string' }, net: { type: 'string', multiple: true }, 'on-live': { type: 'string' },
+      'heartbeat-link': { type: 'boolean' },
     },
   });
   if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
@@ -150,6 +151,8 @@ async function pair(argv: string[]): Promise<number> {
       ...(values.mem ? ['--mem', values.mem] : []),
       ...(values['suspect-ms'] ? ['--suspect-ms', values['suspect-ms']] : []),
       ...(values.batch ? ['--batch', values.batch] : []),
+      // The heartbeat link (off by default) in every replica, if asked (primary.ts heartbeatLink).
+      ...(values['heartbeat-link'] ? ['--heartbeat-link'] : []),
     ];
     // Both replicas name the same disk and ports: the primary uses them, the backup at go-live.
     const io = [

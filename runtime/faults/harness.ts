@@ -22,6 +22,7 @@ import type { EtcdServer } from './etcd-server.js';
 import { runNbdRestart } from './nbd-restart.js';
 import { readOutputLog } from './output-log.js';
 import { FaultProxy } from './proxy.js';
+import { inThread, ProcessProxy, type ChannelProxy, type ProxyCounts } from './proxy-child.js';
 import type { ServiceFault } from './service-run.js';
 
 export const FAILURE_FAULTS = ['none', 'kill-primary', 'kill-backup', 'cut', 'corrupt', 'arbiter-down'] as const;
@@ -70,6 +71,23 @@ export interface RunSpec {
   previousAtMs?: number;
   timeoutMs?: number;
   suspectMs?: number;
+  /**
+   * Where the fault proxy relays: 'process' (default), a process of its own (proxy-process.ts);
+   * 'thread', the harness's own thread, as before the fourth detection pass (it starved there
+   * under load: docs/BENCHMARKS.md, "Detection, fourth pass").
+   */
+  proxy?: 'process' | 'thread';
+  /** More flags for both nodes of the pair (e.g. `--heartbeat-link`, `--no-heartbeat-link`). */
+  nodeArgs?: string[];
+}
+
+/** The heartbeat link's counts of a run (from the nodes' closing lines) and the proxy's relays. */
+export interface BeatCounts {
+  /** Beats each node's link sent and heard (undefined: the node printed no link line: off, or killed). */
+  primary: { sent: number; heard: number } | undefined;
+  backup: { sent: number; heard: number } | undefined;
+  /** What the proxy relayed: datagrams up (backup -> primary), down, and dropped by stalls; log bytes. */
+  proxy: ProxyCounts;
 }
 
 /** A backup the primary must refuse: a third one, another image or memory size, a wrong key. */
@@ -115,6 +133,8 @@ export interface RunResult {
     /** A 'join' run: whether the joiner caught up, what struck after, the mappings it took from the snapshot. */
     join?: { joined: boolean; after: string | undefined; imported: number | undefined; inFlightAnswered?: boolean };
   };
+  /** The heartbeat link's beats and the proxy's relays (the main pair of the run). */
+  beats?: BeatCounts;
   /** 'rerun': the earlier run on the same key and arbiter. */
   previous?: { pairId: string | undefined; ok: boolean; claims: Record<number, string>; errors: string[] };
 }
@@ -237,6 +257,16 @@ interface PairRun {
   check: CheckResult;
   claims: Map<number, string>;
   unprotected: boolean;
+  beats: BeatCounts;
+}
+
+/** A node's closing line of its heartbeat link: `<role> heartbeat link: beats sent N heard M`. */
+function linkCounts(c: Child | undefined): { sent: number; heard: number } | undefined {
+  for (const l of c?.stderr ?? []) {
+    const m = / heartbeat link: beats sent (\d+) heard (\d+)/.exec(l);
+    if (m) return { sent: Number(m[1]), heard: Number(m[2]) };
+  }
+  return undefined;
 }
 
 /** A stray connection to the primary's port: bytes of noise or an HTTP request, then close. */
@@ -294,7 +324,7 @@ async function runPair(spec: RunSpec, env: RunEnv, plan: PairPlan): Promise<Pair
   let struck = false;
   let killedAt: number | undefined;
 
-  const primary = start(spec.cli, ['primary', plan.guest, '--listen', '127.0.0.1:0', '--outputs', outputs('primary'), ...env.common]);
+  const primary = start(spec.cli, ['primary', plan.guest, '--listen', '127.0.0.1:0', '--outputs', outputs('primary'), ...env.common, ...(spec.nodeArgs ?? [])]);
   // Identity (DESIGN §3): the primary makes the pair instance id; the harness only reads it.
   const listening = await waitFor(primary, / primary listening [^ ]+:(\d+) pair (\S+)/, 20_000);
   if (!listening) {
@@ -324,9 +354,14 @@ async function runPair(spec: RunSpec, env: RunEnv, plan: PairPlan): Promise<Pair
   }
   if (!alive(primary)) errors.push(`primary exited (${await primary.exited}) after the ${plan.fault} connection${plan.fault === 'stray' ? 's' : ''} before its backup attached`);
 
-  const proxy = await FaultProxy.start('127.0.0.1', port);
+  const proxy: ChannelProxy = spec.proxy === 'thread'
+    ? inThread(await FaultProxy.start('127.0.0.1', port))
+    : await ProcessProxy.start('127.0.0.1', port).catch((e: unknown) => {
+      primary.proc.kill('SIGKILL');
+      throw e;
+    });
   const backup = alive(primary)
-    ? start(spec.cli, ['backup', plan.guest, '--connect', `127.0.0.1:${proxy.port}`, '--outputs', outputs('backup'), ...env.common])
+    ? start(spec.cli, ['backup', plan.guest, '--connect', `127.0.0.1:${proxy.port}`, '--outputs', outputs('backup'), ...env.common, ...(spec.nodeArgs ?? [])])
     : undefined;
   if (backup && !(await waitFor(primary, / primary backup attached /, 20_000))) errors.push('the backup never attached');
   const attachedAt = performance.now();
@@ -403,7 +438,7 @@ async function runPair(spec: RunSpec, env: RunEnv, plan: PairPlan): Promise<Pair
   clearTimeout(guard);
   for (const t of timers) clearTimeout(t);
   await Promise.all(pending);
-  await proxy.close();
+  const relayed = await proxy.close();
   // An arbiter-down run may end while etcd is still down: bring it back before reading claims.
   if (spec.etcd && !spec.etcd.running) await spec.etcd.restart();
   if (env.arbiterDir && !existsSync(env.arbiterDir) && existsSync(`${env.arbiterDir}.away`)) renameSync(`${env.arbiterDir}.away`, env.arbiterDir);
@@ -502,6 +537,7 @@ async function runPair(spec: RunSpec, env: RunEnv, plan: PairPlan): Promise<Pair
     check,
     claims,
     unprotected: check.incomplete && outage.excused,
+    beats: { primary: linkCounts(primary), backup: linkCounts(backup), proxy: relayed },
   };
 }
 
@@ -601,6 +637,7 @@ async function runOnceOrThrow(spec: RunSpec, t0: number): Promise<RunResult> {
     check,
     claims: Object.fromEntries(run.claims),
     extras: run.extras,
+    beats: run.beats,
     ...(previous ? { previous } : {}),
   };
 }
