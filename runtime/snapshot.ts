@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { deflateSync, inflateSync } from 'node:zlib';
+import { deflate, deflateSync, inflateSync } from 'node:zlib';
 import type { Machine } from './machine.js';
 import type { Hart } from './cpu/hart.js';
 
@@ -240,6 +240,18 @@ interface DeltaHeader extends Omit<MachineSnapshot, 'ram'> {
   n: number;
 }
 
+/**
+ * A snapshot whose state is captured but not yet deflated: a full one (an encoded snapshot,
+ * deflated alone) or a delta body (deflated with the previous snapshot's header as dictionary).
+ */
+export interface UnpackedSnapshot {
+  full: boolean;
+  body: Uint8Array;
+  dictionary?: Uint8Array;
+  /** Which full snapshot's chain it belongs to (SnapshotChain's count). */
+  chainGeneration: number;
+}
+
 /** When a recording snapshots, and when it writes a full snapshot instead of a delta. */
 export interface ChainPolicy {
   /** Instructions between snapshots while the guest's memory is quiet: what a seek replays at most there. */
@@ -285,6 +297,8 @@ export class SnapshotChain {
   private prevIcount = 0;
   private nextCheck = 0;
   private deltas = 0;
+  /** Counts full snapshots: a packed size reported late counts only toward its own chain. */
+  private generation = 0;
   private fullBytes = 0;
   private deltaBytes = 0;
   /** Snapshots taken so far, deferred checks, and their packed bytes: for benchmarks. */
@@ -294,6 +308,20 @@ export class SnapshotChain {
 
   /** At a batch boundary: a packed snapshot if one is due now, else undefined (the usual case: one comparison). */
   poll(): Uint8Array | undefined {
+    const u = this.pollUnpacked();
+    return u && this.packSync(u);
+  }
+
+  /** A packed snapshot of the machine now (full or delta): what a log's snapshot entry carries. */
+  take(): Uint8Array {
+    return this.packSync(this.takeUnpacked());
+  }
+
+  /**
+   * As `poll`, but the snapshot comes unpacked: its state is captured now and `pack` deflates
+   * it later, off this thread (the recorder's guest keeps running meanwhile).
+   */
+  pollUnpacked(): UnpackedSnapshot | undefined {
     const ic = this.m.icount;
     if (ic < this.nextCheck) return undefined;
     this.nextCheck = ic + this.policy.every;
@@ -307,37 +335,73 @@ export class SnapshotChain {
         return undefined;
       }
     }
-    return this.take();
+    return this.takeUnpacked();
   }
 
-  /** A packed snapshot of the machine now (full or delta): what a log's snapshot entry carries. */
-  take(): Uint8Array {
+  /**
+   * The machine's state now as a snapshot body not yet deflated (the cheap part: pages found,
+   * XORed, copied). The chain's sizes for its full-or-delta policy count packed bytes as each
+   * `pack` or `packSync` reports them.
+   */
+  takeUnpacked(): UnpackedSnapshot {
     const m = this.m;
     const epochs = sweepDirty(m);
     const ram = m.bus.ram;
     const full = this.shadow === undefined || this.shadow.length !== ram.length ||
       this.deltaBytes >= Math.max(this.fullBytes * this.policy.deltaBytesPerFull, this.policy.minChainBytes);
-    let packed: Uint8Array;
+    let u: UnpackedSnapshot;
     if (full) {
       const raw = encodeSnapshot(liveState(m), epochs.page);
       this.prevHeader = fullHeader(raw);
-      packed = deflateSync(raw, { level: 1 });
       this.updateShadow(raw, epochs);
       this.deltas = 0;
-      this.fullBytes = packed.length;
+      // Until its packed size is known, a full snapshot counts as its raw size (no delta is
+      // measured against a full one not yet packed).
+      this.fullBytes = raw.length;
       this.deltaBytes = 0;
       this.stats.full++;
-      this.stats.fullBytes += packed.length;
+      u = { full: true, body: raw, chainGeneration: ++this.generation };
     } else {
-      packed = this.delta(epochs);
+      const dictionary = this.prevHeader;
+      const { body, header } = this.delta(epochs);
+      this.prevHeader = header;
       this.deltas++;
-      this.deltaBytes += packed.length;
       this.stats.delta++;
-      this.stats.deltaBytes += packed.length;
+      u = { full: false, body, dictionary, chainGeneration: this.generation };
     }
     this.epoch = this.checkEpoch = epochs.epoch;
     this.prevIcount = m.icount;
     this.nextCheck = m.icount + this.policy.every;
+    return u;
+  }
+
+  /** Deflates `u` on this thread. */
+  packSync(u: UnpackedSnapshot): Uint8Array {
+    const z = deflateSync(u.body, u.full ? { level: 1 } : { level: 1, dictionary: u.dictionary! });
+    return this.packed(u, z);
+  }
+
+  /** Deflates `u` in libuv's thread pool: the calling thread only copies the result. */
+  pack(u: UnpackedSnapshot): Promise<Uint8Array> {
+    return new Promise((resolve, reject) => {
+      deflate(u.body, u.full ? { level: 1 } : { level: 1, dictionary: u.dictionary! }, (err, z) => {
+        if (err) reject(err);
+        else resolve(this.packed(u, z));
+      });
+    });
+  }
+
+  private packed(u: UnpackedSnapshot, z: Uint8Array): Uint8Array {
+    if (u.full) {
+      if (u.chainGeneration === this.generation) this.fullBytes = z.length;
+      this.stats.fullBytes += z.length;
+      return z;
+    }
+    const packed = new Uint8Array(4 + z.length);
+    packed.set(DELTA_MAGIC);
+    packed.set(z, 4);
+    if (u.chainGeneration === this.generation) this.deltaBytes += packed.length;
+    this.stats.deltaBytes += packed.length;
     return packed;
   }
 
@@ -364,7 +428,7 @@ export class SnapshotChain {
     this.shadow = shadow;
   }
 
-  private delta(epochs: PageEpochs): Uint8Array {
+  private delta(epochs: PageEpochs): { body: Uint8Array; header: Uint8Array } {
     const m = this.m;
     const shadow = this.shadow!;
     const ram32 = m.bus.ram32;
@@ -401,12 +465,7 @@ export class SnapshotChain {
         shadow32[w0 + i] = now;
       }
     }
-    const z = deflateSync(body, { level: 1, dictionary: this.prevHeader });
-    this.prevHeader = header;
-    const packed = new Uint8Array(4 + z.length);
-    packed.set(DELTA_MAGIC);
-    packed.set(z, 4);
-    return packed;
+    return { body, header };
   }
 }
 
