@@ -12,6 +12,12 @@ export interface MachineSnapshot {
   devices: { clint: unknown; plic: unknown; uart: unknown; test: unknown; rtc: unknown; virtio: unknown[] };
   /** A private copy of RAM. */
   ram: Uint8Array;
+  /**
+   * Per 4 KiB page, 0 where the page is known to be all zeros (a log's snapshots say which
+   * pages they hold: resolveSnapshotChain). A restore then neither copies nor reads those
+   * pages: on a machine whose page was never written either, nothing is to be done.
+   */
+  nonZeroPages?: Uint8Array;
 }
 
 /** Capture state between batches. NOTE the bus's dirty bits are left alone: digests and snapshot chains read them. */
@@ -34,8 +40,11 @@ export function restoreMachine(m: Machine, s: MachineSnapshot): void {
   if (s.memoryMiB !== m.memoryMiB || s.ram.length !== m.bus.ram.length) {
     throw new Error(`snapshot has ${s.memoryMiB} MiB of RAM, machine has ${m.memoryMiB} MiB`);
   }
-  m.bus.ram.set(s.ram);
-  m.bus.dirty.fill(1);
+  if (s.nonZeroPages?.length === m.bus.dirty.length) restorePages(m, s.ram, s.nonZeroPages);
+  else {
+    m.bus.ram.set(s.ram);
+    m.bus.dirty.fill(1);
+  }
   m.bus.invalidateAll();
   // Devices first: their load() re-drives interrupt lines, then the hart's saved mip wins.
   m.clint.load(s.devices.clint);
@@ -46,6 +55,31 @@ export function restoreMachine(m: Machine, s: MachineSnapshot): void {
   if (s.devices.virtio.length !== m.virtio.length) throw new Error('snapshot and machine disagree on virtio slots');
   s.devices.virtio.forEach((state, slot) => m.virtio[slot]!.load(structuredClone(state)));
   m.hart.load(structuredClone(s.hart));
+}
+
+/**
+ * RAM from `ram`, page by page: a page `nonZero` marks is copied; any other page is zero in
+ * the snapshot, so it is zeroed only where the machine may have written it (its dirty bit or
+ * a sweep found it written), and left alone (unread) where the machine never did. A fresh
+ * machine's untouched RAM stays unmapped: copying all 16 MiB faulted in 4096 pages, and the
+ * first digest after it read them all again. The pages changed get their dirty bit, so the
+ * digest and snapshot chain (which read the bits) see exactly those as written.
+ */
+function restorePages(m: Machine, ram: Uint8Array, nonZero: Uint8Array): void {
+  const dst = m.bus.ram;
+  const dirty = m.bus.dirty;
+  const epochs = epochsOf.get(m);
+  const written = epochs && epochs.page.length === dirty.length ? epochs.page : undefined;
+  for (let p = 0; p < dirty.length; p++) {
+    const at = p * PAGE_BYTES;
+    if (nonZero[p] !== 0) {
+      dst.set(ram.subarray(at, at + PAGE_BYTES), at);
+      dirty[p] = 1;
+    } else if (dirty[p] !== 0 || (written !== undefined && written[p] !== 0)) {
+      dst.fill(0, at, at + PAGE_BYTES);
+      dirty[p] = 1;
+    }
+  }
 }
 
 /**
@@ -165,7 +199,7 @@ const MAGIC = 0x46_54_53_31; // "FTS1"
  * never written are known zero without reading them.
  */
 export function encodeSnapshot(s: MachineSnapshot, written?: Uint32Array): Uint8Array {
-  const header = new TextEncoder().encode(JSON.stringify({ ...s, ram: undefined }));
+  const header = new TextEncoder().encode(JSON.stringify({ ...s, ram: undefined, nonZeroPages: undefined }));
   const pages = s.ram.length / PAGE_BYTES;
   const bitmap = new Uint8Array(Math.ceil(pages / 8));
   const ram = bufferOf(s.ram);
@@ -481,6 +515,11 @@ export function resolveSnapshotChain(chain: readonly { icount: number; data: Uin
   const firstRaw = inflate(first.data);
   let snap = decodeSnapshot(firstRaw);
   let prevHeader = fullHeader(firstRaw);
+  // Which pages the chain holds (the full snapshot's bitmap, then every page a delta changes):
+  // all others are zero, and a restore need not touch them.
+  const nonZeroPages = new Uint8Array(snap.ram.length / PAGE_BYTES);
+  const fullBitmapAt = 8 + prevHeader.length;
+  for (let p = 0; p < nonZeroPages.length; p++) nonZeroPages[p] = (firstRaw[fullBitmapAt + (p >>> 3)]! >>> (p & 7)) & 1;
   const ram32 = new Int32Array(snap.ram.buffer, snap.ram.byteOffset, snap.ram.length >>> 2);
   for (let k = 1; k < chain.length; k++) {
     const { icount, data } = chain[k]!;
@@ -518,6 +557,7 @@ export function resolveSnapshotChain(chain: readonly { icount: number; data: Uin
       if (at + PAGE_BYTES > body.length) throw new Error(`truncated incremental snapshot pages at icount ${icount}`);
       // `at` need not be 4-aligned in the inflated body: read words through the DataView.
       for (let i = 0, w = p << 10; i < 1024; i++) ram32[w + i]! ^= dv.getInt32(at + i * 4, true);
+      nonZeroPages[p] = 1;
       at += PAGE_BYTES;
     }
     if (at !== body.length) throw new Error(`trailing bytes after incremental snapshot pages at icount ${icount}`);
@@ -525,7 +565,7 @@ export function resolveSnapshotChain(chain: readonly { icount: number; data: Uin
     const { base: _base, n: _n, ...state } = header;
     snap = { ...state, ram: snap.ram };
   }
-  return snap;
+  return { ...snap, nonZeroPages };
 }
 
 /** The JSON header of an encoded (inflated) full snapshot, as encodeSnapshot laid it out. */
