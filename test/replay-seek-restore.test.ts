@@ -48,6 +48,21 @@ describe('restoring a resolved snapshot chain', () => {
     );
   }, 120_000);
 
+  it('drops the code a machine translated from other RAM: after the restore it runs the snapshot\'s guest', async () => {
+    const { m } = boot('timer', 3);
+    await runMachine(m, { maxInstructions: 150_000 });
+    const chain = new SnapshotChain(m, chainPolicy(1));
+    const snap = resolveSnapshotChain([{ type: 'snapshot', icount: m.icount, data: chain.take() }]);
+    // Another guest runs first, so its code is translated at the same addresses.
+    const other = boot('hello', 3).m;
+    await runMachine(other, { maxInstructions: 100_000 });
+    other.restore(snap);
+    await runMachine(m, { maxInstructions: 300_000 });
+    await runMachine(other, { maxInstructions: 300_000 });
+    expect(other.icount).toBe(m.icount);
+    expect(other.digest()).toBe(m.digest());
+  });
+
   it('says which pages it holds: no more than the pages that are not zero, and all of those', async () => {
     const { m } = boot('timer', 3);
     const chain = new SnapshotChain(m, chainPolicy(1));
