@@ -14,9 +14,9 @@
 //
 // Two figures per call: the process's CPU (every thread: the guest's, libuv's pool, V8's GC
 // helpers) and the CPU of the thread that runs the guest alone (/proc/self/task/PID/stat,
-// in clock ticks of 10 ms: medians of several rounds). `record` deflates snapshots and
-// writes the log in libuv's pool, so on a host with a core to spare the guest's thread is
-// what its speed depends on; the process figure is what it costs the host in all.
+// in clock ticks of 10 ms: medians of several rounds). On a host with a core to spare, the
+// guest's thread is what a command's speed depends on (V8's GC helpers and libuv's pool run
+// beside it); the process figure is what it costs the host in all.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { cpus, loadavg, tmpdir } from 'node:os';

@@ -1,5 +1,5 @@
 // What the guest's thread pays for a snapshot's deflate and a log write, on this thread or
-// handed to libuv's pool (what `ftvm record` does since its fourth pass), in CPU of this
+// handed to libuv's pool (tried for `ftvm record` in its fourth pass, and reverted: see BENCHMARKS), in CPU of this
 // process's main thread (/proc/self/task/PID/stat; many repetitions, so 10 ms ticks do not
 // matter) and counted per operation: a count, steady on a loaded host where wall time is not.
 //   node bench/record-offload.mjs [guest] [reps]     (needs `npm run build`; guest: bench-timer)

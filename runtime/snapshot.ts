@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { deflate, deflateSync, inflateSync } from 'node:zlib';
+import { deflateSync, inflateSync } from 'node:zlib';
 import type { Machine } from './machine.js';
 import type { Hart } from './cpu/hart.js';
 
@@ -282,8 +282,6 @@ export interface UnpackedSnapshot {
   full: boolean;
   body: Uint8Array;
   dictionary?: Uint8Array;
-  /** Which full snapshot's chain it belongs to (SnapshotChain's count). */
-  chainGeneration: number;
 }
 
 /** When a recording snapshots, and when it writes a full snapshot instead of a delta. */
@@ -331,8 +329,6 @@ export class SnapshotChain {
   private prevIcount = 0;
   private nextCheck = 0;
   private deltas = 0;
-  /** Counts full snapshots: a packed size reported late counts only toward its own chain. */
-  private generation = 0;
   private fullBytes = 0;
   private deltaBytes = 0;
   /** Snapshots taken so far, deferred checks, and their packed bytes: for benchmarks. */
@@ -351,10 +347,7 @@ export class SnapshotChain {
     return this.packSync(this.takeUnpacked());
   }
 
-  /**
-   * As `poll`, but the snapshot comes unpacked: its state is captured now and `pack` deflates
-   * it later, off this thread (the recorder's guest keeps running meanwhile).
-   */
+  /** As `poll`, but the snapshot comes unpacked (its state captured, not yet deflated: `packSync`). */
   pollUnpacked(): UnpackedSnapshot | undefined {
     const ic = this.m.icount;
     if (ic < this.nextCheck) return undefined;
@@ -373,9 +366,9 @@ export class SnapshotChain {
   }
 
   /**
-   * The machine's state now as a snapshot body not yet deflated (the cheap part: pages found,
-   * XORed, copied). The chain's sizes for its full-or-delta policy count packed bytes as each
-   * `pack` or `packSync` reports them.
+   * The machine's state now as a snapshot body not yet deflated (pages found, XORed, copied):
+   * bench/record-offload.mjs deflates such bodies in several ways. The chain's full-or-delta
+   * policy counts packed bytes as `packSync` reports them.
    */
   takeUnpacked(): UnpackedSnapshot {
     const m = this.m;
@@ -389,19 +382,17 @@ export class SnapshotChain {
       this.prevHeader = fullHeader(raw);
       this.updateShadow(raw, epochs);
       this.deltas = 0;
-      // Until its packed size is known, a full snapshot counts as its raw size (no delta is
-      // measured against a full one not yet packed).
       this.fullBytes = raw.length;
       this.deltaBytes = 0;
       this.stats.full++;
-      u = { full: true, body: raw, chainGeneration: ++this.generation };
+      u = { full: true, body: raw };
     } else {
       const dictionary = this.prevHeader;
       const { body, header } = this.delta(epochs);
       this.prevHeader = header;
       this.deltas++;
       this.stats.delta++;
-      u = { full: false, body, dictionary, chainGeneration: this.generation };
+      u = { full: false, body, dictionary };
     }
     this.epoch = this.checkEpoch = epochs.epoch;
     this.prevIcount = m.icount;
@@ -415,26 +406,16 @@ export class SnapshotChain {
     return this.packed(u, z);
   }
 
-  /** Deflates `u` in libuv's thread pool: the calling thread only copies the result. */
-  pack(u: UnpackedSnapshot): Promise<Uint8Array> {
-    return new Promise((resolve, reject) => {
-      deflate(u.body, u.full ? { level: 1 } : { level: 1, dictionary: u.dictionary! }, (err, z) => {
-        if (err) reject(err);
-        else resolve(this.packed(u, z));
-      });
-    });
-  }
-
   private packed(u: UnpackedSnapshot, z: Uint8Array): Uint8Array {
     if (u.full) {
-      if (u.chainGeneration === this.generation) this.fullBytes = z.length;
+      this.fullBytes = z.length;
       this.stats.fullBytes += z.length;
       return z;
     }
     const packed = new Uint8Array(4 + z.length);
     packed.set(DELTA_MAGIC);
     packed.set(z, 4);
-    if (u.chainGeneration === this.generation) this.deltaBytes += packed.length;
+    this.deltaBytes += packed.length;
     this.stats.deltaBytes += packed.length;
     return packed;
   }

@@ -52,7 +52,7 @@ describe('restoring a resolved snapshot chain', () => {
     const { m } = boot('timer', 3);
     await runMachine(m, { maxInstructions: 150_000 });
     const chain = new SnapshotChain(m, chainPolicy(1));
-    const snap = resolveSnapshotChain([{ type: 'snapshot', icount: m.icount, data: chain.take() }]);
+    const snap = resolveSnapshotChain([{ icount: m.icount, data: chain.take() }]);
     // Another guest runs first, so its code is translated at the same addresses.
     const other = boot('hello', 3).m;
     await runMachine(other, { maxInstructions: 100_000 });

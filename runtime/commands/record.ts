@@ -4,8 +4,7 @@ import type { Command } from '../cli.js';
 import { Machine } from '../machine.js';
 import { ElfError } from '../elf.js';
 import { RecordingEnv } from '../env/recording.js';
-import { LogWriteError } from '../log/file.js';
-import { BackgroundLogWriter } from '../log/background.js';
+import { LogFileWriter, LogWriteError } from '../log/file.js';
 import { runOnCpuActor } from '../cpu-actor.js';
 import { chainPolicy, SnapshotChain } from '../snapshot.js';
 import { DEFAULT_MEMORY_MIB } from '../platform.js';
@@ -100,7 +99,7 @@ async function record(o: RecordOptions): Promise<number> {
     throw e instanceof IoOpenError ? new CliError(e.message, e.exitCode) : e;
   });
 
-  const writer = await BackgroundLogWriter.create(logPath, { imageDigest: imageDigest(image), memorySize: memoryMiB * 1024 * 1024 })
+  const writer = await LogFileWriter.create(logPath, { imageDigest: imageDigest(image), memorySize: memoryMiB * 1024 * 1024 })
     .catch(async (e: Error) => {
       await io.close();
       if (e instanceof LogWriteError) throw new CliError(e.message, 1);
@@ -178,18 +177,11 @@ async function record(o: RecordOptions): Promise<number> {
       outputsMarked = outputs;
     }
     if (exit === Exit.Halt || exit === Exit.Fault) return;
-    // The state is captured now; it is deflated in libuv's pool, and its block takes its
-    // place in the file once it is packed (runtime/log/background.ts).
-    const snapshot = snapshots.pollUnpacked();
-    if (snapshot) writer.appendLater(nextSeq++, ic, snapshots.pack(snapshot));
+    const snapshot = snapshots.poll();
+    if (snapshot) log.append({ type: 'snapshot', data: snapshot }, ic);
     if (ic >= nextDigest) {
       log.append({ type: 'digest', digest: machine.digest() }, ic);
       nextDigest = ic + digestEvery;
-    }
-    // A write that failed after a snapshot was packed: the log cannot hold what comes next.
-    if (writer.error) {
-      stopWith({ kind: 'log', error: writer.error });
-      return;
     }
     if (ic - flushedAt < FLUSH_INSTRUCTIONS && writer.pendingBytes < FLUSH_BYTES) return;
     flushedAt = ic;
@@ -228,7 +220,6 @@ async function record(o: RecordOptions): Promise<number> {
     return closeIo().then(() => 1);
   };
   if (stop?.kind === 'log') return writeFailed(stop.error);
-  if (writer.error) return writeFailed(writer.error);
 
   // Every recording ends with an end record, so replay can tell a whole log from a cut one.
   // When the guest did not power off, a digest at the same icount lets replay check the state.
@@ -245,7 +236,7 @@ async function record(o: RecordOptions): Promise<number> {
     log.append({ type: 'end', code: exitCode, reason: outcome.reason === 'fault' ? 'fault' : 'stopped' }, machine.icount);
   }
   try {
-    await writer.close();
+    writer.close();
   } catch (e) {
     if (e instanceof LogWriteError) return writeFailed(e);
     throw e;
@@ -257,7 +248,7 @@ async function record(o: RecordOptions): Promise<number> {
     const mips = outcome.seconds > 0 ? outcome.icount / outcome.seconds / 1e6 : 0;
     process.stderr.write(`instructions ${outcome.icount}, seconds ${outcome.seconds.toFixed(3)}, MIPS ${mips.toFixed(1)}\n`);
   }
-  process.stderr.write(`log ${writer.entriesWritten} entries, ${writer.bytesWritten} bytes, ${((writer.bytesWritten * 1000) / Math.max(1, machine.icount)).toFixed(3)} bytes per 1000 instructions, ${writer.blocksWritten} blocks in ${writer.writesMade} writes\n`);
+  process.stderr.write(`log ${writer.entriesWritten} entries, ${writer.bytesWritten} bytes, ${((writer.bytesWritten * 1000) / Math.max(1, machine.icount)).toFixed(3)} bytes per 1000 instructions, ${writer.blocksWritten} writes\n`);
   if (outcome.reason === 'fault') {
     process.stderr.write(`ftvm: guest fault: ${outcome.fault?.message ?? 'unknown'}\n`);
   } else if (outcome.reason !== 'halt' && stop?.kind === 'signal') {

@@ -180,28 +180,6 @@ export class BlockEncoder {
   }
 
   /**
-   * Numbers a snapshot entry (`seq` at `icount`) whose bytes are not known yet, as a block of
-   * its own, and returns what encodes that block once they are: the recorder deflates its
-   * snapshots off the guest's thread and writes the block when they are packed, in its place.
-   * Entries appended before it must be sealed first (their block comes before it in the
-   * file); those appended after it count their deltas from it, as if it were appended now.
-   */
-  deferSnapshot(seq: number, icount: number): (data: Uint8Array) => Uint8Array {
-    if (this.firstSeq >= 0) throw new Error('BlockEncoder: seal the entries before a deferred snapshot');
-    if (!(isUint(seq) && isUint(icount))) bad(`seq and icount must be safe integers >= 0 (seq ${seq})`);
-    if (this.hasPrev) {
-      if (!(seq === this.prevSeq + 1)) bad(`seq ${seq} does not follow ${this.prevSeq}`);
-      if (!(icount >= this.prevIcount)) bad(`icount ${icount} < previous ${this.prevIcount}`);
-    }
-    const delta = this.hasPrev ? icount - this.prevIcount : icount;
-    if (delta >= MAX_DELTA) bad(`a deferred snapshot ${delta} instructions after the previous entry`);
-    this.hasPrev = true;
-    this.prevSeq = seq;
-    this.prevIcount = icount;
-    return (data) => snapshotBlock(seq, delta * 16 + T.snapshot, data);
-  }
-
-  /**
    * The block of everything appended since the last seal, or undefined if nothing was. The
    * bytes are a view of the encoder's buffer, valid until the next `append`: write them first.
    */
@@ -242,23 +220,6 @@ export class BlockEncoder {
     grown.set(this.buf.subarray(0, this.pos));
     this.buf = grown;
   }
-}
-
-/** A block holding one snapshot entry: its first seq, its head (icount delta and type), its data. */
-function snapshotBlock(seq: number, head: number, data: Uint8Array): Uint8Array {
-  if (HEADROOM + 8 + data.length + 4 > MAX_BLOCK_BYTES) bad(`a block would exceed ${MAX_BLOCK_BYTES} bytes`);
-  const length = uvarintSize(seq) + uvarintSize(head) + uvarintSize(data.length) + data.length + 4;
-  const out = new Uint8Array(1 + uvarintSize(length) + length);
-  out[0] = BLOCK_MAGIC;
-  let p = writeUvarint(out, writeUvarint(out, writeUvarint(out, writeUvarint(out, 1, length), seq), head), data.length);
-  out.set(data, p);
-  p += data.length;
-  const crc = crc32c(out, 0, p);
-  out[p++] = crc & 0xff;
-  out[p++] = (crc >>> 8) & 0xff;
-  out[p++] = (crc >>> 16) & 0xff;
-  out[p++] = crc >>> 24;
-  return out;
 }
 
 /** What `decodeBlocks` read: every entry of the whole, valid blocks, and why it stopped early. */
