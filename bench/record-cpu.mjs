@@ -11,7 +11,14 @@
 // grows on a loaded host: the ratio run/record is steady where bench/record.mjs's wall-time
 // ratios swing with other processes. The guest's console goes to this process's stdout:
 // send it to /dev/null. Order alternates (run first, then record first) from round to round.
-import { mkdtempSync, rmSync } from 'node:fs';
+//
+// Two figures per call: the process's CPU (every thread: the guest's, libuv's pool, V8's GC
+// helpers) and the CPU of the thread that runs the guest alone (/proc/self/task/PID/stat,
+// in clock ticks of 10 ms: medians of several rounds). On a host with a core to spare, the
+// guest's thread is what a command's speed depends on (V8's GC helpers and libuv's pool run
+// beside it); the process figure is what it costs the host in all.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -23,6 +30,13 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const dir = mkdtempSync(join(tmpdir(), 'ftvm-bench-record-cpu-'));
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const say = (s) => process.stderr.write(`${s}\n`);
+const TICK_MS = 1000 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+/** CPU ms of this process's main thread (user + system), from /proc. */
+const threadMs = () => {
+  const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) * TICK_MS;
+};
 const load = () => loadavg().map((x) => x.toFixed(1)).join(' ');
 
 const cmds = {};
@@ -36,6 +50,7 @@ async function cpuOf(cmd, argv) {
   const write = process.stderr.write;
   let err = '';
   process.stderr.write = (s) => { err += s; return true; };
+  const t0 = threadMs();
   const c0 = process.cpuUsage();
   let code;
   try {
@@ -44,13 +59,14 @@ async function cpuOf(cmd, argv) {
     process.stderr.write = write;
   }
   const c = process.cpuUsage(c0);
+  const thread = threadMs() - t0;
   if (code !== 0) throw new Error(`${argv.join(' ')}: exit ${code}\n${err}`);
-  return { ms: (c.user + c.system) / 1000, err };
+  return { ms: (c.user + c.system) / 1000, thread, err };
 }
 
 say(`machine: ${cpus().length} CPUs, node ${process.version}, load average ${load()}; ${ROUNDS} rounds`);
 for (const guest of guests) {
-  const res = Object.fromEntries(trees.map(([name]) => [name, { run: [], record: [], ratio: [], summary: '' }]));
+  const res = Object.fromEntries(trees.map(([name]) => [name, { run: [], record: [], ratio: [], trun: [], trecord: [], tratio: [], summary: '' }]));
   const elf = (tree) => join(tree, 'guests', guest, `${guest}.elf`);
   for (let i = -1; i < ROUNDS; i++) {
     for (const [name, tree] of trees) {
@@ -64,6 +80,9 @@ for (const guest of guests) {
       r.run.push(run.ms);
       r.record.push(rec.ms);
       r.ratio.push(run.ms / rec.ms);
+      r.trun.push(run.thread);
+      r.trecord.push(rec.thread);
+      r.tratio.push(run.thread / rec.thread);
       r.summary = /log .*/.exec(rec.err)?.[0] ?? '';
     }
   }
@@ -72,6 +91,8 @@ for (const guest of guests) {
     const r = res[name];
     say(`${name} (${tree}): CPU ms run median ${median(r.run).toFixed(0)}, record median ${median(r.record).toFixed(0)}; ` +
       `run/record per round median ${median(r.ratio).toFixed(3)} (${r.ratio.map((x) => x.toFixed(2)).join(' ')}); ${r.summary}`);
+    say(`${name} guest thread: CPU ms run median ${median(r.trun).toFixed(0)}, record median ${median(r.trecord).toFixed(0)}; ` +
+      `run/record per round median ${median(r.tratio).toFixed(3)} (${r.tratio.map((x) => x.toFixed(2)).join(' ')})`);
   }
 }
 rmSync(dir, { recursive: true, force: true });

@@ -12,6 +12,12 @@ export interface MachineSnapshot {
   devices: { clint: unknown; plic: unknown; uart: unknown; test: unknown; rtc: unknown; virtio: unknown[] };
   /** A private copy of RAM. */
   ram: Uint8Array;
+  /**
+   * Per 4 KiB page, 0 where the page is known to be all zeros (a log's snapshots say which
+   * pages they hold: resolveSnapshotChain). A restore then neither copies nor reads those
+   * pages: on a machine whose page was never written either, nothing is to be done.
+   */
+  nonZeroPages?: Uint8Array;
 }
 
 /** Capture state between batches. NOTE the bus's dirty bits are left alone: digests and snapshot chains read them. */
@@ -34,8 +40,11 @@ export function restoreMachine(m: Machine, s: MachineSnapshot): void {
   if (s.memoryMiB !== m.memoryMiB || s.ram.length !== m.bus.ram.length) {
     throw new Error(`snapshot has ${s.memoryMiB} MiB of RAM, machine has ${m.memoryMiB} MiB`);
   }
-  m.bus.ram.set(s.ram);
-  m.bus.dirty.fill(1);
+  if (s.nonZeroPages?.length === m.bus.dirty.length) restorePages(m, s.ram, s.nonZeroPages);
+  else {
+    m.bus.ram.set(s.ram);
+    m.bus.dirty.fill(1);
+  }
   m.bus.invalidateAll();
   // Devices first: their load() re-drives interrupt lines, then the hart's saved mip wins.
   m.clint.load(s.devices.clint);
@@ -46,6 +55,31 @@ export function restoreMachine(m: Machine, s: MachineSnapshot): void {
   if (s.devices.virtio.length !== m.virtio.length) throw new Error('snapshot and machine disagree on virtio slots');
   s.devices.virtio.forEach((state, slot) => m.virtio[slot]!.load(structuredClone(state)));
   m.hart.load(structuredClone(s.hart));
+}
+
+/**
+ * RAM from `ram`, page by page: a page `nonZero` marks is copied; any other page is zero in
+ * the snapshot, so it is zeroed only where the machine may have written it (its dirty bit or
+ * a sweep found it written), and left alone (unread) where the machine never did. A fresh
+ * machine's untouched RAM stays unmapped: copying all 16 MiB faulted in 4096 pages, and the
+ * first digest after it read them all again. The pages changed get their dirty bit, so the
+ * digest and snapshot chain (which read the bits) see exactly those as written.
+ */
+function restorePages(m: Machine, ram: Uint8Array, nonZero: Uint8Array): void {
+  const dst = m.bus.ram;
+  const dirty = m.bus.dirty;
+  const epochs = epochsOf.get(m);
+  const written = epochs && epochs.page.length === dirty.length ? epochs.page : undefined;
+  for (let p = 0; p < dirty.length; p++) {
+    const at = p * PAGE_BYTES;
+    if (nonZero[p] !== 0) {
+      dst.set(ram.subarray(at, at + PAGE_BYTES), at);
+      dirty[p] = 1;
+    } else if (dirty[p] !== 0 || (written !== undefined && written[p] !== 0)) {
+      dst.fill(0, at, at + PAGE_BYTES);
+      dirty[p] = 1;
+    }
+  }
 }
 
 /**
@@ -165,7 +199,7 @@ const MAGIC = 0x46_54_53_31; // "FTS1"
  * never written are known zero without reading them.
  */
 export function encodeSnapshot(s: MachineSnapshot, written?: Uint32Array): Uint8Array {
-  const header = new TextEncoder().encode(JSON.stringify({ ...s, ram: undefined }));
+  const header = new TextEncoder().encode(JSON.stringify({ ...s, ram: undefined, nonZeroPages: undefined }));
   const pages = s.ram.length / PAGE_BYTES;
   const bitmap = new Uint8Array(Math.ceil(pages / 8));
   const ram = bufferOf(s.ram);
@@ -240,6 +274,16 @@ interface DeltaHeader extends Omit<MachineSnapshot, 'ram'> {
   n: number;
 }
 
+/**
+ * A snapshot whose state is captured but not yet deflated: a full one (an encoded snapshot,
+ * deflated alone) or a delta body (deflated with the previous snapshot's header as dictionary).
+ */
+export interface UnpackedSnapshot {
+  full: boolean;
+  body: Uint8Array;
+  dictionary?: Uint8Array;
+}
+
 /** When a recording snapshots, and when it writes a full snapshot instead of a delta. */
 export interface ChainPolicy {
   /** Instructions between snapshots while the guest's memory is quiet: what a seek replays at most there. */
@@ -294,6 +338,17 @@ export class SnapshotChain {
 
   /** At a batch boundary: a packed snapshot if one is due now, else undefined (the usual case: one comparison). */
   poll(): Uint8Array | undefined {
+    const u = this.pollUnpacked();
+    return u && this.packSync(u);
+  }
+
+  /** A packed snapshot of the machine now (full or delta): what a log's snapshot entry carries. */
+  take(): Uint8Array {
+    return this.packSync(this.takeUnpacked());
+  }
+
+  /** As `poll`, but the snapshot comes unpacked (its state captured, not yet deflated: `packSync`). */
+  pollUnpacked(): UnpackedSnapshot | undefined {
     const ic = this.m.icount;
     if (ic < this.nextCheck) return undefined;
     this.nextCheck = ic + this.policy.every;
@@ -307,37 +362,61 @@ export class SnapshotChain {
         return undefined;
       }
     }
-    return this.take();
+    return this.takeUnpacked();
   }
 
-  /** A packed snapshot of the machine now (full or delta): what a log's snapshot entry carries. */
-  take(): Uint8Array {
+  /**
+   * The machine's state now as a snapshot body not yet deflated (pages found, XORed, copied):
+   * bench/record-offload.mjs deflates such bodies in several ways. The chain's full-or-delta
+   * policy counts packed bytes as `packSync` reports them.
+   */
+  takeUnpacked(): UnpackedSnapshot {
     const m = this.m;
     const epochs = sweepDirty(m);
     const ram = m.bus.ram;
     const full = this.shadow === undefined || this.shadow.length !== ram.length ||
       this.deltaBytes >= Math.max(this.fullBytes * this.policy.deltaBytesPerFull, this.policy.minChainBytes);
-    let packed: Uint8Array;
+    let u: UnpackedSnapshot;
     if (full) {
       const raw = encodeSnapshot(liveState(m), epochs.page);
       this.prevHeader = fullHeader(raw);
-      packed = deflateSync(raw, { level: 1 });
       this.updateShadow(raw, epochs);
       this.deltas = 0;
-      this.fullBytes = packed.length;
+      this.fullBytes = raw.length;
       this.deltaBytes = 0;
       this.stats.full++;
-      this.stats.fullBytes += packed.length;
+      u = { full: true, body: raw };
     } else {
-      packed = this.delta(epochs);
+      const dictionary = this.prevHeader;
+      const { body, header } = this.delta(epochs);
+      this.prevHeader = header;
       this.deltas++;
-      this.deltaBytes += packed.length;
       this.stats.delta++;
-      this.stats.deltaBytes += packed.length;
+      u = { full: false, body, dictionary };
     }
     this.epoch = this.checkEpoch = epochs.epoch;
     this.prevIcount = m.icount;
     this.nextCheck = m.icount + this.policy.every;
+    return u;
+  }
+
+  /** Deflates `u` on this thread. */
+  packSync(u: UnpackedSnapshot): Uint8Array {
+    const z = deflateSync(u.body, u.full ? { level: 1 } : { level: 1, dictionary: u.dictionary! });
+    return this.packed(u, z);
+  }
+
+  private packed(u: UnpackedSnapshot, z: Uint8Array): Uint8Array {
+    if (u.full) {
+      this.fullBytes = z.length;
+      this.stats.fullBytes += z.length;
+      return z;
+    }
+    const packed = new Uint8Array(4 + z.length);
+    packed.set(DELTA_MAGIC);
+    packed.set(z, 4);
+    this.deltaBytes += packed.length;
+    this.stats.deltaBytes += packed.length;
     return packed;
   }
 
@@ -364,7 +443,7 @@ export class SnapshotChain {
     this.shadow = shadow;
   }
 
-  private delta(epochs: PageEpochs): Uint8Array {
+  private delta(epochs: PageEpochs): { body: Uint8Array; header: Uint8Array } {
     const m = this.m;
     const shadow = this.shadow!;
     const ram32 = m.bus.ram32;
@@ -401,12 +480,7 @@ export class SnapshotChain {
         shadow32[w0 + i] = now;
       }
     }
-    const z = deflateSync(body, { level: 1, dictionary: this.prevHeader });
-    this.prevHeader = header;
-    const packed = new Uint8Array(4 + z.length);
-    packed.set(DELTA_MAGIC);
-    packed.set(z, 4);
-    return packed;
+    return { body, header };
   }
 }
 
@@ -422,6 +496,11 @@ export function resolveSnapshotChain(chain: readonly { icount: number; data: Uin
   const firstRaw = inflate(first.data);
   let snap = decodeSnapshot(firstRaw);
   let prevHeader = fullHeader(firstRaw);
+  // Which pages the chain holds (the full snapshot's bitmap, then every page a delta changes):
+  // all others are zero, and a restore need not touch them.
+  const nonZeroPages = new Uint8Array(snap.ram.length / PAGE_BYTES);
+  const fullBitmapAt = 8 + prevHeader.length;
+  for (let p = 0; p < nonZeroPages.length; p++) nonZeroPages[p] = (firstRaw[fullBitmapAt + (p >>> 3)]! >>> (p & 7)) & 1;
   const ram32 = new Int32Array(snap.ram.buffer, snap.ram.byteOffset, snap.ram.length >>> 2);
   for (let k = 1; k < chain.length; k++) {
     const { icount, data } = chain[k]!;
@@ -459,6 +538,7 @@ export function resolveSnapshotChain(chain: readonly { icount: number; data: Uin
       if (at + PAGE_BYTES > body.length) throw new Error(`truncated incremental snapshot pages at icount ${icount}`);
       // `at` need not be 4-aligned in the inflated body: read words through the DataView.
       for (let i = 0, w = p << 10; i < 1024; i++) ram32[w + i]! ^= dv.getInt32(at + i * 4, true);
+      nonZeroPages[p] = 1;
       at += PAGE_BYTES;
     }
     if (at !== body.length) throw new Error(`trailing bytes after incremental snapshot pages at icount ${icount}`);
@@ -466,7 +546,7 @@ export function resolveSnapshotChain(chain: readonly { icount: number; data: Uin
     const { base: _base, n: _n, ...state } = header;
     snap = { ...state, ram: snap.ram };
   }
-  return snap;
+  return { ...snap, nonZeroPages };
 }
 
 /** The JSON header of an encoded (inflated) full snapshot, as encodeSnapshot laid it out. */
