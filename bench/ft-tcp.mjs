@@ -13,7 +13,7 @@
 // the output rule with the backup in a worker thread (MessagePort channel, createPair), and
 // runs the seq guest without FT beside each, so the two show side by side.
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -62,8 +62,8 @@ const row = (name) => only === undefined || only === name;
 // The backup end of the `cost` row, in its own process: acks every entry it receives, and
 // reports its CPU time once the `end` entry arrives.
 if (only === 'cost-backup') {
-  // The socket on a thread of its own where this tree has one (as `ftvm backup` runs it), unless BENCH_SOCKET_THREAD=off.
-  const threaded = process.env.BENCH_SOCKET_THREAD !== 'off' && existsSync(dist('runtime/channel/socket-thread.js'));
+  // BENCH_SOCKET_THREAD=on: the socket on a thread of its own (`ftvm backup --socket-thread on`).
+  const threaded = process.env.BENCH_SOCKET_THREAD === 'on';
   const connect = threaded ? (await import(dist('runtime/channel/socket-thread.js'))).connectBackupThreaded : (await import(dist('runtime/channel/tcp.js'))).connectBackup;
   const bk = connect({ host: '127.0.0.1', port: Number(process.argv[3]), key: Buffer.alloc(32, 5), member: { instance: '', imageDigest: 'ef'.repeat(16), memoryMiB: 16 } });
   let c0 = process.cpuUsage();
@@ -95,7 +95,7 @@ console.log(`  log: ${f.bytes} bytes in ${f.entries} entries, ${((f.bytes * 1000
 
 // Event-loop turns and CPU per instruction of each process of a pair on the bench guest
 // (bench/turns-preload.mjs in both), against the guest alone's CPU per instruction.
-// BENCH_BACKUP_ARGS adds options to the backup (e.g. `--socket-thread off`).
+// BENCH_BACKUP_ARGS adds options to the backup (e.g. `--socket-thread on`).
 if (row('turns')) {
   const backupExtra = (process.env.BENCH_BACKUP_ARGS ?? '').split(' ').filter(Boolean);
   const alone = Array.from({ length: RUNS }, () => plain(bench));
@@ -230,7 +230,7 @@ if (row('cost')) {
     const runs = [];
     for (let i = 0; i < RUNS; i++) runs.push(await oneKind(kind));
     const m = (k) => median(runs.map((r) => r[k])).toFixed(2);
-    console.log(`channel cost, TLS-PSK to a backup process${existsSync(dist('runtime/channel/socket-thread.js')) && process.env.BENCH_SOCKET_THREAD !== 'off' ? ' (its socket on a thread)' : ''}, ${kind === 'marker' ? 'an output marker' : 'an input (timer entry)'} per event-loop turn (${N} turns, median of ${RUNS}): primary ${m('primary')} µs CPU per entry, backup ${m('backup')} µs; ${m('acks')} acks per entry; ${m('wall')} µs per turn`);
+    console.log(`channel cost, TLS-PSK to a backup process${process.env.BENCH_SOCKET_THREAD === 'on' ? ' (its socket on a thread)' : ''}, ${kind === 'marker' ? 'an output marker' : 'an input (timer entry)'} per event-loop turn (${N} turns, median of ${RUNS}): primary ${m('primary')} µs CPU per entry, backup ${m('backup')} µs; ${m('acks')} acks per entry; ${m('wall')} µs per turn`);
   }
 }
 

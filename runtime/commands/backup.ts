@@ -48,7 +48,9 @@ async function backupWith(argv: string[], inspectPort: number | undefined, start
   if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
   if (values.join !== undefined && values.connect !== undefined) throw new CliError('--connect (boot with a new primary) or --join (join a running one), not both');
   const file = positionals[0]!;
-  const socketThread = values['socket-thread'] ?? 'on';
+  // Off by default: on a loaded host its extra thread hops lengthened the output rule's wait,
+  // and the thread's start delays the connect (docs/BENCHMARKS.md "Backup socket thread").
+  const socketThread = values['socket-thread'] ?? 'off';
   if (socketThread !== 'on' && socketThread !== 'off') throw new CliError(`--socket-thread ${socketThread}: 'on' or 'off'`);
   const joining = values.join !== undefined;
   const { host, port } = joining ? parseHostPort('join', values.join) : parseHostPort('connect', values.connect);
