@@ -95,9 +95,9 @@ console.log(`  log: ${f.bytes} bytes in ${f.entries} entries, ${((f.bytes * 1000
 
 // Event-loop turns and CPU per instruction of each process of a pair on the bench guest
 // (bench/turns-preload.mjs in both), against the guest alone's CPU per instruction.
-// BENCH_BACKUP_ARGS adds options to the backup (e.g. `--socket-thread on`).
+// BENCH_BACKUP_ARGS adds options to the backup here and in `delay` (e.g. `--socket-thread on`).
+const backupExtra = (process.env.BENCH_BACKUP_ARGS ?? '').split(' ').filter(Boolean);
 if (row('turns')) {
-  const backupExtra = (process.env.BENCH_BACKUP_ARGS ?? '').split(' ').filter(Boolean);
   const alone = Array.from({ length: RUNS }, () => plain(bench));
   const aloneNs = median(alone.map((r) => (r.cpuSeconds * 1e9) / r.instructions));
   const rows = [];
@@ -121,7 +121,7 @@ if (row('delay')) {
   const seqRuns = [], seqPlain = [];
   for (let i = 0; i < RUNS; i++) {
     seqPlain.push(plain(seq).seconds);
-    seqRuns.push(await ftPair(seq));
+    seqRuns.push(await ftPair(seq, [], { backupExtra }));
   }
   console.log(`output-rule delay over loopback TCP (seq guest, ${seqRuns[0].icount} instructions): p50 ${us(median(seqRuns.map((r) => r.p50)))}, p99 ${us(median(seqRuns.map((r) => r.p99)))} (median of ${RUNS} runs; runs p50 ${seqRuns.map((r) => us(r.p50)).join(', ')}; p99 ${seqRuns.map((r) => us(r.p99)).join(', ')})`);
   console.log(`  seq guest no FT ${median(seqPlain).toFixed(3)} s, FT over TCP ${median(seqRuns.map((r) => r.seconds)).toFixed(3)} s (primary: backup attached -> halted)`);
