@@ -9,7 +9,7 @@
 // 6. `cost`: the channel's CPU per entry on each side, the backup end in another process,
 //    one entry per event-loop turn as a primary's batches send them: an output marker each
 //    turn (every one written and acked at once), or an input each turn (held, then coalesced).
-// One row alone: `node bench/ft-tcp.mjs ratio|delay|failover|bandwidth|rtt|cost`. `delay` also times
+// One row alone: `node bench/ft-tcp.mjs ratio|turns|delay|failover|bandwidth|rtt|cost`. `delay` also times
 // the output rule with the backup in a worker thread (MessagePort channel, createPair), and
 // runs the seq guest without FT beside each, so the two show side by side.
 import { execFileSync, spawn } from 'node:child_process';
@@ -33,10 +33,10 @@ function plain(elf) {
 }
 
 /** One FT pair as two processes; returns the primary's stats and its run time. */
-async function ftPair(elf, extra = []) {
+async function ftPair(elf, extra = [], { backupExtra = [], env } = {}) {
   const arb = mkdtempSync(join(dir, 'arb-'));
   const common = ['--key-file', key, '--arbiter', `file:${arb}`, '--pair-id', 'bench', ...extra];
-  const p = spawn(process.execPath, [cli, 'primary', elf, '--listen', '127.0.0.1:0', ...common], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const p = spawn(process.execPath, [cli, 'primary', elf, '--listen', '127.0.0.1:0', ...common], { stdio: ['ignore', 'ignore', 'pipe'], ...(env ? { env } : {}) });
   const lines = [];
   let port;
   const listening = new Promise((resolve) => createInterface({ input: p.stderr }).on('line', (l) => {
@@ -45,7 +45,7 @@ async function ftPair(elf, extra = []) {
     if (m) resolve((port = Number(m[1])));
   }));
   await listening;
-  const b = spawn(process.execPath, [cli, 'backup', elf, '--connect', `127.0.0.1:${port}`, ...common], { stdio: ['ignore', 'ignore', 'ignore'] });
+  const b = spawn(process.execPath, [cli, 'backup', elf, '--connect', `127.0.0.1:${port}`, ...common, ...backupExtra], { stdio: ['ignore', 'ignore', 'ignore'], ...(env ? { env } : {}) });
   await Promise.all([new Promise((r) => p.once('exit', r)), new Promise((r) => b.once('exit', r))]);
   const t = (re) => Number(/^\[([\d.]+)\]/.exec(lines.find((l) => re.test(l)) ?? '')?.[1]);
   const stats = lines.find((l) => / primary stats /.test(l)) ?? '';
@@ -62,8 +62,10 @@ const row = (name) => only === undefined || only === name;
 // The backup end of the `cost` row, in its own process: acks every entry it receives, and
 // reports its CPU time once the `end` entry arrives.
 if (only === 'cost-backup') {
-  const { connectBackup } = await import(dist('runtime/channel/tcp.js'));
-  const bk = connectBackup({ host: '127.0.0.1', port: Number(process.argv[3]), key: Buffer.alloc(32, 5), member: { instance: '', imageDigest: 'ef'.repeat(16), memoryMiB: 16 } });
+  // BENCH_SOCKET_THREAD=on: the socket on a thread of its own (`ftvm backup --socket-thread on`).
+  const threaded = process.env.BENCH_SOCKET_THREAD === 'on';
+  const connect = threaded ? (await import(dist('runtime/channel/socket-thread.js'))).connectBackupThreaded : (await import(dist('runtime/channel/tcp.js'))).connectBackup;
+  const bk = connect({ host: '127.0.0.1', port: Number(process.argv[3]), key: Buffer.alloc(32, 5), member: { instance: '', imageDigest: 'ef'.repeat(16), memoryMiB: 16 } });
   let c0 = process.cpuUsage();
   bk.entries$.subscribe((e) => {
     if (e.seq === 0) c0 = process.cpuUsage();
@@ -91,13 +93,35 @@ console.log(`bench guest: ${base[0].instructions} instructions; no FT ${baseSec.
 console.log(`  log: ${f.bytes} bytes in ${f.entries} entries, ${((f.bytes * 1000) / f.icount).toFixed(4)} bytes per 1000 instructions, ${((f.bytes * 8) / ftSec / 1e6).toFixed(3)} Mbit/s; spurious failovers ${ft.reduce((n, r) => n + r.failovers, 0)}`);
 }
 
+// Event-loop turns and CPU per instruction of each process of a pair on the bench guest
+// (bench/turns-preload.mjs in both), against the guest alone's CPU per instruction.
+// BENCH_BACKUP_ARGS adds options to the backup here and in `delay` (e.g. `--socket-thread on`).
+const backupExtra = (process.env.BENCH_BACKUP_ARGS ?? '').split(' ').filter(Boolean);
+if (row('turns')) {
+  const alone = Array.from({ length: RUNS }, () => plain(bench));
+  const aloneNs = median(alone.map((r) => (r.cpuSeconds * 1e9) / r.instructions));
+  const rows = [];
+  for (let i = 0; i < RUNS; i++) {
+    const file = join(dir, `turns-${i}.jsonl`);
+    const r = await ftPair(bench, [], { backupExtra, env: { ...process.env, NODE_OPTIONS: `--import ${join(root, 'bench/turns-preload.mjs')}`, FTVM_TURNS_FILE: file } });
+    const by = Object.fromEntries(readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).map((x) => [x.role, x]));
+    rows.push({ ...r, p: by.primary, b: by.backup });
+  }
+  const per = (ms, r) => (ms * 1e6) / r.icount;
+  const col = (f) => rows.map(f);
+  const fmt = (xs, d = 2) => `${median(xs).toFixed(d)} (runs ${xs.map((x) => x.toFixed(d)).join(', ')})`;
+  console.log(`turns and CPU, bench guest over TLS (${rows[0].icount} instructions; median of ${RUNS}; guest alone ${aloneNs.toFixed(2)} ns CPU per instruction${backupExtra.length ? `; backup ${backupExtra.join(' ')}` : ''}):`);
+  console.log(`  backup: turns ${fmt(col((r) => r.b.turns), 0)}; main thread ${fmt(col((r) => per(r.b.mainCpuMs, r) / aloneNs))}× the guest's CPU per instruction, process ${fmt(col((r) => per(r.b.processCpuMs, r) / aloneNs))}×; main thread's run-queue wait ${fmt(col((r) => r.b.mainWaitMs), 0)} ms`);
+  console.log(`  primary: turns ${fmt(col((r) => r.p.turns), 0)}; main thread ${fmt(col((r) => per(r.p.mainCpuMs, r) / aloneNs))}×, process ${fmt(col((r) => per(r.p.processCpuMs, r) / aloneNs))}×; wall ratio ${fmt(col((r) => median(alone.map((a) => a.seconds)) / r.seconds), 3)}`);
+}
+
 const seq = join(root, 'guests/seq/seq.elf');
 if (row('delay')) {
   const us = (ms) => `${(ms * 1000).toFixed(0)} µs`;
   const seqRuns = [], seqPlain = [];
   for (let i = 0; i < RUNS; i++) {
     seqPlain.push(plain(seq).seconds);
-    seqRuns.push(await ftPair(seq));
+    seqRuns.push(await ftPair(seq, [], { backupExtra }));
   }
   console.log(`output-rule delay over loopback TCP (seq guest, ${seqRuns[0].icount} instructions): p50 ${us(median(seqRuns.map((r) => r.p50)))}, p99 ${us(median(seqRuns.map((r) => r.p99)))} (median of ${RUNS} runs; runs p50 ${seqRuns.map((r) => us(r.p50)).join(', ')}; p99 ${seqRuns.map((r) => us(r.p99)).join(', ')})`);
   console.log(`  seq guest no FT ${median(seqPlain).toFixed(3)} s, FT over TCP ${median(seqRuns.map((r) => r.seconds)).toFixed(3)} s (primary: backup attached -> halted)`);
@@ -206,7 +230,7 @@ if (row('cost')) {
     const runs = [];
     for (let i = 0; i < RUNS; i++) runs.push(await oneKind(kind));
     const m = (k) => median(runs.map((r) => r[k])).toFixed(2);
-    console.log(`channel cost, TLS-PSK to a backup process, ${kind === 'marker' ? 'an output marker' : 'an input (timer entry)'} per event-loop turn (${N} turns, median of ${RUNS}): primary ${m('primary')} µs CPU per entry, backup ${m('backup')} µs; ${m('acks')} acks per entry; ${m('wall')} µs per turn`);
+    console.log(`channel cost, TLS-PSK to a backup process${process.env.BENCH_SOCKET_THREAD === 'on' ? ' (its socket on a thread)' : ''}, ${kind === 'marker' ? 'an output marker' : 'an input (timer entry)'} per event-loop turn (${N} turns, median of ${RUNS}): primary ${m('primary')} µs CPU per entry, backup ${m('backup')} µs; ${m('acks')} acks per entry; ${m('wall')} µs per turn`);
   }
 }
 

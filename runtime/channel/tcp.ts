@@ -3,11 +3,7 @@
 // as the embedded channel is: the same log frames, acks that only rise, the same flow
 // control, and every failure (bad key, bad frame, broken socket) as one 'channel.failed'.
 // Each end's chart runs the v2 handshake's outcome (admitted, refused) and the close.
-//
-// Why TLS 1.2 with PSK suites: Node 20 (OpenSSL 3) does TLS-PSK in both 1.2 and 1.3, but in
-// 1.2 the cipher list names PSK suites only, so no certificate path exists and a wrong key
-// fails the handshake itself. ECDHE-PSK-CHACHA20-POLY1305 comes first for forward secrecy;
-// PSK-AES256-GCM-SHA384 is the plain-PSK fallback.
+// The TLS suites, and the backup's dial, are in tcp-dial.ts (the socket thread dials with it).
 
 import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
@@ -19,10 +15,9 @@ import {
   type Hello, type JoinRequest, type PairIdentity,
 } from './tcp-frames.js';
 import { concatBytes } from './bytes.js';
+import { dialTls, isTlsError, PSK_IDENTITY, TLS_CIPHERS, tlsReason, type Dial, type Line } from './tcp-dial.js';
 
-export const TLS_CIPHERS = 'ECDHE-PSK-CHACHA20-POLY1305:PSK-AES256-GCM-SHA384';
-/** The PSK identity both ends name; the key, not the identity, is the secret. */
-export const PSK_IDENTITY = 'ftvm-log-v1';
+export { PSK_IDENTITY, TLS_CIPHERS } from './tcp-dial.js';
 
 export interface TcpChannelOptions extends FlowControlOptions {
   host: string;
@@ -112,10 +107,6 @@ export interface TcpBackupEnd extends BackupEnd {
 
 
 const asError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
-/** OpenSSL reports handshake failures (a wrong key among them) with ERR_SSL_* codes. */
-const isTlsError = (err: unknown): boolean => /^ERR_SSL_/.test((err as NodeJS.ErrnoException | undefined)?.code ?? '');
-/** OpenSSL's own words for a failure ("sslv3 alert bad record mac"), not its file and line. */
-const tlsReason = (err: Error): string => (err as Error & { reason?: string }).reason ?? err.message.split('\n')[0]!;
 
 function checkKey(key: Uint8Array): Buffer {
   if (!(key instanceof Uint8Array) || key.length < MIN_KEY_BYTES) throw new RangeError(`tcp channel: a pre-shared key of at least ${MIN_KEY_BYTES} bytes is required`);
@@ -326,13 +317,16 @@ function makeEnd(opts: TcpChannelOptions, identity: PairIdentity, joinOffer: { g
 /**
  * Connects to a primary's listener. Refused or unreachable connections are retried for
  * `connectTimeoutMs` (default 5 s); a failed handshake is not retried (a wrong key stays wrong).
+ * `dial` makes each connection: a TLS socket in this thread by default; the socket thread
+ * (socket-thread.ts) passes one whose socket lives in another thread.
  */
-export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
+export function connectBackup(opts: TcpBackupOptions, dial?: Dial): TcpBackupEnd {
   const key = checkKey(opts.key);
+  const connect = dial ?? dialTls(opts.host, opts.port, key);
   const connectTimeoutMs = opts.connectTimeoutMs ?? 5000;
   const retryMs = opts.retryMs ?? 100;
   const where = `${opts.host}:${opts.port}`;
-  let sock: tls.TLSSocket | undefined;
+  let sock: Line | undefined;
   let retryTimer: NodeJS.Timeout | undefined;
   // Until the primary's hello has arrived whole.
   let greeting: Uint8Array | undefined = new Uint8Array(0);
@@ -404,58 +398,52 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
 
   const attempt = (): void => {
     if (!core.snapshot.matches('connecting')) return;
-    const s = tls.connect({
-      host: opts.host,
-      port: opts.port,
-      ciphers: TLS_CIPHERS,
-      minVersion: 'TLSv1.2',
-      maxVersion: 'TLSv1.2',
-      // No certificates: the peer is authenticated by knowing the key.
-      checkServerIdentity: () => undefined,
-      pskCallback: () => ({ psk: key, identity: PSK_IDENTITY }),
-    });
-    sock = s;
     let secure = false;
-    s.on('secureConnect', () => {
-      if (!core.snapshot.matches('connecting')) {
-        s.destroy();
-        return;
-      }
-      secure = true;
-      s.setNoDelay(true);
-      core.connected();
-    });
-    s.on('data', (chunk: Buffer) => {
-      if (greeting) {
-        core.counts.bytesReceived += chunk.length;
-        const rest = greet(chunk);
-        if (!rest) return;
-        core.counts.bytesReceived -= rest.length;
-        chunk = rest;
-      }
-      core.chunk(chunk);
-    });
     // A primary that ends the log closes in order; one that vanishes mid-stream failed.
     let eof = false;
-    s.on('end', () => (eof = true) && core.streamEnded(() => (core.sawEndEntry ? undefined : new Error(`primary ${where} closed the connection before the end of the log`))));
-    s.on('error', (err: NodeJS.ErrnoException) => {
-      if (!secure) {
-        if (isTlsError(err)) {
-          core.refused(new RefusedError(`primary ${where} refused the TLS-PSK handshake (wrong key?): ${tlsReason(err)}`, { cause: err }));
-        } else if ((err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH' || err.code === 'ECONNRESET')
-          && Date.now() - t0 < connectTimeoutMs) {
+    const s: Line = connect({
+      secure() {
+        if (!core.snapshot.matches('connecting')) {
           s.destroy();
-          retryTimer = setTimeout(attempt, retryMs);
-        } else {
-          core.fail(new Error(`cannot connect to primary ${where}: ${err.message}`, { cause: err }));
+          return;
         }
-        return;
-      }
-      core.fail(new Error(`channel to primary ${where}: ${err.message}`, { cause: err }));
+        secure = true;
+        core.connected();
+      },
+      data(chunk) {
+        if (greeting) {
+          core.counts.bytesReceived += chunk.length;
+          const rest = greet(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+          if (!rest) return;
+          core.counts.bytesReceived -= rest.length;
+          chunk = rest;
+        }
+        core.chunk(chunk);
+      },
+      end() {
+        eof = true;
+        core.streamEnded(() => (core.sawEndEntry ? undefined : new Error(`primary ${where} closed the connection before the end of the log`)));
+      },
+      error(err) {
+        if (!secure) {
+          if (isTlsError(err)) {
+            core.refused(new RefusedError(`primary ${where} refused the TLS-PSK handshake (wrong key?): ${tlsReason(err)}`, { cause: err }));
+          } else if ((err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH' || err.code === 'ECONNRESET')
+            && Date.now() - t0 < connectTimeoutMs) {
+            s.destroy();
+            retryTimer = setTimeout(attempt, retryMs);
+          } else {
+            core.fail(new Error(`cannot connect to primary ${where}: ${err.message}`, { cause: err }));
+          }
+          return;
+        }
+        core.fail(new Error(`channel to primary ${where}: ${err.message}`, { cause: err }));
+      },
+      close() {
+        if (secure && !eof && !core.closing) core.streamEnded(() => new Error(`connection to primary ${where} closed`));
+      },
     });
-    s.on('close', () => {
-      if (secure && !eof && !core.closing) core.streamEnded(() => new Error(`connection to primary ${where} closed`));
-    });
+    sock = s;
   };
 
   attempt();
@@ -468,6 +456,6 @@ export function connectBackup(opts: TcpBackupOptions): TcpBackupEnd {
     },
     stats: () => ({ ...core.counts }),
     state$: core.state$,
-    exportKey: (label: string, bytes: number) => (sock && !sock.destroyed ? sock.exportKeyingMaterial(bytes, label, Buffer.alloc(0)) : undefined),
+    exportKey: (label: string, bytes: number) => sock?.exportKey(label, bytes),
   }) as TcpBackupEnd;
 }

@@ -9,6 +9,7 @@ import { hostname } from 'node:os';
 import { Machine } from '../machine.js';
 import { LiveEnv } from '../env/live.js';
 import { connectBackup, listenForBackups } from '../channel/tcp.js';
+import { connectBackupThreaded, SOCKET_THREAD_CHAIN_MS } from '../channel/socket-thread.js';
 import { BackupNode } from '../ft/backup-node.js';
 import { CliError, imageDigest, memoryFlag, positiveInt, readImage } from './common.js';
 import {
@@ -21,7 +22,7 @@ import type { OpenedIo } from '../io/open.js';
 import { parseNetSpec } from '../io/spec.js';
 import { checkLiveHook } from './on-live.js';
 
-const USAGE = 'backup <elf> (--connect HOST:PORT | --join HOST:PORT) --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--connect-timeout-ms N] [--listen HOST:PORT] [--name NAME] [--heartbeat-link] [--inspect [PORT]]\n' +
+const USAGE = 'backup <elf> (--connect HOST:PORT | --join HOST:PORT) --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--connect-timeout-ms N] [--listen HOST:PORT] [--name NAME] [--heartbeat-link] [--socket-thread on|off] [--inspect [PORT]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--on-live CMD]';
 
 async function backup(argv: string[]): Promise<number> {
@@ -41,11 +42,16 @@ async function backupWith(argv: string[], inspectPort: number | undefined, start
     options: {
       ...commonOptions, connect: { type: 'string' }, join: { type: 'string' }, listen: { type: 'string' }, name: { type: 'string' },
       'connect-timeout-ms': { type: 'string' },
+      'socket-thread': { type: 'string' },
     },
   });
   if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
   if (values.join !== undefined && values.connect !== undefined) throw new CliError('--connect (boot with a new primary) or --join (join a running one), not both');
   const file = positionals[0]!;
+  // Off by default: on a loaded host its extra thread hops lengthened the output rule's wait,
+  // and the thread's start delays the connect (docs/BENCHMARKS.md "Backup socket thread").
+  const socketThread = values['socket-thread'] ?? 'off';
+  if (socketThread !== 'on' && socketThread !== 'off') throw new CliError(`--socket-thread ${socketThread}: 'on' or 'off'`);
   const joining = values.join !== undefined;
   const { host, port } = joining ? parseHostPort('join', values.join) : parseHostPort('connect', values.connect);
   // Where to take a backup of our own once live (re-protection); validated before anything runs.
@@ -83,18 +89,20 @@ async function backupWith(argv: string[], inspectPort: number | undefined, start
   }
   let guard: { release(): void } | undefined;
   try {
-    return await runBackup({ values, image, file, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started, guarded: (g) => { guard = g; } });
+    return await runBackup({ values, image, file, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started, socketThread: socketThread === 'on', guarded: (g) => { guard = g; } });
   } finally {
     guard?.release();
     await closeNodeIo(machine, io);
   }
 }
 
-async function runBackup({ values, image, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started, guarded }: {
+async function runBackup({ values, image, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started, socketThread, guarded }: {
   values: { outputs?: string | undefined; arbiter?: string | undefined; batch?: string | undefined; 'on-live'?: string | undefined; 'heartbeat-link'?: boolean | undefined };
   image: Uint8Array; file: string; name: string; joining: boolean; host: string; port: number; key: Buffer; expected: string | undefined;
   memoryMiB: number; connectTimeoutMs: number; timing: ReturnType<typeof timingFlags>; machine: Machine; io: OpenedIo;
   listenAt: { host: string; port: number } | undefined; inspectPort: number | undefined; started: (v: Views | undefined) => void;
+  /** The channel's socket in a thread of its own (socket-thread.ts), so replay reads it between batches. */
+  socketThread: boolean;
   guarded: (guard: { release(): void }) => void;
 }): Promise<number> {
   const outputs = openOutputs(values.outputs);
@@ -103,10 +111,11 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
   const views = await startInspect(inspectPort);
   started(views);
 
-  const end = connectBackup({
+  const channelOpts = {
     host, port, key, connectTimeoutMs, join: joining, member: { instance: expected ?? '', imageDigest: imageDigest(image), memoryMiB },
     chart: { id: `${name}.channel`, ...(views?.inspect ? { inspect: views.inspect as never } : {}) },
-  });
+  };
+  const end = socketThread ? connectBackupThreaded(channelOpts) : connectBackup(channelOpts);
   // Beats to the primary's channel address (UDP, the same port number) and from it.
   const link = heartbeatLink(values, 'backup', host, port);
   watchBeats(link, end, end.opened);
@@ -117,7 +126,9 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
   // Membership is the backup chart's: a refused backup never runs the guest, never claims.
   const deferred = io.deferred;
   const node = new BackupNode({
-    name, machine, channel: end, arbiter, timing, joining, ...batchFlag(values), ...(views?.inspect ? { inspect: views.inspect } : {}),
+    name, machine, channel: end, arbiter, timing, joining, ...batchFlag(values),
+    // Arrivals are polled between replay slices (no turn needed): slices chain for a millisecond.
+    ...(socketThread ? { chainMs: SOCKET_THREAD_CHAIN_MS } : {}), ...(views?.inspect ? { inspect: views.inspect } : {}),
     ...(deferred ? { io: { ...(deferred.disk ? { disk: deferred.disk } : {}), ...(deferred.net ? { net: deferred.net } : {}) } } : {}),
   });
   reportEvents(node.events$);
