@@ -101,6 +101,12 @@ export const pairMachine = setup({
         'pair.primaryDied': { target: 'failingOver.toBackup' },
         'pair.backupDied': { target: 'failingOver.toPrimary' },
         'pair.backupDiverged': { target: 'failingOver.toPrimary', actions: assign({ rebuild: true }) },
+        // A winner nobody saw a fault for: one replica's thread was starved past the suspicion
+        // timeout and the other claimed. The arbiter fenced the slow one (it loses its claim and
+        // halts), so the pair has one live replica and no backup: a kill now would hit the
+        // only one serving.
+        'pair.backupLive': { target: 'unprotected', actions: ['advanceGeneration', 'announceFailover'] },
+        'pair.primaryAlone': { target: 'unprotected', actions: ['advanceGeneration', 'announceFailover'] },
       },
     },
     // Someone is claiming the arbiter. Exactly one winner leaves this state.

@@ -267,12 +267,7 @@ export function createPair(opts: PairOptions): Pair {
       const now = snap.value;
       if (now === 'alone' && was !== 'alone') {
         if (skipAlone) skipAlone = false;
-        else {
-          // Won the arbiter without its backup while the chart saw no fault: the backup
-          // stopped answering on its own (a thread starved past the suspicion timeout).
-          if (pairActor.getSnapshot().matches('protected')) pairActor.send({ type: 'pair.backupDied' });
-          pairActor.send({ type: 'pair.primaryAlone' });
-        }
+        else pairActor.send({ type: 'pair.primaryAlone' });
       }
       if (typeof now === 'object' && now !== null && 'protected' in now && !(typeof was === 'object' && was !== null && 'protected' in was)) {
         pairActor.send({ type: 'pair.backupCaughtUp' });
@@ -298,11 +293,6 @@ export function createPair(opts: PairOptions): Pair {
   const failedOver = (icount: number): void => {
     failovers++;
     events.next({ node: 'pair', type: 'failover', detail: `backup is live at icount ${icount}`, atMs: at() });
-    // The backup won the arbiter while the chart saw no fault: it declared a primary dead
-    // that was only slow (a thread starved past the suspicion timeout). That primary is
-    // fenced (it loses the arbiter and halts), so for the pair it is gone: the chart hears so
-    // first, or it would stay `protected` with no backup and a kill would hit the new primary.
-    if (pairActor.getSnapshot().matches('protected')) pairActor.send({ type: 'pair.primaryDied' });
     pairActor.send({ type: 'pair.backupLive' });
   };
 

@@ -34,9 +34,10 @@ const rules: Rule[] = [
     expect(count(fired, effect) + count(fired, 'refuseRequest')).toBe(1);
   },
   // Each failover has exactly one winner: announced once, and the generation advances
-  // once, exactly when a claimant leaves failingOver as the live primary.
+  // once, exactly when a claimant leaves failingOver as the live primary, or wins while the
+  // pair looked protected (a starved replica declared dead by the other).
   ({ prev, next, event, fired }) => {
-    const won = prev.matches('failingOver') && (next.matches('unprotected') || next.matches('reprotecting'));
+    const won = (prev.matches('failingOver') || prev.matches('protected') && WINNERS.has(event.type)) && (next.matches('unprotected') || next.matches('reprotecting'));
     if (won) expect(WINNERS.has(event.type)).toBe(true);
     expect(count(fired, 'announceFailover')).toBe(won ? 1 : 0);
     expect(next.context.generation).toBe(prev.context.generation + (won ? 1 : 0));
