@@ -28,6 +28,17 @@ export function readImage(file: string): Uint8Array {
   }
 }
 
+/** The pseudo filesystem (proc, sysfs, ...) a resolved path is on, or undefined for a real one. */
+function pseudoFsOf(real: string): string | undefined {
+  const byPath = ([['/proc', 'proc'], ['/sys', 'sysfs']] as const).find(([p]) => real === p || real.startsWith(p + sep))?.[1];
+  if (byPath !== undefined) return byPath;
+  try {
+    return PSEUDO_FS[statfsSync(real).type];
+  } catch {
+    return undefined; // No statfs here: the path test above is all we have.
+  }
+}
+
 /**
  * Check, before anything is written, that `dir` is a directory this process can write into or
  * can create: an existing file, a pseudo filesystem (/proc, /sys: a write there may hang or
@@ -48,12 +59,7 @@ export function checkWritableDir(flag: string, dir: string): void {
     }
   }
   const real = realpathSync(existing);
-  let fs = ([['/proc', 'proc'], ['/sys', 'sysfs']] as const).find(([p]) => real === p || real.startsWith(p + sep))?.[1] as string | undefined;
-  try {
-    fs ??= PSEUDO_FS[statfsSync(real).type];
-  } catch {
-    // No statfs here: the path test above is all we have.
-  }
+  const fs = pseudoFsOf(real);
   if (fs !== undefined) throw new CliError(`${flag} ${dir}: ${real} is on the ${fs} pseudo filesystem, not a place for files`, 1);
   if (!statSync(real).isDirectory()) {
     throw new CliError(`${flag} ${dir}: ${existing === full ? 'exists and is not a directory' : `${existing} is not a directory`}`, 1);
@@ -84,12 +90,7 @@ export function checkArbiterDir(dir: string): string | undefined {
     if (code === 'ENOENT') return `${where}: no such directory yet (never created here: it is the one both hosts share); failover waits until it is there`;
     throw new CliError(`${where}: ${READ_ERRORS[code ?? ''] ?? (e as Error).message}`);
   }
-  let fs = ([['/proc', 'proc'], ['/sys', 'sysfs']] as const).find(([p]) => real === p || real.startsWith(p + sep))?.[1] as string | undefined;
-  try {
-    fs ??= PSEUDO_FS[statfsSync(real).type];
-  } catch {
-    // No statfs here: the path test above is all we have.
-  }
+  const fs = pseudoFsOf(real);
   if (fs !== undefined) throw new CliError(`${where}: ${real} is on the ${fs} pseudo filesystem, not a shared directory`);
   try {
     accessSync(real, constants.W_OK | constants.X_OK);
