@@ -9,7 +9,7 @@
 //     rejoin of A and a kill -9 of B; every PUT the kv client saw acknowledged survives a kill -9.
 // Needs root for `ip netns`: without it this test fails, saying why.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -119,7 +119,13 @@ beforeAll(async () => {
   expect(readFileSync(nbdConf, 'utf8')).toContain(`listenaddr = ${ADDR.c}`);
   // nbd-server forks a child per client (without forking at start it serves one client at a time).
   execFileSync('ip', ['netns', 'exec', NS.c, 'nbd-server', '-C', nbdConf, '-p', join(dir, 'nbd.pid')]);
-  nbdPid = Number(readFileSync(join(dir, 'nbd.pid'), 'utf8'));
+  // The launcher exits once it has forked; the daemon writes its pid file a moment later.
+  const pidFile = join(dir, 'nbd.pid');
+  for (const until = Date.now() + 10_000; !existsSync(pidFile) || !readFileSync(pidFile, 'utf8').trim();) {
+    if (Date.now() > until) throw new Error('nbd-server wrote no pid file in 10 s');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  nbdPid = Number(readFileSync(pidFile, 'utf8').trim());
   const etcdEnv = Object.fromEntries([...readFileSync(join(dir, 'etc/default/etcd'), 'utf8').matchAll(/^(\w+)="(.*)"$/gm)].map((m) => [m[1]!, m[2]!]));
   expect(etcdEnv.ETCD_LISTEN_CLIENT_URLS).toBe(`http://${ADDR.c}:2379`);
   etcd = spawn('ip', ['netns', 'exec', NS.c, 'etcd'], {
