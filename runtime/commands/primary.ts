@@ -3,6 +3,9 @@
 // prints the guest's console output as the output rule releases it (DESIGN §3).
 
 import { parseArgs } from 'node:util';
+import { createServer, isIPv6 } from 'node:net';
+import { createSocket } from 'node:dgram';
+import { parseNetSpec } from '../io/spec.js';
 import type { Observable } from 'rxjs';
 import type { Command } from '../cli.js';
 import { Machine } from '../machine.js';
@@ -23,7 +26,7 @@ import { newPairInstance } from '../ft/identity.js';
 import { PROCESS_TIMING, type FtTiming } from '../ft/timing.js';
 import { OutputLogWriter } from '../faults/output-log.js';
 import { checkArbiterDir, checkImage, CliError, errorLine, imageDigest, memoryFlag, positiveInt, readErrorText, readImage, writeAllSync } from './common.js';
-import { startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
+import { checkPortFree, startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
 import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import type { DiskOptions, NetOptions } from '../io/machine-io.js';
 import { checkLiveHook, guardServicePorts, movedAddress, runLiveHook, type LiveEvent } from './on-live.js';
@@ -275,6 +278,57 @@ export async function openNodeIo(values: { disk?: string | undefined; net?: stri
   }
 }
 
+/** A live node's disk, opened first, and its ports, bound after its start hook: one OpenedIo. */
+function withDisk(disk: OpenedIo, net: OpenedIo): OpenedIo {
+  const both: OpenedIo = {
+    ...disk,
+    ...net,
+    ...(disk.disk ? { disk: disk.disk } : {}),
+    goLive: () => net.goLive(),
+    close: async () => { await Promise.all([disk.close(), net.close()]); },
+  };
+  return both;
+}
+
+/** Bind `port` (TCP, or UDP) on `host` and let it go at once: the error a real bind would meet, if any. */
+function tryBind(kind: 'tcp' | 'udp', host: string, port: number): Promise<NodeJS.ErrnoException | undefined> {
+  return new Promise((resolve) => {
+    if (kind === 'tcp') {
+      const s = createServer();
+      s.once('error', (e) => resolve(e));
+      s.listen({ host, port, exclusive: true }, () => s.close(() => resolve(undefined)));
+    } else {
+      const s = createSocket(isIPv6(host) ? 'udp6' : 'udp4');
+      s.once('error', (e) => { s.close(); resolve(e); });
+      s.bind({ address: host, port, exclusive: true }, () => s.close(() => resolve(undefined)));
+    }
+  });
+}
+
+/**
+ * The primary's --listen port and service ports, tried before its start hook runs: a port
+ * another process holds (a second primary on it) is refused with the line the bind itself
+ * gives. A service address this host does not have yet is no error here: the hook brings it.
+ */
+export async function probePorts(host: string, port: number, net: readonly string[]): Promise<void> {
+  if (port !== 0) {
+    const e = await tryBind('tcp', host, port);
+    if (e) throw new CliError(`cannot listen on ${host}:${port}: ${e.message}`, 1);
+  }
+  for (const spec of net) {
+    let f;
+    try {
+      f = parseNetSpec(spec);
+    } catch {
+      continue; // Malformed: openIo says so, in its own words.
+    }
+    if (f.hostPort === 0) continue;
+    const e = await tryBind('udp', f.hostAddr, f.hostPort);
+    if (e?.code === 'EADDRINUSE') throw new CliError(`--net: udp ${f.hostAddr}:${f.hostPort} is in use`);
+    if (e?.code === 'EACCES') throw new CliError(`--net: udp port ${f.hostPort} needs privileges`);
+  }
+}
+
 /**
  * The guest's disk and NIC: with their backends on a live node; a backup's machine has the same
  * devices (the disk's capacity included) and no backends until go-live attaches them.
@@ -396,6 +450,24 @@ async function primary(argv: string[]): Promise<number> {
   const identity: PairIdentity = { instance: resumed ?? newPairInstance(), imageDigest: imageDigest(image), memoryMiB };
   probeArbiter(arbiter, identity.instance);
   const onLive = values['on-live'];
+  // Everything that can refuse this node is tried before its hook runs: a hook takes the
+  // service address and leaves a watcher that gives it up when this process ends, so a node
+  // refused after it (a second primary on the same disk or port, a missing disk file) would
+  // take the address away from the live one. The disk does not need the address: it is opened
+  // and locked now (DESIGN §3 one writer per disk); the ports are tried, and bound after it.
+  // (Without a hook nothing runs before the real binds, which say the same.)
+  let diskIo: OpenedIo | undefined;
+  try {
+    diskIo = await openNodeIo({ disk: values.disk }, false);
+    if (onLive !== undefined) {
+      await probePorts(host, port, values.net ?? []);
+      if (inspectPort !== undefined) await checkPortFree('--inspect', inspectPort);
+    }
+  } catch (e) {
+    await diskIo?.close();
+    await arbiter.close();
+    throw e;
+  }
   // The primary serves from its start, as keepalived's MASTER does: its hook runs first and is
   // waited for, so it can bring up the service address the forwards bind; no guest runs yet.
   if (onLive !== undefined) {
@@ -407,8 +479,9 @@ async function primary(argv: string[]): Promise<number> {
   }
   let io: OpenedIo;
   try {
-    io = await openNodeIo(values, false);
+    io = withDisk(diskIo, await openNodeIo({ net: values.net }, false));
   } catch (e) {
+    await diskIo.close();
     await arbiter.close();
     throw e;
   }
