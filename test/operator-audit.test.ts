@@ -86,3 +86,52 @@ describe('a primary refused at start never runs its --on-live hook', () => {
     expect(statSync(hookLog).size).toBeGreaterThan(0);
   });
 });
+
+describe('a stop signal while a node is still starting', () => {
+  // Before its own handlers were set, SIGTERM killed a node with Node's default action: exit
+  // 143, no line, and a start hook left running without its node.
+  const key = join(dir, 'key2');
+  writeFileSync(key, 'cd'.repeat(32));
+  const arbiter = join(dir, 'arbiter2');
+  mkdirSync(arbiter);
+  const pairFlags = ['--key-file', key, '--arbiter', `file:${arbiter}`];
+
+  it('primary, during its start hook: the hook ends first, then exit 0 and one note; the guest never ran', async () => {
+    const hookLog = join(dir, 'slow-hook.log');
+    const hook = join(dir, 'slow-hook.sh');
+    writeFileSync(hook, `#!/bin/sh\necho start >> ${hookLog}\nsleep 1\necho done >> ${hookLog}\n`);
+    chmodSync(hook, 0o755);
+    const p = startFtvm(['primary', HELLO, '--listen', '127.0.0.1:0', ...pairFlags, '--on-live', hook]);
+    await p.waitErr(/on-live start: running/);
+    p.child.kill('SIGTERM');
+    expect(await p.exit, p.err()).toBe('0');
+    expect(readFileSync(hookLog, 'utf8')).toBe('start\ndone\n');
+    expect(p.err()).toMatch(/primary stopped by SIGTERM while starting: the guest never ran/);
+    expect(p.err()).not.toMatch(/primary listening/);
+    expect(p.err()).not.toMatch(/^ftvm:/m);
+  });
+
+  for (const who of ['primary', 'backup'] as const) {
+    it(`${who}, while its NBD server has not answered yet: exit 0 and one note, no NBD error`, async () => {
+      // A server that takes the connection and never says a word: the handshake waits.
+      const { createServer } = await import('node:net');
+      let connected = false;
+      const silent = createServer(() => { connected = true; });
+      await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+      const nbdPort = (silent.address() as { port: number }).port;
+      try {
+        const where = who === 'primary' ? ['--listen', '127.0.0.1:0'] : ['--connect', '127.0.0.1:1'];
+        const p = startFtvm([who, DNS, ...where, ...pairFlags, '--disk', `nbd://127.0.0.1:${nbdPort}/zone`, '--net', 'udp:5399:53']);
+        const t0 = Date.now();
+        while (!connected && Date.now() - t0 < 20_000) await new Promise((r) => setTimeout(r, 20));
+        expect(connected).toBe(true);
+        p.child.kill('SIGTERM');
+        expect(await p.exit, p.err()).toBe('0');
+        expect(p.err()).toMatch(new RegExp(`${who} stopped by SIGTERM while starting: the guest never ran`));
+        expect(p.err()).not.toMatch(/^ftvm:/m);
+      } finally {
+        silent.close();
+      }
+    });
+  }
+});

@@ -137,6 +137,23 @@ export function stopOnSignal(node: { unreleased(): number; crash(why?: string): 
   };
 }
 
+/**
+ * What `open` opens, unless a stop signal comes first (an NBD server that does not answer
+ * keeps its handshake for seconds): then undefined, and whatever it opens later is closed.
+ */
+export async function unlessStopped<T extends { close(): Promise<void> }>(early: { stopped: Promise<'stopped'> }, open: Promise<T>): Promise<T | undefined> {
+  const r = await Promise.race([open, early.stopped]);
+  if (r !== 'stopped') return r;
+  void open.then((x) => x.close(), () => undefined);
+  return undefined;
+}
+
+/** A node stopped while it was starting: its guest never ran, nothing was left unreleased. */
+export function stoppedAtStart(who: string, by: string): number {
+  note(`${who} stopped by ${by} while starting: the guest never ran`);
+  return 0;
+}
+
 /** The exit of a node stopped by a signal: 0 if nothing was left unreleased, else EXIT_UNRELEASED and one line. */
 export function signalExit(who: string, stop: { by: string | undefined; unreleased: number }): number {
   if (stop.unreleased === 0) {
@@ -145,6 +162,34 @@ export function signalExit(who: string, stop: { by: string | undefined; unreleas
   }
   process.stderr.write(`ftvm: ${who} stopped by ${stop.by} with ${stop.unreleased} output${stop.unreleased === 1 ? '' : 's'} never released\n`);
   return EXIT_UNRELEASED;
+}
+
+/**
+ * A stop signal while a node is still starting (its start hook, its disk, its ports, its
+ * channel), before the node's own handlers (stopOnSignal) are set: noted, and the node stops
+ * at its next step with its guest never run (exit 0, nothing to release), instead of Node's
+ * default death (exit 143 and no line, a start hook left running without its node).
+ */
+export function startSignals(): { readonly by: string | undefined; readonly stopped: Promise<'stopped'>; off(): void } {
+  let by: string | undefined;
+  let resolve: (v: 'stopped') => void = () => undefined;
+  const stopped = new Promise<'stopped'>((r) => { resolve = r; });
+  const on = (signal: string) => (): void => {
+    by ??= signal;
+    resolve('stopped');
+  };
+  const onTerm = on('SIGTERM');
+  const onInt = on('SIGINT');
+  process.on('SIGTERM', onTerm);
+  process.on('SIGINT', onInt);
+  return {
+    get by() { return by; },
+    stopped,
+    off: () => {
+      process.off('SIGTERM', onTerm);
+      process.off('SIGINT', onInt);
+    },
+  };
 }
 
 export function bootMachine(image: Uint8Array, file: string, memoryMiB: number, io: { disk?: DiskOptions; net?: NetOptions } = {}): Machine {
@@ -426,13 +471,13 @@ export async function startInspect(port: number | undefined): Promise<Views | un
   return port === undefined ? undefined : startViews({ inspect: port, dashboard: undefined }, (s) => writeAllSync(2, Buffer.from(s)));
 }
 
+const primaryOptions = { ...commonOptions, listen: { type: 'string' }, join: { type: 'string' }, 'no-reprotect': { type: 'boolean' } } as const;
+const parsePrimaryArgs = (args: string[]) => parseArgs({ args, allowPositionals: true, options: primaryOptions });
+type PrimaryValues = ReturnType<typeof parsePrimaryArgs>['values'];
+
 async function primary(argv: string[]): Promise<number> {
   const { rest, inspect: inspectPort } = takeInspectFlag(argv);
-  const { values, positionals } = parseArgs({
-    args: rest,
-    allowPositionals: true,
-    options: { ...commonOptions, listen: { type: 'string' }, join: { type: 'string' }, 'no-reprotect': { type: 'boolean' } },
-  });
+  const { values, positionals } = parsePrimaryArgs(rest);
   if (values.join !== undefined) throw new CliError('--join belongs to `ftvm backup`: a new backup joins a running primary');
   if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
   const file = positionals[0]!;
@@ -444,6 +489,21 @@ async function primary(argv: string[]): Promise<number> {
   const image = readImage(file);
   // The image is checked before anything else is opened (the arbiter, the hook, the backends).
   checkImage(file, memoryMiB);
+  const early = startSignals();
+  try {
+    return await startPrimary(early, { values, file, host, port, key, resumed, memoryMiB, timing, image, inspectPort });
+  } finally {
+    early.off();
+  }
+}
+
+async function startPrimary(
+  early: ReturnType<typeof startSignals>,
+  { values, file, host, port, key, resumed, memoryMiB, timing, image, inspectPort }: {
+    values: PrimaryValues; file: string; host: string; port: number; key: Buffer; resumed: string | undefined;
+    memoryMiB: number; timing: Partial<FtTiming>; image: Uint8Array; inspectPort: number | undefined;
+  },
+): Promise<number> {
   if (values['on-live'] !== undefined) checkLiveHook(values['on-live']);
   const outputs = openOutputs(values.outputs);
   const arbiter = loadArbiter(values.arbiter);
@@ -458,7 +518,11 @@ async function primary(argv: string[]): Promise<number> {
   // (Without a hook nothing runs before the real binds, which say the same.)
   let diskIo: OpenedIo | undefined;
   try {
-    diskIo = await openNodeIo({ disk: values.disk }, false);
+    diskIo = await unlessStopped(early, openNodeIo({ disk: values.disk }, false));
+    if (diskIo === undefined) {
+      await arbiter.close();
+      return stoppedAtStart('primary', early.by!);
+    }
     if (onLive !== undefined) {
       await probePorts(host, port, values.net ?? []);
       if (inspectPort !== undefined) await checkPortFree('--inspect', inspectPort);
@@ -474,12 +538,25 @@ async function primary(argv: string[]): Promise<number> {
     const hook = runLiveHook(onLive, { pairId: identity.instance, generation: 1, role: 'primary', event: 'start' }, note);
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'late'>((r) => { timer = setTimeout(() => r('late'), START_HOOK_WAIT_MS); });
+    // NOTE a stop signal does not cut this wait short: the hook ends first (at most this long),
+    // so that its watcher sees this process end after it and gives the address up.
     if ((await Promise.race([hook, late])) === 'late') process.stderr.write(`ftvm: on-live start: hook still running after ${START_HOOK_WAIT_MS} ms; starting without waiting for it\n`);
     clearTimeout(timer);
   }
+  if (early.by) {
+    await diskIo.close();
+    await arbiter.close();
+    return stoppedAtStart('primary', early.by);
+  }
   let io: OpenedIo;
   try {
-    io = withDisk(diskIo, await openNodeIo({ net: values.net }, false));
+    const netIo = await unlessStopped(early, openNodeIo({ net: values.net }, false));
+    if (netIo === undefined) {
+      await diskIo.close();
+      await arbiter.close();
+      return stoppedAtStart('primary', early.by!);
+    }
+    io = withDisk(diskIo, netIo);
   } catch (e) {
     await diskIo.close();
     await arbiter.close();
@@ -498,7 +575,7 @@ async function primary(argv: string[]): Promise<number> {
   const views = await startInspect(inspectPort);
   const guard = guardMovedPorts(values['on-live'], io);
   try {
-    return await runPrimary(views, { host, port, key, arbiter, identity, timing, machine, outputs, values });
+    return await runPrimary(views, { host, port, key, arbiter, identity, timing, machine, outputs, values, early });
   } finally {
     guard.release();
     await closeNodeIo(machine, io);
@@ -508,9 +585,11 @@ async function primary(argv: string[]): Promise<number> {
 
 async function runPrimary(
   views: Views | undefined,
-  { host, port, key, arbiter, identity, timing, machine, outputs, values }: {
+  { host, port, key, arbiter, identity, timing, machine, outputs, values, early }: {
     host: string; port: number; key: Buffer; arbiter: Arbiter; identity: PairIdentity; timing: Partial<FtTiming>; machine: Machine;
     outputs: OutputLogWriter | undefined; values: { batch?: string | undefined; 'no-reprotect'?: boolean | undefined; 'on-live'?: string | undefined; 'heartbeat-link'?: boolean | undefined; 'no-heartbeat-link'?: boolean | undefined };
+    /** Stop signals since the start; handed over to the node's own once the guest runs. */
+    early: ReturnType<typeof startSignals>;
   },
 ): Promise<number> {
   const pairId = identity.instance;
@@ -525,11 +604,8 @@ async function runPrimary(
   // Strays, wrong keys, other pairs' or images' backups: each refused, listening goes on.
   listener.refused$.subscribe((why) => note(`primary refused ${why}`));
   // Until its backup attaches the guest has not run: a stop signal has nothing to lose.
-  // Caught before the line below tells anyone this process is there to be stopped.
-  let waiting: () => void = () => undefined;
-  const stopped = new Promise<'stopped'>((resolve) => { waiting = () => resolve('stopped'); });
-  process.once('SIGTERM', waiting);
-  process.once('SIGINT', waiting);
+  // Caught (since the start: `early`) before the line below tells anyone this process is there.
+  const stopped = early.stopped;
   // The `pair` command and the fault harness read this line to learn the port and the instance;
   // an operator, the pid to stop (`npx ftvm` runs this node as a child of npm's process).
   note(`primary listening ${host}:${listener.port} pair ${pairId} pid ${process.pid}`);
@@ -549,8 +625,7 @@ async function runPrimary(
     await listener.close();
     throw new CliError(`no backup: ${(e as Error).message}`, 1);
   } finally {
-    process.off('SIGTERM', waiting);
-    process.off('SIGINT', waiting);
+    early.off();
   }
   note(`primary backup attached from ${listener.end.peer}`);
 
