@@ -135,3 +135,25 @@ describe('a stop signal while a node is still starting', () => {
     });
   }
 });
+
+describe('plain words where a raw error or nothing was said', () => {
+  it('ftvm with no command: one line and the usage, exit 2', () => {
+    const r = ftvm([]);
+    expect(r.status).toBe(2);
+    expectOneLine(r.stderr, /^ftvm: missing command$/);
+    expect(r.stderr).toMatch(/^usage: ftvm <command>/m);
+  });
+
+  it('replay --log DIR and primary --outputs DIR: "is a directory, not a file"', () => {
+    const d = join(dir, 'a-directory');
+    mkdirSync(d, { recursive: true });
+    const rep = ftvm(['replay', HELLO, '--log', d]);
+    expect(rep.status).toBe(2);
+    expectOneLine(rep.stderr, /^ftvm: .*a-directory: is a directory, not a file$/);
+    const key = join(dir, 'key3');
+    writeFileSync(key, 'ef'.repeat(32));
+    const p = ftvm(['primary', HELLO, '--listen', '127.0.0.1:0', '--key-file', key, '--arbiter', `file:${dir}`, '--outputs', d]);
+    expect(p.status).toBe(2);
+    expectOneLine(p.stderr, /^ftvm: --outputs .*a-directory: is a directory, not a file$/);
+  });
+});

@@ -99,7 +99,7 @@ export function openOutputs(file: string | undefined): OutputLogWriter | undefin
   try {
     return new OutputLogWriter(file);
   } catch (e) {
-    throw new CliError(`--outputs ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : (e as Error).message}`);
+    throw new CliError(`--outputs ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : readErrorText(e)}`);
   }
 }
 
