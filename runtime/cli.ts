@@ -101,7 +101,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const load = name === undefined ? undefined : commands[name];
   if (!load) {
-    process.stderr.write((name === undefined ? '' : `ftvm: unknown command '${name}'\n`) + (await usage()));
+    process.stderr.write((name === undefined ? 'ftvm: missing command\n' : `ftvm: unknown command '${name}'\n`) + (await usage()));
     return 2;
   }
   const { command } = await load();

@@ -14,7 +14,7 @@ import { BackupNode } from '../ft/backup-node.js';
 import { CliError, imageDigest, memoryFlag, positiveInt, readImage } from './common.js';
 import {
   batchFlag, bootMachine, cliRun, closeNodeIo, commonOptions, EXIT_DIVERGED, EXIT_HALTED, EXIT_REFUSED, guardMovedPorts, hookOnAlone, loadArbiter, loadKey, probeArbiter,
-  heartbeatLink, machineIo, note, openNodeIo, openOutputs, pairIdFlag, parseHostPort, reportEvents, serveReprotection, signalExit, sinkOutputs, startInspect, stopOnSignal, takeInspectFlag,
+  heartbeatLink, machineIo, note, openNodeIo, openOutputs, pairIdFlag, parseHostPort, reportEvents, serveReprotection, signalExit, sinkOutputs, startInspect, startSignals, stopOnSignal, stoppedAtStart, unlessStopped, takeInspectFlag,
   closeLink, timingFlags, watchBeats,
 } from './primary.js';
 import type { Views } from '../dashboard/cli.js';
@@ -35,16 +35,16 @@ async function backup(argv: string[]): Promise<number> {
   }
 }
 
+const backupOptions = {
+  ...commonOptions, connect: { type: 'string' }, join: { type: 'string' }, listen: { type: 'string' }, name: { type: 'string' },
+  'connect-timeout-ms': { type: 'string' },
+  'socket-thread': { type: 'string' },
+} as const;
+const parseBackupArgs = (args: string[]) => parseArgs({ args, allowPositionals: true, options: backupOptions });
+type BackupValues = ReturnType<typeof parseBackupArgs>['values'];
+
 async function backupWith(argv: string[], inspectPort: number | undefined, started: (v: Views | undefined) => void): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      ...commonOptions, connect: { type: 'string' }, join: { type: 'string' }, listen: { type: 'string' }, name: { type: 'string' },
-      'connect-timeout-ms': { type: 'string' },
-      'socket-thread': { type: 'string' },
-    },
-  });
+  const { values, positionals } = parseBackupArgs(argv);
   if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
   if (values.join !== undefined && values.connect !== undefined) throw new CliError('--connect (boot with a new primary) or --join (join a running one), not both');
   const file = positionals[0]!;
@@ -79,7 +79,26 @@ async function backupWith(argv: string[], inspectPort: number | undefined, start
   // Booting replays from instruction 0 of the image; joining restores the primary's snapshot
   // into a blank machine of the same size. Either way the image names the pair's guest.
   // Deferred: opened only at go-live (the shared disk's size is read now: the guest sees it).
-  const io = await openNodeIo(values, true);
+  // A stop signal from here until the node's own handlers are set: it stops before it runs.
+  const early = startSignals();
+  try {
+    return await startBackup(early, { values, file, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, image, listenAt, inspectPort, socketThread, started });
+  } finally {
+    early.off();
+  }
+}
+
+async function startBackup(
+  early: ReturnType<typeof startSignals>,
+  { values, file, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, image, listenAt, inspectPort, socketThread, started }: {
+    values: BackupValues; file: string; name: string; joining: boolean; host: string; port: number; key: Buffer; expected: string | undefined;
+    memoryMiB: number; connectTimeoutMs: number; timing: ReturnType<typeof timingFlags>; image: Uint8Array;
+    listenAt: { host: string; port: number } | undefined; inspectPort: number | undefined; socketThread: string;
+    started: (v: Views | undefined) => void;
+  },
+): Promise<number> {
+  const io = await unlessStopped(early, openNodeIo(values, true));
+  if (io === undefined) return stoppedAtStart('backup', early.by!);
   let machine: Machine;
   try {
     machine = joining ? new Machine({ memoryMiB, env: new LiveEnv(), ...machineIo(io) }) : bootMachine(image, file, memoryMiB, machineIo(io));
@@ -89,14 +108,14 @@ async function backupWith(argv: string[], inspectPort: number | undefined, start
   }
   let guard: { release(): void } | undefined;
   try {
-    return await runBackup({ values, image, file, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started, socketThread: socketThread === 'on', guarded: (g) => { guard = g; } });
+    return await runBackup({ values, image, file, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started, socketThread: socketThread === 'on', guarded: (g) => { guard = g; }, early });
   } finally {
     guard?.release();
     await closeNodeIo(machine, io);
   }
 }
 
-async function runBackup({ values, image, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started, socketThread, guarded }: {
+async function runBackup({ values, image, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started, socketThread, guarded, early }: {
   values: { outputs?: string | undefined; arbiter?: string | undefined; batch?: string | undefined; 'on-live'?: string | undefined; 'heartbeat-link'?: boolean | undefined };
   image: Uint8Array; file: string; name: string; joining: boolean; host: string; port: number; key: Buffer; expected: string | undefined;
   memoryMiB: number; connectTimeoutMs: number; timing: ReturnType<typeof timingFlags>; machine: Machine; io: OpenedIo;
@@ -104,12 +123,18 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
   /** The channel's socket in a thread of its own (socket-thread.ts), so replay reads it between batches. */
   socketThread: boolean;
   guarded: (guard: { release(): void }) => void;
+  /** Stop signals since the start; handed over to the node's own (stopOnSignal) before it runs. */
+  early: ReturnType<typeof startSignals>;
 }): Promise<number> {
   const outputs = openOutputs(values.outputs);
   const arbiter = loadArbiter(values.arbiter);
   probeArbiter(arbiter, expected ?? 'start-probe');
   const views = await startInspect(inspectPort);
   started(views);
+  if (early.by) {
+    await arbiter.close();
+    return stoppedAtStart('backup', early.by);
+  }
 
   const channelOpts = {
     host, port, key, connectTimeoutMs, join: joining, member: { instance: expected ?? '', imageDigest: imageDigest(image), memoryMiB },
@@ -132,6 +157,7 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
     ...(deferred ? { io: { ...(deferred.disk ? { disk: deferred.disk } : {}), ...(deferred.net ? { net: deferred.net } : {}) } } : {}),
   });
   reportEvents(node.events$);
+  early.off();
   const stopBackup = stopOnSignal(node);
   const outcome = await node.run();
   stopBackup.off();

@@ -3,6 +3,9 @@
 // prints the guest's console output as the output rule releases it (DESIGN §3).
 
 import { parseArgs } from 'node:util';
+import { createServer, isIPv6 } from 'node:net';
+import { createSocket } from 'node:dgram';
+import { parseNetSpec } from '../io/spec.js';
 import type { Observable } from 'rxjs';
 import type { Command } from '../cli.js';
 import { Machine } from '../machine.js';
@@ -23,7 +26,7 @@ import { newPairInstance } from '../ft/identity.js';
 import { PROCESS_TIMING, type FtTiming } from '../ft/timing.js';
 import { OutputLogWriter } from '../faults/output-log.js';
 import { checkArbiterDir, checkImage, CliError, errorLine, imageDigest, memoryFlag, positiveInt, readErrorText, readImage, writeAllSync } from './common.js';
-import { startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
+import { checkPortFree, startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
 import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import type { DiskOptions, NetOptions } from '../io/machine-io.js';
 import { checkLiveHook, guardServicePorts, movedAddress, runLiveHook, type LiveEvent } from './on-live.js';
@@ -96,7 +99,7 @@ export function openOutputs(file: string | undefined): OutputLogWriter | undefin
   try {
     return new OutputLogWriter(file);
   } catch (e) {
-    throw new CliError(`--outputs ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : (e as Error).message}`);
+    throw new CliError(`--outputs ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : readErrorText(e)}`);
   }
 }
 
@@ -134,6 +137,23 @@ export function stopOnSignal(node: { unreleased(): number; crash(why?: string): 
   };
 }
 
+/**
+ * What `open` opens, unless a stop signal comes first (an NBD server that does not answer
+ * keeps its handshake for seconds): then undefined, and whatever it opens later is closed.
+ */
+export async function unlessStopped<T extends { close(): Promise<void> }>(early: { stopped: Promise<'stopped'> }, open: Promise<T>): Promise<T | undefined> {
+  const r = await Promise.race([open, early.stopped]);
+  if (r !== 'stopped') return r;
+  void open.then((x) => x.close(), () => undefined);
+  return undefined;
+}
+
+/** A node stopped while it was starting: its guest never ran, nothing was left unreleased. */
+export function stoppedAtStart(who: string, by: string): number {
+  note(`${who} stopped by ${by} while starting: the guest never ran`);
+  return 0;
+}
+
 /** The exit of a node stopped by a signal: 0 if nothing was left unreleased, else EXIT_UNRELEASED and one line. */
 export function signalExit(who: string, stop: { by: string | undefined; unreleased: number }): number {
   if (stop.unreleased === 0) {
@@ -142,6 +162,34 @@ export function signalExit(who: string, stop: { by: string | undefined; unreleas
   }
   process.stderr.write(`ftvm: ${who} stopped by ${stop.by} with ${stop.unreleased} output${stop.unreleased === 1 ? '' : 's'} never released\n`);
   return EXIT_UNRELEASED;
+}
+
+/**
+ * A stop signal while a node is still starting (its start hook, its disk, its ports, its
+ * channel), before the node's own handlers (stopOnSignal) are set: noted, and the node stops
+ * at its next step with its guest never run (exit 0, nothing to release), instead of Node's
+ * default death (exit 143 and no line, a start hook left running without its node).
+ */
+export function startSignals(): { readonly by: string | undefined; readonly stopped: Promise<'stopped'>; off(): void } {
+  let by: string | undefined;
+  let resolve: (v: 'stopped') => void = () => undefined;
+  const stopped = new Promise<'stopped'>((r) => { resolve = r; });
+  const on = (signal: string) => (): void => {
+    by ??= signal;
+    resolve('stopped');
+  };
+  const onTerm = on('SIGTERM');
+  const onInt = on('SIGINT');
+  process.on('SIGTERM', onTerm);
+  process.on('SIGINT', onInt);
+  return {
+    get by() { return by; },
+    stopped,
+    off: () => {
+      process.off('SIGTERM', onTerm);
+      process.off('SIGINT', onInt);
+    },
+  };
 }
 
 export function bootMachine(image: Uint8Array, file: string, memoryMiB: number, io: { disk?: DiskOptions; net?: NetOptions } = {}): Machine {
@@ -275,6 +323,57 @@ export async function openNodeIo(values: { disk?: string | undefined; net?: stri
   }
 }
 
+/** A live node's disk, opened first, and its ports, bound after its start hook: one OpenedIo. */
+function withDisk(disk: OpenedIo, net: OpenedIo): OpenedIo {
+  const both: OpenedIo = {
+    ...disk,
+    ...net,
+    ...(disk.disk ? { disk: disk.disk } : {}),
+    goLive: () => net.goLive(),
+    close: async () => { await Promise.all([disk.close(), net.close()]); },
+  };
+  return both;
+}
+
+/** Bind `port` (TCP, or UDP) on `host` and let it go at once: the error a real bind would meet, if any. */
+function tryBind(kind: 'tcp' | 'udp', host: string, port: number): Promise<NodeJS.ErrnoException | undefined> {
+  return new Promise((resolve) => {
+    if (kind === 'tcp') {
+      const s = createServer();
+      s.once('error', (e) => resolve(e));
+      s.listen({ host, port, exclusive: true }, () => s.close(() => resolve(undefined)));
+    } else {
+      const s = createSocket(isIPv6(host) ? 'udp6' : 'udp4');
+      s.once('error', (e) => { s.close(); resolve(e); });
+      s.bind({ address: host, port, exclusive: true }, () => s.close(() => resolve(undefined)));
+    }
+  });
+}
+
+/**
+ * The primary's --listen port and service ports, tried before its start hook runs: a port
+ * another process holds (a second primary on it) is refused with the line the bind itself
+ * gives. A service address this host does not have yet is no error here: the hook brings it.
+ */
+export async function probePorts(host: string, port: number, net: readonly string[]): Promise<void> {
+  if (port !== 0) {
+    const e = await tryBind('tcp', host, port);
+    if (e) throw new CliError(`cannot listen on ${host}:${port}: ${e.message}`, 1);
+  }
+  for (const spec of net) {
+    let f;
+    try {
+      f = parseNetSpec(spec);
+    } catch {
+      continue; // Malformed: openIo says so, in its own words.
+    }
+    if (f.hostPort === 0) continue;
+    const e = await tryBind('udp', f.hostAddr, f.hostPort);
+    if (e?.code === 'EADDRINUSE') throw new CliError(`--net: udp ${f.hostAddr}:${f.hostPort} is in use`);
+    if (e?.code === 'EACCES') throw new CliError(`--net: udp port ${f.hostPort} needs privileges`);
+  }
+}
+
 /**
  * The guest's disk and NIC: with their backends on a live node; a backup's machine has the same
  * devices (the disk's capacity included) and no backends until go-live attaches them.
@@ -372,13 +471,13 @@ export async function startInspect(port: number | undefined): Promise<Views | un
   return port === undefined ? undefined : startViews({ inspect: port, dashboard: undefined }, (s) => writeAllSync(2, Buffer.from(s)));
 }
 
+const primaryOptions = { ...commonOptions, listen: { type: 'string' }, join: { type: 'string' }, 'no-reprotect': { type: 'boolean' } } as const;
+const parsePrimaryArgs = (args: string[]) => parseArgs({ args, allowPositionals: true, options: primaryOptions });
+type PrimaryValues = ReturnType<typeof parsePrimaryArgs>['values'];
+
 async function primary(argv: string[]): Promise<number> {
   const { rest, inspect: inspectPort } = takeInspectFlag(argv);
-  const { values, positionals } = parseArgs({
-    args: rest,
-    allowPositionals: true,
-    options: { ...commonOptions, listen: { type: 'string' }, join: { type: 'string' }, 'no-reprotect': { type: 'boolean' } },
-  });
+  const { values, positionals } = parsePrimaryArgs(rest);
   if (values.join !== undefined) throw new CliError('--join belongs to `ftvm backup`: a new backup joins a running primary');
   if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
   const file = positionals[0]!;
@@ -390,25 +489,76 @@ async function primary(argv: string[]): Promise<number> {
   const image = readImage(file);
   // The image is checked before anything else is opened (the arbiter, the hook, the backends).
   checkImage(file, memoryMiB);
+  const early = startSignals();
+  try {
+    return await startPrimary(early, { values, file, host, port, key, resumed, memoryMiB, timing, image, inspectPort });
+  } finally {
+    early.off();
+  }
+}
+
+async function startPrimary(
+  early: ReturnType<typeof startSignals>,
+  { values, file, host, port, key, resumed, memoryMiB, timing, image, inspectPort }: {
+    values: PrimaryValues; file: string; host: string; port: number; key: Buffer; resumed: string | undefined;
+    memoryMiB: number; timing: Partial<FtTiming>; image: Uint8Array; inspectPort: number | undefined;
+  },
+): Promise<number> {
   if (values['on-live'] !== undefined) checkLiveHook(values['on-live']);
   const outputs = openOutputs(values.outputs);
   const arbiter = loadArbiter(values.arbiter);
   const identity: PairIdentity = { instance: resumed ?? newPairInstance(), imageDigest: imageDigest(image), memoryMiB };
   probeArbiter(arbiter, identity.instance);
   const onLive = values['on-live'];
+  // Everything that can refuse this node is tried before its hook runs: a hook takes the
+  // service address and leaves a watcher that gives it up when this process ends, so a node
+  // refused after it (a second primary on the same disk or port, a missing disk file) would
+  // take the address away from the live one. The disk does not need the address: it is opened
+  // and locked now (DESIGN §3 one writer per disk); the ports are tried, and bound after it.
+  // (Without a hook nothing runs before the real binds, which say the same.)
+  let diskIo: OpenedIo | undefined;
+  try {
+    diskIo = await unlessStopped(early, openNodeIo({ disk: values.disk }, false));
+    if (diskIo === undefined) {
+      await arbiter.close();
+      return stoppedAtStart('primary', early.by!);
+    }
+    if (onLive !== undefined) {
+      await probePorts(host, port, values.net ?? []);
+      if (inspectPort !== undefined) await checkPortFree('--inspect', inspectPort);
+    }
+  } catch (e) {
+    await diskIo?.close();
+    await arbiter.close();
+    throw e;
+  }
   // The primary serves from its start, as keepalived's MASTER does: its hook runs first and is
   // waited for, so it can bring up the service address the forwards bind; no guest runs yet.
   if (onLive !== undefined) {
     const hook = runLiveHook(onLive, { pairId: identity.instance, generation: 1, role: 'primary', event: 'start' }, note);
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'late'>((r) => { timer = setTimeout(() => r('late'), START_HOOK_WAIT_MS); });
+    // NOTE a stop signal does not cut this wait short: the hook ends first (at most this long),
+    // so that its watcher sees this process end after it and gives the address up.
     if ((await Promise.race([hook, late])) === 'late') process.stderr.write(`ftvm: on-live start: hook still running after ${START_HOOK_WAIT_MS} ms; starting without waiting for it\n`);
     clearTimeout(timer);
   }
+  if (early.by) {
+    await diskIo.close();
+    await arbiter.close();
+    return stoppedAtStart('primary', early.by);
+  }
   let io: OpenedIo;
   try {
-    io = await openNodeIo(values, false);
+    const netIo = await unlessStopped(early, openNodeIo({ net: values.net }, false));
+    if (netIo === undefined) {
+      await diskIo.close();
+      await arbiter.close();
+      return stoppedAtStart('primary', early.by!);
+    }
+    io = withDisk(diskIo, netIo);
   } catch (e) {
+    await diskIo.close();
     await arbiter.close();
     throw e;
   }
@@ -425,7 +575,7 @@ async function primary(argv: string[]): Promise<number> {
   const views = await startInspect(inspectPort);
   const guard = guardMovedPorts(values['on-live'], io);
   try {
-    return await runPrimary(views, { host, port, key, arbiter, identity, timing, machine, outputs, values });
+    return await runPrimary(views, { host, port, key, arbiter, identity, timing, machine, outputs, values, early });
   } finally {
     guard.release();
     await closeNodeIo(machine, io);
@@ -435,9 +585,11 @@ async function primary(argv: string[]): Promise<number> {
 
 async function runPrimary(
   views: Views | undefined,
-  { host, port, key, arbiter, identity, timing, machine, outputs, values }: {
+  { host, port, key, arbiter, identity, timing, machine, outputs, values, early }: {
     host: string; port: number; key: Buffer; arbiter: Arbiter; identity: PairIdentity; timing: Partial<FtTiming>; machine: Machine;
     outputs: OutputLogWriter | undefined; values: { batch?: string | undefined; 'no-reprotect'?: boolean | undefined; 'on-live'?: string | undefined; 'heartbeat-link'?: boolean | undefined; 'no-heartbeat-link'?: boolean | undefined };
+    /** Stop signals since the start; handed over to the node's own once the guest runs. */
+    early: ReturnType<typeof startSignals>;
   },
 ): Promise<number> {
   const pairId = identity.instance;
@@ -452,11 +604,8 @@ async function runPrimary(
   // Strays, wrong keys, other pairs' or images' backups: each refused, listening goes on.
   listener.refused$.subscribe((why) => note(`primary refused ${why}`));
   // Until its backup attaches the guest has not run: a stop signal has nothing to lose.
-  // Caught before the line below tells anyone this process is there to be stopped.
-  let waiting: () => void = () => undefined;
-  const stopped = new Promise<'stopped'>((resolve) => { waiting = () => resolve('stopped'); });
-  process.once('SIGTERM', waiting);
-  process.once('SIGINT', waiting);
+  // Caught (since the start: `early`) before the line below tells anyone this process is there.
+  const stopped = early.stopped;
   // The `pair` command and the fault harness read this line to learn the port and the instance;
   // an operator, the pid to stop (`npx ftvm` runs this node as a child of npm's process).
   note(`primary listening ${host}:${listener.port} pair ${pairId} pid ${process.pid}`);
@@ -476,8 +625,7 @@ async function runPrimary(
     await listener.close();
     throw new CliError(`no backup: ${(e as Error).message}`, 1);
   } finally {
-    process.off('SIGTERM', waiting);
-    process.off('SIGINT', waiting);
+    early.off();
   }
   note(`primary backup attached from ${listener.end.peer}`);
 

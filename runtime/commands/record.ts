@@ -7,11 +7,10 @@ import { RecordingEnv } from '../env/recording.js';
 import { LogFileWriter, LogWriteError } from '../log/file.js';
 import { runOnCpuActor } from '../cpu-actor.js';
 import { chainPolicy, SnapshotChain } from '../snapshot.js';
-import { DEFAULT_MEMORY_MIB } from '../platform.js';
 import { Exit } from '../types.js';
 import type { LogPayload } from '../log/entry.js';
 import { IoOpenError, openIo } from '../io/open.js';
-import { CliError, errorLine, ConsoleWriter, digestLine, imageDigest, positiveInt, readImage } from './common.js';
+import { checkImage, CliError, errorLine, ConsoleWriter, digestLine, imageDigest, memoryFlag, positiveInt, readImage } from './common.js';
 
 const USAGE = 'record <elf> --log FILE [--mem MiB] [--max-instructions N] [--snapshot-every N] [--digest-every N] [--stats]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]...';
@@ -75,7 +74,7 @@ function parseRecordArgs(argv: string[]): RecordOptions {
   return {
     file: positionals[0]!,
     logPath: values.log,
-    memoryMiB: positiveInt('mem', values.mem, DEFAULT_MEMORY_MIB),
+    memoryMiB: memoryFlag(values.mem),
     maxInstructions: values['max-instructions'] === undefined ? undefined : positiveInt('max-instructions', values['max-instructions'], 1),
     snapshotEvery: positiveInt('snapshot-every', values['snapshot-every'], DEFAULT_SNAPSHOT_EVERY),
     digestEvery: positiveInt('digest-every', values['digest-every'], DEFAULT_DIGEST_EVERY),
@@ -95,6 +94,9 @@ type Stop =
 async function record(o: RecordOptions): Promise<number> {
   const { file, logPath, memoryMiB, maxInstructions, snapshotEvery, digestEvery } = o;
   const image = readImage(file);
+  // Checked before the log file is opened: opening truncates it, and a bad image (or one too
+  // big for --mem) must not cost the operator the log an earlier run left there.
+  checkImage(file, memoryMiB);
   const io = await openIo({ disk: o.disk, net: o.net }).catch((e: Error) => {
     throw e instanceof IoOpenError ? new CliError(e.message, e.exitCode) : e;
   });

@@ -9,7 +9,7 @@ import type { LogEntry, LogEntryOf } from '../log/entry.js';
 import { runOnCpuActor } from '../cpu-actor.js';
 import { ioShapeOf } from '../io/machine-io.js';
 import { resolveSnapshotChain, snapshotChainAt } from '../snapshot.js';
-import { CliError, errorLine, ConsoleWriter, digestLine, imageDigest, readImage, unpackSnapshot } from './common.js';
+import { CliError, errorLine, ConsoleWriter, digestLine, imageDigest, readErrorText, readImage, unpackSnapshot } from './common.js';
 
 const USAGE = 'replay <elf> --log FILE [--until ICOUNT] [--partial]';
 
@@ -79,8 +79,7 @@ async function loadLog(logPath: string, partial: boolean): Promise<LogFileScan &
   try {
     scan = await scanLogFile(logPath);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new CliError(`${logPath}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+    throw new CliError(`${logPath}: ${readErrorText(e)}`);
   }
   const last = scan.entries[scan.entries.length - 1];
   const end = last?.type === 'end' ? last : undefined;
