@@ -215,9 +215,17 @@ export function createPair(opts: PairOptions): Pair {
         // The injected faults. What they lead to reaches the chart from the nodes (observe*).
         crashPrimary: () => {
           events.next({ node: 'pair', type: 'killed', detail: 'primary', atMs: at() });
-          // After a failover in the worker, the live primary is the worker's.
+          // After a failover in the worker, the live primary is the worker's (terminating the
+          // thread closes its sockets and files, as a process's exit would).
           if (remote?.isLive) remote.crash();
-          else primary?.crash();
+          else {
+            primary?.crash();
+            // A killed process's ports and disk lock go with it, not at the failover: clients
+            // see a closed port at once (ECONNREFUSED) rather than a socket that swallows
+            // their queries. Only where the other replica opens its own backends (a worker);
+            // a backup in this thread takes over these very objects at go-live.
+            if (remote) void primary?.machine.io?.abandon();
+          }
           channel.cut();
         },
         crashBackup: () => {

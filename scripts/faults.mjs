@@ -25,8 +25,9 @@
 //                           [--kinds K,K...] [--etcd-kinds K,K...] [--after-join K,K...] [--failure-guest seq|seq-mid] [--keep]
 //                           [--link on|off] [--proxy process|thread]
 // --link on|off passes --heartbeat-link or --no-heartbeat-link to both nodes of the seq runs
-// (default: neither, the nodes' default); --proxy picks where the fault proxy relays: a process
-// of its own (default) or the harness's thread (as before the fourth detection pass). The
+// (default: neither, the nodes' default); --proxy picks where the fault proxies relay, in the
+// seq and the service runs alike (the channel's, a joiner's, the in-flight disk's): each a
+// process of its own (default) or the harness's thread (as before the fourth detection pass). The
 // summary counts the 'none' runs that failed over anyway ("spurious") and the link's beats:
 // sent, relayed by the proxy, heard, each way.
 // --kinds picks the main faults of the file-arbiter runs (default: all, failures weighted as
@@ -155,6 +156,7 @@ function serviceSpecFor(id, etcd) {
     // As the services tests: a loaded 2-core host stalls a process for tens of ms; the long
     // stalls above are the partitions meant to fail over.
     suspectMs: 600,
+    proxy: values.proxy,
     ...(fault === 'join' ? {
       joinKill: random() < 0.5 ? 'primary' : 'backup',
       afterJoin: AFTER_JOIN_MIX[between(0, AFTER_JOIN_MIX.length)],
@@ -199,7 +201,7 @@ function specFor(id, etcd) {
 }
 
 const runOne = (spec) => (service ? runServiceOnce(spec) : runOnce(spec));
-console.log(`faults: ${service ? `the ${service} guest, ` : ''}seed ${seed}, ${runs} runs (${parallel} in parallel) + ${etcdRuns} etcd runs${service ? '' : `, proxy in ${values.proxy === 'thread' ? "the harness's thread" : 'its own process'}${values.link ? `, heartbeat link ${values.link}` : ''}`}`);
+console.log(`faults: ${service ? `the ${service} guest, ` : ''}seed ${seed}, ${runs} runs (${parallel} in parallel) + ${etcdRuns} etcd runs, proxy in ${values.proxy === 'thread' ? "the harness's thread" : 'its own process'}${!service && values.link ? `, heartbeat link ${values.link}` : ''}`);
 const results = [];
 /** A 'none' run in which a replica went live or lost the arbiter anyway. */
 const failedOver = (r) => r.fault === 'none' && (r.failovers > 0 || r.exit.primary === '3' || r.exit.backup === '3');
@@ -209,6 +211,8 @@ const failedOver = (r) => r.fault === 'none' && (r.failovers > 0 || r.exit.prima
  * failover there is detection doing its job, counted apart.
  */
 const spurious = (r) => failedOver(r) && r.longStalls === 0;
+/** A long stall: above the calm-host suspicion (seq runs); the service runs draw 5-200 ms or 450-900 ms under a 600 ms suspicion. */
+const LONG_STALL_MS = service ? 200 : SHORT_STALL_MS;
 const report = (r) => {
   results.push(r);
   const c = r.check;
@@ -217,7 +221,7 @@ const report = (r) => {
   if (r.service) {
     const s = r.service;
     const joined = s.lines.find((l) => l.startsWith('join: '));
-    console.log(`${flag} run ${String(r.id).padStart(4)} ${s.guest} ${r.fault.padEnd(13)} at ${String(r.atMs).padStart(4)} ms +${r.stalls} stalls  exit P=${r.exit.primary} B=${r.exit.backup}${r.exit.joiner ? ` J=${r.exit.joiner}` : ''}${joined ? ` (${joined.slice(6)})` : ''}  ${s.guest === 'kv' ? `acked ${s.acked}` : `answered ${s.answered}`}  outputs ${c.lines} dup ${c.duplicates} lost ${c.lost} double-live ${c.doubleLive}${r.failoverMs === undefined ? '' : `  first answer ${r.failoverMs.toFixed(0)} ms`}${c.ok ? '' : `  ${c.errors.slice(0, 2).join('; ')}`}`);
+    console.log(`${flag} run ${String(r.id).padStart(4)} ${s.guest} ${r.fault.padEnd(13)} at ${String(r.atMs).padStart(4)} ms +${r.stalls} stalls  exit P=${r.exit.primary} B=${r.exit.backup}${r.exit.joiner ? ` J=${r.exit.joiner}` : ''}${joined ? ` (${joined.slice(6)})` : ''}  ${s.guest === 'kv' ? `acked ${s.acked}` : `answered ${s.answered}`}  outputs ${c.lines} dup ${c.duplicates} lost ${c.lost} double-live ${c.doubleLive}${r.failoverMs === undefined ? '' : `  first answer ${r.failoverMs.toFixed(0)} ms`}${spurious(r) ? '  SPURIOUS' : failedOver(r) ? '  failed over (long stall)' : ''}${c.ok ? '' : `  ${c.errors.slice(0, 2).join('; ')}`}`);
     if (c.ok && !values.keep) rmSync(r.dir, { recursive: true, force: true });
     return;
   }
@@ -232,7 +236,7 @@ async function worker() {
   while (next < runs && Date.now() < deadline) {
     const spec = specFor(next++);
     const r = await runOne(spec);
-    report({ ...r, dir: spec.dir, longStalls: spec.stalls?.filter(([, ms]) => ms > SHORT_STALL_MS).length ?? 0 });
+    report({ ...r, dir: spec.dir, longStalls: spec.stalls?.filter(([, ms]) => ms > LONG_STALL_MS).length ?? 0 });
   }
 }
 await Promise.all(Array.from({ length: parallel }, worker));
@@ -244,7 +248,7 @@ if (etcdRuns > 0) {
     for (let i = 0; i < etcdRuns && Date.now() < deadline; i++) {
       const spec = specFor(runs + i, etcd);
       const r = await runOne(spec);
-      report({ ...r, dir: spec.dir, longStalls: spec.stalls?.filter(([, ms]) => ms > SHORT_STALL_MS).length ?? 0 });
+      report({ ...r, dir: spec.dir, longStalls: spec.stalls?.filter(([, ms]) => ms > LONG_STALL_MS).length ?? 0 });
     }
   } finally {
     await etcd.destroy();
@@ -295,13 +299,13 @@ const summary = {
       mappingsFromSnapshots: sum((r) => r.service?.join?.imported ?? 0),
     },
   } : {}),
+  spurious: {
+    none: results.filter((r) => r.fault === 'none').length,
+    spurious: results.filter(spurious).length,
+    withLongStall: results.filter((r) => r.fault === 'none' && r.longStalls > 0).length,
+    failedOverInLongStall: results.filter((r) => failedOver(r) && r.longStalls > 0).length,
+  },
   ...(service ? {} : {
-    spurious: {
-      none: results.filter((r) => r.fault === 'none').length,
-      spurious: results.filter(spurious).length,
-      withLongStall: results.filter((r) => r.fault === 'none' && r.longStalls > 0).length,
-      failedOverInLongStall: results.filter((r) => failedOver(r) && r.longStalls > 0).length,
-    },
     // The heartbeat link's datagrams, both ways: sent by one node, relayed by the proxy, heard by
     // the other (runs where both nodes printed their link line), and dropped by injected stalls.
     beats: (() => {
@@ -316,7 +320,7 @@ const summary = {
       };
     })(),
   }),
-  failoverMs: failovers.length ? { p50: failovers[Math.floor(failovers.length / 2)], max: failovers.at(-1), n: failovers.length } : undefined,
+  failoverMs: failovers.length ? { min: failovers[0], p50: failovers[Math.floor(failovers.length / 2)], max: failovers.at(-1), n: failovers.length } : undefined,
 };
 console.log(JSON.stringify(summary, null, 2));
 if (values.json) writeFileSync(values.json, JSON.stringify({ summary, results }, null, 2));

@@ -448,14 +448,13 @@ export function connectBackup(opts: TcpBackupOptions, dial?: Dial): TcpBackupEnd
 
   attempt();
 
-  return Object.assign(Object.create(core.end) as BackupEnd, {
+  // NOTE Object.assign reads a getter once (hello: undefined for ever), as the primary end's
+  // peer above: define it instead.
+  return Object.defineProperty(Object.assign(Object.create(core.end) as BackupEnd, {
     opened,
     admission,
-    get hello(): Hello | undefined {
-      return hello;
-    },
     stats: () => ({ ...core.counts }),
     state$: core.state$,
     exportKey: (label: string, bytes: number) => sock?.exportKey(label, bytes),
-  }) as TcpBackupEnd;
+  }), 'hello', { get: (): Hello | undefined => hello, enumerable: true }) as TcpBackupEnd;
 }

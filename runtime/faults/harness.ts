@@ -132,6 +132,8 @@ export interface RunResult {
     guest: 'dns' | 'kv'; lines: string[]; acked: number | undefined; answered: number;
     /** A 'join' run: whether the joiner caught up, what struck after, the mappings it took from the snapshot. */
     join?: { joined: boolean; after: string | undefined; imported: number | undefined; inFlightAnswered?: boolean };
+    /** The run's fault proxies: the channel's, a joiner's, the in-flight disk's; where each relayed (a process: its pid) and what. */
+    proxies?: Array<{ role: 'channel' | 'join' | 'disk'; in: 'process' | 'thread'; pid?: number } & ProxyCounts>;
   };
   /** The heartbeat link's beats and the proxy's relays (the main pair of the run). */
   beats?: BeatCounts;

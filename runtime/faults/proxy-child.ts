@@ -20,6 +20,8 @@ export interface ProxyCounts {
 
 export type ProxyReport =
   | { type: 'ready'; port: number; raised: boolean }
+  /** The hold asked for is set: the next chunk carrying its pattern stalls. */
+  | { type: 'holding' }
   | ({ type: 'closed' } & ProxyCounts);
 
 /** What the harness needs of a proxy, wherever it runs. */
@@ -28,7 +30,12 @@ export interface ChannelProxy {
   stall(ms: number): void;
   cut(): void;
   corrupt(): void;
-  holdWhen(pattern: Buffer, ms: number): void;
+  /**
+   * Stall once a chunk from the client carries `pattern` (FaultProxy.holdWhen); resolves once
+   * the proxy has it, so that traffic sent after that is held (a message to a process takes a
+   * few ms to arrive).
+   */
+  holdWhen(pattern: Buffer, ms: number): Promise<void>;
   /** Stops relaying; resolves with what was relayed. */
   close(): Promise<ProxyCounts>;
 }
@@ -39,7 +46,7 @@ export const inThread = (p: FaultProxy): ChannelProxy => ({
   stall: (ms) => p.stall(ms),
   cut: () => p.cut(),
   corrupt: () => p.corrupt(),
-  holdWhen: (pattern, ms) => p.holdWhen(pattern, ms),
+  holdWhen: async (pattern, ms) => p.holdWhen(pattern, ms),
   close: async () => {
     await p.close();
     return { bytes: { ...p.bytes }, datagrams: { ...p.datagrams } };
@@ -88,7 +95,20 @@ export class ProcessProxy implements ChannelProxy {
   stall(ms: number): void { this.send({ type: 'stall', ms }); }
   cut(): void { this.send({ type: 'cut' }); }
   corrupt(): void { this.send({ type: 'corrupt' }); }
-  holdWhen(pattern: Buffer, ms: number): void { this.send({ type: 'hold', pattern: pattern.toString('hex'), ms }); }
+  holdWhen(pattern: Buffer, ms: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      if (!this.child.connected) return reject(new Error('the fault proxy process is gone'));
+      const t = setTimeout(() => reject(new Error('the fault proxy process did not take the hold within 10 s')), 10_000);
+      const on = (m: ProxyReport): void => {
+        if (m.type !== 'holding') return;
+        clearTimeout(t);
+        this.child.off('message', on);
+        resolve();
+      };
+      this.child.on('message', on);
+      this.send({ type: 'hold', pattern: pattern.toString('hex'), ms });
+    });
+  }
 
   close(): Promise<ProxyCounts> {
     this.closed ??= new Promise<ProxyCounts>((resolve) => {

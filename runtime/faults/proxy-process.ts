@@ -9,7 +9,7 @@
 //
 //   node proxy-process.js TARGET_HOST TARGET_PORT [LISTEN_HOST]
 // Messages from the parent (IPC): stall, cut, corrupt, hold, close; it answers 'ready' with
-// its port, and 'closed' with what it relayed, then exits. It exits too when the parent goes.
+// its port, 'holding' once a hold is set, and 'closed' with what it relayed, then exits. It exits too when the parent goes.
 import { setPriority } from 'node:os';
 import { FaultProxy } from './proxy.js';
 import type { ProxyRequest, ProxyReport } from './proxy-child.js';
@@ -44,7 +44,10 @@ process.on('message', (m: ProxyRequest) => {
     case 'stall': proxy.stall(m.ms); break;
     case 'cut': proxy.cut(); break;
     case 'corrupt': proxy.corrupt(); break;
-    case 'hold': proxy.holdWhen(Buffer.from(m.pattern, 'hex'), m.ms); break;
+    case 'hold':
+      proxy.holdWhen(Buffer.from(m.pattern, 'hex'), m.ms);
+      send({ type: 'holding' });
+      break;
     case 'close': void close(); break;
   }
 });

@@ -13,6 +13,12 @@ export interface DiskBackend {
   /** Make every completed write durable (fsync, NBD_CMD_FLUSH). */
   flush(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * The host died (a replica's injected crash, pair.ts): let go as the kernel does for a killed
+   * process, with nothing sent on its behalf: the lock and the descriptor or connection close,
+   * nothing is flushed, a request not yet sent never is. Without it, `close` is that already.
+   */
+  abandon?(): Promise<void>;
 }
 
 /** A network attachment: Ethernet frames in and out of the guest's virtio-net. */

@@ -84,6 +84,16 @@ export class DeferredDisk implements DiskBackend {
     if (d) await d.then((x) => x.close(), () => {});
   }
 
+  /** The process died (backend.ts): stop waiting, and let go of the disk if it was open. */
+  async abandon(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    this.wake?.();
+    const d = this.opened;
+    if (d) await d.then((x) => (x.abandon ? x.abandon() : x.close()), () => {});
+  }
+
   private async openWaiting(): Promise<DiskBackend> {
     const t0 = performance.now();
     let delayMs = FIRST_RETRY_MS;

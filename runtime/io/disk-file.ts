@@ -42,7 +42,7 @@ export function statDiskImage(path: string): number {
  * (image-lock.ts): a second guest on it, here or in QEMU, is refused with DiskInUseError.
  */
 export class FileDisk implements DiskBackend {
-  private closed = false;
+  private closing: Promise<void> | undefined;
 
   private constructor(
     private readonly fh: FileHandle,
@@ -94,10 +94,15 @@ export class FileDisk implements DiskBackend {
     await this.fh.sync();
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await this.lock.release();
-    await this.fh.close();
+  /**
+   * Drops the lock and closes the file; nothing is flushed (that is `flush`), so it is also what
+   * a killed process's exit does (backend.ts `abandon`). A second call waits for the first.
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await this.lock.release();
+      await this.fh.close();
+    })();
+    return this.closing;
   }
 }

@@ -345,6 +345,24 @@ export class NbdDisk implements DiskBackend {
     this.report(`nbd ${this.where} still lost after ${Math.round(waited)} ms: ${this.lostWhy}; failed ${failed} request${failed === 1 ? '' : 's'}, I/O fails until it is back`);
   }
 
+  /**
+   * The process died (backend.ts): the connection drops as the kernel would drop it (no
+   * NBD_CMD_DISC, no waiting for replies); waiting requests fail.
+   */
+  async abandon(): Promise<void> {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    clearTimeout(this.retryTimer);
+    const link = this.link;
+    this.link = undefined;
+    link?.sock.destroy();
+    for (const req of this.byHandle.values()) clearTimeout(req.timer);
+    this.byHandle.clear();
+    const e = new NbdError(`${this.name}: closed`);
+    for (const req of this.unanswered) req.reject(e);
+    this.unanswered.clear();
+  }
+
   async close(): Promise<void> {
     if (this.state === 'closed') return;
     // NBD_CMD_DISC has no reply: send it once the requests before it are answered (or failed).

@@ -94,6 +94,8 @@ export class MachineIo {
   /** Writes and flushes run one after another, so a flush covers every write before it. */
   private writeChain: Promise<void> = Promise.resolve();
   private closed = false;
+  /** The host died (abandon): nothing more reaches the backends. */
+  private abandoned = false;
 
   constructor(
     private readonly diskOpts: DiskOptions | undefined,
@@ -199,6 +201,7 @@ export class MachineIo {
    * flush to the disk (its status returns as an input). Console and power are not I/O: false.
    */
   execute(o: Output): boolean {
+    if (this.abandoned) return o.kind === 'net' || o.kind === 'disk-write';
     if (o.kind === 'net') {
       this.stats.framesOut++;
       // Only over a link the virtio-net chart has up (a replaying backup's frames go nowhere).
@@ -210,6 +213,8 @@ export class MachineIo {
     if (!disk) return true;
     const { tag, sector, data, flush } = o;
     this.writeChain = this.writeChain.then(async () => {
+      // Queued behind a write when the host died: never issued, as in a killed process.
+      if (this.abandoned) return;
       try {
         if (flush) {
           this.stats.diskFlushes++;
@@ -306,6 +311,20 @@ export class MachineIo {
   /** Every write and flush released so far has reached the disk (or failed). */
   async drain(): Promise<void> {
     await this.writeChain;
+  }
+
+  /**
+   * The host died (a replica's injected crash, pair.ts): let go of the backends at once, as a
+   * killed process's exit does: the ports unbound, the image's lock released, an NBD connection
+   * dropped. No flush, no write that waited its turn, no completion taken; a write already
+   * issued ends as the kernel ends it. The go-live of the other replica re-issues every
+   * request with no completion in the log (DESIGN §3).
+   */
+  async abandon(): Promise<void> {
+    this.closed = true;
+    this.abandoned = true;
+    const d = this.disk;
+    await Promise.all([d ? (d.abandon ? d.abandon() : d.close()) : undefined, this.netBackend?.close()]);
   }
 
   /** Stop accepting completions and close the backends. */

@@ -157,6 +157,7 @@ export class UdpNet implements NetBackend {
   readonly stats: UdpNetStats = { datagramsIn: 0, datagramsOut: 0, arpReplies: 0, dropped: 0, dropReasons: {} };
   private guestMac: readonly number[] = DEFAULT_MAC;
   private ipId = 0;
+  private closing: Promise<void> | undefined;
   /** The guest's reply being sent, read in place. */
   private readonly span = newUdpSpan();
 
@@ -237,6 +238,8 @@ export class UdpNet implements NetBackend {
   }
 
   send(frame: Uint8Array): void {
+    // Closed (a crashed replica's, pair.ts): the frame goes nowhere, as from a dead host.
+    if (this.closing) return;
     const u = this.span;
     const why = readUdp(frame, u);
     if (why !== undefined) return why === NOT_UDP_ARP ? this.arp(frame) : this.drop(why);
@@ -274,9 +277,14 @@ export class UdpNet implements NetBackend {
     this.stats.dropReasons[why] = (this.stats.dropReasons[why] ?? 0) + 1;
   }
 
-  async close(): Promise<void> {
-    await Promise.all(this.sockets.map((s) => new Promise<void>((r) => {
+  /**
+   * Unbinds every port at once (the descriptors close now; the callbacks come later): also
+   * what a killed process's exit does (backend.ts `abandon`). A second call waits for the first.
+   */
+  close(): Promise<void> {
+    this.closing ??= Promise.all(this.sockets.map((s) => new Promise<void>((r) => {
       try { s.close(() => r()); } catch { r(); }
-    })));
+    }))).then(() => undefined);
+    return this.closing;
   }
 }
