@@ -8,109 +8,19 @@
 //          answered query, per process (a rate both targets sustain, so the figures compare);
 //   and for a pair, the primary's log per answer: entries, bytes, chunks (TLS records).
 // Needs `npm run build` and dnsperf. Loopback only; prints one line per target and phase.
-import { spawn, spawnSync } from 'node:child_process';
-import { createSocket } from 'node:dgram';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { cpu, dnsElf, dnsperf as runDnsperf, requireBuilt, requireDnsperf, sleep, start, writeQueries, zoneImg } from './lib/dns.mjs';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
-if (!existsSync(join(root, 'dist/runtime/cli.js'))) {
-  console.error('bench: dist/ is missing; run `npm run build` first');
-  process.exit(2);
-}
-if (spawnSync('sh', ['-c', 'command -v dnsperf']).status !== 0) {
-  console.error('bench: dnsperf is not installed (apt-get install dnsperf)');
-  process.exit(2);
-}
+requireBuilt();
+requireDnsperf();
 const seconds = Number(process.env.BENCH_DNS_SECONDS ?? 5);
 const rate = Number(process.env.BENCH_DNS_RATE ?? 2000);
 const targets = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['run', 'pair'];
 const dir = mkdtempSync(join(tmpdir(), 'ftvm-bench-dns-cpu-'));
-const cli = join(root, 'bin/ftvm.js');
-const elf = join(root, 'guests/dns/dns.elf');
-const queries = join(dir, 'queries');
-writeFileSync(queries, 'www.example.test A\nns1.example.test A\nnope.example.test A\nv6only.example.test AAAA\nhello.example.test TXT\n');
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const TICK = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim() || 100);
-
-/** CPU seconds (user + system, all threads) of a process so far. */
-function cpu(pid) {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-    return (Number(rest[11]) + Number(rest[12])) / TICK;
-  } catch {
-    return NaN;
-  }
-}
-
-async function start(args) {
-  const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const lines = [];
-  createInterface({ input: child.stderr }).on('line', (l) => lines.push(l));
-  const exited = new Promise((r) => child.once('exit', r));
-  const t0 = Date.now();
-  for (;;) {
-    const m = lines.map((l) => /forwarding udp 127\.0\.0\.1:(\d+) ->/.exec(l)).find(Boolean);
-    const protectedNow = args[0] !== 'pair' || lines.some((l) => /^primary\| .*state \{"protected":"flowing"\}/.test(l));
-    if (m && protectedNow && (await probe(Number(m[1]), 3000)) !== undefined) {
-      const pids = { [args[0]]: child.pid };
-      for (const l of lines) {
-        const p = /^pair\| (\w+) pid (\d+)/.exec(l);
-        if (p) pids[p[1]] = Number(p[2]);
-      }
-      return { child, lines, port: Number(m[1]), exited, pids };
-    }
-    if (child.exitCode !== null || Date.now() - t0 > 30_000) throw new Error(`ftvm ${args[0]} did not come up:\n${lines.join('\n')}`);
-    await sleep(50);
-  }
-}
-
-function query(id) {
-  const labels = 'www.example.test'.split('.').flatMap((l) => [l.length, ...Buffer.from(l)]);
-  return Buffer.from([id >> 8, id & 255, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, ...labels, 0, 0, 1, 0, 1]);
-}
-
-/** One query, retried every 100 ms; the ms it took, or undefined. */
-async function probe(port, ms) {
-  const s = createSocket('udp4');
-  const t0 = performance.now();
-  try {
-    return await new Promise((resolve) => {
-      const timer = setInterval(() => s.send(query(7), port, '127.0.0.1'), 100);
-      const give = setTimeout(() => { clearInterval(timer); resolve(undefined); }, ms);
-      s.on('message', () => { clearInterval(timer); clearTimeout(give); resolve(performance.now() - t0); });
-      s.send(query(7), port, '127.0.0.1');
-    });
-  } finally {
-    s.close();
-  }
-}
-
-function dnsperf(port, extra) {
-  const p = spawn('dnsperf', ['-s', '127.0.0.1', '-p', String(port), '-d', queries, '-l', String(seconds), ...extra], { stdio: ['ignore', 'pipe', 'ignore'] });
-  let out = '';
-  p.stdout.on('data', (b) => (out += b));
-  let before = 0;
-  // dnsperf's own CPU: read just before it exits is not possible, so sample while it runs.
-  let last = 0;
-  const sampler = setInterval(() => { const c = cpu(p.pid); if (c === c) last = c; }, 100);
-  return {
-    pid: p.pid,
-    done: new Promise((resolve) => p.on('exit', () => {
-      clearInterval(sampler);
-      resolve({
-        qps: Number(/Queries per second:\s+([\d.]+)/.exec(out)?.[1] ?? NaN),
-        completed: Number(/Queries completed:\s+(\d+)/.exec(out)?.[1] ?? NaN),
-        lost: Number(/Queries lost:\s+(\d+)/.exec(out)?.[1] ?? NaN),
-        cpu: last - before,
-      });
-    })),
-  };
-}
+const queries = writeQueries(join(dir, 'queries'));
+const dnsperf = (port, extra) => runDnsperf(port, seconds, queries, extra);
 
 async function phase(t, extra) {
   const pids = Object.entries(t.pids);
@@ -134,8 +44,8 @@ const fmtPerQuery = (p) => {
 try {
   for (const target of targets) {
     const img = join(dir, `${target}.img`);
-    copyFileSync(join(root, 'guests/dns/zone.img'), img);
-    const t = await start([target, elf, '--disk', `file:${img}`, '--net', 'udp:127.0.0.1:0:53']);
+    copyFileSync(zoneImg, img);
+    const t = await start([target, dnsElf, '--disk', `file:${img}`, '--net', 'udp:127.0.0.1:0:53'], { protectedFirst: true });
     await sleep(500);
     const open = await phase(t, ['-q', '32']);
     console.log(`${target} open  : ${open.qps.toFixed(0)} q/s (lost ${open.lost}); share of a core: ${fmtShare(open)}; ${fmtPerQuery(open)}`);

@@ -1,0 +1,214 @@
+// What the dns benches share (bench/dns-*.mjs, golive-worker.mjs): the tree to run, the
+// checks before a run, the query file and one query's bytes, a probe, a Node client with N
+// queries in flight, dnsperf driven and parsed, `ftvm run|pair` started until it serves, and
+// CPU time per process from /proc. Loopback only.
+import { spawn, spawnSync } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+/** The tree to run: BENCH_ROOT (a baseline worktree of main, side by side) or this one. */
+export const root = process.env.BENCH_ROOT ?? fileURLToPath(new URL('../..', import.meta.url));
+export const cli = join(root, 'bin/ftvm.js');
+export const dnsElf = join(root, 'guests/dns/dns.elf');
+export const zoneImg = join(root, 'guests/dns/zone.img');
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** The middle value (the lower one of an even count) of the finite numbers in `xs`. */
+export function median(xs) {
+  const s = xs.filter((x) => x !== undefined && Number.isFinite(x)).sort((a, b) => a - b);
+  return s.length === 0 ? undefined : s[Math.floor((s.length - 1) / 2)];
+}
+
+/** Exit 2 with one line unless `root`'s dist/ holds `file` (built). */
+export function requireBuilt(file = 'dist/runtime/cli.js') {
+  if (!existsSync(join(root, file))) {
+    console.error('bench: dist/ is missing; run `npm run build` first');
+    process.exit(2);
+  }
+}
+
+export const hasDnsperf = () => spawnSync('sh', ['-c', 'command -v dnsperf']).status === 0;
+
+/** Exit 2 with one line unless dnsperf is installed. */
+export function requireDnsperf() {
+  if (!hasDnsperf()) {
+    console.error('bench: dnsperf is not installed (apt-get install dnsperf)');
+    process.exit(2);
+  }
+}
+
+/** The names dnsperf asks, in order (the zone of guests/dns), and the same as [name, qtype]. */
+export const QUERY_LINES = 'www.example.test A\nns1.example.test A\nnope.example.test A\nv6only.example.test AAAA\nhello.example.test TXT\n';
+export const QUERY_NAMES = [['www.example.test', 1], ['ns1.example.test', 1], ['nope.example.test', 1], ['v6only.example.test', 28], ['hello.example.test', 16]];
+
+/** Write dnsperf's query file to `file`; returns `file`. */
+export function writeQueries(file) {
+  writeFileSync(file, QUERY_LINES);
+  return file;
+}
+
+/** One DNS query (recursion desired, class IN) with id `id`. */
+export function query(id, name = 'www.example.test', type = 1) {
+  const labels = name.split('.').flatMap((l) => [l.length, ...Buffer.from(l)]);
+  return Buffer.from([id >> 8, id & 255, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, ...labels, 0, 0, type, 0, 1]);
+}
+
+/** One query, retried every `everyMs`; the ms it took, or undefined after `ms`. */
+export async function probe(port, ms, everyMs = 100) {
+  const s = createSocket('udp4');
+  const t0 = performance.now();
+  try {
+    return await new Promise((resolve) => {
+      const timer = setInterval(() => s.send(query(7), port, '127.0.0.1'), everyMs);
+      const give = setTimeout(() => { clearInterval(timer); resolve(undefined); }, ms);
+      s.on('message', () => { clearInterval(timer); clearTimeout(give); resolve(performance.now() - t0); });
+      s.send(query(7), port, '127.0.0.1');
+    });
+  } finally {
+    s.close();
+  }
+}
+
+/** A client that keeps `n` queries in flight for `secs`: answers per second and latency percentiles. */
+export async function inflight(port, n, secs) {
+  const s = createSocket('udp4');
+  const sentAt = new Map();
+  const lat = [];
+  let id = 0;
+  const send = () => {
+    id = (id + 1) & 0xffff;
+    sentAt.set(id, performance.now());
+    s.send(query(id), port, '127.0.0.1');
+  };
+  s.on('message', (m) => {
+    const t = sentAt.get((m[0] << 8) | m[1]);
+    if (t === undefined) return;
+    sentAt.delete((m[0] << 8) | m[1]);
+    lat.push(performance.now() - t);
+    send();
+  });
+  for (let i = 0; i < n; i++) send();
+  await sleep(secs * 1000);
+  s.close();
+  lat.sort((a, b) => a - b);
+  const p = (q) => (lat[Math.floor(lat.length * q)] ?? NaN).toFixed(3);
+  return `${n} in flight ${(lat.length / secs).toFixed(0)} q/s, p50 ${p(0.5)} p99 ${p(0.99)} ms`;
+}
+
+/** Clock ticks per second of /proc's CPU times. */
+const TICK = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim() || 100);
+
+/** CPU seconds (user + system, all threads) of a process so far, or NaN once it is gone. */
+export function cpu(pid) {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return (Number(rest[11]) + Number(rest[12])) / TICK;
+  } catch {
+    return NaN;
+  }
+}
+
+/**
+ * The scheduler's account of a process, summed over its threads (/proc/PID/task/T/schedstat):
+ * seconds on a CPU, seconds runnable but waiting for one (the host's contention), and the
+ * count of times it was put on a CPU. Running + waiting against the wall time says whether a
+ * process was CPU-bound (no time left asleep) or waited for something (a packet, an ack).
+ * Undefined once the process is gone (or without schedstats). Threads that ended are not in
+ * it: `cpu()` counts them, this does not.
+ */
+export function sched(pid) {
+  let run = 0, wait = 0, slices = 0;
+  try {
+    for (const t of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const [a, b, c] = readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').trim().split(' ').map(Number);
+        run += a / 1e9;
+        wait += b / 1e9;
+        slices += c;
+      } catch {
+        // a thread that ended between the listing and the read
+      }
+    }
+  } catch {
+    return undefined;
+  }
+  return { run, wait, slices };
+}
+
+/** dnsperf's summary: q/s, completed, lost, sent, lost %, average latency (ms). */
+export function parseDnsperf(out) {
+  const num = (re) => Number(re.exec(out)?.[1] ?? NaN);
+  return {
+    qps: num(/Queries per second:\s+([\d.]+)/),
+    completed: num(/Queries completed:\s+(\d+)/),
+    lost: num(/Queries lost:\s+(\d+)/),
+    sent: num(/Queries sent:\s+(\d+)/),
+    lostPct: num(/Queries lost:\s+\d+ \(([\d.]+)%\)/),
+    avgMs: num(/Average Latency \(s\):\s+([\d.]+)/) * 1000,
+  };
+}
+
+/**
+ * dnsperf against 127.0.0.1:`port` for `secs`, asking `queries` (a file from `writeQueries`),
+ * with `extra` arguments (`-q 32`, `-Q N`, `-t 1` ...). `pid` at once; `done` resolves to the
+ * parsed summary plus `cpu`, dnsperf's own CPU seconds (sampled every 100 ms while it runs:
+ * a process cannot be read once it has exited).
+ */
+export function dnsperf(port, secs, queries, extra = []) {
+  const p = spawn('dnsperf', ['-s', '127.0.0.1', '-p', String(port), '-d', queries, '-l', String(secs), ...extra], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let out = '';
+  p.stdout.on('data', (b) => (out += b));
+  let last = 0;
+  const sampler = setInterval(() => { const c = cpu(p.pid); if (c === c) last = c; }, 100);
+  return {
+    pid: p.pid,
+    done: new Promise((resolve) => p.on('exit', () => {
+      clearInterval(sampler);
+      resolve({ ...parseDnsperf(out), cpu: last });
+    })),
+  };
+}
+
+/**
+ * Start `ftvm ...args` (run, pair, primary ...); resolves once stderr shows the udp forward's
+ * port and a probe through it is answered, and for `ftvm pair` (with `protectedFirst`) once
+ * the primary says the pair is protected. `pids`: the process by its command's name, and for
+ * a pair its children (`pair| NAME pid N`). A target that does not come up in 30 s is stopped
+ * and an error thrown.
+ */
+export async function start(args, { protectedFirst = false } = {}) {
+  const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const lines = [];
+  createInterface({ input: child.stderr }).on('line', (l) => lines.push(l));
+  const exited = new Promise((r) => child.once('exit', r));
+  const t0 = Date.now();
+  for (;;) {
+    const m = lines.map((l) => /forwarding udp 127\.0\.0\.1:(\d+) ->/.exec(l)).find(Boolean);
+    const protectedNow = !protectedFirst || args[0] !== 'pair' || lines.some((l) => /^primary\| .*state \{"protected":"flowing"\}/.test(l));
+    if (m && protectedNow && (await probe(Number(m[1]), 3000)) !== undefined) {
+      const pids = { [args[0]]: child.pid };
+      for (const l of lines) {
+        const p = /^pair\| (\w+) pid (\d+)/.exec(l);
+        if (p) pids[p[1]] = Number(p[2]);
+      }
+      return { child, lines, port: Number(m[1]), exited, pids };
+    }
+    if (child.exitCode !== null || Date.now() - t0 > 30_000) {
+      // Leave nothing running: a target that did not come up in time is stopped here.
+      if (child.exitCode === null) child.kill('SIGTERM');
+      throw new Error(`ftvm ${args[0]} did not come up:\n${lines.join('\n')}`);
+    }
+    await sleep(50);
+  }
+}
+
+/** SIGTERM to a target from `start`, and its exit. */
+export async function stop(t) {
+  t.child.kill('SIGTERM');
+  await t.exited;
+}
