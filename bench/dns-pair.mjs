@@ -1,44 +1,104 @@
 // `node bench/dns-pair.mjs`: the dns guest protected by a process pair (`ftvm pair --disk
 // --net`), against `ftvm run` on the same image, in one run; then kill -9 of the primary
 // under dnsperf. Needs `npm run build` and dnsperf (`apt-get install dnsperf`).
-//   throughput: dnsperf -q 32 for BENCH_DNS_SECONDS (default 5) against each;
-//   latency:    a Node client keeping 1, then 32, queries in flight, 2 s each, against each;
+//   throughput: BENCH_ROUNDS rounds (default 3), `ftvm run` and `ftvm pair` in each, their
+//               order alternated (run first in odd rounds, the pair first in even ones). Each
+//               target is started fresh (the pair: once protected), warmed by dnsperf for
+//               BENCH_WARM_S (default 8; not counted, printed as "warm-up"), then measured by
+//               dnsperf for BENCH_DNS_SECONDS (default 5), then stopped: both sides get the
+//               same history, and only one target runs at a time (an idle pair costs a share
+//               of a core that `ftvm run` would lose). dnsperf's arguments: BENCH_DNSPERF
+//               (default `-q 32`). Per measured run: q/s, dnsperf's lost and average latency,
+//               and per process µs of CPU per answered query (all threads, /proc/PID/stat)
+//               with its main thread's share of the wall time on a CPU, runnable (waiting for
+//               a core) and asleep (waiting for a packet, an ack, a timer: /proc/.../schedstat).
+//               Then the medians of q/s over the rounds and their ratio, the median of the
+//               per-round ratios, and the same for the warm-up runs (what this bench measured
+//               before the warm-up: the first dnsperf after start).
+//   latency:    in the last round, after its measured run, a Node client keeping 1, then 32,
+//               queries in flight, 2 s each, against each (warm).
 //   failover:   dnsperf -q 32 -t 1 against a pair with --suspect-ms 250, its primary killed
 //               after 2 s; dnsperf's lost queries, and kill → first answer to a probe query
 //               (sent at the kill and again every 2 ms until answered).
 // Loopback only. Prints one line per measure.
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { dnsElf as elf, dnsperf as runDnsperf, inflight, probe, requireBuilt, requireDnsperf, sleep, start, stop, writeQueries, zoneImg } from './lib/dns.mjs';
+import { dnsElf as elf, dnsperf as runDnsperf, inflight, measure, median, probe, requireBuilt, requireDnsperf, sleep, start, stop, writeQueries, zoneImg } from './lib/dns.mjs';
 
 // BENCH_ROOT: the tree to run (a baseline worktree of main, side by side; bench/lib/dns.mjs).
 requireBuilt();
 requireDnsperf();
 const seconds = Number(process.env.BENCH_DNS_SECONDS ?? 5);
+const warmSeconds = Number(process.env.BENCH_WARM_S ?? 8);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const perfArgs = (process.env.BENCH_DNSPERF ?? '-q 32').trim().split(/\s+/);
 // BENCH_KILL_ONLY=1: only the failover; BENCH_KILLS=N: that many kills, a new pair each.
 const killOnly = process.env.BENCH_KILL_ONLY === '1';
 const kills = Number(process.env.BENCH_KILLS ?? 1);
 const dir = mkdtempSync(join(tmpdir(), 'ftvm-bench-dns-pair-'));
 const queries = writeQueries(join(dir, 'queries'));
 const dnsperf = (port, secs, extra = []) => runDnsperf(port, secs, queries, ['-q', '32', ...extra]).done;
+const n0 = (x) => (Number.isFinite(x) ? x.toFixed(0) : 'n/a');
+const r2 = (x) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
+const pct = (x, wall) => `${Number.isFinite(x) ? ((x / wall) * 100).toFixed(0) : '?'} %`;
+
+/** One process's CPU per answered query and its main thread's time on a CPU / runnable / asleep. */
+function fmtProc(p, m) {
+  const perQuery = `${n0((p.cpu * 1e6) / m.completed)} µs/q`;
+  if (!Number.isFinite(p.run)) return `${p.name} ${perQuery}`;
+  return `${p.name} ${perQuery} (main thread on a CPU ${pct(p.run, m.wall)}, runnable ${pct(p.wait, m.wall)}, asleep ${pct(m.wall - p.run - p.wait, m.wall)})`;
+}
+
+/** A fresh target, warmed, measured, (latency), stopped: its figures. */
+async function oneTarget(target, round, withLatency) {
+  const img = join(dir, `${target}-${round}.img`);
+  copyFileSync(zoneImg, img);
+  const t = await start([target, elf, '--disk', `file:${img}`, '--net', 'udp:127.0.0.1:0:53'], { protectedFirst: true });
+  try {
+    const warm = warmSeconds > 0 ? await measure(t, warmSeconds, queries, perfArgs) : undefined;
+    const load = loadavg()[0];
+    const m = await measure(t, seconds, queries, perfArgs);
+    const latency = withLatency ? [await inflight(t.port, 1, 2), await inflight(t.port, 32, 2)] : undefined;
+    return { warm, m, load, latency, t };
+  } finally {
+    await stop(t);
+    rmSync(img, { force: true });
+  }
+}
 
 try {
-  copyFileSync(zoneImg, join(dir, 'run.img'));
-  copyFileSync(zoneImg, join(dir, 'pair.img'));
-
   if (!killOnly) {
-    const run = await start(['run', elf, '--disk', `file:${join(dir, 'run.img')}`, '--net', 'udp:127.0.0.1:0:53']);
-    const noFt = await dnsperf(run.port, seconds);
-    const runLatency = [await inflight(run.port, 1, 2), await inflight(run.port, 32, 2)];
-    await stop(run);
-    const pair = await start(['pair', elf, '--disk', `file:${join(dir, 'pair.img')}`, '--net', 'udp:127.0.0.1:0:53']);
-    const ft = await dnsperf(pair.port, seconds);
-    const pairLatency = [await inflight(pair.port, 1, 2), await inflight(pair.port, 32, 2)];
-    await stop(pair);
-    console.log(`dnsperf -q 32, ${seconds} s: ftvm run ${noFt.qps.toFixed(0)} q/s (lost ${noFt.lost}), ftvm pair ${ft.qps.toFixed(0)} q/s (lost ${ft.lost}), ratio ${(ft.qps / noFt.qps).toFixed(2)}`);
-    console.log(`latency, ftvm run: ${runLatency.join('; ')}`);
-    console.log(`latency, ftvm pair: ${pairLatency.join('; ')}`);
+    const rows = [];
+    for (let round = 1; round <= rounds; round++) {
+      const order = round % 2 === 1 ? ['run', 'pair'] : ['pair', 'run'];
+      const row = { round };
+      for (const target of order) row[target] = await oneTarget(target, round, round === rounds);
+      rows.push(row);
+      const { run, pair } = row;
+      console.log(`round ${round} (${order.join(' then ')}), dnsperf ${perfArgs.join(' ')}: ` +
+        `ftvm run ${warmSeconds} s warm-up ${n0(run.warm?.qps)} q/s, then ${seconds} s ${n0(run.m.qps)} q/s (lost ${run.m.lost}, avg ${r2(run.m.avgMs)} ms, load ${r2(run.load)}); ` +
+        `ftvm pair warm-up ${n0(pair.warm?.qps)} q/s, then ${n0(pair.m.qps)} q/s (lost ${pair.m.lost}, avg ${r2(pair.m.avgMs)} ms, load ${r2(pair.load)}); ratio ${r2(pair.m.qps / run.m.qps)}`);
+      for (const target of ['run', 'pair']) {
+        const x = row[target];
+        const st = x.t.lines.map((l) => /primary stats outputs (\d+) .*chunks (\d+) .*outputDelay p50 ([\d.]+) ms p99 ([\d.]+) ms/.exec(l)).find(Boolean);
+        console.log(`  ${target}, measured run: ${x.m.procs.map((p) => fmtProc(p, x.m)).join(', ')}` +
+          (st ? `; primary over its life: ${(Number(st[2]) / Number(st[1])).toFixed(2)} chunks per answer, output-rule delay p50 ${st[3]} ms, p99 ${st[4]} ms` : ''));
+      }
+    }
+    const med = (f) => median(rows.map(f));
+    console.log(`dnsperf ${perfArgs.join(' ')}, ${seconds} s after ${warmSeconds} s warm-up, medians of ${rounds} alternated rounds: ` +
+      `ftvm run ${n0(med((r) => r.run.m.qps))} q/s (${rows.map((r) => n0(r.run.m.qps)).join(', ')}), ` +
+      `ftvm pair ${n0(med((r) => r.pair.m.qps))} q/s (${rows.map((r) => n0(r.pair.m.qps)).join(', ')}), ` +
+      `ratio ${r2(med((r) => r.pair.m.qps) / med((r) => r.run.m.qps))} (per round ${rows.map((r) => r2(r.pair.m.qps / r.run.m.qps)).join(', ')}; median ${r2(med((r) => r.pair.m.qps / r.run.m.qps))})`);
+    if (warmSeconds > 0) {
+      console.log(`the warm-up runs (the first dnsperf after start, what this bench measured before): ` +
+        `ftvm run ${n0(med((r) => r.run.warm.qps))} q/s, ftvm pair ${n0(med((r) => r.pair.warm.qps))} q/s, ` +
+        `ratio ${r2(med((r) => r.pair.warm.qps) / med((r) => r.run.warm.qps))} (per round ${rows.map((r) => r2(r.pair.warm.qps / r.run.warm.qps)).join(', ')})`);
+    }
+    const last = rows[rows.length - 1];
+    console.log(`latency, ftvm run: ${last.run.latency.join('; ')}`);
+    console.log(`latency, ftvm pair: ${last.pair.latency.join('; ')}`);
   }
 
   for (let k = 0; k < kills; k++) {

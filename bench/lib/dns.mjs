@@ -4,7 +4,7 @@
 // CPU time per process from /proc. Loopback only.
 import { spawn, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -114,30 +114,40 @@ export function cpu(pid) {
 }
 
 /**
- * The scheduler's account of a process, summed over its threads (/proc/PID/task/T/schedstat):
- * seconds on a CPU, seconds runnable but waiting for one (the host's contention), and the
- * count of times it was put on a CPU. Running + waiting against the wall time says whether a
- * process was CPU-bound (no time left asleep) or waited for something (a packet, an ack).
- * Undefined once the process is gone (or without schedstats). Threads that ended are not in
- * it: `cpu()` counts them, this does not.
+ * The scheduler's account of one thread (default: the main thread, where a Node process runs
+ * its JavaScript), from /proc/PID/task/TID/schedstat: seconds on a CPU, seconds runnable but
+ * waiting for one (the host's contention), and how many times it was put on a CPU. Over a
+ * wall-clock window, on-CPU + runnable against the window says whether the thread was
+ * CPU-bound (no time left asleep) or waited for something (a packet, an ack, a timer).
+ * Undefined once the thread is gone.
  */
-export function sched(pid) {
-  let run = 0, wait = 0, slices = 0;
+export function sched(pid, tid = pid) {
   try {
-    for (const t of readdirSync(`/proc/${pid}/task`)) {
-      try {
-        const [a, b, c] = readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').trim().split(' ').map(Number);
-        run += a / 1e9;
-        wait += b / 1e9;
-        slices += c;
-      } catch {
-        // a thread that ended between the listing and the read
-      }
-    }
+    const [run, wait, slices] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').trim().split(' ').map(Number);
+    return { run: run / 1e9, wait: wait / 1e9, slices };
   } catch {
     return undefined;
   }
-  return { run, wait, slices };
+}
+
+/**
+ * dnsperf against target `t` (from `start`) for `secs`, with each of its processes' CPU (all
+ * threads) and main thread's schedstat taken around it. Resolves to dnsperf's summary plus
+ * `wall` (s) and `procs`: [{ name, cpu (s), run, wait, slices }] for every pid of `t` and
+ * dnsperf itself (its CPU only).
+ */
+export async function measure(t, secs, queries, extra) {
+  const pids = Object.entries(t.pids);
+  const before = pids.map(([, pid]) => ({ cpu: cpu(pid), s: sched(pid) }));
+  const t0 = performance.now();
+  const r = await dnsperf(t.port, secs, queries, extra).done;
+  const wall = (performance.now() - t0) / 1000;
+  const procs = pids.map(([name, pid], i) => {
+    const s = sched(pid), b = before[i].s;
+    return { name, cpu: cpu(pid) - before[i].cpu, run: s && b ? s.run - b.run : NaN, wait: s && b ? s.wait - b.wait : NaN, slices: s && b ? s.slices - b.slices : NaN };
+  });
+  procs.push({ name: 'dnsperf', cpu: r.cpu, run: NaN, wait: NaN, slices: NaN });
+  return { ...r, wall, procs };
 }
 
 /** dnsperf's summary: q/s, completed, lost, sent, lost %, average latency (ms). */
@@ -185,7 +195,8 @@ export async function start(args, { protectedFirst = false } = {}) {
   const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   const lines = [];
   createInterface({ input: child.stderr }).on('line', (l) => lines.push(l));
-  const exited = new Promise((r) => child.once('exit', r));
+  // 'close': after the exit and the last line of stderr (a stats line printed at exit).
+  const exited = new Promise((r) => child.once('close', r));
   const t0 = Date.now();
   for (;;) {
     const m = lines.map((l) => /forwarding udp 127\.0\.0\.1:(\d+) ->/.exec(l)).find(Boolean);
