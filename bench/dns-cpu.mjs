@@ -1,45 +1,92 @@
 // `node bench/dns-cpu.mjs [run|pair ...]`: where the CPU goes when the dns guest serves
 // dnsperf, per process, as `ftvm run` and as `ftvm pair` (its parent, primary and backup
 // children), in one run. CPU time is read from /proc/PID/stat (user + system, every thread),
-// so it holds on a loaded host where wall-clock rates do not. Two phases per target:
-//   open:  dnsperf -q 32 for BENCH_DNS_SECONDS (default 5): q/s, and each process's share of
-//          one core (CPU seconds / wall seconds), dnsperf's included;
-//   paced: dnsperf -Q BENCH_DNS_RATE (default 2000) q/s for the same time: µs of CPU per
-//          answered query, per process (a rate both targets sustain, so the figures compare);
-//   and for a pair, the primary's log per answer: entries, bytes, chunks (TLS records).
+// so it holds on a loaded host where wall-clock rates do not; each process's main thread
+// (where Node runs the JavaScript) is also read from /proc/PID/task/PID/schedstat: time on a
+// CPU, runnable (waiting for a core) and asleep. Phases per target, each started fresh:
+//   idle:   BENCH_IDLE_S (default 3) without queries: each process's share of a core and its
+//           main thread's wake-ups per second (the cost of heartbeats and timers alone);
+//   warm-up: dnsperf -q 32 for BENCH_WARM_S (default 8), not counted (0: none, as before
+//           the fifth pass: the first phase then measures a cold target);
+//   open:   dnsperf -q 32 for BENCH_DNS_SECONDS (default 5): q/s, and each process's share of
+//           one core (CPU seconds / wall seconds), dnsperf's included;
+//   paced:  dnsperf -Q R q/s for the same time, for each R in BENCH_DNS_RATE (default 2000; a
+//           list such as 1000,3000 is allowed): µs of CPU per answered query, per process (a
+//           rate both targets sustain, so the figures compare);
+//   with two rates or more, per process the marginal µs per query (the slope of CPU/s over
+//   q/s between the lowest and the highest rate) and the fixed share of a core (the
+//   intercept), and what they allow on this host: the q/s at which the busiest main thread
+//   fills one core, and at which all processes with dnsperf fill two;
+//   and for a pair, the primary's log per answer: entries, bytes, chunks (TLS records), and
+//   its output-rule delay over its life.
 // Needs `npm run build` and dnsperf. Loopback only; prints one line per target and phase.
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cpu, dnsElf, dnsperf as runDnsperf, requireBuilt, requireDnsperf, sleep, start, writeQueries, zoneImg } from './lib/dns.mjs';
+import { cpu, dnsElf, fmtProc, measure, requireBuilt, requireDnsperf, sched, sleep, start, writeQueries, zoneImg } from './lib/dns.mjs';
 
 requireBuilt();
 requireDnsperf();
 const seconds = Number(process.env.BENCH_DNS_SECONDS ?? 5);
-const rate = Number(process.env.BENCH_DNS_RATE ?? 2000);
+const rates = String(process.env.BENCH_DNS_RATE ?? 2000).split(',').map(Number);
+const warmSeconds = Number(process.env.BENCH_WARM_S ?? 8);
+const idleSeconds = Number(process.env.BENCH_IDLE_S ?? 3);
 const targets = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['run', 'pair'];
 const dir = mkdtempSync(join(tmpdir(), 'ftvm-bench-dns-cpu-'));
 const queries = writeQueries(join(dir, 'queries'));
-const dnsperf = (port, extra) => runDnsperf(port, seconds, queries, extra);
+const phase = (t, extra, secs = seconds) => measure(t, secs, queries, extra);
 
-async function phase(t, extra) {
-  const pids = Object.entries(t.pids);
-  const before = pids.map(([, pid]) => cpu(pid));
-  const t0 = performance.now();
-  const d = dnsperf(t.port, extra);
-  const r = await d.done;
-  const wall = (performance.now() - t0) / 1000;
-  const used = pids.map(([name, pid], i) => [name, cpu(pid) - before[i]]);
-  used.push(['dnsperf', r.cpu]);
-  return { ...r, wall, used };
-}
-
-const fmtShare = (p) => p.used.map(([n, s]) => `${n} ${((s / p.wall) * 100).toFixed(0)} %`).join(', ');
+const fmtShare = (p) => p.procs.map((x) => `${x.name} ${((x.cpu / p.wall) * 100).toFixed(0)} %`).join(', ');
 const fmtPerQuery = (p) => {
-  const per = p.used.map(([n, s]) => [n, (s * 1e6) / p.completed]);
+  const per = p.procs.map((x) => [x.name, (x.cpu * 1e6) / p.completed]);
   const ftvm = per.filter(([n]) => n !== 'dnsperf').reduce((a, [, v]) => a + v, 0);
   return `${per.map(([n, v]) => `${n} ${v.toFixed(1)}`).join(', ')}; ftvm total ${ftvm.toFixed(1)} µs/query`;
 };
+const fmtSched = (p) => p.procs.filter((x) => x.name !== 'pair' && x.name !== 'dnsperf').map((x) => fmtProc(x, p)).join('; ');
+
+/** Each process's share of a core and its main thread's wake-ups per second, with no queries. */
+async function idle(t, secs) {
+  const pids = Object.entries(t.pids);
+  const before = pids.map(([, pid]) => [cpu(pid), sched(pid)]);
+  await sleep(secs * 1000);
+  return pids.map(([name, pid], i) => {
+    const s = sched(pid);
+    return `${name} ${(((cpu(pid) - before[i][0]) / secs) * 100).toFixed(1)} % (main thread ${s ? (((s.run - before[i][1].run) / secs) * 100).toFixed(1) : '?'} %, ${s ? ((s.slices - before[i][1].slices) / secs).toFixed(0) : '?'} wake-ups/s)`;
+  }).join(', ');
+}
+
+/**
+ * From paced phases at two rates or more: per process, µs of CPU per extra query (the slope
+ * of CPU seconds per second over q/s, lowest against highest rate) and its fixed share of a
+ * core (the intercept), for all its threads and for its main thread; then the q/s at which
+ * the busiest main thread would fill one core, and all processes (dnsperf included) the
+ * host's cores.
+ */
+function model(paced) {
+  const lo = paced.reduce((a, b) => (b.qps < a.qps ? b : a)), hi = paced.reduce((a, b) => (b.qps > a.qps ? b : a));
+  const fit = (f) => {
+    const y0 = f(lo) / lo.wall, y1 = f(hi) / hi.wall;
+    const slope = (y1 - y0) / (hi.qps - lo.qps);
+    return { slope, fixed: y0 - slope * lo.qps };
+  };
+  const parts = [];
+  let mainCap = Infinity, allSlope = 0, allFixed = 0;
+  lo.procs.forEach((p, i) => {
+    const all = fit((m) => m.procs[i].cpu);
+    allSlope += all.slope;
+    allFixed += all.fixed;
+    if (p.name === 'pair' || p.name === 'dnsperf') {
+      parts.push(`${p.name} ${(all.slope * 1e6).toFixed(1)} µs/q + ${(all.fixed * 100).toFixed(0)} %`);
+      return;
+    }
+    const main = fit((m) => m.procs[i].run);
+    mainCap = Math.min(mainCap, (1 - main.fixed) / main.slope);
+    parts.push(`${p.name} ${(all.slope * 1e6).toFixed(1)} µs/q + ${(all.fixed * 100).toFixed(0)} % of a core (main thread ${(main.slope * 1e6).toFixed(1)} µs/q + ${(main.fixed * 100).toFixed(0)} %)`);
+  });
+  const cores = cpus().length;
+  return `marginal CPU per query + fixed share, ${lo.qps.toFixed(0)} → ${hi.qps.toFixed(0)} q/s: ${parts.join(', ')}; ` +
+    `the busiest main thread fills a core at ${mainCap.toFixed(0)} q/s, all processes fill ${cores} cores at ${((cores - allFixed) / allSlope).toFixed(0)} q/s`;
+}
 
 try {
   for (const target of targets) {
@@ -47,16 +94,32 @@ try {
     copyFileSync(zoneImg, img);
     const t = await start([target, dnsElf, '--disk', `file:${img}`, '--net', 'udp:127.0.0.1:0:53'], { protectedFirst: true });
     await sleep(500);
+    if (idleSeconds > 0) console.log(`${target} idle  : ${idleSeconds} s without queries, share of a core: ${await idle(t, idleSeconds)}`);
+    if (warmSeconds > 0) {
+      const warm = await phase(t, ['-q', '32'], warmSeconds);
+      console.log(`${target} warm-up: ${warmSeconds} s, ${warm.qps.toFixed(0)} q/s (not counted); ${fmtPerQuery(warm)}`);
+    }
     const open = await phase(t, ['-q', '32']);
     console.log(`${target} open  : ${open.qps.toFixed(0)} q/s (lost ${open.lost}); share of a core: ${fmtShare(open)}; ${fmtPerQuery(open)}`);
-    const paced = await phase(t, ['-q', '32', '-Q', String(rate)]);
-    console.log(`${target} paced : ${paced.qps.toFixed(0)} q/s (lost ${paced.lost}); share of a core: ${fmtShare(paced)}; ${fmtPerQuery(paced)}`);
+    console.log(`${target} open  : ${fmtSched(open)}`);
+    const paced = [];
+    for (const rate of rates) {
+      const p = await phase(t, ['-q', '32', '-Q', String(rate)]);
+      paced.push(p);
+      console.log(`${target} paced : ${p.qps.toFixed(0)} q/s (lost ${p.lost}); share of a core: ${fmtShare(p)}; ${fmtPerQuery(p)}`);
+      console.log(`${target} paced : ${fmtSched(p)}`);
+    }
+    if (paced.length >= 2) {
+      // A rate not sustained (a backlog, not a rate) would make the slope meaningless.
+      const short = paced.filter((p, i) => p.qps < 0.95 * rates[i]);
+      console.log(`${target} model : ${short.length === 0 ? model(paced) : `not fitted: ${short.map((p) => `${p.qps.toFixed(0)} q/s`).join(', ')} short of the paced rate`}`);
+    }
     t.child.kill('SIGTERM');
     await t.exited;
-    const st = t.lines.map((l) => /primary stats outputs (\d+) released \d+ entries (\d+) bytes (\d+) chunks (\d+)/.exec(l)).find(Boolean);
+    const st = t.lines.map((l) => /primary stats outputs (\d+) released \d+ entries (\d+) bytes (\d+) chunks (\d+) .*outputDelay p50 ([\d.]+) ms p99 ([\d.]+) ms/.exec(l)).find(Boolean);
     if (st) {
-      const [outputs, entries, bytes, chunks] = st.slice(1).map(Number);
-      console.log(`${target} log   : per answer (both phases) ${(entries / outputs).toFixed(2)} entries, ${(bytes / outputs).toFixed(0)} bytes, ${(chunks / outputs).toFixed(2)} chunks`);
+      const [outputs, entries, bytes, chunks] = st.slice(1, 5).map(Number);
+      console.log(`${target} log   : per answer (all phases) ${(entries / outputs).toFixed(2)} entries, ${(bytes / outputs).toFixed(0)} bytes, ${(chunks / outputs).toFixed(2)} chunks; output-rule delay p50 ${st[5]} ms, p99 ${st[6]} ms`);
     }
     if (process.env.BENCH_VERBOSE) console.error(t.lines.filter((l) => /stats/.test(l)).join('\n'));
   }

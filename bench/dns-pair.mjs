@@ -24,7 +24,7 @@
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { dnsElf as elf, dnsperf as runDnsperf, inflight, measure, median, probe, requireBuilt, requireDnsperf, sleep, start, stop, writeQueries, zoneImg } from './lib/dns.mjs';
+import { dnsElf as elf, dnsperf as runDnsperf, fmtProc, inflight, measure, median, probe, requireBuilt, requireDnsperf, sleep, start, stop, writeQueries, zoneImg } from './lib/dns.mjs';
 
 // BENCH_ROOT: the tree to run (a baseline worktree of main, side by side; bench/lib/dns.mjs).
 requireBuilt();
@@ -41,14 +41,6 @@ const queries = writeQueries(join(dir, 'queries'));
 const dnsperf = (port, secs, extra = []) => runDnsperf(port, secs, queries, ['-q', '32', ...extra]).done;
 const n0 = (x) => (Number.isFinite(x) ? x.toFixed(0) : 'n/a');
 const r2 = (x) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
-const pct = (x, wall) => `${Number.isFinite(x) ? ((x / wall) * 100).toFixed(0) : '?'} %`;
-
-/** One process's CPU per answered query and its main thread's time on a CPU / runnable / asleep. */
-function fmtProc(p, m) {
-  const perQuery = `${n0((p.cpu * 1e6) / m.completed)} µs/q`;
-  if (!Number.isFinite(p.run)) return `${p.name} ${perQuery}`;
-  return `${p.name} ${perQuery} (main thread on a CPU ${pct(p.run, m.wall)}, runnable ${pct(p.wait, m.wall)}, asleep ${pct(m.wall - p.run - p.wait, m.wall)})`;
-}
 
 /** A fresh target, warmed, measured, (latency), stopped: its figures. */
 async function oneTarget(target, round, withLatency) {

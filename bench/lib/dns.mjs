@@ -223,3 +223,15 @@ export async function stop(t) {
   t.child.kill('SIGTERM');
   await t.exited;
 }
+
+/**
+ * One process of `measure`'s `procs`: µs of CPU per answered query (all threads; its main
+ * thread's alone in brackets) and its main thread's share of the wall time on a CPU, runnable
+ * (waiting for a core) and asleep (waiting for a packet, an ack, a timer).
+ */
+export function fmtProc(p, m) {
+  const us = (s) => (Number.isFinite(s) ? ((s * 1e6) / m.completed).toFixed(0) : 'n/a');
+  if (!Number.isFinite(p.run)) return `${p.name} ${us(p.cpu)} µs/q`;
+  const pct = (x) => `${((x / m.wall) * 100).toFixed(0)} %`;
+  return `${p.name} ${us(p.cpu)} µs/q (main thread ${us(p.run)}; on a CPU ${pct(p.run)}, runnable ${pct(p.wait)}, asleep ${pct(Math.max(0, m.wall - p.run - p.wait))})`;
+}
