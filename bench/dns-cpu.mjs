@@ -9,7 +9,8 @@
 //   warm-up: dnsperf -q 32 for BENCH_WARM_S (default 8), not counted (0: none, as before
 //           the fifth pass: the first phase then measures a cold target);
 //   open:   dnsperf -q 32 for BENCH_DNS_SECONDS (default 5): q/s, and each process's share of
-//           one core (CPU seconds / wall seconds), dnsperf's included;
+//           one core (CPU seconds / wall seconds), dnsperf's included; BENCH_DNS_Q=8,32,100
+//           runs it once per -q value (queries in flight), to see where each target saturates;
 //   paced:  dnsperf -Q R q/s for the same time, for each R in BENCH_DNS_RATE (default 2000; a
 //           list such as 1000,3000 is allowed): µs of CPU per answered query, per process (a
 //           rate both targets sustain, so the figures compare);
@@ -31,6 +32,7 @@ const seconds = Number(process.env.BENCH_DNS_SECONDS ?? 5);
 const rates = String(process.env.BENCH_DNS_RATE ?? 2000).split(',').map(Number);
 const warmSeconds = Number(process.env.BENCH_WARM_S ?? 8);
 const idleSeconds = Number(process.env.BENCH_IDLE_S ?? 3);
+const inFlight = String(process.env.BENCH_DNS_Q ?? 32).split(',').map(Number);
 const targets = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['run', 'pair'];
 const dir = mkdtempSync(join(tmpdir(), 'ftvm-bench-dns-cpu-'));
 const queries = writeQueries(join(dir, 'queries'));
@@ -99,9 +101,12 @@ try {
       const warm = await phase(t, ['-q', '32'], warmSeconds);
       console.log(`${target} warm-up: ${warmSeconds} s, ${warm.qps.toFixed(0)} q/s (not counted); ${fmtPerQuery(warm)}`);
     }
-    const open = await phase(t, ['-q', '32']);
-    console.log(`${target} open  : ${open.qps.toFixed(0)} q/s (lost ${open.lost}); share of a core: ${fmtShare(open)}; ${fmtPerQuery(open)}`);
-    console.log(`${target} open  : ${fmtSched(open)}`);
+    for (const q of inFlight) {
+      const open = await phase(t, ['-q', String(q)]);
+      const label = inFlight.length > 1 ? `open -q ${q}` : 'open  ';
+      console.log(`${target} ${label}: ${open.qps.toFixed(0)} q/s (lost ${open.lost}, avg ${open.avgMs.toFixed(2)} ms); share of a core: ${fmtShare(open)}; ${fmtPerQuery(open)}`);
+      console.log(`${target} ${label}: ${fmtSched(open)}`);
+    }
     const paced = [];
     for (const rate of rates) {
       const p = await phase(t, ['-q', '32', '-Q', String(rate)]);
