@@ -14,15 +14,13 @@
 //   paced:  dnsperf -Q R q/s for the same time, for each R in BENCH_DNS_RATE (default 2000; a
 //           list such as 1000,3000 is allowed): µs of CPU per answered query, per process (a
 //           rate both targets sustain, so the figures compare);
-//   with two rates or more, per process the marginal µs per query (the slope of CPU/s over
-//   q/s between the lowest and the highest rate) and the fixed share of a core (the
-//   intercept), and what they allow on this host: the q/s at which the busiest main thread
-//   fills one core, and at which all processes with dnsperf fill two;
+//   (CPU per query falls as the rate rises, for `ftvm run` too: at low rates every query
+//   pays its own wake-ups; compare targets at the same rate, never across rates);
 //   and for a pair, the primary's log per answer: entries, bytes, chunks (TLS records), and
 //   its output-rule delay over its life.
 // Needs `npm run build` and dnsperf. Loopback only; prints one line per target and phase.
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cpu, dnsElf, fmtProc, measure, requireBuilt, requireDnsperf, sched, sleep, start, writeQueries, zoneImg } from './lib/dns.mjs';
 
@@ -57,39 +55,6 @@ async function idle(t, secs) {
   }).join(', ');
 }
 
-/**
- * From paced phases at two rates or more: per process, µs of CPU per extra query (the slope
- * of CPU seconds per second over q/s, lowest against highest rate) and its fixed share of a
- * core (the intercept), for all its threads and for its main thread; then the q/s at which
- * the busiest main thread would fill one core, and all processes (dnsperf included) the
- * host's cores.
- */
-function model(paced) {
-  const lo = paced.reduce((a, b) => (b.qps < a.qps ? b : a)), hi = paced.reduce((a, b) => (b.qps > a.qps ? b : a));
-  const fit = (f) => {
-    const y0 = f(lo) / lo.wall, y1 = f(hi) / hi.wall;
-    const slope = (y1 - y0) / (hi.qps - lo.qps);
-    return { slope, fixed: y0 - slope * lo.qps };
-  };
-  const parts = [];
-  let mainCap = Infinity, allSlope = 0, allFixed = 0;
-  lo.procs.forEach((p, i) => {
-    const all = fit((m) => m.procs[i].cpu);
-    allSlope += all.slope;
-    allFixed += all.fixed;
-    if (p.name === 'pair' || p.name === 'dnsperf') {
-      parts.push(`${p.name} ${(all.slope * 1e6).toFixed(1)} µs/q + ${(all.fixed * 100).toFixed(0)} %`);
-      return;
-    }
-    const main = fit((m) => m.procs[i].run);
-    mainCap = Math.min(mainCap, (1 - main.fixed) / main.slope);
-    parts.push(`${p.name} ${(all.slope * 1e6).toFixed(1)} µs/q + ${(all.fixed * 100).toFixed(0)} % of a core (main thread ${(main.slope * 1e6).toFixed(1)} µs/q + ${(main.fixed * 100).toFixed(0)} %)`);
-  });
-  const cores = cpus().length;
-  return `marginal CPU per query + fixed share, ${lo.qps.toFixed(0)} → ${hi.qps.toFixed(0)} q/s: ${parts.join(', ')}; ` +
-    `the busiest main thread fills a core at ${mainCap.toFixed(0)} q/s, all processes fill ${cores} cores at ${((cores - allFixed) / allSlope).toFixed(0)} q/s`;
-}
-
 try {
   for (const target of targets) {
     const img = join(dir, `${target}.img`);
@@ -113,11 +78,6 @@ try {
       paced.push(p);
       console.log(`${target} paced : ${p.qps.toFixed(0)} q/s (lost ${p.lost}); share of a core: ${fmtShare(p)}; ${fmtPerQuery(p)}`);
       console.log(`${target} paced : ${fmtSched(p)}`);
-    }
-    if (paced.length >= 2) {
-      // A rate not sustained (a backlog, not a rate) would make the slope meaningless.
-      const short = paced.filter((p, i) => p.qps < 0.95 * rates[i]);
-      console.log(`${target} model : ${short.length === 0 ? model(paced) : `not fitted: ${short.map((p) => `${p.qps.toFixed(0)} q/s`).join(', ')} short of the paced rate`}`);
     }
     t.child.kill('SIGTERM');
     await t.exited;
