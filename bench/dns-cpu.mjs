@@ -6,8 +6,9 @@
 // CPU, runnable (waiting for a core) and asleep. Phases per target, each started fresh:
 //   idle:   BENCH_IDLE_S (default 3) without queries: each process's share of a core and its
 //           main thread's wake-ups per second (the cost of heartbeats and timers alone);
-//   warm-up: dnsperf -q 32 for BENCH_WARM_S (default 8), not counted (0: none, as before
-//           the fifth pass: the first phase then measures a cold target);
+//   warm-up: dnsperf -q 32 for BENCH_WARM_Q queries (default 30 000) or BENCH_WARM_S
+//           (default 30) s, whichever comes first, not counted (bench/lib/dns.mjs warmUp;
+//           BENCH_WARM_S=0: none, as before the fifth pass: the first phase is then cold);
 //   open:   dnsperf -q 32 for BENCH_DNS_SECONDS (default 5): q/s, and each process's share of
 //           one core (CPU seconds / wall seconds), dnsperf's included; BENCH_DNS_Q=8,32,100
 //           runs it once per -q value (queries in flight), to see where each target saturates;
@@ -22,13 +23,12 @@
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cpu, dnsElf, fmtProc, measure, requireBuilt, requireDnsperf, sched, sleep, start, writeQueries, zoneImg } from './lib/dns.mjs';
+import { cpu, warmUp, dnsElf, fmtProc, measure, requireBuilt, requireDnsperf, sched, sleep, start, writeQueries, zoneImg } from './lib/dns.mjs';
 
 requireBuilt();
 requireDnsperf();
 const seconds = Number(process.env.BENCH_DNS_SECONDS ?? 5);
 const rates = String(process.env.BENCH_DNS_RATE ?? 2000).split(',').map(Number);
-const warmSeconds = Number(process.env.BENCH_WARM_S ?? 8);
 const idleSeconds = Number(process.env.BENCH_IDLE_S ?? 3);
 const inFlight = String(process.env.BENCH_DNS_Q ?? 32).split(',').map(Number);
 const targets = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['run', 'pair'];
@@ -62,10 +62,8 @@ try {
     const t = await start([target, dnsElf, '--disk', `file:${img}`, '--net', 'udp:127.0.0.1:0:53'], { protectedFirst: true });
     await sleep(500);
     if (idleSeconds > 0) console.log(`${target} idle  : ${idleSeconds} s without queries, share of a core: ${await idle(t, idleSeconds)}`);
-    if (warmSeconds > 0) {
-      const warm = await phase(t, ['-q', '32'], warmSeconds);
-      console.log(`${target} warm-up: ${warmSeconds} s, ${warm.qps.toFixed(0)} q/s (not counted); ${fmtPerQuery(warm)}`);
-    }
+    const warm = await warmUp(t, queries);
+    if (warm) console.log(`${target} warm-up: ${warm.completed} queries in ${warm.wall.toFixed(1)} s, ${warm.qps.toFixed(0)} q/s (not counted); ${fmtPerQuery(warm)}`);
     for (const q of inFlight) {
       const open = await phase(t, ['-q', String(q)]);
       const label = inFlight.length > 1 ? `open -q ${q}` : 'open  ';

@@ -3,8 +3,10 @@
 // under dnsperf. Needs `npm run build` and dnsperf (`apt-get install dnsperf`).
 //   throughput: BENCH_ROUNDS rounds (default 3), `ftvm run` and `ftvm pair` in each, their
 //               order alternated (run first in odd rounds, the pair first in even ones). Each
-//               target is started fresh (the pair: once protected), warmed by dnsperf for
-//               BENCH_WARM_S (default 8; not counted, printed as "warm-up"), then measured by
+//               target is started fresh (the pair: once protected), warmed by dnsperf until
+//               BENCH_WARM_Q queries (default 30 000) or BENCH_WARM_S (default 30) s, whichever
+//               comes first (bench/lib/dns.mjs warmUp; not counted, printed as "warm-up";
+//               BENCH_WARM_S=0: none), then measured by
 //               dnsperf for BENCH_DNS_SECONDS (default 5), then stopped: both sides get the
 //               same history, and only one target runs at a time (an idle pair costs a share
 //               of a core that `ftvm run` would lose). dnsperf's arguments: BENCH_DNSPERF
@@ -24,13 +26,12 @@
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { dnsElf as elf, dnsperf as runDnsperf, fmtProc, inflight, measure, median, probe, requireBuilt, requireDnsperf, sleep, start, stop, writeQueries, zoneImg } from './lib/dns.mjs';
+import { warmSeconds, warmText, warmUp, dnsElf as elf, dnsperf as runDnsperf, fmtProc, inflight, measure, median, probe, requireBuilt, requireDnsperf, sleep, start, stop, writeQueries, zoneImg } from './lib/dns.mjs';
 
 // BENCH_ROOT: the tree to run (a baseline worktree of main, side by side; bench/lib/dns.mjs).
 requireBuilt();
 requireDnsperf();
 const seconds = Number(process.env.BENCH_DNS_SECONDS ?? 5);
-const warmSeconds = Number(process.env.BENCH_WARM_S ?? 8);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const perfArgs = (process.env.BENCH_DNSPERF ?? '-q 32').trim().split(/\s+/);
 // BENCH_KILL_ONLY=1: only the failover; BENCH_KILLS=N: that many kills, a new pair each.
@@ -48,7 +49,7 @@ async function oneTarget(target, round, withLatency) {
   copyFileSync(zoneImg, img);
   const t = await start([target, elf, '--disk', `file:${img}`, '--net', 'udp:127.0.0.1:0:53'], { protectedFirst: true });
   try {
-    const warm = warmSeconds > 0 ? await measure(t, warmSeconds, queries, perfArgs) : undefined;
+    const warm = await warmUp(t, queries, perfArgs);
     const load = loadavg()[0];
     const m = await measure(t, seconds, queries, perfArgs);
     const latency = withLatency ? [await inflight(t.port, 1, 2), await inflight(t.port, 32, 2)] : undefined;
@@ -69,8 +70,8 @@ try {
       rows.push(row);
       const { run, pair } = row;
       console.log(`round ${round} (${order.join(' then ')}), dnsperf ${perfArgs.join(' ')}: ` +
-        `ftvm run ${warmSeconds} s warm-up ${n0(run.warm?.qps)} q/s, then ${seconds} s ${n0(run.m.qps)} q/s (lost ${run.m.lost}, avg ${r2(run.m.avgMs)} ms, load ${r2(run.load)}); ` +
-        `ftvm pair warm-up ${n0(pair.warm?.qps)} q/s, then ${n0(pair.m.qps)} q/s (lost ${pair.m.lost}, avg ${r2(pair.m.avgMs)} ms, load ${r2(pair.load)}); ratio ${r2(pair.m.qps / run.m.qps)}`);
+        `ftvm run warm-up ${n0(run.warm?.completed)} queries at ${n0(run.warm?.qps)} q/s, then ${seconds} s ${n0(run.m.qps)} q/s (lost ${run.m.lost}, avg ${r2(run.m.avgMs)} ms, load ${r2(run.load)}); ` +
+        `ftvm pair warm-up ${n0(pair.warm?.completed)} at ${n0(pair.warm?.qps)} q/s, then ${n0(pair.m.qps)} q/s (lost ${pair.m.lost}, avg ${r2(pair.m.avgMs)} ms, load ${r2(pair.load)}); ratio ${r2(pair.m.qps / run.m.qps)}`);
       for (const target of ['run', 'pair']) {
         const x = row[target];
         const st = x.t.lines.map((l) => /primary stats outputs (\d+) .*chunks (\d+) .*outputDelay p50 ([\d.]+) ms p99 ([\d.]+) ms/.exec(l)).find(Boolean);
@@ -79,12 +80,12 @@ try {
       }
     }
     const med = (f) => median(rows.map(f));
-    console.log(`dnsperf ${perfArgs.join(' ')}, ${seconds} s after ${warmSeconds} s warm-up, medians of ${rounds} alternated rounds: ` +
+    console.log(`dnsperf ${perfArgs.join(' ')}, ${seconds} s after a warm-up (${warmText()}), medians of ${rounds} alternated rounds: ` +
       `ftvm run ${n0(med((r) => r.run.m.qps))} q/s (${rows.map((r) => n0(r.run.m.qps)).join(', ')}), ` +
       `ftvm pair ${n0(med((r) => r.pair.m.qps))} q/s (${rows.map((r) => n0(r.pair.m.qps)).join(', ')}), ` +
       `ratio ${r2(med((r) => r.pair.m.qps) / med((r) => r.run.m.qps))} (per round ${rows.map((r) => r2(r.pair.m.qps / r.run.m.qps)).join(', ')}; median ${r2(med((r) => r.pair.m.qps / r.run.m.qps))})`);
     if (warmSeconds > 0) {
-      console.log(`the warm-up runs (the first dnsperf after start, what this bench measured before): ` +
+      console.log(`the warm-up runs (cold: the first dnsperf after start, as this bench measured before the fifth pass): ` +
         `ftvm run ${n0(med((r) => r.run.warm.qps))} q/s, ftvm pair ${n0(med((r) => r.pair.warm.qps))} q/s, ` +
         `ratio ${r2(med((r) => r.pair.warm.qps) / med((r) => r.run.warm.qps))} (per round ${rows.map((r) => r2(r.pair.warm.qps / r.run.warm.qps)).join(', ')})`);
     }

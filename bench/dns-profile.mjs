@@ -13,7 +13,7 @@ import { copyFileSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { cli, dnsElf, dnsperf, parseDnsperf, requireBuilt, requireDnsperf, sleep, writeQueries, zoneImg } from './lib/dns.mjs';
+import { cli, dnsElf, parseDnsperf, warmUp, requireBuilt, requireDnsperf, sleep, writeQueries, zoneImg } from './lib/dns.mjs';
 requireBuilt();
 requireDnsperf();
 const dir = mkdtempSync(join(tmpdir(), 'svc-prof-'));
@@ -45,11 +45,11 @@ if (mode === 'run') {
   procs = [p, b];
 }
 await sleep(1500);
-// BENCH_WARM_S (default 8): dnsperf -q 32 that long first, not counted (the profile's window
-// is dnsperf's measured 8 s only), so that the profile shows the warm steady state, not V8's
-// and the translator's start-up; 0 profiles the first queries, as before the fifth pass.
-const warmSeconds = Number(process.env.BENCH_WARM_S ?? 8);
-if (warmSeconds > 0) await dnsperf(port, warmSeconds, join(dir, 'q'), ['-q', '32']).done;
+// The warm-up of bench/lib/dns.mjs first (BENCH_WARM_Q queries or BENCH_WARM_S s), not
+// counted (the profile's window is dnsperf's measured 8 s only), so that the profile shows
+// the warm steady state, not V8's and the translator's start-up; BENCH_WARM_S=0 profiles the
+// first queries, as before the fifth pass.
+await warmUp({ port, pids: {} }, join(dir, 'q'));
 const rate = process.env.BENCH_DNS_RATE;
 const dp = spawn('dnsperf', ['-s', '127.0.0.1', '-p', String(port), '-d', join(dir, 'q'), '-l', '8', '-q', '32', ...(rate ? ['-Q', rate] : [])], { stdio: ['ignore', 'pipe', 'ignore'] });
 let out = ''; dp.stdout.on('data', (b) => (out += b));
