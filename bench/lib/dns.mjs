@@ -126,12 +126,18 @@ const TICK = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim() 
 
 /** CPU seconds (user + system, all threads) of a process so far, or NaN once it is gone. */
 export function cpu(pid) {
+  return cpuSplit(pid).total;
+}
+
+/** User and system CPU seconds (all threads) of a process so far, and their sum; NaN once gone. */
+export function cpuSplit(pid) {
   try {
     const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-    return (Number(rest[11]) + Number(rest[12])) / TICK;
+    const user = Number(rest[11]) / TICK, system = Number(rest[12]) / TICK;
+    return { user, system, total: user + system };
   } catch {
-    return NaN;
+    return { user: NaN, system: NaN, total: NaN };
   }
 }
 
@@ -156,19 +162,19 @@ export function sched(pid, tid = pid) {
  * dnsperf against target `t` (from `start`) for `secs`, with each of its processes' CPU (all
  * threads) and main thread's schedstat taken around it. Resolves to dnsperf's summary plus
  * `wall` (s) and `procs`: [{ name, cpu (s), run, wait, slices }] for every pid of `t` and
- * dnsperf itself (its CPU only).
+ * dnsperf itself (its CPU only); `system` is the part of `cpu` spent in the kernel.
  */
 export async function measure(t, secs, queries, extra) {
   const pids = Object.entries(t.pids);
-  const before = pids.map(([, pid]) => ({ cpu: cpu(pid), s: sched(pid) }));
+  const before = pids.map(([, pid]) => ({ c: cpuSplit(pid), s: sched(pid) }));
   const t0 = performance.now();
   const r = await dnsperf(t.port, secs, queries, extra).done;
   const wall = (performance.now() - t0) / 1000;
   const procs = pids.map(([name, pid], i) => {
-    const s = sched(pid), b = before[i].s;
-    return { name, cpu: cpu(pid) - before[i].cpu, run: s && b ? s.run - b.run : NaN, wait: s && b ? s.wait - b.wait : NaN, slices: s && b ? s.slices - b.slices : NaN };
+    const s = sched(pid), b = before[i].s, c = cpuSplit(pid);
+    return { name, cpu: c.total - before[i].c.total, system: c.system - before[i].c.system, run: s && b ? s.run - b.run : NaN, wait: s && b ? s.wait - b.wait : NaN, slices: s && b ? s.slices - b.slices : NaN };
   });
-  procs.push({ name: 'dnsperf', cpu: r.cpu, run: NaN, wait: NaN, slices: NaN });
+  procs.push({ name: 'dnsperf', cpu: r.cpu, system: NaN, run: NaN, wait: NaN, slices: NaN });
   return { ...r, wall, procs };
 }
 
@@ -248,12 +254,13 @@ export async function stop(t) {
 
 /**
  * One process of `measure`'s `procs`: µs of CPU per answered query (all threads; its main
- * thread's alone in brackets) and its main thread's share of the wall time on a CPU, runnable
+ * thread's alone in brackets, and the kernel's share of the whole) and its main thread's share of the wall time on a CPU, runnable
  * (waiting for a core) and asleep (waiting for a packet, an ack, a timer).
  */
 export function fmtProc(p, m) {
   const us = (s) => (Number.isFinite(s) ? ((s * 1e6) / m.completed).toFixed(0) : 'n/a');
   if (!Number.isFinite(p.run)) return `${p.name} ${us(p.cpu)} µs/q`;
   const pct = (x) => `${((x / m.wall) * 100).toFixed(0)} %`;
-  return `${p.name} ${us(p.cpu)} µs/q (main thread ${us(p.run)}; on a CPU ${pct(p.run)}, runnable ${pct(p.wait)}, asleep ${pct(Math.max(0, m.wall - p.run - p.wait))})`;
+  const sys = p.cpu > 0 ? `, ${((p.system / p.cpu) * 100).toFixed(0)} % of it in the kernel` : '';
+  return `${p.name} ${us(p.cpu)} µs/q (main thread ${us(p.run)}${sys}; on a CPU ${pct(p.run)}, runnable ${pct(p.wait)}, asleep ${pct(Math.max(0, m.wall - p.run - p.wait))})`;
 }
