@@ -1,7 +1,9 @@
 // What the dns benches share (bench/dns-*.mjs, golive-worker.mjs): the tree to run, the
 // checks before a run, the query file and one query's bytes, a probe, a Node client with N
-// queries in flight, dnsperf driven and parsed, `ftvm run|pair` started until it serves, and
-// CPU time per process from /proc. Loopback only.
+// queries in flight, dnsperf driven and parsed, `ftvm run|pair` started until it serves,
+// CPU time (user, system) and the main thread's schedstat per process from /proc, one
+// dnsperf run measured with all of those (`measure`), and the warm-up both sides of a
+// comparison get (`warmUp`). Loopback only.
 import { spawn, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -55,8 +57,8 @@ export function writeQueries(file) {
 }
 
 /**
- * The warm-up both sides of a comparison get before anything is counted: dnsperf `-q 32` on
- * `t` until it has sent `maxQueries` queries (BENCH_WARM_Q, default 30 000; 0: no count) or
+ * The warm-up both sides of a comparison get before anything is counted: dnsperf (`extra`,
+ * default `-q 32`) on `t` until it has sent `maxQueries` queries (BENCH_WARM_Q, default 30 000; 0: no count) or
  * `maxSeconds` have passed (BENCH_WARM_S, default 30), whichever comes first. A count, not a
  * time, is the same work on both sides: V8 optimizes a function after so many calls, and
  * the guest's code is translated once; a fresh pair answers a few hundred queries a second
@@ -161,8 +163,9 @@ export function sched(pid, tid = pid) {
 /**
  * dnsperf against target `t` (from `start`) for `secs`, with each of its processes' CPU (all
  * threads) and main thread's schedstat taken around it. Resolves to dnsperf's summary plus
- * `wall` (s) and `procs`: [{ name, cpu (s), run, wait, slices }] for every pid of `t` and
- * dnsperf itself (its CPU only); `system` is the part of `cpu` spent in the kernel.
+ * `wall` (s) and `procs`: [{ name, cpu, system, run, wait, slices }] (seconds, and the count
+ * of times on a CPU) for every pid of `t` and dnsperf itself (its CPU only); `system` is the
+ * part of `cpu` spent in the kernel, `run`/`wait` the main thread's schedstat.
  */
 export async function measure(t, secs, queries, extra) {
   const pids = Object.entries(t.pids);
@@ -253,9 +256,10 @@ export async function stop(t) {
 }
 
 /**
- * One process of `measure`'s `procs`: µs of CPU per answered query (all threads; its main
- * thread's alone in brackets, and the kernel's share of the whole) and its main thread's share of the wall time on a CPU, runnable
- * (waiting for a core) and asleep (waiting for a packet, an ack, a timer).
+ * One process of `measure`'s `procs`: µs of CPU per answered query (all threads; in brackets
+ * its main thread's alone and the kernel's share of the whole), and its main thread's share
+ * of the wall time on a CPU, runnable (waiting for a core) and asleep (waiting for a packet,
+ * an ack, a timer).
  */
 export function fmtProc(p, m) {
   const us = (s) => (Number.isFinite(s) ? ((s * 1e6) / m.completed).toFixed(0) : 'n/a');
