@@ -39,6 +39,16 @@ export type BackupEvent =
   | { type: 'primary.ended' }
   | { type: 'digest.mismatch' };
 
+/**
+ * A broken channel (reset, closed before the primary's `end`, a frame that does not decode) is
+ * not a silence that may end: the channel never reconnects, so the primary's log can never
+ * reach this backup again, and waiting for a confirmation only delays the failover (on a
+ * loaded host by seconds: the confirmation counts only time this thread could run). It is a
+ * verdict at once; the arbiter still decides who goes live (DESIGN §3 Split brain), and a
+ * replica that is not a member gives up as after a confirmed silence.
+ */
+const BROKEN_CHANNEL = [{ guard: 'isMember', target: 'claiming' }, { target: 'abandoned' }] as const;
+
 const unwired = (name: string) => () => {
   throw new Error(`${name}: not provided`);
 };
@@ -127,7 +137,7 @@ export const backupMachine = setup({
       on: {
         'snapshot.loaded': { target: 'replaying', actions: assign({ synced: true }) },
         'channel.entries': { actions: ['applyEntries', 'sendAck'] },
-        'channel.failed': { target: 'suspecting' },
+        'channel.failed': BROKEN_CHANNEL,
         'peer.silent': { target: 'suspecting' },
       },
     },
@@ -135,8 +145,7 @@ export const backupMachine = setup({
       on: {
         'channel.entries': { actions: ['applyEntries', 'sendAck'] },
         'peer.silent': { target: 'suspecting' },
-        // A broken stream is silence too: suspicion, not yet a verdict.
-        'channel.failed': { target: 'suspecting' },
+        'channel.failed': BROKEN_CHANNEL,
         'primary.ended': { target: 'finished' },
         'digest.mismatch': { target: 'diverged' },
       },
@@ -148,6 +157,7 @@ export const backupMachine = setup({
         'snapshot.loaded': { actions: assign({ synced: true }) },
         'peer.heard': [{ guard: 'isSynced', target: 'replaying' }, { target: 'receivingSnapshot' }],
         'suspect.expired': [{ guard: 'isMember', target: 'claiming' }, { target: 'abandoned' }],
+        'channel.failed': BROKEN_CHANNEL,
         'primary.ended': { target: 'finished' },
         'digest.mismatch': { target: 'diverged' },
       },

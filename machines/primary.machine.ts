@@ -46,6 +46,12 @@ export type PrimaryEvent =
   | { type: 'channel.acked' }
   | { type: 'channel.highWater' }
   | { type: 'channel.lowWater' }
+  /**
+   * The channel to the backup broke (reset, closed early, a frame that does not decode). It
+   * never reconnects, so no ack can come again: a verdict, not a suspicion (the backup's chart
+   * says the same of its side). The claim goes to the arbiter at once; only a silence waits
+   * for a confirmation.
+   */
   | { type: 'channel.failed' }
   | { type: 'peer.silent' }
   | { type: 'peer.heard' }
@@ -114,7 +120,7 @@ export const primaryMachine = setup({
         'backup.caughtUp': { target: 'protected', actions: assign({ caughtUp: true }) },
         'channel.acked': { actions: 'releaseOutputs' },
         'peer.silent': { target: 'backupSuspect' },
-        'channel.failed': { target: 'backupSuspect' },
+        'channel.failed': { target: 'claiming' },
       },
     },
     protected: {
@@ -122,7 +128,7 @@ export const primaryMachine = setup({
       on: {
         'channel.acked': { actions: 'releaseOutputs' },
         'peer.silent': { target: 'backupSuspect' },
-        'channel.failed': { target: 'backupSuspect' },
+        'channel.failed': { target: 'claiming' },
       },
       states: {
         flowing: {
@@ -143,6 +149,7 @@ export const primaryMachine = setup({
       on: {
         'peer.heard': [{ guard: 'isCaughtUp', target: 'protected' }, { target: 'protecting' }],
         'suspect.expired': { target: 'claiming' },
+        'channel.failed': { target: 'claiming' },
       },
     },
     // DESIGN §3 Split brain: the primary that lost its backup must win the test-and-set

@@ -182,6 +182,8 @@ describe('an unreachable arbiter and a stopped node', () => {
     const { p, port } = await startPrimary(common('p.jsonl', { arbiter: `file:${arbDir}` }));
     const b = startFtvm(['backup', seq, '--connect', `127.0.0.1:${port}`, ...common('b.jsonl', { arbiter: `file:${arbDir}` })]);
     await p.waitErr(/primary state \{"protected"/);
+    // The guest is printing: what it prints after the kill is held by the claim that cannot end.
+    await waitOutputs(join(d, 'p.jsonl'), 100);
     b.child.kill('SIGKILL');
     await p.waitErr(/arbiter unreachable/);
     p.child.kill('SIGTERM');

@@ -241,8 +241,9 @@ export class BackupNode {
       }
     });
     this.subs.push(ch.events$.subscribe((e) => {
-      // A refusal arrives as the channel's failure too: the admission answers it.
-      if (e.type === 'channel.failed' && !(e.error instanceof RefusedError)) {
+      // A refusal arrives as the channel's failure too: the admission answers it. A node that
+      // crashed or stopped has no say: its chart would claim on the channel its own end broke.
+      if (e.type === 'channel.failed' && !(e.error instanceof RefusedError) && !this.stopped) {
         this.turnedAway ||= e.error.message;
         this.actor.send({ type: 'channel.failed' });
       }

@@ -309,7 +309,8 @@ export class PrimaryNode {
       ch.acked$.subscribe(() => this.actor.send(ACKED)),
       ch.pressure$.subscribe((p) => this.actor.send({ type: p ? 'channel.highWater' : 'channel.lowWater' })),
       ch.events$.subscribe((e) => {
-        if (e.type === 'channel.failed') this.actor.send({ type: 'channel.failed' });
+        // A crashed or stopped node has no say: its chart would claim on the channel its own end broke.
+        if (e.type === 'channel.failed' && !this.stopped) this.actor.send({ type: 'channel.failed' });
       }),
       watchPeer(ch.acked$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e), this.timing.suspectMaxMs, undefined, peerBeats(ch)),
     );

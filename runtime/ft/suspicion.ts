@@ -12,8 +12,9 @@ export type SuspicionEvent = { type: 'peer.silent' } | { type: 'peer.heard' } | 
 /**
  * Where the activity is the primary's log (a backup watching its primary), a stream that ends
  * before the end record has failed: the peer's socket was reset (kill -9 on the same host)
- * or the channel broke. Suspicion then starts at once; the confirmation still waits
- * `confirmMs`. Acks (numbers) carry no end record: their end waits the timeout as before.
+ * or the channel broke. Suspicion then starts at once (the charts do not wait for its
+ * confirmation: the channel's own `channel.failed` reaches them as a verdict). Acks (numbers)
+ * carry no end record: their end waits the timeout as before.
  */
 const cleanEnd = (v: unknown): boolean => typeof v !== 'object' || v === null || (v as { type?: unknown }).type === 'end';
 

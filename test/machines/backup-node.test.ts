@@ -130,12 +130,15 @@ async function drive(steps: Step[]): Promise<string | undefined> {
             expect(outcome!.reason, at).toBe('unattached');
             expect(bm.icount, at).toBe(0);
           } else {
+            const verdict = steps[i + 1]?.event.type === ARBITER_DONE ? verdictOf(steps[i + 1]!.event) : undefined;
+            if (verdict === 'lost') await arbiter.inner.testAndSet(PAIR, G, 'p');
             up = false;
-            silentSince = performance.now();
+            const failedAt = performance.now();
             wire.fail();
-            await sleep(10);
-            // A broken stream is suspicion, not a verdict: no claim yet.
-            expect(claimsOf(), at).toEqual([]);
+            // A broken stream is a verdict: the claim goes out at once (a member), without the
+            // confirmation a silence waits for.
+            expect(await waitFor(() => claimsOf().length > 0, 2000), `${at}: a claim of generation ${G}`).toBe(true);
+            expect(claimsOf()[0]!.atMs - failedAt, at).toBeLessThan(TIMING.confirmMs);
           }
           break;
         case 'channel.entries': {

@@ -41,11 +41,16 @@ const rules: Rule[] = [
     expect(count(fired, 'haltVm')).toBe(prev.matches('claiming') && verdict(event) === 'lost' ? 1 : 0);
   },
   // Suspicion alone never makes a second primary: a claim starts only when the
-  // suspicion timeout expires, only from suspecting, and (DESIGN §3 Membership) only by a
-  // backup the primary admitted that holds a synced state; for the admitted generation. One
-  // runs exactly while claiming: leaving (ended, diverged) stops it.
+  // suspicion timeout expires (from suspecting) or the channel to the primary broke (it never
+  // comes back: a verdict, from any state that follows the primary), and (DESIGN §3
+  // Membership) only by a backup the primary admitted that holds a synced state; for the
+  // admitted generation. One runs exactly while claiming: leaving (ended, diverged) stops it.
   ({ prev, next, event }) => {
-    const claims = prev.matches('suspecting') && event.type === 'suspect.expired' && prev.context.admitted && prev.context.synced;
+    const following = ['receivingSnapshot', 'replaying', 'suspecting'].some((s) => prev.matches(s));
+    const verdict = (prev.matches('suspecting') && event.type === 'suspect.expired') || (following && event.type === 'channel.failed');
+    const claims = verdict && prev.context.admitted && prev.context.synced;
+    // A verdict without the primary's state gives up: no claim, no VM to halt.
+    if (verdict && !claims) expect(next.matches('abandoned')).toBe(true);
     const fresh = world.tas.calls.filter((c) => c.attempt === 1);
     expect(fresh.length - claimsSeen).toBe(claims ? 1 : 0);
     claimsSeen = fresh.length;
@@ -137,15 +142,32 @@ describe('backup chart', () => {
     expect(b.getSnapshot().children).toEqual({});
   });
 
-  it('treats a broken channel while replaying as suspicion, not as a verdict', () => {
+  it('takes a broken channel as a verdict: a member claims at once, a joiner without its snapshot gives up', () => {
     const { machine, fired } = recording(backupMachine, ACTIONS);
-    const b = createActor(machine, { input: INPUT }).start();
+    const w = makeWorld();
+    const b = createActor(machine.provide({ actors: w.actors }), { input: INPUT, clock: w.clock }).start();
     b.send({ type: 'backup.start' });
     b.send({ type: 'primary.admitted', joining: false, generation: GENERATION });
     b.send({ type: 'channel.failed' });
-    expect(b.getSnapshot().value).toBe('suspecting');
-    expect(fired).toEqual(['watchPrimary']);
+    expect(b.getSnapshot().value).toBe('claiming');
+    expect(w.tas.calls.map((c) => c.generation)).toEqual([GENERATION]);
+    // Heard again (a beat that was on its way) changes nothing: the claim stands.
     b.send({ type: 'peer.heard' });
-    expect(b.getSnapshot().value).toBe('replaying');
+    expect(b.getSnapshot().value).toBe('claiming');
+    expect(fired).toEqual(['watchPrimary']);
+    // Silent first, then broken: the claim does not wait for the confirmation.
+    const s = createActor(machine.provide({ actors: w.actors }), { input: INPUT, clock: w.clock }).start();
+    s.send({ type: 'backup.start' });
+    s.send({ type: 'primary.admitted', joining: false, generation: GENERATION });
+    s.send({ type: 'peer.silent' });
+    s.send({ type: 'channel.failed' });
+    expect(s.getSnapshot().value).toBe('claiming');
+    // A joiner whose channel breaks before the snapshot arrived has nothing to take over with.
+    const j = createActor(machine.provide({ actors: w.actors }), { input: INPUT, clock: w.clock }).start();
+    j.send({ type: 'backup.start' });
+    j.send({ type: 'primary.admitted', joining: true, generation: GENERATION });
+    j.send({ type: 'channel.failed' });
+    expect(j.getSnapshot().value).toBe('abandoned');
+    expect(w.tas.calls.length).toBe(2);
   });
 });

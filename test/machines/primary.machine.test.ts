@@ -109,11 +109,17 @@ async function drive(start: PrimaryStart, steps: Step[]): Promise<string | undef
           expect(await icountMoves(40), at).toBe(true);
           break;
         case 'channel.failed': {
-          wire!.fail();
-          silentSince = performance.now();
-          // Suspicion never stops the VM (a throttled one runs again), and releases nothing.
+          const verdict = steps[i + 1]?.event.type === ARBITER_DONE ? verdictOf(steps[i + 1]!.event) : undefined;
+          if (verdict === 'lost') await arbiter.inner.testAndSet(PAIR, g, 'rival');
           const before = released.length;
-          expect(await icountMoves(30), at).toBe(true);
+          const failedAt = performance.now();
+          wire!.fail();
+          // A broken channel is a verdict: the claim goes out at once, not a confirmation later.
+          const mine = () => arbiter.claims.find((c) => c.claimant === 'p' && c.generation === g);
+          expect(await waitFor(() => mine() !== undefined, 2000), `${at}: a claim of generation ${g}`).toBe(true);
+          expect(mine()!.atMs - failedAt, `${at}: claimed without waiting for a confirmation`).toBeLessThan(TIMING.confirmMs);
+          // Until the arbiter answers the VM runs on (a throttled one too) and releases nothing.
+          expect((await icountMoves(30)) || machine.hart.haltCode !== undefined, at).toBe(true);
           expect(released.length, at).toBe(before);
           break;
         }
