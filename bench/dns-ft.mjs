@@ -11,17 +11,14 @@
 // query. Loopback only; BENCH_DNS_SECONDS (default 5) per level.
 import { spawn, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { cli, dnsElf, hasDnsperf, parseDnsperf, query, QUERY_NAMES, requireBuilt, root, writeQueries, zoneImg } from './lib/dns.mjs';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
-if (!existsSync(join(root, 'dist/runtime/pair.js'))) {
-  console.error('bench: dist/ is missing; run `npm run build` first');
-  process.exit(2);
-}
+requireBuilt('dist/runtime/pair.js');
 
 // ---- child: the FT pair serving dns on a forwarded port ----
 if (process.argv[2] === '--serve-ft') {
@@ -30,7 +27,7 @@ if (process.argv[2] === '--serve-ft') {
   const { openIo } = await import(join(root, 'dist/runtime/io/open.js'));
   const io = await openIo({ disk: `file:${disk}`, net: ['udp:127.0.0.1:0:53'] });
   const backupIn = process.env.BENCH_DNS_BACKUP_IN ?? 'thread';
-  const pair = createPair({ image: readFileSync(join(root, 'guests/dns/dns.elf')), disk: io.disk.backend, net: io.net.backend, backupIn });
+  const pair = createPair({ image: readFileSync(dnsElf), disk: io.disk.backend, net: io.net.backend, backupIn });
   await pair.ready();
   let text = '';
   let outputs = 0;
@@ -66,16 +63,11 @@ async function freeUdpPort() {
   return p;
 }
 
-function query(id, name, type) {
-  const labels = name.split('.').flatMap((l) => [l.length, ...Buffer.from(l)]);
-  return Buffer.from([id >> 8, id & 255, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, ...labels, 0, 0, type, 0, 1]);
-}
-
 /** N queries in flight for `seconds`; a query unanswered after 200 ms is replaced (counted lost). */
 async function dnsLoad(port, inflight, seconds) {
   const s = createSocket('udp4');
   await new Promise((r) => s.bind(0, '127.0.0.1', r));
-  const names = [['www.example.test', 1], ['ns1.example.test', 1], ['nope.example.test', 1], ['v6only.example.test', 28], ['hello.example.test', 16]];
+  const names = QUERY_NAMES;
   const sentAt = new Map();
   const lat = [];
   let next = 0, answered = 0, timeouts = 0;
@@ -111,17 +103,11 @@ async function dnsLoad(port, inflight, seconds) {
 }
 
 function dnsperf(port, seconds, dir) {
-  if (spawnSync('sh', ['-c', 'command -v dnsperf']).status !== 0) return undefined;
-  const qf = join(dir, 'queries.txt');
-  writeFileSync(qf, 'www.example.test A\nns1.example.test A\nnope.example.test A\nv6only.example.test AAAA\nhello.example.test TXT\n');
+  if (!hasDnsperf()) return undefined;
+  const qf = writeQueries(join(dir, 'queries.txt'));
   const r = spawnSync('dnsperf', ['-s', '127.0.0.1', '-p', String(port), '-d', qf, '-l', String(seconds), '-q', '32'], { encoding: 'utf8' });
-  const num = (re) => Number(re.exec(r.stdout)?.[1] ?? NaN);
-  return {
-    qps: num(/Queries per second:\s+([\d.]+)/),
-    completed: num(/Queries completed:\s+(\d+)/),
-    lostPct: num(/Queries lost:\s+\d+ \(([\d.]+)%\)/),
-    avgMs: num(/Average Latency \(s\):\s+([\d.]+)/) * 1000,
-  };
+  const { qps, completed, lostPct, avgMs } = parseDnsperf(r.stdout);
+  return { qps, completed, lostPct, avgMs };
 }
 
 /** A server process: `ready` resolves to its port; `stats()` asks the FT child for its counters. */
@@ -175,9 +161,9 @@ async function main() {
     // ---- without FT ----
     {
       const disk = join(dir, 'plain.img');
-      copyFileSync(join(root, 'guests/dns/zone.img'), disk);
+      copyFileSync(zoneImg, disk);
       const port = await freeUdpPort();
-      const srv = server([join(root, 'bin/ftvm.js'), 'run', join(root, 'guests/dns/dns.elf'), '--disk', disk, '--net', `udp:${port}:53`], /serving/);
+      const srv = server([cli, 'run', dnsElf, '--disk', disk, '--net', `udp:${port}:53`], /serving/);
       await srv.ready;
       for (const n of LEVELS) results.plain[n] = await dnsLoad(port, n, SECONDS);
       results.plain.dnsperf = dnsperf(port, SECONDS, dir);
@@ -186,7 +172,7 @@ async function main() {
     // ---- with FT ----
     {
       const disk = join(dir, 'ft.img');
-      copyFileSync(join(root, 'guests/dns/zone.img'), disk);
+      copyFileSync(zoneImg, disk);
       const srv = server([fileURLToPath(import.meta.url), '--serve-ft', disk], /^ready \d+$/);
       const port = Number((await srv.ready).split(' ')[1]);
       for (const n of LEVELS) {

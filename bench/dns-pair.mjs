@@ -1,145 +1,101 @@
 // `node bench/dns-pair.mjs`: the dns guest protected by a process pair (`ftvm pair --disk
 // --net`), against `ftvm run` on the same image, in one run; then kill -9 of the primary
 // under dnsperf. Needs `npm run build` and dnsperf (`apt-get install dnsperf`).
-//   throughput: dnsperf -q 32 for BENCH_DNS_SECONDS (default 5) against each;
-//   latency:    a Node client keeping 1, then 32, queries in flight, 2 s each, against each;
+//   throughput: BENCH_ROUNDS rounds (default 3), `ftvm run` and `ftvm pair` in each, their
+//               order alternated (run first in odd rounds, the pair first in even ones). Each
+//               target is started fresh (the pair: once protected), warmed by dnsperf until
+//               BENCH_WARM_Q queries (default 30 000) or BENCH_WARM_S (default 30) s, whichever
+//               comes first (bench/lib/dns.mjs warmUp; not counted, printed as "warm-up";
+//               BENCH_WARM_S=0: none), then measured by
+//               dnsperf for BENCH_DNS_SECONDS (default 5), then stopped: both sides get the
+//               same history, and only one target runs at a time (an idle pair costs a share
+//               of a core that `ftvm run` would lose). dnsperf's arguments: BENCH_DNSPERF
+//               (default `-q 32`). Per measured run: q/s, dnsperf's lost and average latency,
+//               and per process µs of CPU per answered query (all threads, /proc/PID/stat)
+//               with its main thread's share of the wall time on a CPU, runnable (waiting for
+//               a core) and asleep (waiting for a packet, an ack, a timer: /proc/.../schedstat).
+//               Then the medians of q/s over the rounds and their ratio, the median of the
+//               per-round ratios, and the same for the warm-up runs (what this bench measured
+//               before the warm-up: the first dnsperf after start).
+//   latency:    in the last round, after its measured run, a Node client keeping 1, then 32,
+//               queries in flight, 2 s each, against each (warm).
 //   failover:   dnsperf -q 32 -t 1 against a pair with --suspect-ms 250, its primary killed
 //               after 2 s; dnsperf's lost queries, and kill → first answer to a probe query
 //               (sent at the kill and again every 2 ms until answered).
 // Loopback only. Prints one line per measure.
-import { spawn, spawnSync } from 'node:child_process';
-import { createSocket } from 'node:dgram';
-import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { warmSeconds, warmText, warmUp, dnsElf as elf, dnsperf as runDnsperf, fmtProc, inflight, measure, median, probe, requireBuilt, requireDnsperf, sleep, start, stop, writeQueries, zoneImg } from './lib/dns.mjs';
 
-// BENCH_ROOT: the tree to run (a baseline worktree of main, side by side).
-const root = process.env.BENCH_ROOT ?? fileURLToPath(new URL('..', import.meta.url));
-if (!existsSync(join(root, 'dist/runtime/cli.js'))) {
-  console.error('bench: dist/ is missing; run `npm run build` first');
-  process.exit(2);
-}
-if (spawnSync('sh', ['-c', 'command -v dnsperf']).status !== 0) {
-  console.error('bench: dnsperf is not installed (apt-get install dnsperf)');
-  process.exit(2);
-}
+// BENCH_ROOT: the tree to run (a baseline worktree of main, side by side; bench/lib/dns.mjs).
+requireBuilt();
+requireDnsperf();
 const seconds = Number(process.env.BENCH_DNS_SECONDS ?? 5);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const perfArgs = (process.env.BENCH_DNSPERF ?? '-q 32').trim().split(/\s+/);
 // BENCH_KILL_ONLY=1: only the failover; BENCH_KILLS=N: that many kills, a new pair each.
 const killOnly = process.env.BENCH_KILL_ONLY === '1';
 const kills = Number(process.env.BENCH_KILLS ?? 1);
 const dir = mkdtempSync(join(tmpdir(), 'ftvm-bench-dns-pair-'));
-const cli = join(root, 'bin/ftvm.js');
-const elf = join(root, 'guests/dns/dns.elf');
-const queries = join(dir, 'queries');
-writeFileSync(queries, 'www.example.test A\nns1.example.test A\nnope.example.test A\nv6only.example.test AAAA\nhello.example.test TXT\n');
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const queries = writeQueries(join(dir, 'queries'));
+const dnsperf = (port, secs, extra = []) => runDnsperf(port, secs, queries, ['-q', '32', ...extra]).done;
+const n0 = (x) => (Number.isFinite(x) ? x.toFixed(0) : 'n/a');
+const r2 = (x) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
 
-/** Start `ftvm ...args`; resolves once stderr shows the forward's port (and the guest serves). */
-async function start(args) {
-  const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const lines = [];
-  createInterface({ input: child.stderr }).on('line', (l) => lines.push(l));
-  const exited = new Promise((r) => child.once('exit', r));
-  const t0 = Date.now();
-  for (;;) {
-    const m = lines.map((l) => /forwarding udp 127\.0\.0\.1:(\d+) ->/.exec(l)).find(Boolean);
-    if (m && (await probe(Number(m[1]), 3000)) !== undefined) return { child, lines, port: Number(m[1]), exited };
-    if (child.exitCode !== null || Date.now() - t0 > 30_000) {
-      // Leave nothing running: a pair that did not come up in time is stopped here.
-      if (child.exitCode === null) child.kill('SIGTERM');
-      throw new Error(`ftvm ${args[0]} did not come up:\n${lines.join('\n')}`);
-    }
-    await sleep(50);
-  }
-}
-
-function query(id) {
-  const labels = 'www.example.test'.split('.').flatMap((l) => [l.length, ...Buffer.from(l)]);
-  return Buffer.from([id >> 8, id & 255, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, ...labels, 0, 0, 1, 0, 1]);
-}
-
-/** One query, retried every `everyMs`; the ms it took, or undefined. */
-async function probe(port, ms, everyMs = 100) {
-  const s = createSocket('udp4');
-  const t0 = performance.now();
+/** A fresh target, warmed, measured, (latency), stopped: its figures. */
+async function oneTarget(target, round, withLatency) {
+  const img = join(dir, `${target}-${round}.img`);
+  copyFileSync(zoneImg, img);
+  const t = await start([target, elf, '--disk', `file:${img}`, '--net', 'udp:127.0.0.1:0:53'], { protectedFirst: true });
   try {
-    return await new Promise((resolve) => {
-      const timer = setInterval(() => s.send(query(7), port, '127.0.0.1'), everyMs);
-      const give = setTimeout(() => { clearInterval(timer); resolve(undefined); }, ms);
-      s.on('message', () => { clearInterval(timer); clearTimeout(give); resolve(performance.now() - t0); });
-      s.send(query(7), port, '127.0.0.1');
-    });
+    const warm = await warmUp(t, queries, perfArgs);
+    const load = loadavg()[0];
+    const m = await measure(t, seconds, queries, perfArgs);
+    const latency = withLatency ? [await inflight(t.port, 1, 2), await inflight(t.port, 32, 2)] : undefined;
+    return { warm, m, load, latency, t };
   } finally {
-    s.close();
+    await stop(t);
+    rmSync(img, { force: true });
   }
-}
-
-/** A client that keeps `n` queries in flight for `secs`: answers per second and latency percentiles. */
-async function inflight(port, n, secs) {
-  const s = createSocket('udp4');
-  const sentAt = new Map();
-  const lat = [];
-  let id = 0;
-  const send = () => {
-    id = (id + 1) & 0xffff;
-    sentAt.set(id, performance.now());
-    s.send(query(id), port, '127.0.0.1');
-  };
-  s.on('message', (m) => {
-    const t = sentAt.get((m[0] << 8) | m[1]);
-    if (t === undefined) return;
-    sentAt.delete((m[0] << 8) | m[1]);
-    lat.push(performance.now() - t);
-    send();
-  });
-  for (let i = 0; i < n; i++) send();
-  await sleep(secs * 1000);
-  s.close();
-  lat.sort((a, b) => a - b);
-  const p = (q) => (lat[Math.floor(lat.length * q)] ?? NaN).toFixed(3);
-  return `${n} in flight ${(lat.length / secs).toFixed(0)} q/s, p50 ${p(0.5)} p99 ${p(0.99)} ms`;
-}
-
-function dnsperf(port, secs, extra = []) {
-  return new Promise((resolve) => {
-    const p = spawn('dnsperf', ['-s', '127.0.0.1', '-p', String(port), '-d', queries, '-l', String(secs), '-q', '32', ...extra], { stdio: ['ignore', 'pipe', 'ignore'] });
-    let out = '';
-    p.stdout.on('data', (b) => (out += b));
-    p.on('exit', () => resolve({
-      qps: Number(/Queries per second:\s+([\d.]+)/.exec(out)?.[1] ?? NaN),
-      lost: Number(/Queries lost:\s+(\d+)/.exec(out)?.[1] ?? NaN),
-      sent: Number(/Queries sent:\s+(\d+)/.exec(out)?.[1] ?? NaN),
-    }));
-  });
-}
-
-async function stop(p) {
-  p.child.kill('SIGTERM');
-  await p.exited;
 }
 
 try {
-  copyFileSync(join(root, 'guests/dns/zone.img'), join(dir, 'run.img'));
-  copyFileSync(join(root, 'guests/dns/zone.img'), join(dir, 'pair.img'));
-
   if (!killOnly) {
-    const run = await start(['run', elf, '--disk', `file:${join(dir, 'run.img')}`, '--net', 'udp:127.0.0.1:0:53']);
-    const noFt = await dnsperf(run.port, seconds);
-    const runLatency = [await inflight(run.port, 1, 2), await inflight(run.port, 32, 2)];
-    await stop(run);
-    const pair = await start(['pair', elf, '--disk', `file:${join(dir, 'pair.img')}`, '--net', 'udp:127.0.0.1:0:53']);
-    const ft = await dnsperf(pair.port, seconds);
-    const pairLatency = [await inflight(pair.port, 1, 2), await inflight(pair.port, 32, 2)];
-    await stop(pair);
-    console.log(`dnsperf -q 32, ${seconds} s: ftvm run ${noFt.qps.toFixed(0)} q/s (lost ${noFt.lost}), ftvm pair ${ft.qps.toFixed(0)} q/s (lost ${ft.lost}), ratio ${(ft.qps / noFt.qps).toFixed(2)}`);
-    console.log(`latency, ftvm run: ${runLatency.join('; ')}`);
-    console.log(`latency, ftvm pair: ${pairLatency.join('; ')}`);
+    const rows = [];
+    for (let round = 1; round <= rounds; round++) {
+      const order = round % 2 === 1 ? ['run', 'pair'] : ['pair', 'run'];
+      const row = { round };
+      for (const target of order) row[target] = await oneTarget(target, round, round === rounds);
+      rows.push(row);
+      const { run, pair } = row;
+      console.log(`round ${round} (${order.join(' then ')}), dnsperf ${perfArgs.join(' ')}: ` +
+        `ftvm run warm-up ${n0(run.warm?.completed)} queries at ${n0(run.warm?.qps)} q/s, then ${seconds} s ${n0(run.m.qps)} q/s (lost ${run.m.lost}, avg ${r2(run.m.avgMs)} ms, load ${r2(run.load)}); ` +
+        `ftvm pair warm-up ${n0(pair.warm?.completed)} at ${n0(pair.warm?.qps)} q/s, then ${n0(pair.m.qps)} q/s (lost ${pair.m.lost}, avg ${r2(pair.m.avgMs)} ms, load ${r2(pair.load)}); ratio ${r2(pair.m.qps / run.m.qps)}`);
+      for (const target of ['run', 'pair']) {
+        const x = row[target];
+        const st = x.t.lines.map((l) => /primary stats outputs (\d+) .*chunks (\d+) .*outputDelay p50 ([\d.]+) ms p99 ([\d.]+) ms/.exec(l)).find(Boolean);
+        console.log(`  ${target}, measured run: ${x.m.procs.map((p) => fmtProc(p, x.m)).join(', ')}` +
+          (st ? `; primary over its life: ${(Number(st[2]) / Number(st[1])).toFixed(2)} chunks per answer, output-rule delay p50 ${st[3]} ms, p99 ${st[4]} ms` : ''));
+      }
+    }
+    const med = (f) => median(rows.map(f));
+    console.log(`dnsperf ${perfArgs.join(' ')}, ${seconds} s after a warm-up (${warmText()}), medians of ${rounds} alternated rounds: ` +
+      `ftvm run ${n0(med((r) => r.run.m.qps))} q/s (${rows.map((r) => n0(r.run.m.qps)).join(', ')}), ` +
+      `ftvm pair ${n0(med((r) => r.pair.m.qps))} q/s (${rows.map((r) => n0(r.pair.m.qps)).join(', ')}), ` +
+      `ratio ${r2(med((r) => r.pair.m.qps) / med((r) => r.run.m.qps))} (per round ${rows.map((r) => r2(r.pair.m.qps / r.run.m.qps)).join(', ')}; median ${r2(med((r) => r.pair.m.qps / r.run.m.qps))})`);
+    if (warmSeconds > 0) {
+      console.log(`the warm-up runs (cold: the first dnsperf after start, as this bench measured before the fifth pass): ` +
+        `ftvm run ${n0(med((r) => r.run.warm.qps))} q/s, ftvm pair ${n0(med((r) => r.pair.warm.qps))} q/s, ` +
+        `ratio ${r2(med((r) => r.pair.warm.qps) / med((r) => r.run.warm.qps))} (per round ${rows.map((r) => r2(r.pair.warm.qps / r.run.warm.qps)).join(', ')})`);
+    }
+    const last = rows[rows.length - 1];
+    console.log(`latency, ftvm run: ${last.run.latency.join('; ')}`);
+    console.log(`latency, ftvm pair: ${last.pair.latency.join('; ')}`);
   }
 
   for (let k = 0; k < kills; k++) {
-    copyFileSync(join(root, 'guests/dns/zone.img'), join(dir, 'kill.img'));
+    copyFileSync(zoneImg, join(dir, 'kill.img'));
     const victim = await start(['pair', elf, '--disk', `file:${join(dir, 'kill.img')}`, '--net', 'udp:127.0.0.1:0:53', '--suspect-ms', '250']);
     const pid = Number(victim.lines.map((l) => /^pair\| primary pid (\d+)/.exec(l)).find(Boolean)?.[1]);
     const load = dnsperf(victim.port, 6, ['-t', '1']);

@@ -6,22 +6,23 @@
 // self time per function. Run `run` and `pair` one after the other: only side-by-side figures
 // mean anything on a shared host. BENCH_DNS_RATE=N paces dnsperf at N q/s (-Q), so that both
 // modes do the same work; then each profile's busiest functions are printed as µs of self
-// time per answered query (BENCH_PROFILE_TOP of them, default 25). Needs `npm run build` and dnsperf.
+// time per answered query (BENCH_PROFILE_TOP of them, default 25). BENCH_WARM_S: a warm-up
+// first (below). Needs `npm run build` and dnsperf.
 import { spawn } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-const root = fileURLToPath(new URL('..', import.meta.url));
+import { cli, dnsElf, parseDnsperf, warmUp, requireBuilt, requireDnsperf, sleep, writeQueries, zoneImg } from './lib/dns.mjs';
+requireBuilt();
+requireDnsperf();
 const dir = mkdtempSync(join(tmpdir(), 'svc-prof-'));
-copyFileSync(join(root, 'guests/dns/zone.img'), join(dir, 'z.img'));
+copyFileSync(zoneImg, join(dir, 'z.img'));
 writeFileSync(join(dir, 'key'), 'ab'.repeat(32));
-writeFileSync(join(dir, 'q'), 'www.example.test A\nns1.example.test A\nnope.example.test A\nv6only.example.test AAAA\nhello.example.test TXT\n');
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+writeQueries(join(dir, 'q'));
 const mode = process.argv[2] ?? 'pair';
 function start(args, node = []) {
-  const c = spawn(process.execPath, [...node, join(root, 'bin/ftvm.js'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const c = spawn(process.execPath, [...node, cli, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   const lines = [];
   createInterface({ input: c.stderr }).on('line', (l) => lines.push(l));
   return { c, lines, exited: new Promise((r) => c.once('exit', r)) };
@@ -32,18 +33,23 @@ const prof = ['--cpu-prof', '--cpu-prof-dir', join(dir, 'prof')];
 let procs = [];
 let port;
 if (mode === 'run') {
-  const r = start(['run', join(root, 'guests/dns/dns.elf'), '--disk', `file:${join(dir, 'z.img')}`, '--net', 'udp:127.0.0.1:0:53'], prof);
+  const r = start(['run', dnsElf, '--disk', `file:${join(dir, 'z.img')}`, '--net', 'udp:127.0.0.1:0:53'], prof);
   port = Number((await wait(r, /forwarding udp 127\.0\.0\.1:(\d+)/))[1]);
   procs = [r];
 } else {
-  const p = start(['primary', join(root, 'guests/dns/dns.elf'), '--listen', '127.0.0.1:0', '--net', 'udp:127.0.0.1:0:53', ...(mode === 'pair-outputs' ? ['--outputs', join(dir, 'o.jsonl')] : []), ...common], prof);
+  const p = start(['primary', dnsElf, '--listen', '127.0.0.1:0', '--net', 'udp:127.0.0.1:0:53', ...(mode === 'pair-outputs' ? ['--outputs', join(dir, 'o.jsonl')] : []), ...common], prof);
   port = Number((await wait(p, /forwarding udp 127\.0\.0\.1:(\d+)/))[1]);
   const l = (await wait(p, /listening 127\.0\.0\.1:(\d+)/))[1];
-  const b = start(['backup', join(root, 'guests/dns/dns.elf'), '--connect', `127.0.0.1:${l}`, '--net', `udp:127.0.0.1:${port}:53`, ...common], ['--cpu-prof', '--cpu-prof-dir', join(dir, 'bprof')]);
+  const b = start(['backup', dnsElf, '--connect', `127.0.0.1:${l}`, '--net', `udp:127.0.0.1:${port}:53`, ...common], ['--cpu-prof', '--cpu-prof-dir', join(dir, 'bprof')]);
   await wait(p, /state \{"protected"/);
   procs = [p, b];
 }
 await sleep(1500);
+// The warm-up of bench/lib/dns.mjs first (BENCH_WARM_Q queries or BENCH_WARM_S s), not
+// counted (the profile's window is dnsperf's measured 8 s only), so that the profile shows
+// the warm steady state, not V8's and the translator's start-up; BENCH_WARM_S=0 profiles the
+// first queries, as before the fifth pass.
+await warmUp({ port, pids: {} }, join(dir, 'q'));
 const rate = process.env.BENCH_DNS_RATE;
 const dp = spawn('dnsperf', ['-s', '127.0.0.1', '-p', String(port), '-d', join(dir, 'q'), '-l', '8', '-q', '32', ...(rate ? ['-Q', rate] : [])], { stdio: ['ignore', 'pipe', 'ignore'] });
 let out = ''; dp.stdout.on('data', (b) => (out += b));
@@ -74,7 +80,7 @@ function summary(file, answered) {
   const top = [...self].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.BENCH_PROFILE_TOP ?? 25));
   return [`  busy (not idle or program) ${(total / answered).toFixed(1)} µs per query`, ...top.map(([k, v]) => `  ${(v / answered).toFixed(1).padStart(7)}  ${k}`)].join('\n');
 }
-const answered = Number(/Queries completed:\s+(\d+)/.exec(out)?.[1] ?? NaN);
+const answered = parseDnsperf(out).completed;
 for (const sub of ['prof', 'bprof']) {
   let files = [];
   try { files = readdirSync(join(dir, sub)).filter((f) => f.endsWith('.cpuprofile')); } catch { continue; }

@@ -9,16 +9,11 @@
 //   bound, first new answer released); answers in the 500 ms after the first; the checker.
 // Prints one line per run and the medians.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { median, requireBuilt, root } from './lib/dns.mjs';
 
 // BENCH_ROOT: the tree whose dist/ to run (a baseline worktree of main, side by side).
-const root = process.env.BENCH_ROOT ?? fileURLToPath(new URL('..', import.meta.url));
-if (!existsSync(join(root, 'dist/runtime/demo/dns-load.js'))) {
-  console.error('bench: dist/ is missing; run `npm run build` first');
-  process.exit(2);
-}
+requireBuilt('dist/runtime/demo/dns-load.js');
 const { dnsScenario, runScenario } = await import(join(root, 'dist/runtime/demo/dns-load.js'));
 const runs = Number(process.env.BENCH_RUNS ?? 8);
 const busy = Number(process.env.BENCH_BUSY ?? 0);
@@ -34,10 +29,6 @@ for (let i = 0; i < busy; i++) loops.push(spawn(process.execPath, ['-e', 'for(;;
 const stopLoops = () => { for (const c of loops) if (c.exitCode === null) process.kill(c.pid, 'SIGKILL'); };
 process.on('exit', stopLoops);
 
-const median = (xs) => {
-  const s = xs.filter((x) => x !== undefined && Number.isFinite(x)).sort((a, b) => a - b);
-  return s.length === 0 ? undefined : s[Math.floor((s.length - 1) / 2)];
-};
 const f = (x) => (x === undefined ? 'n/a' : x.toFixed(0));
 
 const rows = [];
