@@ -204,3 +204,31 @@ describe('several slices in one batch (CpuActorOptions.moreSlices)', () => {
     expect(m.icount).toBe(target);
   });
 });
+
+describe('ReplayEnv.nextAt behind value entries', () => {
+  it('stops at the first entry that is not a value, before and after the reads consume theirs', () => {
+    const env = new ReplayEnv();
+    let seq = 0;
+    for (let k = 0; k < 50; k++) env.push({ seq: seq++, icount: 100 + k, type: 'value', kind: 'mtime', value: k });
+    env.push({ seq: seq++, icount: 400, type: 'timer' });
+    env.push({ seq: seq++, icount: 500, type: 'progress', released: 0 });
+    env.push({ seq: seq++, icount: 600, type: 'timer' });
+    expect(env.nextAt(0)).toBe(400);
+    // The reads consume their entries; the stop stays where it was.
+    for (let k = 0; k < 30; k++) expect(env.value('mtime', 100 + k)).toBe(k);
+    expect(env.nextAt(130)).toBe(400);
+    for (let k = 30; k < 50; k++) env.value('mtime', 100 + k);
+    expect(env.nextAt(150)).toBe(400);
+    // A machine at the timer: the stop is now (deliverDue applies it), then the next timer.
+    expect(env.nextAt(400)).toBe(400);
+    const m = new Machine({ env, memoryMiB: 1 });
+    m.hart.icount = 400;
+    env.deliverDue(m);
+    expect(env.nextAt(400)).toBe(600);
+    // Nothing but values after the horizon's last stop: the horizon.
+    m.hart.icount = 600;
+    env.deliverDue(m);
+    env.push({ seq: seq++, icount: 700, type: 'value', kind: 'rtc', value: 1 });
+    expect(env.nextAt(600)).toBe(701);
+  });
+});
