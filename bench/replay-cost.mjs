@@ -74,7 +74,7 @@ const run = (dir, what) => {
   const args = ['--import', join(here, 'bench/replay-counts-preload.mjs')];
   const out = execFileSync(process.execPath, [...args, self, '--child', dir, what], {
     encoding: 'utf8',
-    env: { ...process.env, FTVM_COUNTS_FILE: countsFile, FTVM_COUNTS: counts ? '1' : '0' },
+    env: { ...process.env, FTVM_COUNTS_FILE: countsFile, FTVM_COUNTS: counts ? '1' : '0', FTVM_COUNTS_ROOT: dir },
     maxBuffer: 1 << 24,
   });
   const r = JSON.parse(out.trim().split('\n').pop());

@@ -24,7 +24,8 @@ import { join } from 'node:path';
 const file = process.env.FTVM_COUNTS_FILE;
 if (file) {
   const counting = process.env.FTVM_COUNTS !== '0';
-  const root = fileURLToPath(new URL('..', import.meta.url));
+  // The checkout whose classes the run uses (bench/replay-cost.mjs runs a baseline tree's too).
+  const root = process.env.FTVM_COUNTS_ROOT ?? fileURLToPath(new URL('..', import.meta.url));
   const d = (p) => import(join(root, 'dist/runtime', p));
   const { Machine } = await d('machine.js');
   const { ReplayEnv } = await d('env/replay.js');

@@ -232,3 +232,26 @@ describe('ReplayEnv.nextAt behind value entries', () => {
     expect(env.nextAt(600)).toBe(701);
   });
 });
+
+describe('BatchSlicer with soft slices', () => {
+  it('learns the rate from probes that end a block short of their budget', () => {
+    const m = new Machine({ env: new DeterministicEnv(TIMER_OPTS), memoryMiB: 16 });
+    m.loadElf(BENCH_TIMER);
+    // 0.2 ms slices: tens of thousands of instructions at any speed this host runs.
+    const slicer = new BatchSlicer(m, 50_000_000, 0.2, () => true);
+    const budgets: number[] = [];
+    let short = 0;
+    for (let i = 0; i < 100; i++) {
+      const b = slicer.budget();
+      budgets.push(b);
+      const before = m.icount;
+      m.step(b, true);
+      if (m.icount - before < b) short++;
+      slicer.ended();
+    }
+    expect(budgets[0]).toBe(4096);
+    // The probes ended short (soft), and still the slices grew past the probe.
+    expect(short).toBeGreaterThan(10);
+    expect(Math.min(...budgets.slice(50))).toBeGreaterThan(4096);
+  });
+});

@@ -56,8 +56,10 @@ export class BatchSlicer {
 
   private learn(): void {
     const n = this.machine.icount - this.startIcount;
-    // A batch cut short (an output, the log's horizon, wfi) says little about the rate.
-    if (n < MIN_BATCH) return;
+    // A batch cut short (an output, the log's horizon, wfi) says little about the rate. NOTE
+    // half the floor: a soft slice (Hart.run's `soft`) ends up to a block short of its
+    // budget, and the first probes of MIN_BATCH must still teach the rate.
+    if (n < MIN_BATCH / 2) return;
     const ms = performance.now() - this.startMs;
     if (!(ms > 0)) return;
     const r = n / ms;
