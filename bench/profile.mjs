@@ -1,6 +1,7 @@
 // Where FT's time goes: CPU profiles (node --cpu-prof) of both sides, summarized by item.
 //   node bench/profile.mjs [guest]           (needs `npm run build`; guest: bench-timer)
 //   node bench/profile.mjs --summarize DIR   (summarize .cpuprofile files already taken)
+//   BENCH_CASES=2,3 node bench/profile.mjs   (only the cases named; default 1,2,3)
 // 1. `ftvm primary` and `ftvm backup` as processes over loopback TLS, one profile each;
 // 2. `createPair({ backupIn: 'worker' })` in one process: the primary's thread and the
 //    backup's worker, one profile each (Node writes one per thread);
@@ -89,8 +90,10 @@ console.log(`machine: ${cpus().length} CPUs, node ${process.version}, load avera
 const profDir = (name) => mkdtempSync(join(dir, `${name}-`));
 const profArgs = (d) => ['--cpu-prof', `--cpu-prof-dir=${d}`];
 
+const CASES = new Set((process.env.BENCH_CASES ?? '1,2,3').split(',').map(Number));
+
 // 1. Processes over loopback TLS.
-{
+if (CASES.has(1)) {
   const pd = profDir('primary'), bd = profDir('backup');
   const arb = mkdtempSync(join(dir, 'arb-'));
   const common = ['--key-file', key, '--arbiter', `file:${arb}`];
@@ -119,6 +122,7 @@ for (const [n, title, code] of [
      const m = new Machine({ env: new LiveEnv() }); m.loadElf((await import('node:fs')).readFileSync(${JSON.stringify(elf)}));
      await runMachine(m, {});`],
 ]) {
+  if (!CASES.has(n)) continue;
   const d = profDir(`case${n}`);
   const t0 = performance.now();
   // A file, not -e: a worker inherits the execArgv, and --input-type would break its start.

@@ -35,6 +35,23 @@ export interface CpuActorOptions extends CpuHooks {
    * batch on its own turn, as the primary wants (an ack that is due arrives before its next batch).
    */
   yieldMs?: number;
+  /**
+   * `batch` is a slice of time, not a count (Machine.step's `softMax`): a slice may end a
+   * little short of it, at a translated block's boundary. Not for a node whose batch size is
+   * a count someone relies on; `cpu.runUntil`'s target and the env's inputs stay exact.
+   */
+  softBatch?: boolean;
+  /**
+   * More slices in one batch. After a slice that ended on its budget, at one of the env's
+   * inputs, or at the guest's request (`exit`), this thread's pollers run (see
+   * `pollBetweenBatches`) and, if the chart still runs and this answers true, the batch goes on
+   * with another slice: no `cpu.batchEnded`, no microtask hop, no `onBatch` in between. A
+   * backup in a worker slices its replay to read its log port every 40 µs, and a chart event
+   * and two microtask hops per slice cost more than the poll; it answers false once the poll
+   * brought something (its delivery and ack are microtasks, which wait for the batch's end) or
+   * the batch has run long enough for the event loop's turn. Without it, one slice a batch.
+   */
+  moreSlices?: (exit: 'budget' | 'request') => boolean;
   /** Runs a scheduled batch later (default: see yieldMs). Tests pass their own to step batches by hand. */
   schedule?: (runBatch: () => void) => void;
   inspect?: Observer<InspectionEvent> | ((e: InspectionEvent) => void);
@@ -124,9 +141,23 @@ export function createCpuActor(m: Machine, opts: CpuActorOptions = {}): CpuActor
       name = 'target';
     } else {
       let exit: Exit;
+      /** Where the last slice started: one that ran nothing stands at the env's horizon. */
+      let sliceFrom = before;
       try {
-        const batch = opts.batch;
-        exit = m.step(Math.min(batch === undefined ? DEFAULT_BATCH : typeof batch === 'number' ? batch : batch(), room));
+        const more = opts.moreSlices;
+        for (;;) {
+          const batch = opts.batch;
+          const size = batch === undefined ? DEFAULT_BATCH : typeof batch === 'number' ? batch : batch();
+          const left = until ? target - m.icount : Infinity;
+          sliceFrom = m.icount;
+          exit = m.step(Math.min(size, left), opts.softBatch === true && size < left);
+          if (more === undefined || (exit !== Exit.Budget && exit !== Exit.Request)) break;
+          if (m.icount === sliceFrom || (until && m.icount >= target)) break;
+          if (pollers.size > 0) pollAll();
+          const state = actor.getSnapshot().value;
+          if (state !== (until ? 'runningUntil' : 'running')) break;
+          if (!more(exit === Exit.Budget ? 'budget' : 'request')) break;
+        }
       } catch (err) {
         envError = err;
         actor.send(ENDED.fault);
@@ -137,7 +168,7 @@ export function createCpuActor(m: Machine, opts: CpuActorOptions = {}): CpuActor
       if (exit !== Exit.Halt && exit !== Exit.Fault) {
         if (until && m.icount >= target) name = 'target';
         // The env's horizon is now (replay waiting for its log): wait, do not spin.
-        else if (exit === Exit.Budget && m.icount === before) name = 'horizon';
+        else if (exit === Exit.Budget && m.icount === sliceFrom) name = 'horizon';
       }
     }
     actor.send(ENDED[name]);

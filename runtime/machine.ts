@@ -120,13 +120,17 @@ export class Machine {
   /**
    * Deliver due inputs, then run at most `maxBudget` instructions without crossing the env's
    * next input. A zero budget (the env's horizon is now) returns Exit.Budget without running.
+   * `softMax`: `maxBudget` is a slice, not a count; where it is the limit, the batch may end a
+   * little short of it, at a translated block's boundary (Hart.run's `soft`). The env's next
+   * input is always reached exactly.
    */
-  step(maxBudget: number): Exit {
+  step(maxBudget: number, softMax = false): Exit {
     this.env.deliverDue(this);
     const icount = this.hart.icount;
-    const budget = Math.min(maxBudget, this.env.nextAt(icount) - icount);
+    const room = this.env.nextAt(icount) - icount;
+    const budget = Math.min(maxBudget, room);
     if (!(budget > 0)) return Exit.Budget;
-    return this.hart.run(budget);
+    return this.hart.run(budget, softMax && maxBudget < room);
   }
 
   /** Disk requests the guest issued that have no completion yet: go-live re-issues them (DESIGN §3). */

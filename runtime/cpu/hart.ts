@@ -134,8 +134,15 @@ export class Hart {
    * the start of an interpreter stretch or a block holds until its end. A batch that ends with budget 0
    * leaves a pending interrupt untaken; the next run() takes it before its first
    * instruction, so the state at a given icount does not depend on how batches were split.
+   *
+   * `soft`: the budget is a slice of time, not a count (a replay slice that only bounds how
+   * long the backup goes without reading its log port). Once something ran, the batch may
+   * end with Exit.Budget before the budget is spent, where the next translated block does not
+   * fit, instead of stepping the interpreter through the rest (up to a block's length per
+   * batch, with a JIT call per instruction). Never pass it for a budget that is an exact
+   * target (an env's next input, `cpu.runUntil`, a test's count).
    */
-  run(budget: number): Exit {
+  run(budget: number, soft = false): Exit {
     // A self-looping block spins until the budget is spent: an unbounded one would never return.
     if (!Number.isSafeInteger(budget) || budget < 0) throw new RangeError(`run: budget must be a safe integer >= 0, got ${budget}`);
     if (this.haltCode !== undefined) return Exit.Halt;
@@ -156,8 +163,10 @@ export class Hart {
         if (n > 0) {
           this.icount += n;
           left -= n;
+          if (soft && jit.short) return BUDGET;
           continue;
         }
+        if (soft && jit.short && left < budget) return BUDGET;
       }
       // The interpreter alone runs the whole budget; behind the JIT it does the one
       // instruction the JIT handed back, then the JIT goes on.

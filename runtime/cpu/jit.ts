@@ -105,6 +105,11 @@ export class Jit implements CodeSink {
 
   /** pc after the last run(). */
   pc = 0;
+  /**
+   * The last run() stopped because the next block did not fit in its budget (the caller then
+   * steps the interpreter up to the budget, or, with a soft budget, ends the batch here).
+   */
+  short = false;
 
   /**
    * Run translated blocks from `pc0` while they fit in `budget`; returns the number retired
@@ -117,6 +122,7 @@ export class Jit implements CodeSink {
     const ids = this.ids, lens = this.lens, fns = this.fns, s = this.s, base = this.bus.ramBase, words = this.words;
     let pc = pc0;
     let total = 0;
+    this.short = false;
     // Blocks only ever leave to aligned pcs (misaligned jumps bail first), so one check here does.
     if ((pc & 3) !== 0) {
       this.pc = pc;
@@ -132,7 +138,10 @@ export class Jit implements CodeSink {
         if (id < 0) break;
       }
       const left = budget - total;
-      if (lens[w]! > left) break;
+      if (lens[w]! > left) {
+        this.short = true;
+        break;
+      }
       total += fns[id]!(s, left);
       pc = s.pc;
       if (s.flag !== 0) {

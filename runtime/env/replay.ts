@@ -56,6 +56,12 @@ export class ReplayEnv implements Env {
 
   private readonly queue: LogEntry[] = [];
   private head = 0;
+  /**
+   * Where nextAt's scan stopped: every entry from `head` up to here is a value or passive one
+   * (value entries wait for the reads that consume them), so the next scan resumes here
+   * instead of stepping over them again at every slice.
+   */
+  private scan = 0;
   private wake: (() => void) | undefined;
 
   constructor(private readonly checks: ReplayChecks = {}) {}
@@ -102,13 +108,17 @@ export class ReplayEnv implements Env {
     // NOTE the next entry that takes effect between instructions may wait behind value
     // entries (a `seed` read inside instruction X+1, then a timer at X+1): the reads consume
     // those during the batch, so the batch must stop at the first entry that is not a value.
-    for (let i = this.head; i < this.queue.length; i++) {
-      const e = this.queue[i]!;
-      if (e.icount >= this.horizon) break;
-      if (e.type === 'value' || e.type === 'progress' || e.type === 'snapshot') continue;
-      return Math.max(icount, e.icount);
+    // A value entry's icount is always below the horizon (its read retired), and the queue is
+    // in icount order, so the first other entry decides.
+    const q = this.queue;
+    let i = this.scan > this.head ? this.scan : this.head;
+    for (; i < q.length; i++) {
+      const t = q[i]!.type;
+      if (t !== 'value' && t !== 'progress' && t !== 'snapshot') break;
     }
-    return this.horizon;
+    this.scan = i;
+    const e = q[i];
+    return e !== undefined && e.icount < this.horizon ? Math.max(icount, e.icount) : this.horizon;
   }
 
   deliverDue(m: Machine): void {
@@ -198,6 +208,7 @@ export class ReplayEnv implements Env {
     this.head++;
     if (this.head > 4096 && this.head * 2 > this.queue.length) {
       this.queue.splice(0, this.head);
+      this.scan = Math.max(0, this.scan - this.head);
       this.head = 0;
     }
   }

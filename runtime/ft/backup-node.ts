@@ -156,10 +156,17 @@ export class BackupNode {
     // Short slices while the primary may still send; the drain to the horizon runs whole batches.
     const sliceMs = opts.replaySliceMs ?? REPLAY_SLICE_MS;
     const slicer = new BatchSlicer(this.machine, opts.batch ?? DEFAULT_BATCH, sliceMs, () => sliceMs > 0 && !this.draining);
+    const chainMs = opts.chainMs ?? sliceMs / 2;
+    // A channel polled between slices (a worker's port, chained longer than a slice): the
+    // slices of one chain are one batch, and so one chart event, until the poll brings entries.
+    const polled = sliceMs > 0 && chainMs > sliceMs;
     this.cpu = createCpuActor(this.machine, {
       batch: slicer.budget,
       // Half a slice: a whole slice is followed by a turn (the socket, the acks); the guest's tiny batches chain.
-      ...(sliceMs > 0 ? { schedule: new BatchChain(opts.chainMs ?? sliceMs / 2).schedule } : { yieldMs: SHARED_THREAD_YIELD_MS }),
+      ...(sliceMs > 0 ? { schedule: new BatchChain(chainMs).schedule, softBatch: true } : { yieldMs: SHARED_THREAD_YIELD_MS }),
+      // NOTE entries the poll received wait for their delivery (a microtask: the chart's
+      // `channel.entries`, the replay env's push, the ack) until the batch ends: so it ends.
+      ...(polled ? { moreSlices: () => !this.deliveryQueued && !this.stopped && slicer.more(chainMs) } : {}),
       onBatch: () => slicer.ended(),
       id: `${opts.name}.cpu`,
       ...(opts.inspect ? { inspect: opts.inspect as never } : {}),

@@ -17,6 +17,8 @@ export class BatchSlicer {
   private startIcount = 0;
   /** The batch running now was sized to a slice (it ends soon on its own). */
   sliced = false;
+  /** When the current batch's first slice was sized (-1: the next budget() starts a batch). */
+  private batchMs = -1;
 
   constructor(
     private readonly machine: Machine,
@@ -28,6 +30,7 @@ export class BatchSlicer {
   /** The CPU actor's `batch`: asked right before each batch. */
   readonly budget = (): number => {
     this.startMs = performance.now();
+    if (this.batchMs < 0) this.batchMs = this.startMs;
     this.startIcount = this.machine.icount;
     this.sliced = this.short();
     if (!this.sliced) return this.max;
@@ -35,11 +38,28 @@ export class BatchSlicer {
     return Math.max(MIN_BATCH, Math.min(this.max, Math.round(this.rate * this.sliceMs)));
   };
 
-  /** After each batch (the CPU actor's `onBatch`): learn the rate from the batch just run. */
+  /** After each batch (the CPU actor's `onBatch`): learn the rate from its last slice. */
   ended(): void {
+    this.learn();
+    this.batchMs = -1;
+  }
+
+  /**
+   * The CPU actor's `moreSlices` for a sliced batch: learn the rate from the slice just run,
+   * and say whether the batch may go on with another, i.e. while it has run less than
+   * `spanMs` in all (then the event loop's turn is due: timers, the control port).
+   */
+  more(spanMs: number): boolean {
+    this.learn();
+    return this.sliced && performance.now() - this.batchMs < spanMs;
+  }
+
+  private learn(): void {
     const n = this.machine.icount - this.startIcount;
-    // A batch cut short (an output, the log's horizon, wfi) says little about the rate.
-    if (n < MIN_BATCH) return;
+    // A batch cut short (an output, the log's horizon, wfi) says little about the rate. NOTE
+    // half the floor: a soft slice (Hart.run's `soft`) ends up to a block short of its
+    // budget, and the first probes of MIN_BATCH must still teach the rate.
+    if (n < MIN_BATCH / 2) return;
     const ms = performance.now() - this.startMs;
     if (!(ms > 0)) return;
     const r = n / ms;
