@@ -31,6 +31,8 @@ export type BackupEvent =
   | { type: 'snapshot.loaded' }
   /** A batch of log entries arrived (one event per arrival batch, never one per entry). */
   | { type: 'channel.entries' }
+  /** While acks wait for the replay (it lags): the replay reached further entries. */
+  | { type: 'replay.advanced' }
   | { type: 'channel.failed' }
   | { type: 'peer.silent' }
   | { type: 'peer.heard' }
@@ -137,6 +139,7 @@ export const backupMachine = setup({
       on: {
         'snapshot.loaded': { target: 'replaying', actions: assign({ synced: true }) },
         'channel.entries': { actions: ['applyEntries', 'sendAck'] },
+        'replay.advanced': { actions: 'sendAck' },
         'channel.failed': BROKEN_CHANNEL,
         'peer.silent': { target: 'suspecting' },
       },
@@ -144,6 +147,7 @@ export const backupMachine = setup({
     replaying: {
       on: {
         'channel.entries': { actions: ['applyEntries', 'sendAck'] },
+        'replay.advanced': { actions: 'sendAck' },
         'peer.silent': { target: 'suspecting' },
         'channel.failed': BROKEN_CHANNEL,
         'primary.ended': { target: 'finished' },
@@ -154,6 +158,7 @@ export const backupMachine = setup({
     suspecting: {
       on: {
         'channel.entries': { actions: ['applyEntries', 'sendAck'] },
+        'replay.advanced': { actions: 'sendAck' },
         'snapshot.loaded': { actions: assign({ synced: true }) },
         'peer.heard': [{ guard: 'isSynced', target: 'replaying' }, { target: 'receivingSnapshot' }],
         'suspect.expired': [{ guard: 'isMember', target: 'claiming' }, { target: 'abandoned' }],
@@ -178,6 +183,7 @@ export const backupMachine = setup({
         // Until the claim is decided the primary may still be logging; what is acked now
         // is replayed by the drain if this side wins.
         'channel.entries': { actions: ['applyEntries', 'sendAck'] },
+        'replay.advanced': { actions: 'sendAck' },
         'primary.ended': { target: 'finished' },
         'digest.mismatch': { target: 'diverged' },
       },

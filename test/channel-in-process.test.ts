@@ -34,7 +34,7 @@ describe('in-process logging channel', () => {
     expect(await got).toEqual(sent);
     await firstValueFrom(ch.primary.acked$.pipe(filter((s) => s === 299)));
     expect(ch.primary.ackedSeq).toBe(299);
-    expect(ch.primary.lag).toEqual({ entries: 0, bytes: 0 });
+    expect(ch.primary.lag).toEqual({ entries: 0, bytes: 0, ms: 0 });
     const enc = new Encoder();
     expect(ch.stats()).toEqual({ bytesSent: sent.reduce((n, e) => n + enc.encode(e).length, 0), entriesSent: 300 });
   });

@@ -62,7 +62,7 @@ describe('port logging channel (MessagePort between threads)', () => {
     expect(await got).toEqual(sent);
     await firstValueFrom(ch.primary.acked$.pipe(filter((s) => s === 299)));
     expect(ch.primary.ackedSeq).toBe(299);
-    expect(ch.primary.lag).toEqual({ entries: 0, bytes: 0 });
+    expect(ch.primary.lag).toEqual({ entries: 0, bytes: 0, ms: 0 });
     // 300 entries sent in one tick crossed as one chunk; 300 acks in one tick as one ack.
     expect(ch.wire).toEqual({ data: 1, acks: 1 });
     expect(ch.p.stats()).toEqual({ bytesSent: encodedSize(sent), entriesSent: 300 });
@@ -355,7 +355,7 @@ backup.events$.subscribe((e) => parentPort.postMessage({ event: e.type }));
     for (const e of sent.slice(250)) ch.primary.send(e);
     expect(await back).toEqual(sent);
     await firstValueFrom(ch.primary.acked$.pipe(filter((s) => s === 499)));
-    expect(ch.primary.lag).toEqual({ entries: 0, bytes: 0 });
+    expect(ch.primary.lag).toEqual({ entries: 0, bytes: 0, ms: 0 });
     expect(ch.stats()).toEqual({ bytesSent: encodedSize(sent), entriesSent: 500 });
     ch.dispose();
   });

@@ -115,7 +115,7 @@ describe('TCP logging channel over TLS-PSK', () => {
     b.entries$.subscribe((e) => b.ack(e.seq));
     for (const e of sent.slice(100)) l.end.send(e);
     await firstValueFrom(l.end.acked$.pipe(filter((s) => s === 500)));
-    expect(l.end.lag).toEqual({ entries: 0, bytes: 0 });
+    expect(l.end.lag).toEqual({ entries: 0, bytes: 0, ms: 0 });
     const enc = new Encoder();
     expect(l.end.stats()).toEqual({ bytesSent: sent.reduce((n, e) => n + enc.encode(e).length, 0), entriesSent: sent.length });
     const pEnd = lastEvent(l.end.events$);

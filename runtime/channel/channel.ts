@@ -16,6 +16,8 @@ export interface Lag {
   entries: number;
   /** Encoded bytes of those entries. */
   bytes: number;
+  /** How long the oldest of them has waited for its ack (ms; 0 when none waits). */
+  ms: number;
 }
 
 /** The primary's side of the logging channel (DESIGN §2, §3). */
@@ -86,4 +88,8 @@ export interface FlowControlOptions {
   lowWaterBytes?: number;
   highWaterEntries?: number;
   lowWaterEntries?: number;
+  /** The oldest unacknowledged entry's age that pauses the primary (ms; default DEFAULT_HIGH_WATER_MS). */
+  highWaterMs?: number;
+  /** ... and that lets it run again (default a quarter of highWaterMs). */
+  lowWaterMs?: number;
 }

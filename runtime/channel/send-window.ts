@@ -5,19 +5,29 @@ import type { LogEntry } from '../log/entry.js';
 
 export const DEFAULT_HIGH_WATER_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_HIGH_WATER_ENTRIES = 100_000;
+/**
+ * The oldest unacknowledged entry may be this old (ms) before the primary pauses. A backup acks
+ * on receipt until its replay falls behind (BackupNode's `ackLagMs`, half of this), then only
+ * what it has replayed: so this bounds how far the backup's execution lags, and with it the
+ * replay a failover waits for (DESIGN §3 Flow control: time or bytes).
+ */
+export const DEFAULT_HIGH_WATER_MS = 200;
 
 /** What a change of the window crossed: the high-water mark upwards, the low one downwards. */
 export type WindowCrossing = 'full' | 'drained' | undefined;
 
 /**
  * What the primary has sent and the backup has not acknowledged yet: the lag that flow
- * control bounds (DESIGN §3). It reports when the lag crosses a mark; whether the sender is
- * paused is the channel chart's decision (hysteresis: paused at the high mark, flowing again
- * at the low one), so this keeps no pressure state of its own.
+ * control bounds (DESIGN §3): in entries, bytes and the age of the oldest. It reports when the
+ * lag crosses a mark; whether the sender is paused is the channel chart's decision
+ * (hysteresis: paused at the high mark, flowing again at the low one). It remembers only which
+ * crossing it reported last: the age crosses its mark between calls, not at one.
  */
 export class SendWindow {
   private readonly seqs: number[] = [];
   private readonly sizes: number[] = [];
+  /** When each unacknowledged frame was sent (performance.now()). */
+  private readonly times: number[] = [];
   private head = 0;
   private bytes = 0;
   private readonly acked = new BehaviorSubject<number>(-1);
@@ -25,7 +35,11 @@ export class SendWindow {
   private readonly lowBytes: number;
   private readonly highEntries: number;
   private readonly lowEntries: number;
+  private readonly highMs: number;
+  private readonly lowMs: number;
   private lastSent = -1;
+  /** The last crossing reported was 'full' (the next to report is 'drained'). */
+  private wasAbove = false;
   private readonly encoder = new Encoder();
   private readonly counts: ChannelStats = { bytesSent: 0, entriesSent: 0 };
 
@@ -36,7 +50,9 @@ export class SendWindow {
     this.lowBytes = opts.lowWaterBytes ?? Math.floor(this.highBytes / 4);
     this.highEntries = opts.highWaterEntries ?? DEFAULT_HIGH_WATER_ENTRIES;
     this.lowEntries = opts.lowWaterEntries ?? Math.floor(this.highEntries / 4);
-    if (!(this.lowBytes <= this.highBytes && this.lowEntries <= this.highEntries)) {
+    this.highMs = opts.highWaterMs ?? DEFAULT_HIGH_WATER_MS;
+    this.lowMs = opts.lowWaterMs ?? this.highMs / 4;
+    if (!(this.lowBytes <= this.highBytes && this.lowEntries <= this.highEntries && this.lowMs <= this.highMs)) {
       throw new RangeError('SendWindow: low-water mark above high-water mark');
     }
   }
@@ -46,20 +62,26 @@ export class SendWindow {
   }
 
   get lag(): Lag {
-    return { entries: this.seqs.length - this.head, bytes: this.bytes };
+    return { entries: this.seqs.length - this.head, bytes: this.bytes, ms: this.age(performance.now()) };
   }
 
-  /** Above the high-water mark now. */
+  /** How long the oldest unacknowledged frame has waited (0: none waits). */
+  private age(now: number): number {
+    return this.head < this.seqs.length ? now - this.times[this.head]! : 0;
+  }
+
+  /** Over the high-water mark, and not back under the low one since (the crossing is reported once). */
   get full(): boolean {
-    return this.above();
+    if (!this.wasAbove && this.above()) this.wasAbove = true;
+    return this.wasAbove;
   }
 
-  private above(): boolean {
-    return this.bytes > this.highBytes || this.seqs.length - this.head > this.highEntries;
+  private above(now = performance.now()): boolean {
+    return this.bytes > this.highBytes || this.seqs.length - this.head > this.highEntries || this.age(now) > this.highMs;
   }
 
-  private below(): boolean {
-    return this.bytes <= this.lowBytes && this.seqs.length - this.head <= this.lowEntries;
+  private below(now = performance.now()): boolean {
+    return this.bytes <= this.lowBytes && this.seqs.length - this.head <= this.lowEntries && this.age(now) <= this.lowMs;
   }
 
   /**
@@ -81,12 +103,17 @@ export class SendWindow {
 
   /** Counts a frame of `size` bytes as sent; 'full' when this pushed the lag over the high-water mark. */
   sent(seq: number, size: number): WindowCrossing {
-    const wasAbove = this.above();
+    // NOTE the age crosses its mark between sends; the next send (a heartbeat at the latest,
+    // which a paused primary still sends) reports it.
+    const now = performance.now();
     this.seqs.push(seq);
     this.sizes.push(size);
+    this.times.push(now);
     this.bytes += size;
     this.lastSent = seq;
-    return !wasAbove && this.above() ? 'full' : undefined;
+    if (this.wasAbove || !this.above(now)) return undefined;
+    this.wasAbove = true;
+    return 'full';
   }
 
   /**
@@ -96,7 +123,8 @@ export class SendWindow {
   ack(seq: number): WindowCrossing {
     const upTo = Math.min(seq, this.lastSent);
     if (upTo <= this.acked.value) return undefined;
-    const wasBelow = this.below();
+    const now = performance.now();
+    const wasAbove = this.wasAbove;
     while (this.head < this.seqs.length && this.seqs[this.head]! <= upTo) {
       this.bytes -= this.sizes[this.head]!;
       this.head++;
@@ -105,10 +133,13 @@ export class SendWindow {
     if (this.head > 1024 && this.head * 2 > this.seqs.length) {
       this.seqs.splice(0, this.head);
       this.sizes.splice(0, this.head);
+      this.times.splice(0, this.head);
       this.head = 0;
     }
     this.acked.next(upTo);
-    return !wasBelow && this.below() ? 'drained' : undefined;
+    if (!wasAbove || !this.below(now)) return undefined;
+    this.wasAbove = false;
+    return 'drained';
   }
 
   complete(): void {

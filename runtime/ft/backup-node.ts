@@ -15,6 +15,8 @@ import type { NumberedOutput } from './output-gate.js';
 import { PrimaryNode, type NodeEvent } from './primary-node.js';
 import { watchPeer } from './suspicion.js';
 import { peerBeats } from '../channel/heartbeat-shared.js';
+import { DEFAULT_HIGH_WATER_MS } from '../channel/send-window.js';
+import { ReplayBacklog } from './replay-backlog.js';
 import { withTiming, type FtTiming } from './timing.js';
 import { restoreJoinSnapshot } from './snapshot-wire.js';
 import type { DiskBackend, NetBackend } from '../io/backend.js';
@@ -56,6 +58,12 @@ export interface BackupNodeOptions {
    * request it saw without a logged completion is issued again (DESIGN §3 go-live).
    */
   io?: { disk?: DiskBackend; net?: NetBackend };
+  /**
+   * The replay may fall this far behind (ms: the oldest entry received and not yet replayed)
+   * before acks cover only what was replayed (ReplayBacklog). Default: half the primary's
+   * time mark, DEFAULT_HIGH_WATER_MS.
+   */
+  ackLagMs?: number;
   /** Inspection of this node's charts, the backup's and, after go-live, its primary's. */
   inspect?: ActorOptions<typeof backupMachine>['inspect'];
 }
@@ -71,6 +79,8 @@ export interface BackupStats {
   horizon: number;
   pendingEntries: number;
   lagInstructions: number;
+  /** How long the oldest entry received and not yet replayed has waited (ms). */
+  lagMs: number;
   outputs: number;
 }
 
@@ -126,8 +136,11 @@ export class BackupNode {
   private inbox: LogEntry[] = [];
   private arrived: LogEntry[] = [];
   private deliveryQueued = false;
-  /** The newest entry handed to the replay env: what an ack may cover. */
+  /** The newest entry handed to the replay env. */
   private appliedSeq = -1;
+  /** What an ack may cover: what was received, or only what was replayed once the replay lags. */
+  private readonly backlog: ReplayBacklog;
+  private ackedSeq = -1;
   /** The pair instance, known once admitted (or given, for the embedded channels). */
   private pairId: string;
   private generation: number;
@@ -147,6 +160,7 @@ export class BackupNode {
     this.pairId = opts.pairId ?? '';
     this.generation = opts.generation ?? 1;
     this.claims = new ArbiterClaims(opts.arbiter, opts.name, (detail) => this.note('arbiter', detail));
+    this.backlog = new ReplayBacklog(opts.ackLagMs ?? DEFAULT_HIGH_WATER_MS / 2);
     this.env = new ReplayEnv({ digest: (m) => m.digest(), outputCount: () => this.outputs });
     this.machine.env = this.env;
     this.machine.onOutput = (output) => {
@@ -167,7 +181,13 @@ export class BackupNode {
       // NOTE entries the poll received wait for their delivery (a microtask: the chart's
       // `channel.entries`, the replay env's push, the ack) until the batch ends: so it ends.
       ...(polled ? { moreSlices: () => !this.deliveryQueued && !this.stopped && slicer.more(chainMs) } : {}),
-      onBatch: () => slicer.ended(),
+      onBatch: () => {
+        slicer.ended();
+        // While acks wait for the replay, the replay's progress is worth an ack (the chart's).
+        if (this.backlog.held && !this.draining && !this.stopped && this.backlog.ackable(this.machine.icount, performance.now()) > this.ackedSeq) {
+          this.actor.send({ type: 'replay.advanced' });
+        }
+      },
       id: `${opts.name}.cpu`,
       ...(opts.inspect ? { inspect: opts.inspect as never } : {}),
       onHalt: () => this.onGuestStopped(),
@@ -179,8 +199,13 @@ export class BackupNode {
         actions: {
           applyEntries: () => this.applyEntries(),
           // Acknowledge on receipt (VMware FT): an entry received is replayed before any go-live.
+          // Only what was replayed while the replay lags (ReplayBacklog): the primary pauses.
           sendAck: () => {
-            if (this.appliedSeq >= 0) this.opts.channel.ack(this.appliedSeq);
+            const upTo = this.backlog.ackable(this.machine.icount, performance.now());
+            if (upTo > this.ackedSeq) {
+              this.ackedSeq = upTo;
+              this.opts.channel.ack(upTo);
+            }
           },
           haltVm: () => {
             this.note('arbiter', `lost the test-and-set (${this.claims.lostDetail}): the primary lives on; halting`);
@@ -232,6 +257,7 @@ export class BackupNode {
       horizon: this.env.horizon,
       pendingEntries: this.env.pending,
       lagInstructions: Math.max(0, this.env.horizon - this.machine.icount),
+      lagMs: this.backlog.age(performance.now()),
       outputs: this.outputs,
     };
   }
@@ -288,6 +314,7 @@ export class BackupNode {
 
   /** The chart's `applyEntries`: hand the batch to the replay env (restoring a joiner's snapshot first). */
   private applyEntries(): void {
+    const now = performance.now();
     for (const e of this.arrived) {
       if (this.stopped) return;
       if (!this.loaded) {
@@ -311,6 +338,7 @@ export class BackupNode {
       }
       if (e.type === 'progress') this.noteReleased(e.released);
       this.appliedSeq = e.seq;
+      this.backlog.received(e.seq, e.icount, now);
     }
     if (this.loaded && !this.cpuStarted && !this.stopped) this.startCpu();
     // The guest already stopped in replay: these entries may hold the primary's `end`.

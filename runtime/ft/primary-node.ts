@@ -97,6 +97,8 @@ export interface PrimaryStats {
   held: number;
   lagEntries: number;
   lagBytes: number;
+  /** Age of the oldest unacknowledged entry (ms): how far the backup's replay lags, once it acks only what it replayed. */
+  lagMs: number;
   entriesSent: number;
   outputDelay: { p50Ms: number; p99Ms: number; samples: number };
   paused: boolean;
@@ -336,6 +338,7 @@ export class PrimaryNode {
       held: this.gate.heldCount,
       lagEntries: this.channel?.lag.entries ?? 0,
       lagBytes: this.channel?.lag.bytes ?? 0,
+      lagMs: this.channel?.lag.ms ?? 0,
       entriesSent: this.entriesSent,
       outputDelay: this.gate.latency(),
       paused: this.actor.getSnapshot().matches({ protected: 'throttled' }),

@@ -12,7 +12,7 @@ export class Wire implements PrimaryEnd {
   readonly received: LogEntry[] = [];
   ackedSeq = -1;
   closed = false;
-  readonly lag: Lag = { entries: 0, bytes: 0 };
+  readonly lag: Lag = { entries: 0, bytes: 0, ms: 0 };
   private readonly acks = new Subject<number>();
   private readonly pressure = new Subject<boolean>();
   private readonly events = new Subject<ChannelEvent>();
