@@ -35,6 +35,9 @@ const seconds = Number(process.env.BENCH_DNS_SECONDS ?? 5);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const perfArgs = (process.env.BENCH_DNSPERF ?? '-q 32').trim().split(/\s+/);
 // BENCH_KILL_ONLY=1: only the failover; BENCH_KILLS=N: that many kills, a new pair each.
+// BENCH_SLOW_BACKUP=RUN/STOP (ms, e.g. 10/20): during the load before the kill the backup
+// process runs RUN ms of every RUN + STOP (SIGSTOP/SIGCONT), a slow backup host: how far its
+// replay lags shows in the backup's phases (`claim won` -> `replayed`).
 const killOnly = process.env.BENCH_KILL_ONLY === '1';
 const kills = Number(process.env.BENCH_KILLS ?? 1);
 const dir = mkdtempSync(join(tmpdir(), 'ftvm-bench-dns-pair-'));
@@ -99,7 +102,16 @@ try {
     const victim = await start(['pair', elf, '--disk', `file:${join(dir, 'kill.img')}`, '--net', 'udp:127.0.0.1:0:53', '--suspect-ms', '250']);
     const pid = Number(victim.lines.map((l) => /^pair\| primary pid (\d+)/.exec(l)).find(Boolean)?.[1]);
     const load = dnsperf(victim.port, 6, ['-t', '1']);
-    await sleep(2000);
+    const slowBackup = process.env.BENCH_SLOW_BACKUP?.split('/').map(Number);
+    if (slowBackup && victim.pids.backup) {
+      const [runMs, stopMs] = slowBackup;
+      for (const until = Date.now() + 2000; Date.now() < until;) {
+        process.kill(victim.pids.backup, 'SIGSTOP');
+        await sleep(stopMs);
+        process.kill(victim.pids.backup, 'SIGCONT');
+        await sleep(runMs);
+      }
+    } else await sleep(2000);
     try {
       process.kill(pid, 'SIGKILL');
     } catch (e) {
