@@ -52,13 +52,15 @@ describe('membership: only an admitted, synced backup may claim', () => {
     const { p, port } = await startPrimary(common('p.jsonl'));
     const b = startFtvm(['backup', seq, '--connect', `127.0.0.1:${port}`, ...common('b.jsonl')]);
     await p.waitErr(/primary state \{"protected"/);
-    await waitOutputs(join(d, 'p.jsonl'), 500);
+    await waitOutputs(join(d, 'p.jsonl'), 50);
 
+    // Both at once, early: the guest's 2000 lines must outlast two node start-ups on a loaded
+    // host (once the primary is gone a backup is refused by the kernel, exit 1, not by it).
     const extra = startFtvm(['backup', seq, '--connect', `127.0.0.1:${port}`, '--name', 'extra', ...common('x.jsonl')]);
+    const wrong = startFtvm(['backup', seq, '--connect', `127.0.0.1:${port}`, '--name', 'wrong', ...common('w.jsonl', { key: 'wrong' })]);
     expect(await extra.exit).toBe('5');
     expect(extra.err()).toMatch(/^ftvm: refused: primary 127\.0\.0\.1:\d+ is busy: .*has a backup already/m);
     expect(extra.err()).not.toMatch(/claim|live|usage:/);
-    const wrong = startFtvm(['backup', seq, '--connect', `127.0.0.1:${port}`, '--name', 'wrong', ...common('w.jsonl', { key: 'wrong' })]);
     expect(await wrong.exit).toBe('5');
     expect(wrong.err()).toMatch(/^ftvm: refused: primary .* refused the TLS-PSK handshake \(wrong key\?\): [a-z0-9 ]+$/m);
     await p.waitErr(/primary refused backup .*: busy/);
