@@ -66,6 +66,26 @@ export function joinNegativeValues(argv: readonly string[]): string[] {
   return out;
 }
 
+/** Options that may be given more than once (each `--net` adds a forward). */
+const REPEATABLE = new Set(['net']);
+
+/**
+ * The first long option given twice, if any: parseArgs would keep the last value silently, and
+ * `--arbiter file:/a --arbiter etcd:…` would then run against an arbiter the operator may not
+ * have meant. Words after `--` are the guest's.
+ */
+export function repeatedOption(argv: readonly string[]): string | undefined {
+  const seen = new Set<string>();
+  for (const a of argv) {
+    if (a === '--') return undefined;
+    const m = /^--([^=]+)/.exec(a);
+    if (!m || REPEATABLE.has(m[1]!)) continue;
+    if (seen.has(m[1]!)) return m[1];
+    seen.add(m[1]!);
+  }
+  return undefined;
+}
+
 /** An error the operator caused (a bad flag, a missing file, a port in use) as one line, or undefined for a bug. */
 function operatorError(e: unknown): { line: string; exitCode: number } | undefined {
   if (!(e instanceof Error)) return undefined;
@@ -108,6 +128,11 @@ export async function main(argv: string[]): Promise<number> {
   if (asksHelp(rest)) {
     process.stdout.write(`usage: ftvm ${command.usage}\n      ${command.summary}\n`);
     return 0;
+  }
+  const twice = repeatedOption(rest);
+  if (twice !== undefined) {
+    process.stderr.write(`ftvm: --${twice} given more than once: give it once\n`);
+    return 2;
   }
   try {
     return await command.run(joinNegativeValues(rest));

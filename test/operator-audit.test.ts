@@ -157,3 +157,25 @@ describe('plain words where a raw error or nothing was said', () => {
     expectOneLine(p.stderr, /^ftvm: --outputs .*a-directory: is a directory, not a file$/);
   });
 });
+
+describe('a flag given twice', () => {
+  it('is one line and exit 2 before anything starts, for every command; --net may repeat', () => {
+    const arb = join(dir, 'twice-arb');
+    for (const args of [
+      ['backup', HELLO, '--connect', '127.0.0.1:1', '--key-file', '/nonexistent', '--arbiter', `file:${arb}`, '--arbiter', 'etcd:127.0.0.1:1'],
+      ['primary', HELLO, '--listen', '127.0.0.1:0', '--arbiter', `file:${arb}`, '--key-file', '/a', '--key-file=/b'],
+      ['run', HELLO, '--mem', '8', '--mem', '16'],
+      ['pair', HELLO, '--suspect-ms', '100', '--suspect-ms=200'],
+    ]) {
+      const r = ftvm(args);
+      expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+      const flag = args[0] === 'backup' ? 'arbiter' : args[0] === 'primary' ? 'key-file' : args[0] === 'run' ? 'mem' : 'suspect-ms';
+      expectOneLine(r.stderr, new RegExp(`^ftvm: --${flag} given more than once: give it once$`));
+    }
+    // Nothing started: no arbiter directory was made.
+    expect(existsSync(arb)).toBe(false);
+    // Each --net is a forward of its own: given twice it is no error of this kind.
+    const r = ftvm(['run', HELLO, '--net', 'udp:127.0.0.1:0:53', '--net', 'udp:127.0.0.1:0:54']);
+    expect(r.stderr).not.toMatch(/given more than once/);
+  });
+});
