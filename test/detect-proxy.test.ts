@@ -7,20 +7,13 @@ import { createServer, connect, type Socket } from 'node:net';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ProcessProxy } from '../runtime/faults/proxy-child.js';
+import { alive } from './helpers/cli-procs.js';
 
 const waitFor = async (what: () => boolean, ms = 5000): Promise<void> => {
   const t0 = Date.now();
   while (!what()) {
     if (Date.now() - t0 > ms) throw new Error('timed out');
     await new Promise((r) => setTimeout(r, 5));
-  }
-};
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 };
 

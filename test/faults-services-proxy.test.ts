@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runServiceOnce, type ServiceSpec } from '../runtime/faults/service-run.js';
-import { root } from './helpers/cli-procs.js';
+import { alive, root } from './helpers/cli-procs.js';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -23,15 +23,6 @@ function spec(id: number, service: ServiceSpec['service'], fault: ServiceSpec['f
     atMs: 600, stalls: [[300, 40]], suspectMs: 600, ...extra,
   };
 }
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 describe('service fault runs: where the fault proxies relay', () => {
   it('dns, a join then the survivor killed: the channel\'s and the joiner\'s proxies are processes of their own, gone after the run', async () => {

@@ -43,6 +43,16 @@ export function startFtvm(args: string[]): Proc {
   return { child, err: () => text, waitErr, exit };
 }
 
+/** The process exists (a zombie its parent has not reaped counts). */
+export const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
 export const outputsIn = (file: string): number => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').length - 1 : 0);
 
 export async function waitOutputs(file: string, n: number, ms = 20_000): Promise<void> {
