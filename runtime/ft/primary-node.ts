@@ -331,14 +331,15 @@ export class PrimaryNode {
   }
 
   stats(): PrimaryStats {
+    const lag = this.channel?.lag;
     return {
       icount: this.machine.icount,
       outputs: this.outputs,
       released: this.gate.released,
       held: this.gate.heldCount,
-      lagEntries: this.channel?.lag.entries ?? 0,
-      lagBytes: this.channel?.lag.bytes ?? 0,
-      lagMs: this.channel?.lag.ms ?? 0,
+      lagEntries: lag?.entries ?? 0,
+      lagBytes: lag?.bytes ?? 0,
+      lagMs: lag?.ms ?? 0,
       entriesSent: this.entriesSent,
       outputDelay: this.gate.latency(),
       paused: this.actor.getSnapshot().matches({ protected: 'throttled' }),

@@ -8,7 +8,10 @@
  * (SendWindow `highWaterMs`), and runs again when the replay has caught up.
  *
  * Entries are tracked in arrival order with the icount they apply at; the log's icounts never
- * fall, so an entry is replayed once the machine's icount reaches it.
+ * fall, so an entry is replayed once the machine's icount reaches it. NOTE not the replay
+ * env's `appliedSeq`: the env consumes passive entries (progress, snapshot) as soon as they
+ * come to its head, before the machine reaches their icount, so a log whose tail is
+ * heartbeats would look replayed however far behind the machine is.
  */
 export class ReplayBacklog {
   private seqs: number[] = [];

@@ -75,23 +75,23 @@ export class DeferredDisk implements DiskBackend {
     await (await this.claim()).flush();
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    clearTimeout(this.retryTimer);
-    this.wake?.();
-    const d = this.opened;
-    if (d) await d.then((x) => x.close(), () => {});
+  close(): Promise<void> {
+    return this.end((x) => x.close());
   }
 
   /** The process died (backend.ts): stop waiting, and let go of the disk if it was open. */
-  async abandon(): Promise<void> {
+  abandon(): Promise<void> {
+    return this.end((x) => (x.abandon ? x.abandon() : x.close()));
+  }
+
+  /** Stop waiting for the disk, and end it as `release` does if it was open. */
+  private async end(release: (d: DiskBackend) => Promise<void>): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.retryTimer);
     this.wake?.();
     const d = this.opened;
-    if (d) await d.then((x) => (x.abandon ? x.abandon() : x.close()), () => {});
+    if (d) await d.then(release, () => {});
   }
 
   private async openWaiting(): Promise<DiskBackend> {

@@ -16,6 +16,7 @@ import { BackupNode } from '../../runtime/ft/backup-node.js';
 import { ReplayBacklog } from '../../runtime/ft/replay-backlog.js';
 import { SeqChecker } from '../../runtime/demo/seq-checker.js';
 import { guestPath } from '../../runtime/guests.js';
+import { slowHost } from '../helpers/slow-host.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -89,14 +90,7 @@ describe('a backup three times slower than its primary', () => {
     const primary = new PrimaryNode({ name: 'primary', pairId: 'lag', generation: 1, machine: boot(), arbiter, channel: ch.primary, timing });
     const machine = boot();
     // The slow host: each batch of the backup's machine takes three times its own time.
-    const step = machine.step.bind(machine);
-    machine.step = (max, soft) => {
-      const t0 = performance.now();
-      const exit = step(max, soft);
-      const until = performance.now() + 2 * (performance.now() - t0);
-      while (performance.now() < until) { /* the slow host */ }
-      return exit;
-    };
+    slowHost(machine, 2);
     const backup = new BackupNode({ name: 'backup', pairId: 'lag', generation: 1, machine, channel: ch.backup, arbiter, timing });
     const checker = new SeqChecker();
     primary.released$.subscribe((o) => checker.accept(o));

@@ -19,6 +19,7 @@ import type { LogEntry } from '../../runtime/log/entry.js';
 import { ARBITER_DONE, ARBITER_VERDICTS, chartPaths } from './harness.js';
 import { image } from '../helpers/boot.js';
 import { RecordingArbiter, sleep, waitFor, Wire } from './node-world.js';
+import { slowHost } from '../helpers/slow-host.js';
 
 const TIMING = { suspectMs: 60, confirmMs: 100, heartbeatMs: 5, digestEveryMs: 20 };
 /** The replay may lag this long before acks wait for it (short, so that a test can make it lag). */
@@ -79,15 +80,8 @@ async function drive(steps: Step[]): Promise<string | undefined> {
   bm.loadElf(guest);
   const wire = new BackupWire();
   const arbiter = new RecordingArbiter();
-  // A slow host, when the test asks for one: each replay batch takes `slow` times as long.
-  let slow = 0;
-  const step = bm.step.bind(bm);
-  bm.step = (max, soft) => {
-    const t0 = performance.now();
-    const exit = step(max, soft);
-    for (const until = performance.now() + slow * (performance.now() - t0); performance.now() < until;) { /* the slow host */ }
-    return exit;
-  };
+  // A slow host, when the test asks for one.
+  const host = slowHost(bm);
   wire.replayAt = () => bm.icount;
   const node = new BackupNode({ name: 'b', machine: bm, channel: wire, arbiter, timing: TIMING, ackLagMs: ACK_LAG_MS });
   let outcome: BackupOutcome | undefined;
@@ -178,7 +172,7 @@ async function drive(steps: Step[]): Promise<string | undefined> {
           // a claim needs the slow host before the silence, which these paths do not order.
           if (!prev.matches('replaying')) return `${at}: a lagging replay outside replaying`;
           // A slow host: the replay falls behind the log, which keeps coming.
-          slow = 4;
+          host.factor = 4;
           const from = wire.ackAt.length;
           const lagFrom = performance.now();
           forward();
@@ -195,7 +189,7 @@ async function drive(steps: Step[]): Promise<string | undefined> {
           await sleep(45);
           const advanced = wire.acks.length - quiet;
           up = true;
-          slow = 0;
+          host.factor = 0;
           expect(advanced, `${at}: acks from the replay's progress alone`).toBeGreaterThan(0);
           break;
         }
