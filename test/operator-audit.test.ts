@@ -179,3 +179,18 @@ describe('a flag given twice', () => {
     expect(r.stderr).not.toMatch(/given more than once/);
   });
 });
+
+describe('a word after --inspect that is not a port', () => {
+  it('is named in the one line that says one <elf> only, exit 2, for every command that takes --inspect', () => {
+    for (const cmd of ['run', 'primary', 'backup', 'pair']) {
+      const r = ftvm([cmd, '--inspect', 'abc', HELLO]);
+      expect(r.status, `${cmd}: ${r.stderr}`).toBe(2);
+      const lines = r.stderr.split('\n').filter((l) => l.startsWith('ftvm:'));
+      expect(lines, r.stderr).toEqual([`ftvm: one <elf> only, got 2: 'abc', '${HELLO}' ('abc' follows --inspect, whose port is a number)`]);
+    }
+    // Two images and no --inspect: both named, no hint.
+    const r = ftvm(['record', HELLO, HELLO, '--log', join(dir, 'two-elf.log')]);
+    expect(r.status).toBe(2);
+    expect(r.stderr.split('\n').filter((l) => l.startsWith('ftvm:'))).toEqual([`ftvm: one <elf> only, got 2: '${HELLO}', '${HELLO}'`]);
+  });
+});

@@ -11,7 +11,7 @@ import { LiveEnv } from '../env/live.js';
 import { connectBackup, listenForBackups } from '../channel/tcp.js';
 import { connectBackupThreaded, SOCKET_THREAD_CHAIN_MS } from '../channel/socket-thread.js';
 import { BackupNode } from '../ft/backup-node.js';
-import { CliError, imageDigest, memoryFlag, positiveInt, readImage } from './common.js';
+import { CliError, imageDigest, memoryFlag, positiveInt, readImage, elfCountProblem } from './common.js';
 import {
   batchFlag, bootMachine, cliRun, closeNodeIo, commonOptions, EXIT_DIVERGED, EXIT_HALTED, EXIT_REFUSED, guardMovedPorts, hookOnAlone, loadArbiter, loadKey, probeArbiter,
   heartbeatLink, machineIo, note, openNodeIo, openOutputs, pairIdFlag, parseHostPort, reportEvents, serveReprotection, signalExit, sinkOutputs, startInspect, startSignals, stopOnSignal, stoppedAtStart, unlessStopped, takeInspectFlag,
@@ -29,7 +29,7 @@ async function backup(argv: string[]): Promise<number> {
   const { rest, inspect: inspectPort } = takeInspectFlag(argv);
   let views: Views | undefined;
   try {
-    return await backupWith(rest, inspectPort, (v) => { views = v; });
+    return await backupWith(rest, inspectPort, (v) => { views = v; }, argv);
   } finally {
     await views?.close();
   }
@@ -43,9 +43,10 @@ const backupOptions = {
 const parseBackupArgs = (args: string[]) => parseArgs({ args, allowPositionals: true, options: backupOptions });
 type BackupValues = ReturnType<typeof parseBackupArgs>['values'];
 
-async function backupWith(argv: string[], inspectPort: number | undefined, started: (v: Views | undefined) => void): Promise<number> {
+async function backupWith(argv: string[], inspectPort: number | undefined, started: (v: Views | undefined) => void, given: readonly string[]): Promise<number> {
   const { values, positionals } = parseBackupArgs(argv);
-  if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
+  const elfProblem = elfCountProblem(positionals, given);
+  if (elfProblem !== undefined) throw new CliError(elfProblem);
   if (values.join !== undefined && values.connect !== undefined) throw new CliError('--connect (boot with a new primary) or --join (join a running one), not both');
   const file = positionals[0]!;
   // Off by default: on a loaded host its extra thread hops lengthened the output rule's wait,

@@ -170,3 +170,17 @@ export function writeAllSync(fd: number, buf: Uint8Array): void {
     }
   }
 }
+
+/**
+ * What is wrong with the positionals when they are not exactly one <elf>, or undefined. A word
+ * after `--inspect` that is not a port is a positional (the port is optional), so a mistyped
+ * port shows up here: the line names every positional and says so.
+ */
+export function elfCountProblem(positionals: readonly string[], argv: readonly string[]): string | undefined {
+  if (positionals.length === 1) return undefined;
+  if (positionals.length === 0) return 'missing <elf>';
+  const named = positionals.map((p) => `'${p}'`).join(', ');
+  const afterView = positionals.find((p) => argv.some((a, i) => /^--(inspect|dashboard)$/.test(a) && argv[i + 1] === p));
+  const hint = afterView === undefined ? '' : ` ('${afterView}' follows --inspect, whose port is a number)`;
+  return `one <elf> only, got ${positionals.length}: ${named}${hint}`;
+}

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import type { Command } from '../cli.js';
-import { checkImage, CliError, memoryFlag, positiveInt } from './common.js';
+import { checkImage, CliError, memoryFlag, positiveInt, elfCountProblem } from './common.js';
 import { cliRun, EXIT_REFUSED, loadArbiter, takeInspectFlag } from './primary.js';
 import { checkPortFree } from '../dashboard/cli.js';
 import { createSocket } from 'node:dgram';
@@ -117,7 +117,8 @@ async function pair(argv: string[]): Promise<number> {
       'heartbeat-link': { type: 'boolean' },
     },
   });
-  if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
+  const elfProblem = elfCountProblem(positionals, argv);
+  if (elfProblem !== undefined) throw new CliError(elfProblem);
   const elf = positionals[0]!;
   // Checked here, not by the children: a bad flag or image is one `ftvm:` line of this command.
   const memoryMiB = memoryFlag(values.mem);

@@ -25,7 +25,7 @@ import { PrimaryNode, type NodeEvent } from '../ft/primary-node.js';
 import { newPairInstance } from '../ft/identity.js';
 import { PROCESS_TIMING, type FtTiming } from '../ft/timing.js';
 import { OutputLogWriter } from '../faults/output-log.js';
-import { checkArbiterDir, checkImage, CliError, errorLine, imageDigest, memoryFlag, positiveInt, readErrorText, readImage, writeAllSync } from './common.js';
+import { checkArbiterDir, checkImage, CliError, errorLine, imageDigest, memoryFlag, positiveInt, readErrorText, readImage, writeAllSync, elfCountProblem } from './common.js';
 import { checkPortFree, startViews, takeViewFlags, type Views } from '../dashboard/cli.js';
 import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import type { DiskOptions, NetOptions } from '../io/machine-io.js';
@@ -479,7 +479,8 @@ async function primary(argv: string[]): Promise<number> {
   const { rest, inspect: inspectPort } = takeInspectFlag(argv);
   const { values, positionals } = parsePrimaryArgs(rest);
   if (values.join !== undefined) throw new CliError('--join belongs to `ftvm backup`: a new backup joins a running primary');
-  if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
+  const elfProblem = elfCountProblem(positionals, argv);
+  if (elfProblem !== undefined) throw new CliError(elfProblem);
   const file = positionals[0]!;
   const { host, port } = parseHostPort('listen', values.listen);
   const key = loadKey(values['key-file']);

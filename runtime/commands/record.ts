@@ -10,7 +10,7 @@ import { chainPolicy, SnapshotChain } from '../snapshot.js';
 import { Exit } from '../types.js';
 import type { LogPayload } from '../log/entry.js';
 import { IoOpenError, openIo } from '../io/open.js';
-import { checkImage, CliError, errorLine, ConsoleWriter, digestLine, imageDigest, memoryFlag, positiveInt, readImage } from './common.js';
+import { checkImage, CliError, errorLine, ConsoleWriter, digestLine, imageDigest, memoryFlag, positiveInt, readImage, elfCountProblem } from './common.js';
 
 const USAGE = 'record <elf> --log FILE [--mem MiB] [--max-instructions N] [--snapshot-every N] [--digest-every N] [--stats]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]...';
@@ -69,7 +69,8 @@ function parseRecordArgs(argv: string[]): RecordOptions {
       stats: { type: 'boolean', default: false },
     },
   });
-  if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
+  const elfProblem = elfCountProblem(positionals, argv);
+  if (elfProblem !== undefined) throw new CliError(elfProblem);
   if (!values.log) throw new CliError('missing --log FILE');
   return {
     file: positionals[0]!,

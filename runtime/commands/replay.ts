@@ -9,7 +9,7 @@ import type { LogEntry, LogEntryOf } from '../log/entry.js';
 import { runOnCpuActor } from '../cpu-actor.js';
 import { ioShapeOf } from '../io/machine-io.js';
 import { resolveSnapshotChain, snapshotChainAt } from '../snapshot.js';
-import { CliError, errorLine, ConsoleWriter, digestLine, imageDigest, readErrorText, readImage, unpackSnapshot } from './common.js';
+import { CliError, errorLine, ConsoleWriter, digestLine, imageDigest, readErrorText, readImage, unpackSnapshot, elfCountProblem } from './common.js';
 
 const USAGE = 'replay <elf> --log FILE [--until ICOUNT] [--partial]';
 
@@ -57,7 +57,8 @@ function parseReplayArgs(argv: string[]): ReplayOptions {
     allowPositionals: true,
     options: { log: { type: 'string' }, until: { type: 'string' }, partial: { type: 'boolean', default: false } },
   });
-  if (positionals.length !== 1) throw new CliError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
+  const elfProblem = elfCountProblem(positionals, argv);
+  if (elfProblem !== undefined) throw new CliError(elfProblem);
   if (!values.log) throw new CliError('missing --log FILE');
   return {
     file: positionals[0]!,

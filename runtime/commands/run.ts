@@ -9,7 +9,7 @@ import type { Output } from '../types.js';
 import { IoOpenError, openIo, type OpenedIo } from '../io/open.js';
 import { runOnCpuActor } from '../cpu-actor.js';
 import { startViews, takeViewFlags, type ViewFlags } from '../dashboard/cli.js';
-import { type CliError, errorLine, memoryFlag, nonNegativeInt, readImage } from './common.js';
+import { type CliError, errorLine, memoryFlag, nonNegativeInt, readImage, elfCountProblem } from './common.js';
 
 const USAGE = 'run <elf> [--mem MiB] [--max-instructions N] [--stats] [--deterministic [--seed N]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--inspect [PORT]]';
@@ -141,7 +141,8 @@ async function run(argv: string[]): Promise<number> {
     }));
     // Disk and network answers come from the host at host-chosen times: only a live env has them.
     if (values.deterministic && (values.disk !== undefined || values.net !== undefined)) throw new UsageError('--disk and --net need a live run (not --deterministic)');
-    if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'missing <elf>' : 'one <elf> only');
+    const elfProblem = elfCountProblem(positionals, argv);
+    if (elfProblem !== undefined) throw new UsageError(elfProblem);
     if (values.seed !== undefined && !values.deterministic) throw new UsageError('--seed needs --deterministic');
   } catch (e) {
     process.stderr.write(`ftvm: ${errorLine(e)}\nusage: ftvm ${USAGE}\n`);
