@@ -26,6 +26,7 @@ import { checkOutputs, type CheckResult } from './checker.js';
 import type { EtcdServer } from './etcd-server.js';
 import { freePort } from './etcd-server.js';
 import { readOutputLog } from './output-log.js';
+import { servicePort } from './service-port.js';
 import { FaultProxy } from './proxy.js';
 import { inThread, ProcessProxy, type ChannelProxy, type ProxyCounts } from './proxy-child.js';
 import { harnessFailure, readClaims, type RunResult } from './harness.js';
@@ -207,9 +208,19 @@ async function runService(spec: ServiceSpec, t0: number): Promise<RunResult> {
   const common = ['--key-file', keyFile, '--arbiter', arbiter, ...(spec.suspectMs ? ['--suspect-ms', String(spec.suspectMs)] : [])];
   const outputs = (node: string): string => join(spec.dir, `${node}.jsonl`);
 
-  const primary = start(spec.cli, ['primary', elf, '--listen', '127.0.0.1:0', '--net', `udp:127.0.0.1:0:${guestPort}`, '--outputs', outputs('primary'), ...primaryDisk, ...common]);
-  const fwd = await waitFor(primary, / primary forwarding udp 127\.0\.0\.1:(\d+) -> guest port/, 20_000);
-  const listening = await waitFor(primary, / primary listening [^ ]+:(\d+) pair (\S+)/, 20_000);
+  // The service port is outside the ephemeral range (service-port.ts): between a kill and the
+  // new primary's bind, a client's own socket could be given a port from it and take its own
+  // query back as the answer. Chosen free; taken meanwhile (another run's), another one.
+  let primary: Child;
+  let fwd: RegExpExecArray | undefined;
+  for (let attempt = 1; ; attempt++) {
+    const servicePortNow = await servicePort();
+    primary = start(spec.cli, ['primary', elf, '--listen', '127.0.0.1:0', '--net', `udp:127.0.0.1:${servicePortNow}:${guestPort}`, '--outputs', outputs('primary'), ...primaryDisk, ...common]);
+    fwd = await waitFor(primary, / primary forwarding udp 127\.0\.0\.1:(\d+) -> guest port/, 20_000);
+    if (fwd || attempt === 3 || !primary.stderr.some((l) => / is in use/.test(l))) break;
+    await primary.exited;
+  }
+  const listening = fwd ? await waitFor(primary, / primary listening [^ ]+:(\d+) pair (\S+)/, 20_000) : undefined;
   if (!fwd || !listening) {
     primary.proc.kill('SIGKILL');
     await primary.exited;
