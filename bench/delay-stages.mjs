@@ -9,7 +9,10 @@
 // (ReplayBacklog), how far the replay was behind each marker when the chart took it, the
 // batch lengths and event-loop turns of both nodes. TREE: another worktree (a baseline of
 // main), traced by this same preload. BENCH_RUNS (default 3) pairs, one table each and one of
-// all; BENCH_BACKUP_ARGS adds options to the backup (`--socket-thread on`).
+// all; BENCH_BACKUP_ARGS adds options to the backup (`--socket-thread on`). BENCH_PIN=1 runs
+// the primary on CPU 0 and the backup on CPU 1 (taskset): on one host a loopback write wakes
+// its reader with a sync hint, and the scheduler may pull the reader onto the writer's core,
+// where the two busy processes then share one core (two hosts never do).
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, cpus, loadavg } from 'node:os';
@@ -24,6 +27,7 @@ const seq = join(tree, 'guests/seq/seq.elf');
 const preload = join(here, 'bench/delay-stages-preload.mjs');
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const backupExtra = (process.env.BENCH_BACKUP_ARGS ?? '').split(' ').filter(Boolean);
+const pin = process.env.BENCH_PIN === '1';
 const dir = mkdtempSync(join(tmpdir(), 'ftvm-delay-stages-'));
 const key = join(dir, 'key');
 writeFileSync(key, 'ab'.repeat(32));
@@ -33,14 +37,15 @@ async function tracedPair(i) {
   const file = join(dir, `stages-${i}.jsonl`);
   const env = { ...process.env, NODE_OPTIONS: `--import ${preload}`, FTVM_STAGES_FILE: file };
   const common = ['--key-file', key, '--arbiter', `file:${arb}`, '--pair-id', 'bench'];
-  const p = spawn(process.execPath, [cli, 'primary', seq, '--listen', '127.0.0.1:0', ...common], { stdio: ['ignore', 'ignore', 'pipe'], env });
+  const on = (cpu, args) => (pin ? ['taskset', ['-c', String(cpu), process.execPath, ...args]] : [process.execPath, args]);
+  const p = spawn(...on(0, [cli, 'primary', seq, '--listen', '127.0.0.1:0', ...common]), { stdio: ['ignore', 'ignore', 'pipe'], env });
   const lines = [];
   const port = await new Promise((res) => createInterface({ input: p.stderr }).on('line', (l) => {
     lines.push(l);
     const m = / primary listening [^ ]+:(\d+) /.exec(l);
     if (m) res(Number(m[1]));
   }));
-  const b = spawn(process.execPath, [cli, 'backup', seq, '--connect', `127.0.0.1:${port}`, ...common, ...backupExtra], { stdio: ['ignore', 'ignore', 'ignore'], env });
+  const b = spawn(...on(1, [cli, 'backup', seq, '--connect', `127.0.0.1:${port}`, ...common, ...backupExtra]), { stdio: ['ignore', 'ignore', 'ignore'], env });
   await Promise.all([new Promise((r) => p.once('exit', r)), new Promise((r) => b.once('exit', r))]);
   const stats = lines.find((l) => / primary stats /.test(l)) ?? '';
   const num = (name) => Number(new RegExp(`${name} ([\\d.]+)`).exec(stats)?.[1]);
@@ -170,7 +175,7 @@ function summary(runs, rows) {
   ].join('\n');
 }
 
-console.log(`machine: ${cpus().length} CPUs, node ${process.version}, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}; tree ${tree}${backupExtra.length ? `; backup ${backupExtra.join(' ')}` : ''}`);
+console.log(`machine: ${cpus().length} CPUs, node ${process.version}, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}; tree ${tree}${backupExtra.length ? `; backup ${backupExtra.join(' ')}` : ''}${pin ? '; primary on CPU 0, backup on CPU 1' : ''}`);
 const runs = [];
 const threaded = backupExtra.join(' ').includes('--socket-thread on');
 for (let i = 0; i < RUNS; i++) {
