@@ -230,13 +230,17 @@ export function note(text: string): void {
  * (a write per byte cost the primary ~3 µs each, and the later bytes of a line waited for the
  * earlier ones' writes: docs/BENCHMARKS.md, "Output-rule delay, stage by stage").
  */
-export function sinkOutputs(released$: Observable<ReleasedOutput>, log: OutputLogWriter | undefined): void {
+export function sinkOutputs(
+  released$: Observable<ReleasedOutput>,
+  log: OutputLogWriter | undefined,
+  write: (bytes: Uint8Array) => void = (bytes) => writeAllSync(1, bytes),
+): void {
   let bytes: number[] = [];
   const flush = (): void => {
     const out = Buffer.from(bytes);
     bytes = [];
     try {
-      writeAllSync(1, out);
+      write(out);
     } catch (e) {
       // The reader went away (`ftvm primary ... | head`): end as SIGPIPE would, not with a stack trace.
       if ((e as NodeJS.ErrnoException).code === 'EPIPE') process.exit(141);
