@@ -224,21 +224,34 @@ export function note(text: string): void {
 /**
  * Released outputs: console bytes to stdout, and every output to the side-channel file if
  * asked. Written synchronously: an output counts as released to the world only once it is
- * out of this process, and the primary tells its backup how many it released.
+ * out of this process, and the primary tells its backup how many it released. The console
+ * bytes one ack releases (a printed line) leave in one write, a microtask after the release:
+ * before any batch runs, so before any progress entry can tell the backup they were released
+ * (a write per byte cost the primary ~3 µs each, and the later bytes of a line waited for the
+ * earlier ones' writes: docs/BENCHMARKS.md, "Output-rule delay, stage by stage").
  */
-export function sinkOutputs(released$: Observable<ReleasedOutput>, log: OutputLogWriter | undefined): void {
-  const one = Buffer.alloc(1);
+export function sinkOutputs(
+  released$: Observable<ReleasedOutput>,
+  log: OutputLogWriter | undefined,
+  write: (bytes: Uint8Array) => void = (bytes) => writeAllSync(1, bytes),
+): void {
+  let bytes: number[] = [];
+  const flush = (): void => {
+    const out = Buffer.from(bytes);
+    bytes = [];
+    try {
+      write(out);
+    } catch (e) {
+      // The reader went away (`ftvm primary ... | head`): end as SIGPIPE would, not with a stack trace.
+      if ((e as NodeJS.ErrnoException).code === 'EPIPE') process.exit(141);
+      throw e;
+    }
+  };
   released$.subscribe((o) => {
     log?.write(o);
     if (o.output.kind === 'console') {
-      one[0] = o.output.byte;
-      try {
-        writeAllSync(1, one);
-      } catch (e) {
-        // The reader went away (`ftvm primary ... | head`): end as SIGPIPE would, not with a stack trace.
-        if ((e as NodeJS.ErrnoException).code === 'EPIPE') process.exit(141);
-        throw e;
-      }
+      if (bytes.length === 0) queueMicrotask(flush);
+      bytes.push(o.output.byte);
     }
   });
 }
