@@ -1,6 +1,6 @@
 import { Subject, filter, take, type Observable, type Subscription } from 'rxjs';
 import { createActor, type Actor, type ActorOptions } from 'xstate';
-import { primaryMachine } from '../../machines/primary.machine.js';
+import { primaryMachine, type PrimaryEvent } from '../../machines/primary.machine.js';
 import { arbiterClientMachine } from '../../machines/arbiter-client.machine.js';
 import type { Machine } from '../machine.js';
 import { RecordingEnv } from '../env/recording.js';
@@ -101,6 +101,14 @@ export interface PrimaryStats {
   lagMs: number;
   entriesSent: number;
   outputDelay: { p50Ms: number; p99Ms: number; samples: number };
+  /** Acks heard that advanced the acknowledged seq. */
+  acks: number;
+  /** Events delivered to this node's (primary) chart. */
+  chartEvents: number;
+  /** CPU batches run (each one step of the CPU chart). */
+  batches: number;
+  /** Chunks the ack clock sent: held markers that left when an ack arrived. */
+  clockedSends: number;
   paused: boolean;
 }
 
@@ -150,6 +158,8 @@ export class PrimaryNode {
   private lastProgressMs = 0;
   private readonly claims: ArbiterClaims;
   private readonly slicer: BatchSlicer;
+  /** Per-node counts for the benches: acks heard (that advanced), events into this node's chart, CPU batches. */
+  private readonly counts = { acks: 0, chartEvents: 0, batches: 0, clockedSends: 0 };
 
   constructor(private readonly opts: PrimaryNodeOptions) {
     if (!opts.channel && !opts.startAlone) throw new Error(`${opts.name}: a primary runs with a backup channel or alone after a won claim`);
@@ -264,6 +274,7 @@ export class PrimaryNode {
       signal: this.abort.signal,
       onBatch: (exit) => {
         this.slicer.ended();
+        this.counts.batches++;
         this.afterBatch(exit);
       },
       id: `${this.name}.cpu`,
@@ -296,11 +307,11 @@ export class PrimaryNode {
     this.log.append({ type: 'output', kind: 'console', count: this.outputs }, icount);
     this.progress();
     this.watchChannel(channel);
-    this.actor.send({ type: 'backup.joined' });
+    this.tell({ type: 'backup.joined' });
     this.channelSubs.push(
       channel.acked$.pipe(filter((seq) => seq >= snapSeq), take(1)).subscribe(() => {
         this.note('state', `backup caught up: acknowledged the snapshot at icount ${icount}`);
-        this.actor.send({ type: 'backup.caughtUp' });
+        this.tell({ type: 'backup.caughtUp' });
       }),
     );
   }
@@ -308,14 +319,26 @@ export class PrimaryNode {
   /** The channel's own chart (in its core) decides connect, close and back-pressure; this follows it. */
   private watchChannel(ch: PrimaryEnd): void {
     this.channelSubs.push(
-      ch.acked$.subscribe(() => this.actor.send(ACKED)),
-      ch.pressure$.subscribe((p) => this.actor.send({ type: p ? 'channel.highWater' : 'channel.lowWater' })),
+      ch.acked$.subscribe((seq) => this.acked(seq)),
+      ch.pressure$.subscribe((p) => this.tell({ type: p ? 'channel.highWater' : 'channel.lowWater' })),
       ch.events$.subscribe((e) => {
         // A crashed or stopped node has no say: its chart would claim on the channel its own end broke.
-        if (e.type === 'channel.failed' && !this.stopped) this.actor.send({ type: 'channel.failed' });
+        if (e.type === 'channel.failed' && !this.stopped) this.tell({ type: 'channel.failed' });
       }),
-      watchPeer(ch.acked$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e), this.timing.suspectMaxMs, undefined, peerBeats(ch)),
+      watchPeer(ch.acked$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.tell(e), this.timing.suspectMaxMs, undefined, peerBeats(ch)),
     );
+  }
+
+  /** An ack arrived (everything up to `seq` is with the backup). */
+  private acked(seq: number): void {
+    this.counts.acks++;
+    this.tell(ACKED);
+  }
+
+  /** An event for this node's chart (counted: the benches report chart steps per answer). */
+  private tell(e: PrimaryEvent): void {
+    this.counts.chartEvents++;
+    this.actor.send(e);
   }
 
   /** Outputs the guest produced that have not left yet: held by the output rule, or not yet marked. */
@@ -342,6 +365,10 @@ export class PrimaryNode {
       lagMs: lag?.ms ?? 0,
       entriesSent: this.entriesSent,
       outputDelay: this.gate.latency(),
+      acks: this.counts.acks,
+      chartEvents: this.counts.chartEvents,
+      batches: this.counts.batches,
+      clockedSends: this.counts.clockedSends,
       paused: this.actor.getSnapshot().matches({ protected: 'throttled' }),
     };
   }
@@ -440,7 +467,7 @@ export class PrimaryNode {
       this.channel?.close();
     }
     this.note('halted', outcome.reason === 'fault' ? `guest fault: ${outcome.fault?.message}` : `guest exited with code ${outcome.code ?? 0}`);
-    this.actor.send({ type: 'vm.halted' });
+    this.tell({ type: 'vm.halted' });
   }
 
   private emit(o: NumberedOutput, generation: number): void {
