@@ -35,6 +35,18 @@ const HELD_SLICE_MS = 0.04;
  * A dns query so costs one chunk and one ack, where its entries went out in two or three.
  */
 const PLAIN_HOLD_MS = 1;
+/*
+ * The ack clock (like Nagle's algorithm, RFC 896): while a marker already sent is not yet
+ * acknowledged, the next outputs' markers wait, so that the answers computed meanwhile leave
+ * in one chunk, one TLS record and one ack, not one each. They leave when that ack arrives
+ * (this node's ack handler sends them), or at a batch end or heartbeat once the oldest waited
+ * MARKER_HOLD_MS. With nothing unacknowledged (one query in flight) a marker leaves at the end
+ * of its batch as before: the clock adds no latency there. Waiting delays only outputs, which
+ * wait for an ack anyway; the output rule is untouched (an output leaves after the ack of its
+ * own marker). NOTE the held marker never waits on itself: the ack it waits for is of a
+ * marker already sent, and the backup acks that without anything still held here.
+ */
+const MARKER_HOLD_MS = 1;
 /** Entries held back at most, whatever their age. */
 const MAX_UNSENT = 256;
 const ACKED = { type: 'channel.acked' } as const;
@@ -158,6 +170,12 @@ export class PrimaryNode {
   private lastProgressMs = 0;
   private readonly claims: ArbiterClaims;
   private readonly slicer: BatchSlicer;
+  /** Seq of the newest output marker appended and not yet handed to the channel (-1: none). */
+  private heldMarkerSeq = -1;
+  /** When the oldest marker still held was appended. */
+  private markerHeldSinceMs = 0;
+  /** Seq of the newest output marker handed to the channel (the ack clock waits for its ack). */
+  private markerSentSeq = -1;
   /** Per-node counts for the benches: acks heard (that advanced), events into this node's chart, CPU batches. */
   private readonly counts = { acks: 0, chartEvents: 0, batches: 0, clockedSends: 0 };
 
@@ -177,6 +195,10 @@ export class PrimaryNode {
     for (const o of opts.reissue ?? []) this.gate.hold(o.index, o.output, Infinity);
     this.log = new SeqLog((e) => {
       if (this.unsent.length === 0) this.unsentSinceMs = performance.now();
+      if (e.type === 'output') {
+        if (this.heldMarkerSeq < 0) this.markerHeldSinceMs = performance.now();
+        this.heldMarkerSeq = e.seq;
+      }
       this.unsent.push(e);
     });
     this.recording = new RecordingEnv((payload, icount) => this.log.append(payload, icount), {
@@ -301,6 +323,7 @@ export class PrimaryNode {
     if (this.channel || this.stopped) throw new Error(`${this.name}: cannot take a backup now (${JSON.stringify(this.state)})`);
     // Entries of the time alone go nowhere: the joiner's log starts with the snapshot.
     this.sendLog();
+    this.markerSentSeq = -1;
     this.channel = channel;
     const icount = this.machine.icount;
     const snapSeq = this.log.append({ type: 'snapshot', data: packSnapshot(this.machine) }, icount);
@@ -329,16 +352,32 @@ export class PrimaryNode {
     );
   }
 
-  /** An ack arrived (everything up to `seq` is with the backup). */
+  /**
+   * An ack arrived (everything up to `seq` is with the backup). The chart hears of it when it
+   * covers a held output: whether that output may leave is its decision (no ack is trusted
+   * while the backup is suspect). An ack that covers none (a heartbeat's, a chunk without a
+   * marker) has nothing to decide and costs no chart step. Then the ack clock: the markers
+   * that waited for this ack leave now, as one chunk.
+   */
   private acked(seq: number): void {
     this.counts.acks++;
-    this.tell(ACKED);
+    if (this.gate.releasable(seq)) this.tell(ACKED);
+    if (this.heldMarkerSeq >= 0 && seq >= this.markerSentSeq && !this.stopped) {
+      this.counts.clockedSends++;
+      this.sendLog();
+    }
   }
 
   /** An event for this node's chart (counted: the benches report chart steps per answer). */
   private tell(e: PrimaryEvent): void {
     this.counts.chartEvents++;
     this.actor.send(e);
+  }
+
+  /** A marker this node sent is not acknowledged yet (the ack clock runs). */
+  private markerInFlight(): boolean {
+    const ch = this.channel;
+    return ch !== undefined && ch.ackedSeq < this.markerSentSeq;
   }
 
   /** Outputs the guest produced that have not left yet: held by the output rule, or not yet marked. */
@@ -411,17 +450,20 @@ export class PrimaryNode {
     const quiet = now - this.lastSendMs >= this.timing.heartbeatMs;
     const releaseNews = this.releasedThrough !== this.releasedSent && now - this.lastProgressMs >= this.timing.heartbeatMs;
     if (!alone && exit !== Exit.Request && (quiet || releaseNews)) this.progress();
-    else if (this.sendDue(exit, marked, now)) this.sendLog();
+    else if (this.sendDue(exit, now)) this.sendLog();
     // The ack may already be in (a synchronous channel): release what it covers.
     if (marked) this.gate.acked(this.channel?.ackedSeq ?? -1);
   }
 
-  /** Whether the entries held back leave at the end of this batch (see PLAIN_HOLD_MS). */
-  private sendDue(exit: Exit, marked: boolean, now: number): boolean {
+  /** Whether the entries held back leave at the end of this batch (see PLAIN_HOLD_MS, MARKER_HOLD_MS). */
+  private sendDue(exit: Exit, now: number): boolean {
     const n = this.unsent.length;
-    if (marked || n >= MAX_UNSENT) return n > 0;
+    if (n === 0) return false;
+    if (n >= MAX_UNSENT) return true;
+    // A marker leaves now unless one sent before is still unacknowledged (the ack clock).
+    if (this.heldMarkerSeq >= 0) return !this.markerInFlight() || now - this.markerHeldSinceMs >= MARKER_HOLD_MS;
     // The guest ended the batch itself and runs on: its answer's marker may be a batch away.
-    return n > 0 && exit !== Exit.Request && now - this.unsentSinceMs >= PLAIN_HOLD_MS;
+    return exit !== Exit.Request && now - this.unsentSinceMs >= PLAIN_HOLD_MS;
   }
 
   /** Hand the entries held back to the channel: one chunk (the channel coalesces a tick's sends). */
@@ -433,6 +475,10 @@ export class PrimaryNode {
     this.entriesSent += n;
     // Swapped first: a synchronous channel's ack may run this node's effects inside send().
     this.unsent = this.spare;
+    if (this.heldMarkerSeq >= 0) {
+      this.markerSentSeq = this.heldMarkerSeq;
+      this.heldMarkerSeq = -1;
+    }
     const ch = this.channel;
     if (ch) for (let i = 0; i < n; i++) ch.send(out[i]!);
     out.length = 0;
@@ -449,7 +495,10 @@ export class PrimaryNode {
   /** Heartbeats while the guest sleeps or computes a long batch (only between batches: JS is single-threaded). */
   private beat(): void {
     if (this.stopped || this.alone) return;
-    if (performance.now() - this.lastSendMs >= this.timing.heartbeatMs) this.progress();
+    const now = performance.now();
+    if (now - this.lastSendMs >= this.timing.heartbeatMs) this.progress();
+    // The ack clock's bound holds while the guest sleeps (no batch ends to look at it).
+    else if (this.heldMarkerSeq >= 0 && now - this.markerHeldSinceMs >= MARKER_HOLD_MS) this.sendLog();
   }
 
   private async finish(outcome: RunOutcome): Promise<void> {
