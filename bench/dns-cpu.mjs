@@ -81,11 +81,12 @@ try {
     }
     t.child.kill('SIGTERM');
     await t.exited;
-    const st = t.lines.map((l) => /primary stats outputs (\d+) released \d+ entries (\d+) bytes (\d+) chunks (\d+) .*outputDelay p50 ([\d.]+) ms p99 ([\d.]+) ms/.exec(l)).find(Boolean);
+    const line = t.lines.find((l) => /primary stats outputs/.test(l)) ?? '';
+    const st = [line].map((l) => /primary stats outputs (\d+) released \d+ entries (\d+) bytes (\d+) chunks (\d+) .*outputDelay p50 ([\d.]+) ms p99 ([\d.]+) ms/.exec(l)).find(Boolean);
     if (st) {
       const [outputs, entries, bytes, chunks] = st.slice(1, 5).map(Number);
       // Counts a tree before the ackclock pass does not print are left out.
-      const more = /acks (\d+) chartEvents (\d+) batches (\d+)/.exec(st[0]);
+      const more = /acks (\d+) chartEvents (\d+) batches (\d+)/.exec(line);
       const counts = more ? `, ${(Number(more[1]) / outputs).toFixed(2)} acks, ${(Number(more[2]) / outputs).toFixed(2)} primary chart events, ${(Number(more[3]) / outputs).toFixed(2)} CPU batches` : '';
       console.log(`${target} log   : per answer (all phases) ${(entries / outputs).toFixed(2)} entries, ${(bytes / outputs).toFixed(0)} bytes, ${(chunks / outputs).toFixed(2)} chunks${counts}; output-rule delay p50 ${st[5]} ms, p99 ${st[6]} ms`);
     }

@@ -98,6 +98,8 @@ export interface PrimaryNodeOptions {
    * 25 µs with a turn per batch, 5 ms chained).
    */
   chainMs?: number;
+  /** The ack clock's bound (MARKER_HOLD_MS): how long a marker may wait for the ack of the one before it. */
+  markerHoldMs?: number;
   /** Inspection of this node's chart (`--inspect`, the dashboard); the actor's id is the node's name. */
   inspect?: ActorOptions<typeof primaryMachine>['inspect'];
 }
@@ -176,6 +178,7 @@ export class PrimaryNode {
   private markerHeldSinceMs = 0;
   /** Seq of the newest output marker handed to the channel (the ack clock waits for its ack). */
   private markerSentSeq = -1;
+  private readonly markerHoldMs: number;
   /** Per-node counts for the benches: acks heard (that advanced), events into this node's chart, CPU batches. */
   private readonly counts = { acks: 0, chartEvents: 0, batches: 0, clockedSends: 0 };
 
@@ -186,6 +189,7 @@ export class PrimaryNode {
     this.timing = withTiming(opts.timing);
     this.channel = opts.channel;
     this.outputs = opts.outputsSoFar ?? 0;
+    this.markerHoldMs = opts.markerHoldMs ?? MARKER_HOLD_MS;
     this.releasedThrough = this.outputs;
     this.claims = new ArbiterClaims(opts.arbiter, opts.name, (detail) => this.note('arbiter', detail));
     this.slicer = new BatchSlicer(this.machine, opts.batch ?? DEFAULT_BATCH, HELD_SLICE_MS, () => this.gate.heldCount > 0);
@@ -461,7 +465,7 @@ export class PrimaryNode {
     if (n === 0) return false;
     if (n >= MAX_UNSENT) return true;
     // A marker leaves now unless one sent before is still unacknowledged (the ack clock).
-    if (this.heldMarkerSeq >= 0) return !this.markerInFlight() || now - this.markerHeldSinceMs >= MARKER_HOLD_MS;
+    if (this.heldMarkerSeq >= 0) return !this.markerInFlight() || now - this.markerHeldSinceMs >= this.markerHoldMs;
     // The guest ended the batch itself and runs on: its answer's marker may be a batch away.
     return exit !== Exit.Request && now - this.unsentSinceMs >= PLAIN_HOLD_MS;
   }
@@ -498,7 +502,7 @@ export class PrimaryNode {
     const now = performance.now();
     if (now - this.lastSendMs >= this.timing.heartbeatMs) this.progress();
     // The ack clock's bound holds while the guest sleeps (no batch ends to look at it).
-    else if (this.heldMarkerSeq >= 0 && now - this.markerHeldSinceMs >= MARKER_HOLD_MS) this.sendLog();
+    else if (this.heldMarkerSeq >= 0 && now - this.markerHeldSinceMs >= this.markerHoldMs) this.sendLog();
   }
 
   private async finish(outcome: RunOutcome): Promise<void> {
