@@ -36,17 +36,27 @@ const HELD_SLICE_MS = 0.04;
  */
 const PLAIN_HOLD_MS = 1;
 /*
- * The ack clock (like Nagle's algorithm, RFC 896): while a marker already sent is not yet
- * acknowledged, the next outputs' markers wait, so that the answers computed meanwhile leave
- * in one chunk, one TLS record and one ack, not one each. They leave when that ack arrives
- * (this node's ack handler sends them), or at a batch end or heartbeat once the oldest waited
- * MARKER_HOLD_MS. With nothing unacknowledged (one query in flight) a marker leaves at the end
- * of its batch as before: the clock adds no latency there. Waiting delays only outputs, which
- * wait for an ack anyway; the output rule is untouched (an output leaves after the ack of its
- * own marker). NOTE the held marker never waits on itself: the ack it waits for is of a
- * marker already sent, and the backup acks that without anything still held here.
+ * The ack clock (like Nagle's algorithm, RFC 896, with a window): while MARKER_WINDOW markers
+ * already sent are unacknowledged, the next outputs' markers wait, so that the answers
+ * computed meanwhile leave in one chunk, one TLS record and one ack, not one each. They leave
+ * when an ack arrives (this node's ack handler sends them), or at a batch end or heartbeat
+ * once the oldest waited MARKER_HOLD_MS. With nothing unacknowledged (one query in flight) a
+ * marker leaves at the end of its batch as before: the clock adds no latency there; nor when
+ * the guest goes to sleep (wfi) after its answers, as a dns server does below saturation.
+ * Waiting delays only outputs, which wait for an ack anyway; the output rule is untouched (an
+ * output leaves after the ack of its own marker). NOTE a held marker never waits on itself:
+ * the acks it waits for are of markers already sent, and the backup acks those without
+ * anything still held here.
  */
 const MARKER_HOLD_MS = 1;
+/**
+ * Markers in flight before the clock holds the next. 2, not 1: with one, a burst's tail (the
+ * rest of a console line, the answers computed in the same slice as the first) waited a whole
+ * round trip for nothing, since it would have shared one chunk anyway (seq guest: as many
+ * marker chunks with the clock as without); with two, it leaves at once, and a third batch
+ * with outputs inside one round trip (a server with a queue of requests) is what waits.
+ */
+const MARKER_WINDOW = 2;
 /** Entries held back at most, whatever their age. */
 const MAX_UNSENT = 256;
 const ACKED = { type: 'channel.acked' } as const;
@@ -100,6 +110,8 @@ export interface PrimaryNodeOptions {
   chainMs?: number;
   /** The ack clock's bound (MARKER_HOLD_MS): how long a marker may wait for the ack of the one before it. */
   markerHoldMs?: number;
+  /** How many sent markers may be unacknowledged before the ack clock holds the next (MARKER_WINDOW). */
+  markerWindow?: number;
   /** Inspection of this node's chart (`--inspect`, the dashboard); the actor's id is the node's name. */
   inspect?: ActorOptions<typeof primaryMachine>['inspect'];
 }
@@ -176,8 +188,9 @@ export class PrimaryNode {
   private heldMarkerSeq = -1;
   /** When the oldest marker still held was appended. */
   private markerHeldSinceMs = 0;
-  /** Seq of the newest output marker handed to the channel (the ack clock waits for its ack). */
-  private markerSentSeq = -1;
+  /** Seqs of the markers handed to the channel, oldest first; those acknowledged are dropped as seen. */
+  private readonly sentMarkers: number[] = [];
+  private readonly markerWindow: number;
   private readonly markerHoldMs: number;
   /** Per-node counts for the benches: acks heard (that advanced), events into this node's chart, CPU batches. */
   private readonly counts = { acks: 0, chartEvents: 0, batches: 0, clockedSends: 0 };
@@ -190,6 +203,7 @@ export class PrimaryNode {
     this.channel = opts.channel;
     this.outputs = opts.outputsSoFar ?? 0;
     this.markerHoldMs = opts.markerHoldMs ?? MARKER_HOLD_MS;
+    this.markerWindow = opts.markerWindow ?? MARKER_WINDOW;
     this.releasedThrough = this.outputs;
     this.claims = new ArbiterClaims(opts.arbiter, opts.name, (detail) => this.note('arbiter', detail));
     this.slicer = new BatchSlicer(this.machine, opts.batch ?? DEFAULT_BATCH, HELD_SLICE_MS, () => this.gate.heldCount > 0);
@@ -327,7 +341,7 @@ export class PrimaryNode {
     if (this.channel || this.stopped) throw new Error(`${this.name}: cannot take a backup now (${JSON.stringify(this.state)})`);
     // Entries of the time alone go nowhere: the joiner's log starts with the snapshot.
     this.sendLog();
-    this.markerSentSeq = -1;
+    this.sentMarkers.length = 0;
     this.channel = channel;
     const icount = this.machine.icount;
     const snapSeq = this.log.append({ type: 'snapshot', data: packSnapshot(this.machine) }, icount);
@@ -366,7 +380,7 @@ export class PrimaryNode {
   private acked(seq: number): void {
     this.counts.acks++;
     if (this.gate.releasable(seq)) this.tell(ACKED);
-    if (this.heldMarkerSeq >= 0 && seq >= this.markerSentSeq && !this.stopped) {
+    if (this.heldMarkerSeq >= 0 && !this.markersFull(seq) && !this.stopped) {
       this.counts.clockedSends++;
       this.sendLog();
     }
@@ -378,10 +392,11 @@ export class PrimaryNode {
     this.actor.send(e);
   }
 
-  /** A marker this node sent is not acknowledged yet (the ack clock runs). */
-  private markerInFlight(): boolean {
-    const ch = this.channel;
-    return ch !== undefined && ch.ackedSeq < this.markerSentSeq;
+  /** As many markers as MARKER_WINDOW are sent and not acknowledged up to `ackedSeq` (the ack clock holds the next). */
+  private markersFull(ackedSeq: number): boolean {
+    const sent = this.sentMarkers;
+    while (sent.length > 0 && sent[0]! <= ackedSeq) sent.shift();
+    return sent.length >= this.markerWindow;
   }
 
   /** Outputs the guest produced that have not left yet: held by the output rule, or not yet marked. */
@@ -464,8 +479,9 @@ export class PrimaryNode {
     const n = this.unsent.length;
     if (n === 0) return false;
     if (n >= MAX_UNSENT) return true;
-    // A marker leaves now unless one sent before is still unacknowledged (the ack clock).
-    if (this.heldMarkerSeq >= 0) return !this.markerInFlight() || now - this.markerHeldSinceMs >= this.markerHoldMs;
+    // A marker leaves now unless one sent before is still unacknowledged (the ack clock), and
+    // the guest runs on: one that sleeps (wfi) has nothing more to say that could share it.
+    if (this.heldMarkerSeq >= 0) return exit === Exit.Wfi || !this.markersFull(this.channel?.ackedSeq ?? Infinity) || now - this.markerHeldSinceMs >= this.markerHoldMs;
     // The guest ended the batch itself and runs on: its answer's marker may be a batch away.
     return exit !== Exit.Request && now - this.unsentSinceMs >= PLAIN_HOLD_MS;
   }
@@ -480,7 +496,7 @@ export class PrimaryNode {
     // Swapped first: a synchronous channel's ack may run this node's effects inside send().
     this.unsent = this.spare;
     if (this.heldMarkerSeq >= 0) {
-      this.markerSentSeq = this.heldMarkerSeq;
+      this.sentMarkers.push(this.heldMarkerSeq);
       this.heldMarkerSeq = -1;
     }
     const ch = this.channel;
