@@ -15,10 +15,12 @@
 //   paced:  dnsperf -Q R q/s for the same time, for each R in BENCH_DNS_RATE (default 2000; a
 //           list such as 1000,3000 is allowed): µs of CPU per answered query, per process (a
 //           rate both targets sustain, so the figures compare);
+//           (BENCH_DNS_RATE=none: no paced phase, so the log counts below are the open phase's);
 //   (CPU per query falls as the rate rises, for `ftvm run` too: at low rates every query
 //   pays its own wake-ups; compare targets at the same rate, never across rates);
-//   and for a pair, the primary's log per answer: entries, bytes, chunks (TLS records), and
-//   its output-rule delay over its life.
+//   and for a pair, the primary's log per answer: entries, bytes, chunks (TLS records), acks
+//   heard, events into the primary chart, CPU batches (steps of the CPU chart), and its
+//   output-rule delay over its life (all phases, the warm-up's included).
 // Needs `npm run build` and dnsperf. Loopback only; prints one line per target and phase.
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,7 +30,7 @@ import { cpu, warmUp, dnsElf, fmtProc, measure, requireBuilt, requireDnsperf, sc
 requireBuilt();
 requireDnsperf();
 const seconds = Number(process.env.BENCH_DNS_SECONDS ?? 5);
-const rates = String(process.env.BENCH_DNS_RATE ?? 2000).split(',').map(Number);
+const rates = process.env.BENCH_DNS_RATE === 'none' ? [] : String(process.env.BENCH_DNS_RATE ?? 2000).split(',').map(Number);
 const idleSeconds = Number(process.env.BENCH_IDLE_S ?? 3);
 const inFlight = String(process.env.BENCH_DNS_Q ?? 32).split(',').map(Number);
 const targets = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['run', 'pair'];
@@ -79,10 +81,14 @@ try {
     }
     t.child.kill('SIGTERM');
     await t.exited;
-    const st = t.lines.map((l) => /primary stats outputs (\d+) released \d+ entries (\d+) bytes (\d+) chunks (\d+) .*outputDelay p50 ([\d.]+) ms p99 ([\d.]+) ms/.exec(l)).find(Boolean);
+    const line = t.lines.find((l) => /primary stats outputs/.test(l)) ?? '';
+    const st = [line].map((l) => /primary stats outputs (\d+) released \d+ entries (\d+) bytes (\d+) chunks (\d+) .*outputDelay p50 ([\d.]+) ms p99 ([\d.]+) ms/.exec(l)).find(Boolean);
     if (st) {
       const [outputs, entries, bytes, chunks] = st.slice(1, 5).map(Number);
-      console.log(`${target} log   : per answer (all phases) ${(entries / outputs).toFixed(2)} entries, ${(bytes / outputs).toFixed(0)} bytes, ${(chunks / outputs).toFixed(2)} chunks; output-rule delay p50 ${st[5]} ms, p99 ${st[6]} ms`);
+      // Counts a tree before the ackclock pass does not print are left out.
+      const more = /acks (\d+) chartEvents (\d+) batches (\d+)/.exec(line);
+      const counts = more ? `, ${(Number(more[1]) / outputs).toFixed(2)} acks, ${(Number(more[2]) / outputs).toFixed(2)} primary chart events, ${(Number(more[3]) / outputs).toFixed(2)} CPU batches` : '';
+      console.log(`${target} log   : per answer (all phases) ${(entries / outputs).toFixed(2)} entries, ${(bytes / outputs).toFixed(0)} bytes, ${(chunks / outputs).toFixed(2)} chunks${counts}; output-rule delay p50 ${st[5]} ms, p99 ${st[6]} ms`);
     }
     if (process.env.BENCH_VERBOSE) console.error(t.lines.filter((l) => /stats/.test(l)).join('\n'));
   }

@@ -655,7 +655,7 @@ async function runPrimary(
   await listener.close().catch(() => undefined);
   await arbiter.close();
   const s = node.stats();
-  note(`primary stats outputs ${s.outputs} released ${s.released} entries ${s.entriesSent} bytes ${listener.end.stats().bytesSent} chunks ${listener.end.chunksSent()} (first backup) outputDelay p50 ${s.outputDelay.p50Ms.toFixed(3)} ms p99 ${s.outputDelay.p99Ms.toFixed(3)} ms icount ${s.icount}`);
+  note(`primary stats outputs ${s.outputs} released ${s.released} entries ${s.entriesSent} bytes ${listener.end.stats().bytesSent} chunks ${listener.end.chunksSent()} (first backup) outputDelay p50 ${s.outputDelay.p50Ms.toFixed(3)} ms p99 ${s.outputDelay.p99Ms.toFixed(3)} ms icount ${s.icount} acks ${s.acks} chartEvents ${s.chartEvents} batches ${s.batches} clockedSends ${s.clockedSends}`);
   if (stop.by) return signalExit('primary', stop);
   // A primary that lost the arbiter halts even if its guest powered off meanwhile: the
   // other replica is the one that finishes the guest's outputs.

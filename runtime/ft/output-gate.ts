@@ -54,6 +54,11 @@ export class OutputGate {
     this.queue.push({ index, output, needSeq, heldAtMs: this.nowMs() });
   }
 
+  /** Whether an ack up to `ackedSeq` would release an output (the oldest held one's marker is covered). */
+  releasable(ackedSeq: number): boolean {
+    return this.head < this.queue.length && this.queue[this.head]!.needSeq <= ackedSeq;
+  }
+
   /** Release, in order, every output whose marker the backup has acknowledged. */
   acked(ackedSeq: number): void {
     while (this.head < this.queue.length && this.queue[this.head]!.needSeq <= ackedSeq) this.releaseHead();

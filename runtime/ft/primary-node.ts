@@ -1,6 +1,6 @@
 import { Subject, filter, take, type Observable, type Subscription } from 'rxjs';
 import { createActor, type Actor, type ActorOptions } from 'xstate';
-import { primaryMachine } from '../../machines/primary.machine.js';
+import { primaryMachine, type PrimaryEvent } from '../../machines/primary.machine.js';
 import { arbiterClientMachine } from '../../machines/arbiter-client.machine.js';
 import type { Machine } from '../machine.js';
 import { RecordingEnv } from '../env/recording.js';
@@ -35,6 +35,32 @@ const HELD_SLICE_MS = 0.04;
  * A dns query so costs one chunk and one ack, where its entries went out in two or three.
  */
 const PLAIN_HOLD_MS = 1;
+/*
+ * The ack clock (like Nagle's algorithm, RFC 896, with a window): while MARKER_WINDOW markers
+ * already sent are unacknowledged, the next outputs' markers wait, so that the answers
+ * computed meanwhile leave in one chunk, one TLS record and one ack, not one each. They leave
+ * when an ack arrives (this node's ack handler sends them), or at a batch end or heartbeat
+ * once the oldest waited MARKER_HOLD_MS. With nothing unacknowledged (one query in flight) a
+ * marker leaves at the end of its batch as before: the clock adds no latency there; nor when
+ * the guest goes to sleep (wfi) after its answers, as a dns server does below saturation.
+ * It holds network outputs only: a console line's bytes already share their slice's marker,
+ * and holding the next line behind an ack cost the seq guest ×4 in output-rule delay over TCP
+ * (p50 0.6–0.7 ms → 2.5–3.3 ms) for no fewer chunks; a server's answers to queued requests
+ * are separate batches, and those are what share a chunk.
+ * Waiting delays only outputs, which wait for an ack anyway; the output rule is untouched (an
+ * output leaves after the ack of its own marker). NOTE a held marker never waits on itself:
+ * the acks it waits for are of markers already sent, and the backup acks those without
+ * anything still held here.
+ */
+const MARKER_HOLD_MS = 1;
+/**
+ * Markers in flight before the clock holds the next. 2, not 1: with one, a burst's tail (the
+ * rest of a console line, the answers computed in the same slice as the first) waited a whole
+ * round trip for nothing, since it would have shared one chunk anyway (seq guest: as many
+ * marker chunks with the clock as without); with two, it leaves at once, and a third batch
+ * with outputs inside one round trip (a server with a queue of requests) is what waits.
+ */
+const MARKER_WINDOW = 2;
 /** Entries held back at most, whatever their age. */
 const MAX_UNSENT = 256;
 const ACKED = { type: 'channel.acked' } as const;
@@ -86,6 +112,10 @@ export interface PrimaryNodeOptions {
    * 25 µs with a turn per batch, 5 ms chained).
    */
   chainMs?: number;
+  /** The ack clock's bound (MARKER_HOLD_MS): how long a marker may wait for the ack of the one before it. */
+  markerHoldMs?: number;
+  /** How many sent markers may be unacknowledged before the ack clock holds the next (MARKER_WINDOW). */
+  markerWindow?: number;
   /** Inspection of this node's chart (`--inspect`, the dashboard); the actor's id is the node's name. */
   inspect?: ActorOptions<typeof primaryMachine>['inspect'];
 }
@@ -101,6 +131,14 @@ export interface PrimaryStats {
   lagMs: number;
   entriesSent: number;
   outputDelay: { p50Ms: number; p99Ms: number; samples: number };
+  /** Acks heard that advanced the acknowledged seq. */
+  acks: number;
+  /** Events delivered to this node's (primary) chart. */
+  chartEvents: number;
+  /** CPU batches run (each one step of the CPU chart). */
+  batches: number;
+  /** Chunks the ack clock sent: held markers that left when an ack arrived. */
+  clockedSends: number;
   paused: boolean;
 }
 
@@ -150,6 +188,18 @@ export class PrimaryNode {
   private lastProgressMs = 0;
   private readonly claims: ArbiterClaims;
   private readonly slicer: BatchSlicer;
+  /** Seq of the newest output marker appended and not yet handed to the channel (-1: none). */
+  private heldMarkerSeq = -1;
+  /** Every marker held now marks network outputs only (the clock holds no other kind). */
+  private heldNetOnly = true;
+  /** When the oldest marker still held was appended. */
+  private markerHeldSinceMs = 0;
+  /** Seqs of the markers handed to the channel, oldest first; those acknowledged are dropped as seen. */
+  private readonly sentMarkers: number[] = [];
+  private readonly markerWindow: number;
+  private readonly markerHoldMs: number;
+  /** Per-node counts for the benches: acks heard (that advanced), events into this node's chart, CPU batches. */
+  private readonly counts = { acks: 0, chartEvents: 0, batches: 0, clockedSends: 0 };
 
   constructor(private readonly opts: PrimaryNodeOptions) {
     if (!opts.channel && !opts.startAlone) throw new Error(`${opts.name}: a primary runs with a backup channel or alone after a won claim`);
@@ -158,6 +208,8 @@ export class PrimaryNode {
     this.timing = withTiming(opts.timing);
     this.channel = opts.channel;
     this.outputs = opts.outputsSoFar ?? 0;
+    this.markerHoldMs = opts.markerHoldMs ?? MARKER_HOLD_MS;
+    this.markerWindow = opts.markerWindow ?? MARKER_WINDOW;
     this.releasedThrough = this.outputs;
     this.claims = new ArbiterClaims(opts.arbiter, opts.name, (detail) => this.note('arbiter', detail));
     this.slicer = new BatchSlicer(this.machine, opts.batch ?? DEFAULT_BATCH, HELD_SLICE_MS, () => this.gate.heldCount > 0);
@@ -167,6 +219,11 @@ export class PrimaryNode {
     for (const o of opts.reissue ?? []) this.gate.hold(o.index, o.output, Infinity);
     this.log = new SeqLog((e) => {
       if (this.unsent.length === 0) this.unsentSinceMs = performance.now();
+      if (e.type === 'output') {
+        if (this.heldMarkerSeq < 0) this.markerHeldSinceMs = performance.now();
+        this.heldMarkerSeq = e.seq;
+        if (e.kind !== 'net') this.heldNetOnly = false;
+      }
       this.unsent.push(e);
     });
     this.recording = new RecordingEnv((payload, icount) => this.log.append(payload, icount), {
@@ -264,6 +321,7 @@ export class PrimaryNode {
       signal: this.abort.signal,
       onBatch: (exit) => {
         this.slicer.ended();
+        this.counts.batches++;
         this.afterBatch(exit);
       },
       id: `${this.name}.cpu`,
@@ -290,17 +348,18 @@ export class PrimaryNode {
     if (this.channel || this.stopped) throw new Error(`${this.name}: cannot take a backup now (${JSON.stringify(this.state)})`);
     // Entries of the time alone go nowhere: the joiner's log starts with the snapshot.
     this.sendLog();
+    this.sentMarkers.length = 0;
     this.channel = channel;
     const icount = this.machine.icount;
     const snapSeq = this.log.append({ type: 'snapshot', data: packSnapshot(this.machine) }, icount);
     this.log.append({ type: 'output', kind: 'console', count: this.outputs }, icount);
     this.progress();
     this.watchChannel(channel);
-    this.actor.send({ type: 'backup.joined' });
+    this.tell({ type: 'backup.joined' });
     this.channelSubs.push(
       channel.acked$.pipe(filter((seq) => seq >= snapSeq), take(1)).subscribe(() => {
         this.note('state', `backup caught up: acknowledged the snapshot at icount ${icount}`);
-        this.actor.send({ type: 'backup.caughtUp' });
+        this.tell({ type: 'backup.caughtUp' });
       }),
     );
   }
@@ -308,14 +367,43 @@ export class PrimaryNode {
   /** The channel's own chart (in its core) decides connect, close and back-pressure; this follows it. */
   private watchChannel(ch: PrimaryEnd): void {
     this.channelSubs.push(
-      ch.acked$.subscribe(() => this.actor.send(ACKED)),
-      ch.pressure$.subscribe((p) => this.actor.send({ type: p ? 'channel.highWater' : 'channel.lowWater' })),
+      ch.acked$.subscribe((seq) => this.acked(seq)),
+      ch.pressure$.subscribe((p) => this.tell({ type: p ? 'channel.highWater' : 'channel.lowWater' })),
       ch.events$.subscribe((e) => {
         // A crashed or stopped node has no say: its chart would claim on the channel its own end broke.
-        if (e.type === 'channel.failed' && !this.stopped) this.actor.send({ type: 'channel.failed' });
+        if (e.type === 'channel.failed' && !this.stopped) this.tell({ type: 'channel.failed' });
       }),
-      watchPeer(ch.acked$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.actor.send(e), this.timing.suspectMaxMs, undefined, peerBeats(ch)),
+      watchPeer(ch.acked$, this.timing.suspectMs, this.timing.confirmMs, (e) => this.tell(e), this.timing.suspectMaxMs, undefined, peerBeats(ch)),
     );
+  }
+
+  /**
+   * An ack arrived (everything up to `seq` is with the backup). The chart hears of it when it
+   * covers a held output: whether that output may leave is its decision (no ack is trusted
+   * while the backup is suspect). An ack that covers none (a heartbeat's, a chunk without a
+   * marker) has nothing to decide and costs no chart step. Then the ack clock: the markers
+   * that waited for this ack leave now, as one chunk.
+   */
+  private acked(seq: number): void {
+    this.counts.acks++;
+    if (this.gate.releasable(seq)) this.tell(ACKED);
+    if (this.heldMarkerSeq >= 0 && !this.markersFull(seq) && !this.stopped) {
+      this.counts.clockedSends++;
+      this.sendLog();
+    }
+  }
+
+  /** An event for this node's chart (counted: the benches report chart steps per answer). */
+  private tell(e: PrimaryEvent): void {
+    this.counts.chartEvents++;
+    this.actor.send(e);
+  }
+
+  /** As many markers as MARKER_WINDOW are sent and not acknowledged up to `ackedSeq` (the ack clock holds the next). */
+  private markersFull(ackedSeq: number): boolean {
+    const sent = this.sentMarkers;
+    while (sent.length > 0 && sent[0]! <= ackedSeq) sent.shift();
+    return sent.length >= this.markerWindow;
   }
 
   /** Outputs the guest produced that have not left yet: held by the output rule, or not yet marked. */
@@ -342,6 +430,10 @@ export class PrimaryNode {
       lagMs: lag?.ms ?? 0,
       entriesSent: this.entriesSent,
       outputDelay: this.gate.latency(),
+      acks: this.counts.acks,
+      chartEvents: this.counts.chartEvents,
+      batches: this.counts.batches,
+      clockedSends: this.counts.clockedSends,
       paused: this.actor.getSnapshot().matches({ protected: 'throttled' }),
     };
   }
@@ -384,17 +476,21 @@ export class PrimaryNode {
     const quiet = now - this.lastSendMs >= this.timing.heartbeatMs;
     const releaseNews = this.releasedThrough !== this.releasedSent && now - this.lastProgressMs >= this.timing.heartbeatMs;
     if (!alone && exit !== Exit.Request && (quiet || releaseNews)) this.progress();
-    else if (this.sendDue(exit, marked, now)) this.sendLog();
+    else if (this.sendDue(exit, now)) this.sendLog();
     // The ack may already be in (a synchronous channel): release what it covers.
     if (marked) this.gate.acked(this.channel?.ackedSeq ?? -1);
   }
 
-  /** Whether the entries held back leave at the end of this batch (see PLAIN_HOLD_MS). */
-  private sendDue(exit: Exit, marked: boolean, now: number): boolean {
+  /** Whether the entries held back leave at the end of this batch (see PLAIN_HOLD_MS, MARKER_HOLD_MS). */
+  private sendDue(exit: Exit, now: number): boolean {
     const n = this.unsent.length;
-    if (marked || n >= MAX_UNSENT) return n > 0;
+    if (n === 0) return false;
+    if (n >= MAX_UNSENT) return true;
+    // A marker leaves now unless one sent before is still unacknowledged (the ack clock), and
+    // the guest runs on: one that sleeps (wfi) has nothing more to say that could share it.
+    if (this.heldMarkerSeq >= 0) return !this.heldNetOnly || exit === Exit.Wfi || !this.markersFull(this.channel?.ackedSeq ?? Infinity) || now - this.markerHeldSinceMs >= this.markerHoldMs;
     // The guest ended the batch itself and runs on: its answer's marker may be a batch away.
-    return n > 0 && exit !== Exit.Request && now - this.unsentSinceMs >= PLAIN_HOLD_MS;
+    return exit !== Exit.Request && now - this.unsentSinceMs >= PLAIN_HOLD_MS;
   }
 
   /** Hand the entries held back to the channel: one chunk (the channel coalesces a tick's sends). */
@@ -406,6 +502,11 @@ export class PrimaryNode {
     this.entriesSent += n;
     // Swapped first: a synchronous channel's ack may run this node's effects inside send().
     this.unsent = this.spare;
+    if (this.heldMarkerSeq >= 0) {
+      this.sentMarkers.push(this.heldMarkerSeq);
+      this.heldMarkerSeq = -1;
+      this.heldNetOnly = true;
+    }
     const ch = this.channel;
     if (ch) for (let i = 0; i < n; i++) ch.send(out[i]!);
     out.length = 0;
@@ -422,7 +523,10 @@ export class PrimaryNode {
   /** Heartbeats while the guest sleeps or computes a long batch (only between batches: JS is single-threaded). */
   private beat(): void {
     if (this.stopped || this.alone) return;
-    if (performance.now() - this.lastSendMs >= this.timing.heartbeatMs) this.progress();
+    const now = performance.now();
+    if (now - this.lastSendMs >= this.timing.heartbeatMs) this.progress();
+    // The ack clock's bound holds while the guest sleeps (no batch ends to look at it).
+    else if (this.heldMarkerSeq >= 0 && now - this.markerHeldSinceMs >= this.markerHoldMs) this.sendLog();
   }
 
   private async finish(outcome: RunOutcome): Promise<void> {
@@ -440,7 +544,7 @@ export class PrimaryNode {
       this.channel?.close();
     }
     this.note('halted', outcome.reason === 'fault' ? `guest fault: ${outcome.fault?.message}` : `guest exited with code ${outcome.code ?? 0}`);
-    this.actor.send({ type: 'vm.halted' });
+    this.tell({ type: 'vm.halted' });
   }
 
   private emit(o: NumberedOutput, generation: number): void {
