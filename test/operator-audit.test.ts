@@ -194,3 +194,20 @@ describe('a word after --inspect that is not a port', () => {
     expect(r.stderr.split('\n').filter((l) => l.startsWith('ftvm:'))).toEqual([`ftvm: one <elf> only, got 2: '${HELLO}', '${HELLO}'`]);
   });
 });
+
+describe('an etcd arbiter out of reach and a start that fails', () => {
+  it('says only why the start failed: the probe cut short by the close is not a second line', () => {
+    const key = join(dir, 'etcd-key');
+    writeFileSync(key, 'a'.repeat(64));
+    const missing = join(dir, 'no-such-dir', 'disk.img');
+    const common = ['--key-file', key, '--arbiter', 'etcd:127.0.0.1:1', '--disk', `file:${missing}`];
+    for (const args of [
+      ['primary', HELLO, '--listen', '127.0.0.1:0', ...common],
+      ['backup', HELLO, '--connect', '127.0.0.1:9', ...common],
+    ]) {
+      const r = ftvm(args);
+      expect(r.status, `${args[0]}: ${r.stderr}`).toBe(2);
+      expect(r.stderr.split('\n').filter((l) => l.startsWith('ftvm:')), `${args[0]}: ${r.stderr}`).toEqual([`ftvm: ${missing}: no such file`]);
+    }
+  });
+});

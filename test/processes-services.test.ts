@@ -15,6 +15,7 @@ import { KvClient } from '../runtime/clients/kv-client.js';
 import { killAll, root, startFtvm, type Proc } from './helpers/cli-procs.js';
 import { startNbdServer } from './nbd-server.js';
 import { FileDisk } from '../runtime/io/disk-file.js';
+import { servicePort } from '../runtime/faults/service-port.js';
 
 const dnsElf = join(root, 'guests/dns/dns.elf');
 const kvElf = join(root, 'guests/kv/kv.elf');
@@ -75,12 +76,14 @@ interface Pair {
 }
 
 /**
- * A primary with the guest's disk and a forward from a host port it chooses (port 0), then a
+ * A primary with the guest's disk and a forward from a free host port below the ephemeral range, then a
  * backup naming that port: it binds it only at go-live, on this host once the primary is gone.
  */
 async function startPair(d: string, elf: string, diskSpec: string, guestPort: number, extra: string[] = [], suspectMs = SUSPECT_MS): Promise<Pair> {
   const common = ['--key-file', join(d, 'key'), '--arbiter', `file:${d}`, '--suspect-ms', suspectMs, '--disk', diskSpec, ...extra];
-  const primary = startFtvm(['primary', elf, '--listen', '127.0.0.1:0', '--net', `udp:127.0.0.1:0:${guestPort}`, '--outputs', join(d, 'p.jsonl'), ...common]);
+  // Not port 0: a port from the ephemeral range could be given to dig's own socket while
+  // neither node holds it (runtime/faults/service-port.ts).
+  const primary = startFtvm(['primary', elf, '--listen', '127.0.0.1:0', '--net', `udp:127.0.0.1:${await servicePort()}:${guestPort}`, '--outputs', join(d, 'p.jsonl'), ...common]);
   const fwd = await primary.waitErr(/primary forwarding udp 127\.0\.0\.1:(\d+) -> guest port/);
   const listening = await primary.waitErr(/primary listening 127\.0\.0\.1:(\d+) pair (\S+)/);
   const port = Number(fwd[1]);

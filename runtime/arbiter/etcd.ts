@@ -33,6 +33,10 @@ export class EtcdArbiter implements Arbiter {
   // cost every command the gRPC start-up.
   private clientPromise: Promise<Etcd3> | undefined;
   private closed = false;
+  /** close() was called: a request it cut short failed because of it, not the cluster. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
 
   constructor(readonly opts: EtcdArbiterOptions) {
     if (opts.endpoints.length === 0) throw new RangeError('etcd arbiter: no endpoints');

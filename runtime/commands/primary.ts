@@ -82,6 +82,8 @@ export function loadArbiter(spec: string | undefined): Arbiter {
 export function probeArbiter(arbiter: Arbiter, pairId: string): void {
   if (!(arbiter instanceof EtcdArbiter)) return;
   arbiter.holder(pairId, 1).catch((e: unknown) => {
+    // Closed meanwhile (the node failed to start, or stopped): it has said why, once.
+    if (arbiter.isClosed) return;
     process.stderr.write(`ftvm: arbiter unreachable at start: ${(e as Error).message}; failover waits until it answers\n`);
   });
 }

@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import { createPair, type Pair, type PairEvent, type PairOptions } from '../pair.js';
 import { guestPath } from '../guests.js';
 import { openIo, type OpenedIo } from '../io/open.js';
+import { servicePort } from '../faults/service-port.js';
 
 /** xorshift32: everything random in a demo follows from its seed. */
 export function prng(seed: number): () => number {
@@ -324,7 +325,15 @@ export async function runScenario<L extends Load>(g: GuestScenario<L>, opts: Sce
   let started: Promise<unknown> | undefined;
   const t0 = performance.now();
   try {
-    io = await openIo({ disk: `file:${diskPath}`, net: [`udp:127.0.0.1:0:${g.guestPort}`] });
+    // A free port below the ephemeral range (faults/service-port.ts): while no replica holds it,
+    // a resolver's own socket could be given it and take its query back as an answer.
+    for (let attempt = 1; !io; attempt++) {
+      const servicePortNow = await servicePort();
+      io = await openIo({ disk: `file:${diskPath}`, net: [`udp:127.0.0.1:${servicePortNow}:${g.guestPort}`] }).catch((e: unknown) => {
+        if (attempt < 3 && e instanceof Error && / is in use$/.test(e.message)) return undefined;
+        throw e;
+      });
+    }
     const port = io.udp!.boundPorts[0]!;
     pair = createPair({ ...opts.pair, image: readFileSync(guestPath(g.guest)), disk: io.disk!.backend!, net: io.net!.backend! });
     const p = pair;
