@@ -211,3 +211,19 @@ describe('an etcd arbiter out of reach and a start that fails', () => {
     }
   });
 });
+
+describe('an option without its value, or a flag given one', () => {
+  it('is one ftvm: line naming the option, exit 2', () => {
+    for (const [args, line] of [
+      [['backup', DNS, '--connect', '127.0.0.1:9', '--join', '--net', 'udp:5353:53'], "ftvm: --join needs a value, and the word after it is an option (a value that starts with '-' is given as --join=VALUE)"],
+      [['pair', DNS, '--on-live'], 'ftvm: --on-live needs a value'],
+      [['primary', DNS, '--listen'], 'ftvm: --listen needs a value'],
+      [['run', HELLO, '--stats=yes'], 'ftvm: --stats takes no value'],
+      [['record', HELLO, '--log'], 'ftvm: --log needs a value'],
+    ] as const) {
+      const r = ftvm([...args]);
+      expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+      expect(r.stderr.split('\n').filter((l) => l !== '' && !l.startsWith('usage:') && !l.startsWith('      ')), args.join(' ')).toEqual([line]);
+    }
+  });
+});
