@@ -19,10 +19,11 @@
 //   transport; with the socket thread also `threadWrote`).
 // Both: batch lengths in µs (first Machine.step → BatchSlicer.ended), sliced or whole, and
 // the event-loop turns asked for (setImmediate calls).
-import { appendFileSync, readFileSync } from 'node:fs';
+import { appendFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { isMainThread, workerData } from 'node:worker_threads';
+import { mainThreadSchedstat } from './lib/schedstat.mjs';
 
 const file = process.env.FTVM_STAGES_FILE;
 const now = () => {
@@ -203,14 +204,8 @@ if (file && isMainThread) {
       return r;
     };
   }
-  const schedstat = () => {
-    try {
-      const [cpuNs, waitNs] = readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').trim().split(/\s+/).map(Number);
-      return { cpuMs: cpuNs / 1e6, waitMs: waitNs / 1e6 };
-    } catch {
-      return { cpuMs: NaN, waitMs: NaN };
-    }
-  };
+  const schedstat = mainThreadSchedstat;
+
   const t0 = now();
   process.on('exit', () => {
     // The main thread's CPU time and run-queue wait (runnable, no core), and the wall time.

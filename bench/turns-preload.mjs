@@ -4,8 +4,9 @@
 // run-queue wait (/proc/self/task/PID/schedstat: the main thread's tid is the pid) and the
 // whole process's CPU time (every thread: the socket thread's, GC's, the JIT's). Changes
 // nothing in the process but a counter per setImmediate.
-import { appendFileSync, readFileSync } from 'node:fs';
+import { appendFileSync } from 'node:fs';
 import { isMainThread } from 'node:worker_threads';
+import { mainThreadSchedstat } from './lib/schedstat.mjs';
 
 const file = process.env.FTVM_TURNS_FILE;
 if (file && isMainThread) {
@@ -15,14 +16,8 @@ if (file && isMainThread) {
     turns++;
     return orig.apply(this, args);
   };
-  const schedstat = () => {
-    try {
-      const [cpuNs, waitNs] = readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').trim().split(/\s+/).map(Number);
-      return { cpuMs: cpuNs / 1e6, waitMs: waitNs / 1e6 };
-    } catch {
-      return { cpuMs: NaN, waitMs: NaN };
-    }
-  };
+  const schedstat = mainThreadSchedstat;
+
   const role = process.argv.find((a) => a === 'primary' || a === 'backup') ?? 'other';
   process.on('exit', () => {
     const main = schedstat();

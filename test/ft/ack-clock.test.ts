@@ -4,41 +4,18 @@
 // primary node runs the dns guest with a real disk and a real UDP forward, logging over a real
 // port channel (a MessageChannel in this thread, as a worker pair's) to its real backup end.
 // The test plays the backup's acks by hand, and decodes every chunk the primary end posts.
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { createSocket, type Socket } from 'node:dgram';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
 import { MessageChannel } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createPortBackup, createPortPrimary, type PortLike } from '../../runtime/channel/port.js';
-import { Decoder } from '../../runtime/log/codec.js';
+import { createPortBackup, createPortPrimary } from '../../runtime/channel/port.js';
+import { countingPort, dnsOnPortChannel, query } from '../helpers/dns-channel.js';
 import { LiveEnv } from '../../runtime/env/live.js';
 import { PrimaryNode, type PrimaryNodeOptions } from '../../runtime/ft/primary-node.js';
 import { guestPath } from '../../runtime/guests.js';
-import { openIo } from '../../runtime/io/open.js';
 import type { LogEntry } from '../../runtime/log/entry.js';
 import { Machine } from '../../runtime/machine.js';
 import { InProcessArbiter } from '../../runtime/arbiter/in-process.js';
-
-/** The primary's side of a MessageChannel, decoding each chunk it posts (before the transfer detaches it). */
-function countingPort(port: MessageChannel['port1'], chunks: LogEntry[][]): PortLike {
-  const decoder = new Decoder();
-  return {
-    postMessage(m: unknown, transfer?: readonly ArrayBuffer[]) {
-      const w = m as { ftlog?: string; chunk?: Uint8Array };
-      if (w.ftlog === 'data' && w.chunk) chunks.push([...decoder.push(w.chunk.slice())]);
-      port.postMessage(m, transfer as ArrayBuffer[] | undefined);
-    },
-    on: (event: 'message' | 'close', listener: (value?: unknown) => void) => port.on(event as 'message', listener),
-    off: (event: 'message' | 'close', listener: (value?: unknown) => void) => port.off(event as 'message', listener),
-    close: () => port.close(),
-  };
-}
-
-function query(id: number): Buffer {
-  const labels = 'www.example.test'.split('.').flatMap((l) => [l.length, ...Buffer.from(l)]);
-  return Buffer.from([id >> 8, id & 255, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, ...labels, 0, 0, 1, 0, 1]);
-}
 
 const until = async (what: string, ok: () => boolean, ms = 10_000): Promise<void> => {
   const end = Date.now() + ms;
@@ -57,17 +34,7 @@ const markers = (c: LogEntry[]) => c.filter((e): e is Extract<LogEntry, { type: 
  * ack clock and its bound decide when a marker leaves.
  */
 async function rig(opts: Partial<PrimaryNodeOptions> = {}) {
-  const dir = mkdtempSync(join(tmpdir(), 'ftvm-ackclock-'));
-  const disk = join(dir, 'zone.img');
-  copyFileSync(join(dirname(guestPath('dns')), 'zone.img'), disk);
-  const io = await openIo({ disk: `file:${disk}`, net: ['udp:127.0.0.1:0:53'] });
-  const port = io.udp!.boundPorts[0]!;
-  const machine = new Machine({ env: new LiveEnv(), ...(io.disk ? { disk: io.disk } : {}), ...(io.net ? { net: io.net } : {}) });
-  machine.loadElf(readFileSync(guestPath('dns')));
-  const chunks: LogEntry[][] = [];
-  const { port1, port2 } = new MessageChannel();
-  const primaryEnd = createPortPrimary(countingPort(port1, chunks), { ownsPort: true });
-  const backupEnd = createPortBackup(port2, { ownsPort: true });
+  const { dir, io, port, machine, chunks, primaryEnd, backupEnd } = await dnsOnPortChannel('ftvm-ackclock-');
   const r = {
     autoAck: true,
     received: [] as LogEntry[],

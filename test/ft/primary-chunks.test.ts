@@ -4,55 +4,16 @@
 // receipt as the backup node does. Each chunk the primary end posts is one `postMessage` (one
 // TLS record and write(2) on TCP): the test decodes every posted chunk to see what travels
 // together.
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { createSocket } from 'node:dgram';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { MessageChannel } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import { createPortBackup, createPortPrimary, type PortLike } from '../../runtime/channel/port.js';
-import { Decoder } from '../../runtime/log/codec.js';
-import { LiveEnv } from '../../runtime/env/live.js';
+import { dnsOnPortChannel, query } from '../helpers/dns-channel.js';
 import { PrimaryNode } from '../../runtime/ft/primary-node.js';
-import { guestPath } from '../../runtime/guests.js';
-import { openIo } from '../../runtime/io/open.js';
-import type { LogEntry } from '../../runtime/log/entry.js';
-import { Machine } from '../../runtime/machine.js';
 import { InProcessArbiter } from '../../runtime/arbiter/in-process.js';
-
-/** The primary's side of a MessageChannel, decoding each chunk it posts (before the transfer detaches it). */
-function countingPort(port: MessageChannel['port1'], chunks: LogEntry[][]): PortLike {
-  const decoder = new Decoder();
-  return {
-    postMessage(m: unknown, transfer?: readonly ArrayBuffer[]) {
-      const w = m as { ftlog?: string; chunk?: Uint8Array };
-      if (w.ftlog === 'data' && w.chunk) chunks.push([...decoder.push(w.chunk.slice())]);
-      port.postMessage(m, transfer as ArrayBuffer[] | undefined);
-    },
-    on: (event: 'message' | 'close', listener: (value?: unknown) => void) => port.on(event as 'message', listener),
-    off: (event: 'message' | 'close', listener: (value?: unknown) => void) => port.off(event as 'message', listener),
-    close: () => port.close(),
-  };
-}
-
-function query(id: number): Buffer {
-  const labels = 'www.example.test'.split('.').flatMap((l) => [l.length, ...Buffer.from(l)]);
-  return Buffer.from([id >> 8, id & 255, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, ...labels, 0, 0, 1, 0, 1]);
-}
 
 describe('the primary\'s log chunks under dns queries, over a real port channel', () => {
   it('a query\'s entries leave with its answer\'s marker: one posted chunk per query', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'ftvm-chunks-'));
-    const disk = join(dir, 'zone.img');
-    copyFileSync(join(dirname(guestPath('dns')), 'zone.img'), disk);
-    const io = await openIo({ disk: `file:${disk}`, net: ['udp:127.0.0.1:0:53'] });
-    const port = io.udp!.boundPorts[0]!;
-    const machine = new Machine({ env: new LiveEnv(), ...(io.disk ? { disk: io.disk } : {}), ...(io.net ? { net: io.net } : {}) });
-    machine.loadElf(readFileSync(guestPath('dns')));
-    const chunks: LogEntry[][] = [];
-    const { port1, port2 } = new MessageChannel();
-    const primaryEnd = createPortPrimary(countingPort(port1, chunks), { ownsPort: true });
-    const backupEnd = createPortBackup(port2, { ownsPort: true });
+    const { dir, io, port, machine, chunks, primaryEnd, backupEnd } = await dnsOnPortChannel('ftvm-chunks-');
     let received = 0;
     const acking = backupEnd.backup.entries$.subscribe((e) => {
       received++;
