@@ -4,7 +4,7 @@
 // primary node runs the dns guest with a real disk and a real UDP forward, logging over a real
 // port channel (a MessageChannel in this thread, as a worker pair's) to its real backup end.
 // The test plays the backup's acks by hand, and decodes every chunk the primary end posts.
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createSocket, type Socket } from 'node:dgram';
 import { MessageChannel } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -34,7 +34,7 @@ const markers = (c: LogEntry[]) => c.filter((e): e is Extract<LogEntry, { type: 
  * ack clock and its bound decide when a marker leaves.
  */
 async function rig(opts: Partial<PrimaryNodeOptions> = {}) {
-  const { dir, io, port, machine, chunks, primaryEnd, backupEnd } = await dnsOnPortChannel('ftvm-ackclock-');
+  const { port, machine, chunks, primaryEnd, backupEnd, dispose } = await dnsOnPortChannel('ftvm-ackclock-');
   const r = {
     autoAck: true,
     received: [] as LogEntry[],
@@ -64,9 +64,7 @@ async function rig(opts: Partial<PrimaryNodeOptions> = {}) {
     acking.unsubscribe();
     node.crash('test over');
     await run;
-    await machine.io?.close();
-    await io.close();
-    rmSync(dir, { recursive: true, force: true });
+    await dispose();
   };
   // The guest reads its zone and binds port 53 first: the first query may need a retry.
   for (let i = 0; !r.answers.includes(1); i++) {
@@ -75,6 +73,21 @@ async function rig(opts: Partial<PrimaryNodeOptions> = {}) {
     await sleep(100);
   }
   return r;
+}
+
+/**
+ * Once everything so far is acknowledged, the test plays the backup's acks: query 2 is asked
+ * and its answer's marker posted (with nothing unacknowledged, no ack is needed for that).
+ * Returns the chunk count before the query.
+ */
+async function firstUnackedAnswer(r: Awaited<ReturnType<typeof rig>>): Promise<number> {
+  await until('the backup to ack all', () => r.node.stats().held === 0 && r.node.unreleased() === 0);
+  await sleep(20);
+  r.autoAck = false;
+  const before = r.chunks.length;
+  r.ask([2]);
+  await until('query 2\'s marker to be posted', () => r.chunks.slice(before).some((c) => markers(c).length > 0));
+  return before;
 }
 
 describe('the ack clock: answers computed while a marker is unacknowledged share one chunk and one ack', () => {
@@ -90,15 +103,8 @@ describe('the ack clock: answers computed while a marker is unacknowledged share
     // waits too (with the default two it would leave alone).
     const r = await rig({ markerHoldMs: 60_000, markerWindow: 1 });
     close = r.close;
-    // Everything so far acknowledged; from here the test plays the backup's acks.
-    await until('the backup to ack all', () => r.node.stats().held === 0 && r.node.unreleased() === 0);
-    await sleep(20);
-    r.autoAck = false;
-
     // Nothing unacknowledged: query 2's answer's marker is posted without any ack coming.
-    let before = r.chunks.length;
-    r.ask([2]);
-    await until('query 2\'s marker to be posted', () => r.chunks.slice(before).some((c) => markers(c).length > 0));
+    let before = await firstUnackedAnswer(r);
     const first = r.chunks.slice(before).find((c) => markers(c).length > 0)!;
     const firstMarker = markers(first).at(-1)!;
     await sleep(20);
@@ -189,12 +195,7 @@ describe('the ack clock: answers computed while a marker is unacknowledged share
   it('a guest that goes to sleep after its answer sends the held marker at once, unacknowledged', async () => {
     const r = await rig({ markerHoldMs: 60_000 });
     close = r.close;
-    await until('the backup to ack all', () => r.node.stats().held === 0 && r.node.unreleased() === 0);
-    await sleep(20);
-    r.autoAck = false;
-    let before = r.chunks.length;
-    r.ask([2]);
-    await until('query 2\'s marker to be posted', () => r.chunks.slice(before).some((c) => markers(c).length > 0));
+    let before = await firstUnackedAnswer(r);
     // Query 2's marker is unacknowledged; query 3's answer has nothing to share a chunk with
     // once the guest sleeps: its marker leaves without the ack (and without the bound).
     before = r.chunks.length;

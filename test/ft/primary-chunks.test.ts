@@ -4,7 +4,6 @@
 // receipt as the backup node does. Each chunk the primary end posts is one `postMessage` (one
 // TLS record and write(2) on TCP): the test decodes every posted chunk to see what travels
 // together.
-import { rmSync } from 'node:fs';
 import { createSocket } from 'node:dgram';
 import { describe, expect, it } from 'vitest';
 import { dnsOnPortChannel, query } from '../helpers/dns-channel.js';
@@ -13,7 +12,7 @@ import { InProcessArbiter } from '../../runtime/arbiter/in-process.js';
 
 describe('the primary\'s log chunks under dns queries, over a real port channel', () => {
   it('a query\'s entries leave with its answer\'s marker: one posted chunk per query', async () => {
-    const { dir, io, port, machine, chunks, primaryEnd, backupEnd } = await dnsOnPortChannel('ftvm-chunks-');
+    const { port, machine, chunks, primaryEnd, backupEnd, dispose } = await dnsOnPortChannel('ftvm-chunks-');
     let received = 0;
     const acking = backupEnd.backup.entries$.subscribe((e) => {
       received++;
@@ -59,9 +58,7 @@ describe('the primary\'s log chunks under dns queries, over a real port channel'
       acking.unsubscribe();
       node.crash('test over');
       await run;
-      await machine.io?.close();
-      await io.close();
-      rmSync(dir, { recursive: true, force: true });
+      await dispose();
     }
   }, 30_000);
 });

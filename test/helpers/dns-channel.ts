@@ -1,5 +1,5 @@
 // What the dns primary tests share: a port channel end that decodes what it posts, and a query.
-import { copyFileSync, mkdtempSync, readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { MessageChannel } from 'node:worker_threads';
@@ -47,5 +47,11 @@ export async function dnsOnPortChannel(prefix: string) {
   const { port1, port2 } = new MessageChannel();
   const primaryEnd = createPortPrimary(countingPort(port1, chunks), { ownsPort: true });
   const backupEnd = createPortBackup(port2, { ownsPort: true });
-  return { dir, io, port: io.udp!.boundPorts[0]!, machine, chunks, primaryEnd, backupEnd };
+  /** Once the node has stopped: its backends, the forward, the temp dir. */
+  const dispose = async (): Promise<void> => {
+    await machine.io?.close();
+    await io.close();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { port: io.udp!.boundPorts[0]!, machine, chunks, primaryEnd, backupEnd, dispose };
 }
