@@ -316,6 +316,8 @@ export class PrimaryNode {
    * control as `cpu.pause`/`cpu.resume`, the mode 'record' since every input is logged.
    */
   private runCpu(): Promise<RunOutcome> {
+    // A turn per batch (chainMs 0: a backup in this thread must run between batches) takes no chain.
+    const chain = this.opts.chainMs === 0 ? undefined : new BatchChain(this.opts.chainMs ?? CHAIN_MS);
     const { actor, done } = runOnCpuActor(this.machine, {
       mode: 'record',
       signal: this.abort.signal,
@@ -329,12 +331,35 @@ export class PrimaryNode {
       batch: this.slicer.budget,
       // An adopted CPU keeps the schedule its backup made (a chain, or a turn per batch for a
       // backup that replayed in its primary's thread: its joiners replay in this thread too).
-      ...(this.opts.chainMs === 0 ? { yieldMs: 0 } : { schedule: new BatchChain(this.opts.chainMs ?? CHAIN_MS).schedule }),
+      ...(chain === undefined ? { yieldMs: 0 } : { schedule: chain.schedule, moreSlices: () => this.moreSlices(chain) }),
       ...(this.opts.inspect ? { inspect: this.opts.inspect as never } : {}),
     });
     this.cpu = actor;
     if (this.actor.getSnapshot().matches({ protected: 'throttled' })) actor.send({ type: 'cpu.pause' });
     return done;
+  }
+
+  /**
+   * The CPU actor's `moreSlices`: whether the batch goes on with another slice, with no
+   * `cpu.batchEnded`, no `onBatch` and no microtask hop in between (the CPU actor has already
+   * run the thread's pollers and seen its chart still running: a pause, the throttle's
+   * included, ends the batch at this slice). It goes on only where the batch's end has
+   * nothing to do that cannot wait for the chain's end:
+   * - no output was produced in the slice: its marker is logged at the batch's end, at the
+   *   icount where the slice stopped, and it waits for its ack from there (output rule);
+   * - the chain stays within `chainMs` of this node's last event-loop turn, exactly where a
+   *   chain of batches (BatchChain) would have gone on as a microtask: the turns (acks read
+   *   from a socket, heartbeats, timers, the service's sockets) come when they came;
+   * - the entries held back are below MAX_UNSENT (the batch's end sends them).
+   * The CPU actor asks only after a slice that ended on its budget (the slicer's or the
+   * env's next look at the clock) or at the guest's request; wfi, halt and faults end the
+   * batch. Digests, heartbeats and the held entries' sends wait for the batch's end, which
+   * is at most a chain away. A CPU adopted from a backup keeps the backup's own rule (false
+   * once that backup went live).
+   */
+  private moreSlices(chain: BatchChain): boolean {
+    this.slicer.sliceEnded();
+    return this.pending.length === 0 && !this.stopped && this.unsent.length < MAX_UNSENT && chain.chaining();
   }
 
   /**
