@@ -54,6 +54,14 @@ export class BatchSlicer {
     return this.sliced && performance.now() - this.batchMs < spanMs;
   }
 
+  /**
+   * A slice of a chained batch ended (the primary's `moreSlices`, which decides the chain
+   * by other rules): learn the rate from it, as `ended()` would, but the batch goes on.
+   */
+  sliceEnded(): void {
+    this.learn();
+  }
+
   private learn(): void {
     const n = this.machine.icount - this.startIcount;
     // A batch cut short (an output, the log's horizon, wfi) says little about the rate. NOTE
@@ -83,6 +91,15 @@ export class BatchChain {
   private run: () => void = () => undefined;
 
   constructor(private readonly chainMs: number) {}
+
+  /**
+   * Whether a batch scheduled now would chain (run without an event-loop turn first): the
+   * same test `schedule` makes. A node's `moreSlices` asks it so that a chain of slices in
+   * one batch ends where a chain of batches would have: the turns stay where they were.
+   */
+  chaining(): boolean {
+    return performance.now() - this.turnMs < this.chainMs;
+  }
 
   readonly schedule = (run: () => void): void => {
     this.run = run;

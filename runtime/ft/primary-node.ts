@@ -174,6 +174,14 @@ export class PrimaryNode {
   private cpu: Actor<typeof cpuMachine> | undefined;
   private readonly abort = new AbortController();
   private lastSendMs = 0;
+  /**
+   * Entries were handed to the channel since the running batch's first slice: its flush is a microtask
+   * (the channel core coalesces a tick's sends), so a batch that sent between two slices (the
+   * ack clock, from an ack polled there) ends at that slice and the chunk leaves.
+   */
+  private sentInBatch = false;
+  /** The CPU batch running now went on past a slice (moreSlices said yes): its next slice is not its first. */
+  private chained = false;
   /** Entries appended and not yet handed to the channel (see PLAIN_HOLD_MS), and since when. */
   private unsent: LogEntry[] = [];
   private spare: LogEntry[] = [];
@@ -316,6 +324,8 @@ export class PrimaryNode {
    * control as `cpu.pause`/`cpu.resume`, the mode 'record' since every input is logged.
    */
   private runCpu(): Promise<RunOutcome> {
+    // A turn per batch (chainMs 0: a backup in this thread must run between batches) takes no chain.
+    const chain = this.opts.chainMs === 0 ? undefined : new BatchChain(this.opts.chainMs ?? CHAIN_MS);
     const { actor, done } = runOnCpuActor(this.machine, {
       mode: 'record',
       signal: this.abort.signal,
@@ -323,18 +333,49 @@ export class PrimaryNode {
         this.slicer.ended();
         this.counts.batches++;
         this.afterBatch(exit);
+        this.chained = false;
       },
       id: `${this.name}.cpu`,
       ...(this.opts.cpu ? { adopt: { cpu: this.opts.cpu, env: this.recording } } : {}),
-      batch: this.slicer.budget,
+      // A batch's first slice: what was sent before it (at the last batch's end, in a turn) has left.
+      batch: chain === undefined ? this.slicer.budget : () => {
+        if (!this.chained) this.sentInBatch = false;
+        return this.slicer.budget();
+      },
       // An adopted CPU keeps the schedule its backup made (a chain, or a turn per batch for a
       // backup that replayed in its primary's thread: its joiners replay in this thread too).
-      ...(this.opts.chainMs === 0 ? { yieldMs: 0 } : { schedule: new BatchChain(this.opts.chainMs ?? CHAIN_MS).schedule }),
+      ...(chain === undefined ? { yieldMs: 0 } : { schedule: chain.schedule, moreSlices: () => this.moreSlices(chain) }),
       ...(this.opts.inspect ? { inspect: this.opts.inspect as never } : {}),
     });
     this.cpu = actor;
     if (this.actor.getSnapshot().matches({ protected: 'throttled' })) actor.send({ type: 'cpu.pause' });
     return done;
+  }
+
+  /**
+   * The CPU actor's `moreSlices`: whether the batch goes on with another slice, with no
+   * `cpu.batchEnded`, no `onBatch` and no microtask hop in between (the CPU actor has already
+   * run the thread's pollers and seen its chart still running: a pause, the throttle's
+   * included, ends the batch at this slice). It goes on only where the batch's end has
+   * nothing to do that cannot wait for the chain's end:
+   * - no output was produced in the slice: its marker is logged at the batch's end, at the
+   *   icount where the slice stopped, and it waits for its ack from there (output rule);
+   * - the chain stays within `chainMs` of this node's last event-loop turn, exactly where a
+   *   chain of batches (BatchChain) would have gone on as a microtask: the turns (acks read
+   *   from a socket, heartbeats, timers, the service's sockets) come when they came;
+   * - the entries held back are below MAX_UNSENT (the batch's end sends them);
+   * - nothing was handed to the channel during the batch (see `sentInBatch`: the ack clock
+   *   sends from an ack the poll brought, and that chunk leaves at the batch's end).
+   * The CPU actor asks only after a slice that ended on its budget (the slicer's or the
+   * env's next look at the clock) or at the guest's request; wfi, halt and faults end the
+   * batch. Digests, heartbeats and the held entries' sends wait for the batch's end, which
+   * is at most a chain away. A CPU adopted from a backup keeps the backup's own rule (false
+   * once that backup went live).
+   */
+  private moreSlices(chain: BatchChain): boolean {
+    this.slicer.sliceEnded();
+    this.chained = this.pending.length === 0 && !this.sentInBatch && !this.stopped && this.unsent.length < MAX_UNSENT && chain.chaining();
+    return this.chained;
   }
 
   /**
@@ -499,6 +540,7 @@ export class PrimaryNode {
     const n = out.length;
     if (n === 0) return;
     this.lastSendMs = performance.now();
+    this.sentInBatch = true;
     this.entriesSent += n;
     // Swapped first: a synchronous channel's ack may run this node's effects inside send().
     this.unsent = this.spare;
