@@ -141,10 +141,10 @@ console.log(`machine: ${cpus().length} x ${cpus()[0]?.model ?? '?'}, node ${proc
 console.log(`FT off: ${median(offs).toFixed(1)} MIPS; FT on (primary + backup in one thread): ${median(ons).toFixed(1)} MIPS; ratio ${median(ratios).toFixed(3)} (runs: ${ratios.map((r) => r.toFixed(3)).join(', ')})`);
 console.log(`log: ${median(logs).toFixed(3)} bytes per 1000 instructions`);
 console.log(`output-rule delay p50: ${median(delays).toFixed(1)} us`);
-console.log(`failover (kill -> first output of the new primary), ${FAILOVERS} runs: median ${median(fo).toFixed(1)} ms, max ${Math.max(...fo).toFixed(1)} ms`);
+if (fo.length) console.log(`failover (kill -> first output of the new primary), ${FAILOVERS} runs: median ${median(fo).toFixed(1)} ms, max ${Math.max(...fo).toFixed(1)} ms`);
 console.log(`FT off: ${median(wOffs).toFixed(1)} MIPS; FT on (backup in a worker thread): ${median(wOns).toFixed(1)} MIPS; ratio ${median(wRatios).toFixed(3)} (runs: ${wRatios.map((r) => r.toFixed(3)).join(', ')})`);
 console.log(`  worker: log ${median(wLogs).toFixed(3)} bytes per 1000 instructions; output-rule delay p50 ${median(wDelays).toFixed(1)} us; backup boot ${median(wBoots).toFixed(0)} ms (before start, not in the ratio); runs where the primary lost its backup: ${wFalse.filter((f) => f > 0).length}`);
-console.log(`  worker: failover, ${wFo.length} runs: median ${median(wFo).toFixed(1)} ms, max ${Math.max(...wFo).toFixed(1)} ms; runs that LOST output: ${wLost.length}${wLost.length ? ` (seeds ${wLost.join(', ')})` : ''}`);
+if (wFo.length) console.log(`  worker: failover, ${wFo.length} runs: median ${median(wFo).toFixed(1)} ms, max ${Math.max(...wFo).toFixed(1)} ms; runs that LOST output: ${wLost.length}${wLost.length ? ` (seeds ${wLost.join(', ')})` : ''}`);
 // What wall time hides: each side's CPU time per instruction against the guest alone (a side that
 // needs more CPU per instruction than the guest alone cannot keep a 1.0 ratio even with a core of
 // its own), and how long each waited in the run queue for a core (schedstat; runs that failed over left out).
