@@ -17,6 +17,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { isMainThread } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
+import { countLoopHops } from './lib/loop-counts.mjs';
 
 const dir = process.env.FTVM_EXITS_DIR;
 if (dir && isMainThread) {
@@ -68,16 +69,7 @@ if (dir && isMainThread) {
     if (e && e.type === 'cpu.batchEnded') batches[e.exit] = (batches[e.exit] ?? 0) + 1;
     return send.call(this, e);
   };
-  const si = globalThis.setImmediate;
-  globalThis.setImmediate = function (...a) {
-    c.turns++;
-    return si.apply(this, a);
-  };
-  const qm = globalThis.queueMicrotask;
-  globalThis.queueMicrotask = function (f) {
-    c.microtasks++;
-    return qm(f);
-  };
+  countLoopHops(c);
   const write = () => {
     try {
       writeFileSync(join(dir, `${process.pid}.json`), JSON.stringify({ argv: process.argv.slice(1), slices, batches, ...c }));

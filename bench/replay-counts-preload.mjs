@@ -20,6 +20,7 @@ import { appendFileSync, readFileSync } from 'node:fs';
 import { isMainThread, parentPort, threadId } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
+import { countLoopHops } from './lib/loop-counts.mjs';
 
 const file = process.env.FTVM_COUNTS_FILE;
 if (file) {
@@ -94,16 +95,7 @@ if (file) {
       c.chartEvents++;
       return send.call(this, e);
     };
-    const si = globalThis.setImmediate;
-    globalThis.setImmediate = function (...a) {
-      c.turns++;
-      return si.apply(this, a);
-    };
-    const qm = globalThis.queueMicrotask;
-    globalThis.queueMicrotask = function (f) {
-      c.microtasks++;
-      return qm(f);
-    };
+    countLoopHops(c);
   }
   const schedstat = () => {
     try {
