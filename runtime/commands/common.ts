@@ -180,7 +180,7 @@ export function elfCountProblem(positionals: readonly string[], argv: readonly s
   if (positionals.length === 1) return undefined;
   if (positionals.length === 0) return 'missing <elf>';
   const named = positionals.map((p) => `'${p}'`).join(', ');
-  const afterView = positionals.find((p) => argv.some((a, i) => /^--(inspect|dashboard)$/.test(a) && argv[i + 1] === p));
-  const hint = afterView === undefined ? '' : ` ('${afterView}' follows --inspect, whose port is a number)`;
+  const i = argv.findIndex((a, j) => a === '--inspect' && positionals.includes(argv[j + 1]!));
+  const hint = i < 0 ? '' : ` ('${argv[i + 1]}' follows --inspect, whose port is a number)`;
   return `one <elf> only, got ${positionals.length}: ${named}${hint}`;
 }

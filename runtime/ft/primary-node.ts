@@ -428,6 +428,9 @@ export class PrimaryNode {
   private acked(seq: number): void {
     this.counts.acks++;
     if (this.gate.releasable(seq)) this.tell(ACKED);
+    // Dropped here, on every ack: a console guest's markers are never held, so nothing else
+    // would look at (and trim) the list they are added to.
+    this.dropAckedMarkers(seq);
     if (this.heldMarkerSeq >= 0 && !this.markersFull(seq) && !this.stopped) {
       this.counts.clockedSends++;
       this.sendLog();
@@ -440,11 +443,16 @@ export class PrimaryNode {
     this.actor.send(e);
   }
 
-  /** As many markers as MARKER_WINDOW are sent and not acknowledged up to `ackedSeq` (the ack clock holds the next). */
-  private markersFull(ackedSeq: number): boolean {
+  /** Forget the sent markers the backup has acknowledged (up to `ackedSeq`). */
+  private dropAckedMarkers(ackedSeq: number): void {
     const sent = this.sentMarkers;
     while (sent.length > 0 && sent[0]! <= ackedSeq) sent.shift();
-    return sent.length >= this.markerWindow;
+  }
+
+  /** As many markers as MARKER_WINDOW are sent and not acknowledged up to `ackedSeq` (the ack clock holds the next). */
+  private markersFull(ackedSeq: number): boolean {
+    this.dropAckedMarkers(ackedSeq);
+    return this.sentMarkers.length >= this.markerWindow;
   }
 
   /** Outputs the guest produced that have not left yet: held by the output rule, or not yet marked. */
@@ -544,12 +552,13 @@ export class PrimaryNode {
     this.entriesSent += n;
     // Swapped first: a synchronous channel's ack may run this node's effects inside send().
     this.unsent = this.spare;
+    const ch = this.channel;
     if (this.heldMarkerSeq >= 0) {
-      this.sentMarkers.push(this.heldMarkerSeq);
+      // Alone, no ack will come for it (a joiner starts the list afresh).
+      if (ch) this.sentMarkers.push(this.heldMarkerSeq);
       this.heldMarkerSeq = -1;
       this.heldNetOnly = true;
     }
-    const ch = this.channel;
     if (ch) for (let i = 0; i < n; i++) ch.send(out[i]!);
     out.length = 0;
     this.spare = out;
