@@ -82,7 +82,7 @@ try {
     t.child.kill('SIGTERM');
     await t.exited;
     const line = t.lines.find((l) => /primary stats outputs/.test(l)) ?? '';
-    const st = [line].map((l) => /primary stats outputs (\d+) released \d+ entries (\d+) bytes (\d+) chunks (\d+) .*outputDelay p50 ([\d.]+) ms p99 ([\d.]+) ms/.exec(l)).find(Boolean);
+    const st = /primary stats outputs (\d+) released \d+ entries (\d+) bytes (\d+) chunks (\d+) .*outputDelay p50 ([\d.]+) ms p99 ([\d.]+) ms/.exec(line);
     if (st) {
       const [outputs, entries, bytes, chunks] = st.slice(1, 5).map(Number);
       // Counts a tree before the ackclock pass does not print are left out.
