@@ -22,7 +22,12 @@
 //   failover:   dnsperf -q 32 -t 1 against a pair with --suspect-ms 250, its primary killed
 //               after 2 s; dnsperf's lost queries, and kill → first answer to a probe query
 //               (sent at the kill and again every 2 ms until answered).
+// BENCH_PIN=1: two hosts on one, as far as CPU goes: the serving process (`ftvm run`, or the
+// pair's primary) alone on CPU 0, everything else (this bench, dnsperf, the pair's backup and
+// its parent) on CPU 1 (`taskset`), so that the primary gets a core as `ftvm run` does and the
+// ratio is its own CPU per query against `ftvm run`'s.
 // Loopback only. Prints one line per measure.
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,6 +44,10 @@ const perfArgs = (process.env.BENCH_DNSPERF ?? '-q 32').trim().split(/\s+/);
 // process runs RUN ms of every RUN + STOP (SIGSTOP/SIGCONT), a slow backup host: how far its
 // replay lags shows in the backup's phases (`claim won` -> `replayed`).
 const killOnly = process.env.BENCH_KILL_ONLY === '1';
+const pin = process.env.BENCH_PIN === '1';
+// Every thread of `pid` onto `cpu`; children spawned later inherit this process's mask.
+const taskset = (cpu, pid) => { if (spawnSync('taskset', ['-a', '-c', '-p', String(cpu), String(pid)], { stdio: 'ignore' }).status !== 0) throw new Error(`taskset ${cpu} ${pid} failed`); };
+if (pin) taskset(1, process.pid);
 const kills = Number(process.env.BENCH_KILLS ?? 1);
 const dir = mkdtempSync(join(tmpdir(), 'ftvm-bench-dns-pair-'));
 const queries = writeQueries(join(dir, 'queries'));
@@ -52,6 +61,7 @@ async function oneTarget(target, round, withLatency) {
   copyFileSync(zoneImg, img);
   const t = await start([target, elf, '--disk', `file:${img}`, '--net', 'udp:127.0.0.1:0:53'], { protectedFirst: true });
   try {
+    if (pin) taskset(0, target === 'run' ? t.pids.run : t.pids.primary);
     const warm = await warmUp(t, queries, perfArgs);
     const load = loadavg()[0];
     const m = await measure(t, seconds, queries, perfArgs);

@@ -7,8 +7,9 @@
 // mean anything on a shared host. BENCH_DNS_RATE=N paces dnsperf at N q/s (-Q), so that both
 // modes do the same work; then each profile's busiest functions are printed as µs of self
 // time per answered query (BENCH_PROFILE_TOP of them, default 25). BENCH_WARM_S: a warm-up
-// first (below). Needs `npm run build` and dnsperf.
-import { spawn } from 'node:child_process';
+// first (below). BENCH_PIN=1: the serving process (`ftvm run` or the primary) alone on CPU 0,
+// the rest on CPU 1, as in bench/dns-pair.mjs. Needs `npm run build` and dnsperf.
+import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +22,9 @@ copyFileSync(zoneImg, join(dir, 'z.img'));
 writeFileSync(join(dir, 'key'), 'ab'.repeat(32));
 writeQueries(join(dir, 'q'));
 const mode = process.argv[2] ?? 'pair';
+const pin = process.env.BENCH_PIN === '1';
+const taskset = (cpu, pid) => { if (spawnSync('taskset', ['-a', '-c', '-p', String(cpu), String(pid)], { stdio: 'ignore' }).status !== 0) throw new Error(`taskset ${cpu} ${pid} failed`); };
+if (pin) taskset(1, process.pid);
 function start(args, node = []) {
   const c = spawn(process.execPath, [...node, cli, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   const lines = [];
@@ -44,6 +48,7 @@ if (mode === 'run') {
   await wait(p, /state \{"protected"/);
   procs = [p, b];
 }
+if (pin) taskset(0, procs[0].c.pid);
 await sleep(1500);
 // The warm-up of bench/lib/dns.mjs first (BENCH_WARM_Q queries or BENCH_WARM_S s), not
 // counted (the profile's window is dnsperf's measured 8 s only), so that the profile shows
