@@ -46,6 +46,11 @@ export class VirtioNet implements VirtioDevice {
   private txFrames = 0;
   private txDropped = 0;
   private rxFrames = 0;
+  /**
+   * The most receive buffers the guest has had posted at once: how full it keeps its ring.
+   * A host-side hint (framesInGuest), never guest-visible, so not saved.
+   */
+  private rxPostedMax = 0;
   private readonly hdr = new Uint8Array(NET_HDR_BYTES);
   private chart: DeviceChart<typeof virtioNetMachine>;
   private inspector: { inspect?: ChartInspect; id: string } = { id: 'virtio-net' };
@@ -139,10 +144,25 @@ export class VirtioNet implements VirtioDevice {
   }
 
   /**
+   * Frames delivered that the guest has not yet given back as receive buffers: its refill
+   * level less what it has posted now. A driver re-posts a buffer once it has read the frame
+   * in it (ftvm's guests, Linux's virtio-net in small batches), so this is about how many
+   * frames it still has to read; a driver that refills late only makes it larger.
+   */
+  get framesInGuest(): number {
+    const posted = this.t.availableCount(RX, false);
+    if (posted > this.rxPostedMax) this.rxPostedMax = posted;
+    return this.rxPostedMax - posted;
+  }
+
+  /**
    * Put `frame` in the next RX buffer (header, then the frame, truncated to the buffer) and
    * interrupt. False when no buffer was posted.
    */
   receive(frame: Uint8Array): boolean {
+    // Before the pop: the refill level is what was posted before this frame took a buffer.
+    const posted = this.t.availableCount(RX, false);
+    if (posted > this.rxPostedMax) this.rxPostedMax = posted;
     const c = this.t.pop(RX);
     if (!c) return false;
     let n = this.t.scatter(c.write, 0, this.hdr);

@@ -37,12 +37,16 @@ const HELD_SLICE_MS = 0.04;
 const PLAIN_HOLD_MS = 1;
 /*
  * The ack clock (like Nagle's algorithm, RFC 896, with a window): while MARKER_WINDOW markers
- * already sent are unacknowledged, the next outputs' markers wait, so that the answers
- * computed meanwhile leave in one chunk, one TLS record and one ack, not one each. They leave
- * when an ack arrives (this node's ack handler sends them), or at a batch end or heartbeat
- * once the oldest waited MARKER_HOLD_MS. With nothing unacknowledged (one query in flight) a
- * marker leaves at the end of its batch as before: the clock adds no latency there; nor when
- * the guest goes to sleep (wfi) after its answers, as a dns server does below saturation.
+ * already sent are unacknowledged, or while the guest has more network input to read (frames
+ * queued for it or delivered and not yet read: MachineIo.netInputInHand, the queries behind
+ * the one just answered), the next outputs' markers wait, so that the answers computed
+ * meanwhile leave in one chunk, one TLS record and one ack, not one each. They leave when
+ * an ack arrives and the guest has nothing more to read (this node's ack handler sends them),
+ * when the guest goes to sleep (wfi: nothing more could share the chunk), or at a batch end or
+ * heartbeat once the oldest waited MARKER_HOLD_MS. With one query in flight a marker leaves at
+ * the end of its batch as before (the guest sleeps after it): the clock adds no latency there.
+ * A server with a queue in front of it, on a host where acks come back fast (the backup on a
+ * core or host of its own), used to send a chunk per answer: the window never filled.
  * It holds network outputs only: a console line's bytes already share their slice's marker,
  * and holding the next line behind an ack cost the seq guest ×4 in output-rule delay over TCP
  * (p50 0.6–0.7 ms → 2.5–3.3 ms) for no fewer chunks; a server's answers to queued requests
@@ -431,7 +435,7 @@ export class PrimaryNode {
     // Dropped here, on every ack: a console guest's markers are never held, so nothing else
     // would look at (and trim) the list they are added to.
     this.dropAckedMarkers(seq);
-    if (this.heldMarkerSeq >= 0 && !this.markersFull(seq) && !this.stopped) {
+    if (this.heldMarkerSeq >= 0 && !this.clockHolds(seq) && !this.stopped) {
       this.counts.clockedSends++;
       this.sendLog();
     }
@@ -449,7 +453,15 @@ export class PrimaryNode {
     while (sent.length > 0 && sent[0]! <= ackedSeq) sent.shift();
   }
 
-  /** As many markers as MARKER_WINDOW are sent and not acknowledged up to `ackedSeq` (the ack clock holds the next). */
+  /**
+   * The ack clock holds network markers now: as many as MARKER_WINDOW are unacknowledged up
+   * to `ackedSeq`, or the guest has network input still to read (its answers are coming).
+   */
+  private clockHolds(ackedSeq: number): boolean {
+    return this.markersFull(ackedSeq) || this.machine.io?.netInputInHand === true;
+  }
+
+  /** As many markers as MARKER_WINDOW are sent and not acknowledged up to `ackedSeq`. */
   private markersFull(ackedSeq: number): boolean {
     this.dropAckedMarkers(ackedSeq);
     return this.sentMarkers.length >= this.markerWindow;
@@ -535,9 +547,9 @@ export class PrimaryNode {
     const n = this.unsent.length;
     if (n === 0) return false;
     if (n >= MAX_UNSENT) return true;
-    // A marker leaves now unless one sent before is still unacknowledged (the ack clock), and
-    // the guest runs on: one that sleeps (wfi) has nothing more to say that could share it.
-    if (this.heldMarkerSeq >= 0) return !this.heldNetOnly || exit === Exit.Wfi || !this.markersFull(this.channel?.ackedSeq ?? Infinity) || now - this.markerHeldSinceMs >= this.markerHoldMs;
+    // A marker leaves now unless the ack clock holds it (see clockHolds) and the guest runs on:
+    // one that sleeps (wfi) has nothing more to say that could share it.
+    if (this.heldMarkerSeq >= 0) return !this.heldNetOnly || exit === Exit.Wfi || now - this.markerHeldSinceMs >= this.markerHoldMs || !this.clockHolds(this.channel?.ackedSeq ?? Infinity);
     // The guest ended the batch itself and runs on: its answer's marker may be a batch away.
     return exit !== Exit.Request && now - this.unsentSinceMs >= PLAIN_HOLD_MS;
   }

@@ -257,6 +257,15 @@ export class MachineIo {
   }
 
   /**
+   * The guest has network input it has not read yet: frames queued here for it, or delivered
+   * and not yet read (VirtioNet.framesInGuest). A server with this is about to answer again
+   * (a primary's ack clock lets those answers share a chunk). A hint only: nothing logged.
+   */
+  get netInputInHand(): boolean {
+    return this.framesWaiting || (this.net !== undefined && this.net.framesInGuest > 0);
+  }
+
+  /**
    * The next input to apply now, taken off its queue; undefined when none is due. A disk
    * completion for a request the device no longer knows (already completed: a duplicate after
    * go-live, or dropped by a device reset) is discarded unlogged. A frame waits until the guest

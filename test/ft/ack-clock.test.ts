@@ -37,6 +37,8 @@ async function rig(opts: Partial<PrimaryNodeOptions> = {}) {
   const { port, machine, chunks, primaryEnd, backupEnd, dispose } = await dnsOnPortChannel('ftvm-ackclock-');
   const r = {
     autoAck: true,
+    machine,
+    primaryEnd,
     received: [] as LogEntry[],
     chunks,
     answers: [] as number[],
@@ -190,6 +192,37 @@ describe('the ack clock: answers computed while a marker is unacknowledged share
     expect(s.clockedSends).toBe(0);
     expect(markerChunks).toBeLessThan(s.outputs / 4);
     expect(s.acks).toBeLessThan(s.outputs / 4);
+  }, 60_000);
+
+  it('answers to queries that wait together share a chunk though the backup acks at once: the guest still had them to read', async () => {
+    // The default window of two, and a backup end that acks every entry on receipt, as a
+    // backup on a core or host of its own does: the window never fills. What holds the
+    // markers is the queries behind the one answered (MachineIo.netInputInHand); they leave
+    // when the guest has read them all and sleeps.
+    const r = await rig({ markerHoldMs: 60_000 });
+    close = r.close;
+    await until('the backup to ack all', () => r.node.stats().held === 0 && r.node.unreleased() === 0);
+    await sleep(20);
+    // An idle guest has every receive buffer posted: nothing in hand.
+    expect(r.machine.io!.netInputInHand).toBe(false);
+    const releases: { index: number; ackedSeq: number }[] = [];
+    const sub = r.node.released$.subscribe((o) => releases.push({ index: o.index, ackedSeq: r.primaryEnd.primary.ackedSeq }));
+    const ids = [10, 11, 12, 13, 14, 15, 16, 17];
+    const before = r.chunks.length;
+    const outputsBefore = r.node.stats().outputs;
+    // One go: the primary's socket reads all eight in one turn (this thread sends them first).
+    r.ask(ids);
+    await until('the eight answers', () => ids.every((id) => r.answers.includes(id)));
+    sub.unsubscribe();
+    const markerChunks = r.chunks.slice(before).filter((c) => markers(c).length > 0);
+    // Without the rule each answer's batch end sent its marker (8 chunks, the acks kept the window open).
+    expect(markerChunks.length).toBeLessThanOrEqual(2);
+    expect(markers(markerChunks.at(-1)!).at(-1)!.count).toBe(outputsBefore + 8);
+    // The output rule: each answer left only once the marker covering it was acknowledged.
+    const marks = r.chunks.flat().filter((e): e is Extract<LogEntry, { type: 'output' }> => e.type === 'output');
+    expect(releases.map((x) => x.index)).toEqual(Array.from({ length: 8 }, (_, i) => outputsBefore + i));
+    for (const x of releases) expect(x.ackedSeq).toBeGreaterThanOrEqual(marks.find((m) => m.count > x.index)!.seq);
+    await until('the guest to read everything', () => !r.machine.io!.netInputInHand);
   }, 60_000);
 
   it('a guest that goes to sleep after its answer sends the held marker at once, unacknowledged', async () => {
