@@ -178,6 +178,8 @@ export class VirtioNet implements VirtioDevice {
   }
 
   reset(): void {
+    // A driver starting over may keep its ring less full than before.
+    this.rxPostedMax = 0;
     if (this.state.rx === 'ready') this.chart.send({ type: 'net.reset' });
   }
 
