@@ -88,6 +88,8 @@ export interface IoIdentity {
   disk: DiskIdentity | null;
   /** The service forwards in order, [host port, guest port] (the host address may differ per host). */
   net: [number, number][];
+  /** It runs an `--on-live` hook (which moves the service address to the node that serves). */
+  onLive?: boolean;
 }
 
 /**
@@ -210,14 +212,17 @@ const portPair = (v: unknown): v is [number, number] => Array.isArray(v) && v.le
 function ioIdentity(v: unknown): IoIdentity | undefined {
   if (typeof v !== 'object' || v === null) return undefined;
   const { disk, net } = v as Record<string, unknown>;
+  const { onLive } = v as Record<string, unknown>;
   if (!Array.isArray(net) || net.length > 64 || !net.every(portPair)) return undefined;
-  if (disk === null) return { disk: null, net };
+  if (onLive !== undefined && typeof onLive !== 'boolean') return undefined;
+  const hook = onLive === true ? { onLive } : {};
+  if (disk === null) return { disk: null, net, ...hook };
   if (typeof disk !== 'object' || disk === undefined) return undefined;
   const d = disk as Record<string, unknown>;
   if (!nat(d.sectors) || typeof d.head !== 'string' || !HEX32.test(d.head)) return undefined;
   if (d.export !== undefined && (typeof d.export !== 'string' || d.export.length > 256)) return undefined;
   if (d.ino !== undefined && !nat(d.ino)) return undefined;
-  return { disk: { sectors: d.sectors, head: d.head, ...(d.export !== undefined ? { export: d.export as string } : {}), ...(d.ino !== undefined ? { ino: d.ino as number } : {}) }, net };
+  return { disk: { sectors: d.sectors, head: d.head, ...(d.export !== undefined ? { export: d.export as string } : {}), ...(d.ino !== undefined ? { ino: d.ino as number } : {}) }, net, ...hook };
 }
 
 const NO_IO: IoIdentity = { disk: null, net: [] };
@@ -245,6 +250,12 @@ function ioRefusal(self: IoIdentity, offer: 'boot' | 'join', other: IoIdentity):
   const fa = forwardsText(self.net);
   const fb = forwardsText(other.net);
   if (fa !== fb) return `other service forwards: this primary has ${fa}, the backup ${fb} (host port->guest port, in order)`;
+  // The service address moves with the live replica only if both run the hook that moves it.
+  if ((self.onLive ?? false) !== (other.onLive ?? false)) {
+    return self.onLive
+      ? 'no --on-live: this primary runs a hook when it serves (it moves the service address), the backup none, so at go-live the address would not follow it'
+      : 'an --on-live this primary does not run: give the hook to both nodes or to neither';
+  }
   return undefined;
 }
 

@@ -105,7 +105,7 @@ async function startBackup(
   // take over at go-live must be the pair's (read now, without opening or locking the disk).
   let ioIdentity: IoIdentity;
   try {
-    ioIdentity = { disk: await diskIdentityOf(values.disk, io), net: forwardsOf(io, values.net ?? []) };
+    ioIdentity = { disk: await diskIdentityOf(values.disk, io), net: forwardsOf(io, values.net ?? []), ...(values['on-live'] !== undefined ? { onLive: true } : {}) };
   } catch (e) {
     await io.close();
     throw e;

@@ -605,7 +605,7 @@ async function startPrimary(
   // Where clients reach the guest: a rule for port 0 gets its port from the host.
   for (const line of io.udp?.describe() ?? []) note(`primary ${line}`);
   // What a backup must name to be admitted (DESIGN §3 Membership): this disk, these forwards.
-  identity.io = { disk: diskId, net: forwardsOf(io) };
+  identity.io = { disk: diskId, net: forwardsOf(io), ...(onLive !== undefined ? { onLive: true } : {}) };
   let machine: Machine;
   try {
     machine = bootMachine(image, file, memoryMiB, machineIo(io));
