@@ -216,7 +216,12 @@ async function runBackup({ ioIdentity, values, image, name, joining, host, port,
             // Replies re-issued at go-live reach the clients the old primary mapped (deferred-net.ts).
             if (deferred.net) note(`backup knew ${deferred.net.nat.learned} client mappings from the log${deferred.net.nat.imported > 0 ? ` and ${deferred.net.nat.imported} from the join snapshot` : ''}; sent ${deferred.net.sentAfterOpen} replies held until the ports were bound`);
           },
-          (e: Error) => note(`backup cannot take over its backends: ${e.message}`),
+          // The disk is gone (removed meanwhile, an I/O error): the guest runs on, its disk I/O
+          // fails (a write is never acknowledged), and the operator hears it as an error.
+          // (Closed: this node is stopping before the old primary let go; nothing to say.)
+          (e: Error) => {
+            if (!/: closed$/.test(e.message)) process.stderr.write(`ftvm: backup live without its disk: ${e.message}; the guest's disk I/O fails\n`);
+          },
         );
       }
       hookOnAlone(live, values['on-live'], 'backup', 'go-live');

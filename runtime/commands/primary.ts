@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 import { createServer, isIPv6 } from 'node:net';
 import { createSocket } from 'node:dgram';
+import { statSync } from 'node:fs';
 import { parseDiskSpec, parseNetSpec } from '../io/spec.js';
 import { openDiskIdentity, peekDiskIdentity } from '../io/disk-identity.js';
 import type { Observable } from 'rxjs';
@@ -360,6 +361,32 @@ export function forwardsOf(io: OpenedIo, named?: readonly string[]): [number, nu
   return (io.udp?.forwards ?? []).map((f, i) => [io.udp!.boundPorts[i]!, f.guestPort]);
 }
 
+/**
+ * A file disk removed or replaced under a live node (`rm`, a restore that renames a copy into
+ * place): the node still writes to the file it opened, which no backup can open at go-live, so
+ * a takeover would lose every write since. Said once, as one `ftvm:` line, when it is seen
+ * (looked at every second); the node serves on (its clients' writes are still acknowledged
+ * only once the backup has the log).
+ */
+export function watchDiskFile(diskSpec: string | undefined, disk: DiskIdentity | null): { stop(): void } {
+  if (diskSpec === undefined || disk?.ino === undefined) return { stop: () => undefined };
+  const spec = parseDiskSpec(diskSpec);
+  if (spec.kind !== 'file') return { stop: () => undefined };
+  const timer = setInterval(() => {
+    let now: number | undefined;
+    try {
+      now = statSync(spec.path).ino;
+    } catch {
+      now = undefined;
+    }
+    if (now === disk.ino) return;
+    clearInterval(timer);
+    process.stderr.write(`ftvm: disk ${spec.path} was ${now === undefined ? 'removed' : 'replaced by another file'} while this node runs: it writes to a file a backup cannot open at go-live (a takeover would not have these writes); restore it, or stop the pair\n`);
+  }, 1000);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
+}
+
 /** A live node's disk, opened first, and its ports, bound after its start hook: one OpenedIo. */
 function withDisk(disk: OpenedIo, net: OpenedIo): OpenedIo {
   const both: OpenedIo = {
@@ -616,9 +643,11 @@ async function startPrimary(
   }
   const views = await startInspect(inspectPort);
   const guard = guardMovedPorts(values['on-live'], io);
+  const watch = watchDiskFile(values.disk, diskId);
   try {
     return await runPrimary(views, { host, port, key, arbiter, identity, timing, machine, outputs, values, early });
   } finally {
+    watch.stop();
     guard.release();
     await closeNodeIo(machine, io);
     await views?.close();
