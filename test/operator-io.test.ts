@@ -4,7 +4,7 @@
 // one `ftvm:` line with its exit code, and lose nothing: a backup that would go live on another
 // disk, without the forwards or without the hook that moves the service address is refused
 // (DESIGN §3 Membership, One writer per disk, The service moves with the live replica).
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -135,6 +135,30 @@ describe('a backup must name the primary\'s disk, forwards and hook (membership)
     expect(await p.exit).toBe('0');
     expect(await b.exit).toBe('0');
   }, 120_000);
+});
+
+describe('a backup whose disk it could not write at go-live', () => {
+  it('a read-only mount of the primary\'s disk file is refused at start (exit 2, one line), not first at a takeover', async () => {
+    const probe = spawnSync('unshare', ['-m', 'true']);
+    if (probe.status !== 0) throw new Error(`this test needs root and unshare (a mount namespace of its own): ${probe.stderr?.toString().trim() || probe.error?.message}`);
+    const d = fresh();
+    const ro = join(d, 'ro');
+    mkdirSync(ro);
+    const disk = join(ro, 'kv.img');
+    zeroedDisk(disk, KV_DISK_BYTES);
+    const { p, listen, port } = await startPrimary(d, KV, `file:${disk}`, 7000);
+    // The same file through a read-only bind mount, in a mount namespace of the backup's own
+    // (as a host whose shared storage is mounted read-only sees it).
+    const args = backupArgs(d, KV, '--connect', listen, ['--disk', `file:${disk}`, '--net', `udp:127.0.0.1:${port}:7000`]);
+    const quoted = [process.execPath, cli, ...args].map((a) => `'${a}'`).join(' ');
+    const r = spawnSync('unshare', ['-m', 'sh', '-c', `mount --bind -o ro '${ro}' '${ro}' && exec ${quoted}`], { encoding: 'utf8', timeout: 30_000, killSignal: 'SIGKILL' });
+    expect(r.status, r.stderr).toBe(2);
+    expectOneLine(r.stderr, /^ftvm: .*kv\.img: on a read-only filesystem$/);
+    expect(claims(d)).toEqual([]);
+    expect(p.err()).not.toMatch(/backup attached/);
+    p.child.kill('SIGTERM');
+    expect(await p.exit).toBe('0');
+  }, 60_000);
 });
 
 describe('the disk file removed while the pair runs', () => {

@@ -351,6 +351,8 @@ export async function diskIdentityOf(diskSpec: string | undefined, io: OpenedIo)
   try {
     return backend && !io.deferred?.disk ? await openDiskIdentity(spec, backend) : await peekDiskIdentity(spec);
   } catch (e) {
+    const code = (e as { exitCode?: unknown }).exitCode;
+    if (code === 2) throw new CliError((e as Error).message, 2);
     throw new CliError(`--disk ${diskSpec}: cannot read its first blocks: ${(e as Error).message}`, 1);
   }
 }

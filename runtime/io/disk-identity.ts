@@ -2,7 +2,7 @@
 // its size, an NBD export's name or a file's inode, and a digest of its first 64 KiB. The
 // primary admits a backup only if it names the same disk (tcp-frames.ts `refusal`).
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, openSync, readSync, statSync } from 'node:fs';
 import type { DiskIdentity } from '../channel/tcp-frames.js';
 import type { DiskBackend } from './backend.js';
 import { openDisk, type DiskSpec } from './spec.js';
@@ -39,6 +39,14 @@ export async function peekDiskIdentity(spec: DiskSpec): Promise<DiskIdentity> {
     } finally {
       await probe.close();
     }
+  }
+  // It must be able to write it at go-live: a read-only mount or a file it may not write is
+  // said now, as the primary's open says it, not first at a takeover.
+  try {
+    accessSync(spec.path, constants.W_OK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw Object.assign(new Error(`${spec.path}: ${code === 'EROFS' ? 'on a read-only filesystem' : code === 'EACCES' ? 'permission denied' : (e as Error).message}`), { exitCode: 2 });
   }
   const sectors = Math.floor(statSync(spec.path).size / SECTOR_BYTES);
   const head = headBytes(sectors);
