@@ -6,6 +6,7 @@
 // (DESIGN §3 Membership, One writer per disk, The service moves with the live replica).
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -158,6 +159,25 @@ describe('a backup whose disk it could not write at go-live', () => {
     expect(p.err()).not.toMatch(/backup attached/);
     p.child.kill('SIGTERM');
     expect(await p.exit).toBe('0');
+  }, 60_000);
+});
+
+describe('backup --join to something that is not an ftvm primary', () => {
+  it('a service that does not speak TLS is "no primary", exit 1, and the key is not blamed', async () => {
+    const d = fresh();
+    // An SSH server's greeting, as an operator who typed the wrong port meets one.
+    const server = createServer((c) => c.end('SSH-2.0-OpenSSH_9.2\r\n'));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      const b = startFtvm(backupArgs(d, DNS, '--join', port, []));
+      expect(await b.exit, b.err()).toBe('1');
+      expectOneLine(b.err(), new RegExp(`^ftvm: no primary: 127\\.0\\.0\\.1:${port} is not an ftvm primary: it answered, but not with TLS`));
+      expect(b.err()).not.toMatch(/wrong key/);
+      expect(claims(d)).toEqual([]);
+    } finally {
+      server.close();
+    }
   }, 60_000);
 });
 
