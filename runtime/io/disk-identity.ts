@@ -64,6 +64,13 @@ export async function peekDiskIdentity(spec: DiskSpec): Promise<DiskIdentity> {
   return { sectors, head: digest(head), ...where(spec) };
 }
 
-function where(spec: DiskSpec): { export: string } | { ino: number } {
-  return spec.kind === 'nbd' ? { export: spec.export } : { ino: statSync(spec.path).ino };
+/**
+ * An NBD export by name; a regular file by inode (the same on one host and on shared storage,
+ * NFS included; a copy has its own). A block device's node is each host's own (its inode and
+ * numbers may differ for one shared LUN): its size and first blocks name it.
+ */
+function where(spec: DiskSpec): { export: string } | { ino: number } | Record<string, never> {
+  if (spec.kind === 'nbd') return { export: spec.export };
+  const st = statSync(spec.path);
+  return st.isFile() ? { ino: st.ino } : {};
 }
