@@ -64,6 +64,32 @@ export interface PairIdentity {
   /** sha-256 of the guest image, first 32 hex digits (commands/common.ts imageDigest). */
   imageDigest: string;
   memoryMiB: number;
+  /** The shared disk and the service forwards it serves (absent: none). */
+  io?: IoIdentity;
+}
+
+/**
+ * The shared disk a node names (DESIGN §3 One writer per disk): a backup that goes live opens
+ * the disk it names and serves the ports it names, so both must be the primary's, or a
+ * takeover writes to another disk (acknowledged writes lost) or serves another port.
+ */
+export interface DiskIdentity {
+  /** Capacity in 512-byte sectors. */
+  sectors: number;
+  /** An NBD disk: the export's name (the server's address may be written differently on each host). */
+  export?: string;
+  /** A file disk: its inode number, the same on one host and on shared storage (a copy has its own). */
+  ino?: number;
+  /** sha-256 (32 hex) of the first 64 KiB, read when the node started (before its guest ran). */
+  head: string;
+}
+
+export interface IoIdentity {
+  disk: DiskIdentity | null;
+  /** The service forwards in order, [host port, guest port] (the host address may differ per host). */
+  net: [number, number][];
+  /** It runs an `--on-live` hook (which moves the service address to the node that serves). */
+  onLive?: boolean;
 }
 
 /**
@@ -77,6 +103,8 @@ export interface JoinRequest {
   instance: string;
   imageDigest: string;
   memoryMiB: number;
+  /** The disk and forwards this backup will take over at go-live (absent: none). */
+  io?: IoIdentity;
 }
 
 /**
@@ -173,7 +201,62 @@ export function decodeRequest(buf: Uint8Array): { request: JoinRequest; used: nu
   if (!posInt(b.memoryMiB)) bad('join request', 'memoryMiB');
   if (typeof b.instance !== 'string' || (b.instance !== '' && !INSTANCE.test(b.instance))) bad('join request', 'instance');
   if (typeof b.imageDigest !== 'string' || !HEX32.test(b.imageDigest)) bad('join request', 'imageDigest');
-  return { request: { mode: b.mode, memoryMiB: b.memoryMiB, instance: b.instance, imageDigest: b.imageDigest } as JoinRequest, used: m.used };
+  const io = b.io === undefined ? undefined : ioIdentity(b.io) ?? bad('join request', 'io');
+  return { request: { mode: b.mode, memoryMiB: b.memoryMiB, instance: b.instance, imageDigest: b.imageDigest, ...(io ? { io } : {}) } as JoinRequest, used: m.used };
+}
+
+const nat = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const portPair = (v: unknown): v is [number, number] => Array.isArray(v) && v.length === 2 && nat(v[0]) && v[0] <= 65535 && nat(v[1]) && v[1] <= 65535;
+
+/** A join request's `io`, checked field by field; undefined if anything is off. */
+function ioIdentity(v: unknown): IoIdentity | undefined {
+  if (typeof v !== 'object' || v === null) return undefined;
+  const { disk, net } = v as Record<string, unknown>;
+  const { onLive } = v as Record<string, unknown>;
+  if (!Array.isArray(net) || net.length > 64 || !net.every(portPair)) return undefined;
+  if (onLive !== undefined && typeof onLive !== 'boolean') return undefined;
+  const hook = onLive === true ? { onLive } : {};
+  if (disk === null) return { disk: null, net, ...hook };
+  if (typeof disk !== 'object' || disk === undefined) return undefined;
+  const d = disk as Record<string, unknown>;
+  if (!nat(d.sectors) || typeof d.head !== 'string' || !HEX32.test(d.head)) return undefined;
+  if (d.export !== undefined && (typeof d.export !== 'string' || d.export.length > 256)) return undefined;
+  if (d.ino !== undefined && !nat(d.ino)) return undefined;
+  return { disk: { sectors: d.sectors, head: d.head, ...(d.export !== undefined ? { export: d.export as string } : {}), ...(d.ino !== undefined ? { ino: d.ino as number } : {}) }, net, ...hook };
+}
+
+const NO_IO: IoIdentity = { disk: null, net: [] };
+const forwardsText = (net: readonly [number, number][]): string => (net.length === 0 ? 'no --net' : net.map(([h, g]) => `${h}->${g}`).join(', '));
+
+/**
+ * Why a backup's disk and forwards are not this pair's, or undefined. A backup goes live on
+ * what it names: another disk would lose every write the pair acknowledged, another forward
+ * would serve clients nothing. The first blocks are compared only when the backup boots with
+ * the pair (neither guest has run: they must be equal); a joiner comes while the guest writes.
+ */
+function ioRefusal(self: IoIdentity, offer: 'boot' | 'join', other: IoIdentity): string | undefined {
+  const a = self.disk;
+  const b = other.disk;
+  if (a === null && b !== null) return 'another disk: this primary has no --disk, the backup names one';
+  if (a !== null && b === null) return 'no disk: this primary has a --disk, the backup names none';
+  if (a !== null && b !== null) {
+    const kind = (d: DiskIdentity): string => (d.export !== undefined ? 'nbd' : 'file');
+    if (kind(a) !== kind(b)) return `another disk: this primary has a ${kind(a)} disk, the backup a ${kind(b)} disk`;
+    if (a.sectors !== b.sectors) return `another disk: this primary's has ${a.sectors} sectors, the backup's ${b.sectors}`;
+    if (a.export !== b.export) return `another disk: this primary's is NBD export '${a.export}', the backup's '${b.export}'`;
+    if (a.ino !== b.ino) return "another disk: the backup's file is not this primary's (another inode: a copy?); name the same file on the shared storage";
+    if (offer === 'boot' && a.head !== b.head) return 'another disk: its first 64 KiB differ from this primary\'s disk (a copy, or another export)';
+  }
+  const fa = forwardsText(self.net);
+  const fb = forwardsText(other.net);
+  if (fa !== fb) return `other service forwards: this primary has ${fa}, the backup ${fb} (host port->guest port, in order)`;
+  // The service address moves with the live replica only if both run the hook that moves it.
+  if ((self.onLive ?? false) !== (other.onLive ?? false)) {
+    return self.onLive
+      ? 'no --on-live: this primary runs a hook when it serves (it moves the service address), the backup none, so at go-live the address would not follow it'
+      : 'an --on-live this primary does not run: give the hook to both nodes or to neither';
+  }
+  return undefined;
 }
 
 /**
@@ -189,7 +272,7 @@ export function refusal(self: PairIdentity, offer: 'boot' | 'join', request: Joi
       ? 'this primary is running alone and takes a new backup only as a joining one (--join)'
       : 'this primary is booting a new pair with its first backup, not taking a joining one (use --connect)';
   }
-  return undefined;
+  return ioRefusal(self.io ?? NO_IO, offer, request.io ?? NO_IO);
 }
 
 /**

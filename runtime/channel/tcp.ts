@@ -426,7 +426,11 @@ export function connectBackup(opts: TcpBackupOptions, dial?: Dial): TcpBackupEnd
       },
       error(err) {
         if (!secure) {
-          if (isTlsError(err)) {
+          if (isTlsError(err) && tlsReason(err) === 'wrong version number') {
+            // What answered is not TLS at all (another service on that port): there is no
+            // primary there to refuse anything, and the key is not to blame.
+            core.fail(new Error(`${where} is not an ftvm primary: it answered, but not with TLS (${tlsReason(err)})`, { cause: err }));
+          } else if (isTlsError(err)) {
             core.refused(new RefusedError(`primary ${where} refused the TLS-PSK handshake (wrong key?): ${tlsReason(err)}`, { cause: err }));
           } else if ((err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH' || err.code === 'ECONNRESET')
             && Date.now() - t0 < connectTimeoutMs) {

@@ -14,13 +14,14 @@ import { BackupNode } from '../ft/backup-node.js';
 import { CliError, imageDigest, memoryFlag, positiveInt, readImage, elfCountProblem } from './common.js';
 import {
   batchFlag, bootMachine, cliRun, closeNodeIo, commonOptions, EXIT_DIVERGED, EXIT_HALTED, EXIT_REFUSED, guardMovedPorts, hookOnAlone, loadArbiter, loadKey, probeArbiter,
-  heartbeatLink, machineIo, note, openNodeIo, openOutputs, pairIdFlag, parseHostPort, reportEvents, serveReprotection, signalExit, sinkOutputs, startInspect, startSignals, stopOnSignal, stoppedAtStart, unlessStopped, takeInspectFlag,
+  diskIdentityOf, forwardsOf, heartbeatLink, machineIo, note, openNodeIo, openOutputs, pairIdFlag, parseHostPort, reportEvents, serveReprotection, signalExit, sinkOutputs, startInspect, startSignals, stopOnSignal, stoppedAtStart, unlessStopped, takeInspectFlag,
   closeLink, timingFlags, watchBeats,
 } from './primary.js';
 import type { Views } from '../dashboard/cli.js';
 import type { OpenedIo } from '../io/open.js';
 import { parseNetSpec } from '../io/spec.js';
 import { checkLiveHook } from './on-live.js';
+import type { IoIdentity } from '../channel/tcp-frames.js';
 
 const USAGE = 'backup <elf> (--connect HOST:PORT | --join HOST:PORT) --key-file F --arbiter SPEC [--pair-id ID] [--mem MiB] [--outputs FILE] [--connect-timeout-ms N] [--listen HOST:PORT] [--name NAME] [--heartbeat-link] [--socket-thread on|off] [--inspect [PORT]]\n' +
   '      [--disk file:PATH|nbd://HOST:PORT/EXPORT] [--net udp:[ADDR:]HOSTPORT:GUESTPORT]... [--on-live CMD]';
@@ -100,6 +101,19 @@ async function startBackup(
 ): Promise<number> {
   const io = await unlessStopped(early, openNodeIo(values, true));
   if (io === undefined) return stoppedAtStart('backup', early.by!);
+  // What the primary checks before it admits this backup: the disk and the forwards it will
+  // take over at go-live must be the pair's (read now, without opening or locking the disk).
+  let ioIdentity: IoIdentity;
+  try {
+    ioIdentity = { disk: await diskIdentityOf(values.disk, io), net: forwardsOf(io, values.net ?? []), ...(values['on-live'] !== undefined ? { onLive: true } : {}) };
+  } catch (e) {
+    await io.close();
+    throw e;
+  }
+  if (early.by) {
+    await io.close();
+    return stoppedAtStart('backup', early.by);
+  }
   let machine: Machine;
   try {
     machine = joining ? new Machine({ memoryMiB, env: new LiveEnv(), ...machineIo(io) }) : bootMachine(image, file, memoryMiB, machineIo(io));
@@ -109,14 +123,15 @@ async function startBackup(
   }
   let guard: { release(): void } | undefined;
   try {
-    return await runBackup({ values, image, file, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started, socketThread: socketThread === 'on', guarded: (g) => { guard = g; }, early });
+    return await runBackup({ ioIdentity, values, image, file, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started, socketThread: socketThread === 'on', guarded: (g) => { guard = g; }, early });
   } finally {
     guard?.release();
     await closeNodeIo(machine, io);
   }
 }
 
-async function runBackup({ values, image, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started, socketThread, guarded, early }: {
+async function runBackup({ ioIdentity, values, image, name, joining, host, port, key, expected, memoryMiB, connectTimeoutMs, timing, machine, io, listenAt, inspectPort, started, socketThread, guarded, early }: {
+  ioIdentity: IoIdentity;
   values: { outputs?: string | undefined; arbiter?: string | undefined; batch?: string | undefined; 'on-live'?: string | undefined; 'heartbeat-link'?: boolean | undefined };
   image: Uint8Array; file: string; name: string; joining: boolean; host: string; port: number; key: Buffer; expected: string | undefined;
   memoryMiB: number; connectTimeoutMs: number; timing: ReturnType<typeof timingFlags>; machine: Machine; io: OpenedIo;
@@ -138,7 +153,7 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
   }
 
   const channelOpts = {
-    host, port, key, connectTimeoutMs, join: joining, member: { instance: expected ?? '', imageDigest: imageDigest(image), memoryMiB },
+    host, port, key, connectTimeoutMs, join: joining, member: { instance: expected ?? '', imageDigest: imageDigest(image), memoryMiB, io: ioIdentity },
     chart: { id: `${name}.channel`, ...(views?.inspect ? { inspect: views.inspect as never } : {}) },
   };
   const end = socketThread ? connectBackupThreaded(channelOpts) : connectBackup(channelOpts);
@@ -201,7 +216,12 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
             // Replies re-issued at go-live reach the clients the old primary mapped (deferred-net.ts).
             if (deferred.net) note(`backup knew ${deferred.net.nat.learned} client mappings from the log${deferred.net.nat.imported > 0 ? ` and ${deferred.net.nat.imported} from the join snapshot` : ''}; sent ${deferred.net.sentAfterOpen} replies held until the ports were bound`);
           },
-          (e: Error) => note(`backup cannot take over its backends: ${e.message}`),
+          // The disk is gone (removed meanwhile, an I/O error): the guest runs on, its disk I/O
+          // fails (a write is never acknowledged), and the operator hears it as an error.
+          // (Closed: this node is stopping before the old primary let go; nothing to say.)
+          (e: Error) => {
+            if (!/: closed$/.test(e.message)) process.stderr.write(`ftvm: backup live without its disk: ${e.message}; the guest's disk I/O fails\n`);
+          },
         );
       }
       hookOnAlone(live, values['on-live'], 'backup', 'go-live');
@@ -209,7 +229,7 @@ async function runBackup({ values, image, name, joining, host, port, key, expect
       let liveLink: ReturnType<typeof heartbeatLink>;
       if (listenAt) {
         try {
-          listener = await listenForBackups({ ...listenAt, key, identity: { instance: node.pair, imageDigest: imageDigest(image), memoryMiB } });
+          listener = await listenForBackups({ ...listenAt, key, identity: { instance: node.pair, imageDigest: imageDigest(image), memoryMiB, io: ioIdentity } });
           listener.refused$.subscribe((why) => note(`${name} refused ${why}`));
           // The `pair` command and tests read this line to learn the port.
           note(`backup listening ${listenAt.host}:${listener.port} pair ${node.pair}`);

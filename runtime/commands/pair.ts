@@ -141,6 +141,19 @@ async function pair(argv: string[]): Promise<number> {
     if (inspect < 65535) await checkPortFree('--inspect', inspect + 1);
   }
   const reprotect = values.reprotect === true;
+  // A stop signal from here on is this command's to handle: its children are stopped and waited
+  // for and its directory (the key, the arbiter) removed, also while the primary is starting
+  // (was: Node's default death, exit 143 with no line, the directory left behind).
+  let stopped: string | undefined;
+  let stopAll = (): void => undefined;
+  const onSignal = (signal: string) => (): void => {
+    stopped ??= signal;
+    stopAll();
+  };
+  const onTerm = onSignal('SIGTERM');
+  const onInt = onSignal('SIGINT');
+  process.on('SIGTERM', onTerm);
+  process.on('SIGINT', onInt);
   const dir = mkdtempSync(join(tmpdir(), 'ftvm-pair-'));
   try {
     const keyFile = join(dir, 'key');
@@ -211,14 +224,26 @@ async function pair(argv: string[]): Promise<number> {
       launch(`backup${joins + 1}`, ['backup', elf, '--join', `127.0.0.1:${survivor.port}`, '--listen', '127.0.0.1:0', '--name', `backup${joins + 1}`, ...inspectFor(joins + 1), ...common]);
     };
 
+    const stop = (): void => {
+      finished = true;
+      for (const r of replicas) r.child.kill('SIGTERM');
+    };
+    stopAll = stop;
     const primary = launch('primary', ['primary', elf, '--listen', '127.0.0.1:0', ...inspectFor(0), ...common]);
     const port = await new Promise<number | undefined>((resolve) => {
       const t = setInterval(() => {
-        if (primary.port !== undefined) resolve(primary.port);
+        if (stopped !== undefined) resolve(undefined);
+        else if (primary.port !== undefined) resolve(primary.port);
         else if (primary.child.exitCode !== null || primary.child.signalCode !== null) resolve(undefined);
-        if (primary.port !== undefined || primary.child.exitCode !== null || primary.child.signalCode !== null) clearInterval(t);
+        if (stopped !== undefined || primary.port !== undefined || primary.child.exitCode !== null || primary.child.signalCode !== null) clearInterval(t);
       }, 5);
     });
+    if (stopped !== undefined) {
+      // Stopped while the primary was starting: it stops before its guest runs (exit 0, its line).
+      await primary.done;
+      process.stderr.write(`pair| stopped by ${stopped} while starting: the guest never ran\n`);
+      return 0;
+    }
     if (port === undefined) {
       // The primary failed before it listened (a disk or port it could not open): say so as
       // this command's own line; its relayed lines above carry the details.
@@ -228,29 +253,23 @@ async function pair(argv: string[]): Promise<number> {
     }
     launch('backup', ['backup', elf, '--connect', `127.0.0.1:${port}`, ...(reprotect ? ['--listen', '127.0.0.1:0'] : []), ...inspectFor(1), ...common]);
     paired = true;
-    const stop = (): void => {
-      finished = true;
-      for (const r of replicas) r.child.kill('SIGTERM');
-    };
     // The console's reader went away (`ftvm pair ... | head`): stop the children, as SIGPIPE would stop us.
     const onStdoutError = (): void => {
       client.broken = true;
       stop();
     };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
     process.stdout.on('error', onStdoutError);
     // Until no replica is left (a joiner may be started while we wait).
     while (replicas.length > 0) await Promise.all(replicas.map((r) => r.done));
     clearTimeout(retry);
-    process.off('SIGINT', stop);
-    process.off('SIGTERM', stop);
     // NOTE the stdout listener stays: writes already queued may still fail after we return.
     if (client.broken) return EXIT_BROKEN_PIPE;
     // The guest's exit code is whichever replica finished it; a halted replica exits with 3.
     // A joiner turned away (5) says nothing about the guest.
     return codes.includes(0) ? 0 : codes.find((c) => c !== 3 && c !== 1 && c !== EXIT_REFUSED) ?? codes[0] ?? 1;
   } finally {
+    process.off('SIGTERM', onTerm);
+    process.off('SIGINT', onInt);
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -5,7 +5,9 @@
 import { parseArgs } from 'node:util';
 import { createServer, isIPv6 } from 'node:net';
 import { createSocket } from 'node:dgram';
-import { parseNetSpec } from '../io/spec.js';
+import { statSync } from 'node:fs';
+import { parseDiskSpec, parseNetSpec } from '../io/spec.js';
+import { openDiskIdentity, peekDiskIdentity } from '../io/disk-identity.js';
 import type { Observable } from 'rxjs';
 import type { Command } from '../cli.js';
 import { Machine } from '../machine.js';
@@ -19,7 +21,7 @@ import { listenPrimary, type TcpBackupListener, type TcpPrimaryEnd } from '../ch
 import { HeartbeatLink, type KeyedEnd } from '../channel/heartbeat.js';
 import type { BeatRole } from '../channel/heartbeat-wire.js';
 import type { ChannelEvent } from '../channel/channel.js';
-import { readKeyFile, type PairIdentity } from '../channel/tcp-frames.js';
+import { readKeyFile, type DiskIdentity, type PairIdentity } from '../channel/tcp-frames.js';
 import type { ReleasedOutput } from '../ft/output-gate.js';
 import { PrimaryNode, type NodeEvent } from '../ft/primary-node.js';
 import { newPairInstance } from '../ft/identity.js';
@@ -338,6 +340,55 @@ export async function openNodeIo(values: { disk?: string | undefined; net?: stri
   }
 }
 
+/**
+ * The disk this node serves, as the membership check compares it (tcp-frames.ts `refusal`): a
+ * live node's read through its open backend; a backup's read without opening it (not live).
+ */
+export async function diskIdentityOf(diskSpec: string | undefined, io: OpenedIo): Promise<DiskIdentity | null> {
+  if (diskSpec === undefined) return null;
+  const spec = parseDiskSpec(diskSpec);
+  const backend = io.disk?.backend;
+  try {
+    return backend && !io.deferred?.disk ? await openDiskIdentity(spec, backend) : await peekDiskIdentity(spec);
+  } catch (e) {
+    const code = (e as { exitCode?: unknown }).exitCode;
+    if (code === 2) throw new CliError((e as Error).message, 2);
+    throw new CliError(`--disk ${diskSpec}: cannot read its first blocks: ${(e as Error).message}`, 1);
+  }
+}
+
+/** The forwards a node serves, [host port, guest port] in order: bound ones, or as named (a backup). */
+export function forwardsOf(io: OpenedIo, named?: readonly string[]): [number, number][] {
+  if (named !== undefined) return named.map((text) => { const f = parseNetSpec(text); return [f.hostPort, f.guestPort]; });
+  return (io.udp?.forwards ?? []).map((f, i) => [io.udp!.boundPorts[i]!, f.guestPort]);
+}
+
+/**
+ * A file disk removed or replaced under a live node (`rm`, a restore that renames a copy into
+ * place): the node still writes to the file it opened, which no backup can open at go-live, so
+ * a takeover would lose every write since. Said once, as one `ftvm:` line, when it is seen
+ * (looked at every second); the node serves on (its clients' writes are still acknowledged
+ * only once the backup has the log).
+ */
+export function watchDiskFile(diskSpec: string | undefined, disk: DiskIdentity | null): { stop(): void } {
+  if (diskSpec === undefined || disk?.ino === undefined) return { stop: () => undefined };
+  const spec = parseDiskSpec(diskSpec);
+  if (spec.kind !== 'file') return { stop: () => undefined };
+  const timer = setInterval(() => {
+    let now: number | undefined;
+    try {
+      now = statSync(spec.path).ino;
+    } catch {
+      now = undefined;
+    }
+    if (now === disk.ino) return;
+    clearInterval(timer);
+    process.stderr.write(`ftvm: disk ${spec.path} was ${now === undefined ? 'removed' : 'replaced by another file'} while this node runs: it writes to a file a backup cannot open at go-live (a takeover would not have these writes); restore it, or stop the pair\n`);
+  }, 1000);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
+}
+
 /** A live node's disk, opened first, and its ports, bound after its start hook: one OpenedIo. */
 function withDisk(disk: OpenedIo, net: OpenedIo): OpenedIo {
   const both: OpenedIo = {
@@ -533,12 +584,14 @@ async function startPrimary(
   // and locked now (DESIGN §3 one writer per disk); the ports are tried, and bound after it.
   // (Without a hook nothing runs before the real binds, which say the same.)
   let diskIo: OpenedIo | undefined;
+  let diskId: DiskIdentity | null;
   try {
     diskIo = await unlessStopped(early, openNodeIo({ disk: values.disk }, false));
     if (diskIo === undefined) {
       await arbiter.close();
       return stoppedAtStart('primary', early.by!);
     }
+    diskId = await diskIdentityOf(values.disk, diskIo);
     if (onLive !== undefined) {
       await probePorts(host, port, values.net ?? []);
       if (inspectPort !== undefined) await checkPortFree('--inspect', inspectPort);
@@ -580,6 +633,8 @@ async function startPrimary(
   }
   // Where clients reach the guest: a rule for port 0 gets its port from the host.
   for (const line of io.udp?.describe() ?? []) note(`primary ${line}`);
+  // What a backup must name to be admitted (DESIGN §3 Membership): this disk, these forwards.
+  identity.io = { disk: diskId, net: forwardsOf(io), ...(onLive !== undefined ? { onLive: true } : {}) };
   let machine: Machine;
   try {
     machine = bootMachine(image, file, memoryMiB, machineIo(io));
@@ -590,9 +645,11 @@ async function startPrimary(
   }
   const views = await startInspect(inspectPort);
   const guard = guardMovedPorts(values['on-live'], io);
+  const watch = watchDiskFile(values.disk, diskId);
   try {
     return await runPrimary(views, { host, port, key, arbiter, identity, timing, machine, outputs, values, early });
   } finally {
+    watch.stop();
     guard.release();
     await closeNodeIo(machine, io);
     await views?.close();
