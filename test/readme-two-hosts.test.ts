@@ -10,7 +10,7 @@
 // applied once; then a kill -9 of the name server's primary moves its own address alone.
 // Needs root for `ip netns`: skipped, saying why, where namespaces cannot be made.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -237,6 +237,18 @@ describe.skipIf(netnsReason !== '')(`README: the name server and the kv store be
     expect(holds(NS.b, DNS_ADDR)).toBe(false);
     expect(answers.length).toBeGreaterThan(digsBefore);
 
+    // The mistake README warns of: host A's kv node started again as a primary (not a joining
+    // backup) while B serves. Its hook's ARP probe finds the address at B: it stops before it
+    // runs anything, and the address stays with B.
+    const again = inNs(NS.a, ftvmArgv('npx ftvm primary guests/kv/kv.elf'));
+    const ended = await Promise.race([again.exit, sleep(15_000).then(() => 'still running')]);
+    expect(ended, `the second primary on A (holding the kv address: ${holds(NS.a, KV_ADDR)}):\n${again.text()}`).toBe('0');
+    expect(again.text()).toMatch(new RegExp(`ftvm-garp: ${KV_ADDR.replaceAll('.', '\\.')} is in use on eth0 by `));
+    expect(again.text()).toMatch(/^ftvm: on-live start: hook failed \(exit 1\) after \d+ ms; the node stops \(SIGTERM\)$/m);
+    expect(again.text()).toMatch(/primary stopped by SIGTERM while starting: the guest never ran/);
+    expect(holds(NS.a, KV_ADDR)).toBe(false);
+    expect(holds(NS.b, KV_ADDR)).toBe(true);
+
     // The name server's primary next: its address alone moves to B.
     process.kill(dnsAPid, 'SIGKILL');
     expect(await dnsA.exit).toBe('SIGKILL');
@@ -262,4 +274,26 @@ describe.skipIf(netnsReason !== '')(`README: the name server and the kv store be
     expect(walRecords(join(dir, 'srv/kv.img'))).toEqual({ records: n, twice: 0 });
     await until(() => !holds(NS.b, DNS_ADDR) && !holds(NS.b, KV_ADDR), 5000, () => 'the addresses to leave host B');
   }, 90_000);
+});
+
+// The README hook's way to refuse a start (no namespaces needed): it stops its own node, whose
+// pid it has in FTVM_PID, and fails. The node says it stops, not that it serves on.
+describe('a start hook that stops its primary', () => {
+  it('is one ftvm: line saying the node stops; the primary stops before its guest runs, exit 0', () => {
+    const d = mkdtempSync(join(tmpdir(), 'ftvm-readme2h-hook-'));
+    try {
+      writeFileSync(join(d, 'key'), 'a5'.repeat(16));
+      mkdirSync(join(d, 'arbiter'));
+      const r = spawnSync(process.execPath, [cli, 'primary', join(root, 'guests/dns/dns.elf'), '--listen', '127.0.0.1:0', '--key-file', join(d, 'key'),
+        '--arbiter', `file:${join(d, 'arbiter')}`, '--net', 'udp:127.0.0.1:0:53', '--on-live', 'echo "address in use elsewhere" >&2; kill "$FTVM_PID"; exit 1'],
+      { cwd: root, encoding: 'utf8', timeout: 30_000 });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/^on-live\| address in use elsewhere$/m);
+      expect(r.stderr.split('\n').filter((l) => l.startsWith('ftvm:'))).toEqual([expect.stringMatching(/^ftvm: on-live start: hook failed \(exit 1\) after \d+ ms; the node stops \(SIGTERM\)$/)]);
+      expect(r.stderr).toMatch(/primary stopped by SIGTERM while starting: the guest never ran/);
+      expect(r.stderr).not.toMatch(/primary listening|forwarding/);
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  }, 40_000);
 });
