@@ -58,6 +58,8 @@ export interface LiveHookContext {
   generation: number;
   role: 'primary' | 'backup';
   event: LiveEvent;
+  /** The signal that stops the node, if one came while the hook ran (a start hook may stop its own node: README's does, when its address is in use elsewhere). */
+  stopping?: () => string | undefined;
 }
 
 /**
@@ -119,7 +121,10 @@ export function runLiveHook(cmd: string, ctx: LiveHookContext, note: (line: stri
       const { code, signal } = exited;
       const ms = (performance.now() - t0).toFixed(0);
       if (code === 0) note(`on-live ${ctx.event}: hook exited 0 after ${ms} ms`);
-      else warn(`on-live ${ctx.event}: hook failed (${signal ? `killed by ${signal}` : `exit ${code}`}) after ${ms} ms; the node serves on`);
+      else {
+        const stop = ctx.stopping?.();
+        warn(`on-live ${ctx.event}: hook failed (${signal ? `killed by ${signal}` : `exit ${code}`}) after ${ms} ms; ${stop === undefined ? 'the node serves on' : `the node stops (${stop})`}`);
+      }
       resolve(signal ?? String(code));
     };
     for (const stream of [child.stdout!, child.stderr!]) {

@@ -604,7 +604,7 @@ async function startPrimary(
   // The primary serves from its start, as keepalived's MASTER does: its hook runs first and is
   // waited for, so it can bring up the service address the forwards bind; no guest runs yet.
   if (onLive !== undefined) {
-    const hook = runLiveHook(onLive, { pairId: identity.instance, generation: 1, role: 'primary', event: 'start' }, note);
+    const hook = runLiveHook(onLive, { pairId: identity.instance, generation: 1, role: 'primary', event: 'start', stopping: () => early.by }, note);
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'late'>((r) => { timer = setTimeout(() => r('late'), START_HOOK_WAIT_MS); });
     // NOTE a stop signal does not cut this wait short: the hook ends first (at most this long),
