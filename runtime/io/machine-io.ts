@@ -258,11 +258,13 @@ export class MachineIo {
 
   /**
    * The guest has network input it has not read yet: frames queued here for it, or delivered
-   * and not yet read (VirtioNet.framesInGuest). A server with this is about to answer again
-   * (a primary's ack clock lets those answers share a chunk). A hint only: nothing logged.
+   * and not yet read (VirtioNet.framesInGuest) beyond the one it is answering (a driver
+   * re-posts a frame's buffer after handling it, and the answer comes first). A server with
+   * this is about to answer again (a primary's ack clock lets those answers share a chunk).
+   * A hint only: nothing logged.
    */
   get netInputInHand(): boolean {
-    return this.framesWaiting || (this.net !== undefined && this.net.framesInGuest > 0);
+    return this.framesWaiting || (this.net !== undefined && this.net.framesInGuest > 1);
   }
 
   /**

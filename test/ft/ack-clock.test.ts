@@ -205,6 +205,18 @@ describe('the ack clock: answers computed while a marker is unacknowledged share
     await sleep(20);
     // An idle guest has every receive buffer posted: nothing in hand.
     expect(r.machine.io!.netInputInHand).toBe(false);
+    // What the hint says as each answer is produced (the frame being answered is not "in hand").
+    const inHand: boolean[] = [];
+    const onOutput = r.machine.onOutput;
+    r.machine.onOutput = (o) => {
+      if (o.kind === 'net') inHand.push(r.machine.io!.netInputInHand);
+      onOutput(o);
+    };
+    r.ask([9]);
+    await until('answer 9', () => r.answers.includes(9));
+    // One query: nothing more to read when its answer is produced, so its marker need not wait for the guest's sleep.
+    expect(inHand).toEqual([false]);
+    inHand.length = 0;
     const releases: { index: number; ackedSeq: number }[] = [];
     const sub = r.node.released$.subscribe((o) => releases.push({ index: o.index, ackedSeq: r.primaryEnd.primary.ackedSeq }));
     const ids = [10, 11, 12, 13, 14, 15, 16, 17];
@@ -222,6 +234,10 @@ describe('the ack clock: answers computed while a marker is unacknowledged share
     const marks = r.chunks.flat().filter((e): e is Extract<LogEntry, { type: 'output' }> => e.type === 'output');
     expect(releases.map((x) => x.index)).toEqual(Array.from({ length: 8 }, (_, i) => outputsBefore + i));
     for (const x of releases) expect(x.ackedSeq).toBeGreaterThanOrEqual(marks.find((m) => m.count > x.index)!.seq);
+    // The first answers had the rest behind them; the last had nothing more.
+    expect(inHand.length).toBe(8);
+    expect(inHand[0]).toBe(true);
+    expect(inHand.at(-1)).toBe(false);
     await until('the guest to read everything', () => !r.machine.io!.netInputInHand);
   }, 60_000);
 
