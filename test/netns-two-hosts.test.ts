@@ -9,13 +9,14 @@
 //     rejoin of A and a kill -9 of B; every PUT the kv client saw acknowledged survives a kill -9.
 // Needs root for `ip netns`: without it this test fails, saying why.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkHistory } from '../runtime/faults/checker.js';
 import { readOutputLog } from '../runtime/faults/output-log.js';
+import { startHostC } from './helpers/host-c.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const cli = join(root, 'bin/ftvm.js');
@@ -117,31 +118,10 @@ beforeAll(async () => {
   execFileSync('sh', ['-e', '-c', local(hostC)], { cwd: root });
   const nbdConf = join(dir, 'etc/nbd-server/config');
   expect(readFileSync(nbdConf, 'utf8')).toContain(`listenaddr = ${ADDR.c}`);
-  // nbd-server forks a child per client (without forking at start it serves one client at a time).
-  execFileSync('ip', ['netns', 'exec', NS.c, 'nbd-server', '-C', nbdConf, '-p', join(dir, 'nbd.pid')]);
-  // The launcher exits once it has forked; the daemon writes its pid file a moment later.
-  const pidFile = join(dir, 'nbd.pid');
-  for (const until = Date.now() + 10_000; !existsSync(pidFile) || !readFileSync(pidFile, 'utf8').trim();) {
-    if (Date.now() > until) throw new Error('nbd-server wrote no pid file in 10 s');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  nbdPid = Number(readFileSync(pidFile, 'utf8').trim());
-  const etcdEnv = Object.fromEntries([...readFileSync(join(dir, 'etc/default/etcd'), 'utf8').matchAll(/^(\w+)="(.*)"$/gm)].map((m) => [m[1]!, m[2]!]));
-  expect(etcdEnv.ETCD_LISTEN_CLIENT_URLS).toBe(`http://${ADDR.c}:2379`);
-  etcd = spawn('ip', ['netns', 'exec', NS.c, 'etcd'], {
-    stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...etcdEnv, ETCD_DATA_DIR: join(dir, 'etcd'), ETCD_UNSUPPORTED_ARCH: process.env.ETCD_UNSUPPORTED_ARCH ?? '' },
-  });
-  let etcdLog = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`etcd did not serve:\n${etcdLog.slice(-2000)}`)), 20_000);
-    etcd!.stderr!.on('data', (d: Buffer) => {
-      etcdLog = (etcdLog + d.toString()).slice(-20_000);
-      if (/serving insecure client requests|ready to serve client requests/.test(etcdLog)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
+  const c = await startHostC(NS.c, dir);
+  nbdPid = c.nbdPid;
+  etcd = c.etcd;
+  expect(c.etcdEnv.ETCD_LISTEN_CLIENT_URLS).toBe(`http://${ADDR.c}:2379`);
 
   // Hosts A and B: the sysctl in each (a namespace's own), then the key, ftvm-garp and the
   // hook (one file system serves both "hosts").

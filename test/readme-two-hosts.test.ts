@@ -10,11 +10,12 @@
 // applied once; then a kill -9 of the name server's primary moves its own address alone.
 // Needs root for `ip netns`: skipped, saying why, where namespaces cannot be made.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startHostC } from './helpers/host-c.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const cli = join(root, 'bin/ftvm.js');
@@ -138,29 +139,9 @@ describe.skipIf(netnsReason !== '')(`README: the name server and the kv store be
     // Host C as the README sets it up; nbd-server and etcd run as this test's children.
     const hostC = block('nbd-server').split('\n').filter((l) => !/^(apt-get|systemctl) /.test(l)).join('\n');
     execFileSync('sh', ['-e', '-c', local(hostC)], { cwd: root });
-    const nbdConf = join(dir, 'etc/nbd-server/config');
-    const pidFile = join(dir, 'nbd.pid');
-    execFileSync('ip', ['netns', 'exec', NS.c, 'nbd-server', '-C', nbdConf, '-p', pidFile]);
-    for (const t = Date.now() + 10_000; !existsSync(pidFile) || !readFileSync(pidFile, 'utf8').trim();) {
-      if (Date.now() > t) throw new Error('nbd-server wrote no pid file in 10 s');
-      await sleep(20);
-    }
-    nbdPid = Number(readFileSync(pidFile, 'utf8').trim());
-    const etcdEnv = Object.fromEntries([...readFileSync(join(dir, 'etc/default/etcd'), 'utf8').matchAll(/^(\w+)="(.*)"$/gm)].map((m) => [m[1]!, m[2]!]));
-    etcd = spawn('ip', ['netns', 'exec', NS.c, 'etcd'], {
-      stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...etcdEnv, ETCD_DATA_DIR: join(dir, 'etcd'), ETCD_UNSUPPORTED_ARCH: process.env.ETCD_UNSUPPORTED_ARCH ?? '' },
-    });
-    let etcdLog = '';
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`etcd did not serve:\n${etcdLog.slice(-2000)}`)), 20_000);
-      etcd!.stderr!.on('data', (d: Buffer) => {
-        etcdLog = (etcdLog + d.toString()).slice(-20_000);
-        if (/serving insecure client requests|ready to serve client requests/.test(etcdLog)) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-    });
+    const c = await startHostC(NS.c, dir);
+    nbdPid = c.nbdPid;
+    etcd = c.etcd;
 
     // Hosts A and B: the sysctl in each, then the key, ftvm-garp, the hook, and the kv pair's
     // own hook (one file system serves both hosts).
