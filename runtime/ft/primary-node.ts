@@ -44,7 +44,8 @@ const PLAIN_HOLD_MS = 1;
  * an ack arrives and the guest has nothing more to read (this node's ack handler sends them),
  * when the guest goes to sleep (wfi: nothing more could share the chunk), or at a batch end or
  * heartbeat once the oldest waited MARKER_HOLD_MS. With one query in flight a marker leaves at
- * the end of its batch as before (the guest sleeps after it): the clock adds no latency there.
+ * the end of its batch as before (the frame being answered is not input in hand): the clock
+ * adds no latency there.
  * A server with a queue in front of it, on a host where acks come back fast (the backup on a
  * core or host of its own), used to send a chunk per answer: the window never filled.
  * It holds network outputs only: a console line's bytes already share their slice's marker,
