@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkHistory } from '../runtime/faults/checker.js';
 import { readOutputLog } from '../runtime/faults/output-log.js';
 import { startHostC } from './helpers/host-c.js';
+import { buildLan } from './helpers/netns-lan.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const cli = join(root, 'bin/ftvm.js');
@@ -94,20 +95,9 @@ let nbdPid: number | undefined;
 
 beforeAll(async () => {
   try {
-    ip('netns', 'add', NS.lan);
+    buildLan(NS.lan, (['a', 'b', 'c', 'k'] as const).map((h) => [NS[h], ADDR[h]] as const));
   } catch (e) {
     throw new Error(`this test needs network namespaces (root and iproute2): 'ip netns add' failed: ${(e as { stderr?: string }).stderr ?? (e as Error).message}`);
-  }
-  ip('-n', NS.lan, 'link', 'add', 'br0', 'type', 'bridge');
-  ip('-n', NS.lan, 'link', 'set', 'br0', 'up');
-  for (const h of ['a', 'b', 'c', 'k'] as const) {
-    ip('netns', 'add', NS[h]);
-    // Each host's end is its eth0, as in the README's commands.
-    ip('-n', NS.lan, 'link', 'add', `v${h}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', NS[h]);
-    ip('-n', NS.lan, 'link', 'set', `v${h}`, 'master', 'br0', 'up');
-    ip('-n', NS[h], 'addr', 'add', `${ADDR[h]}/24`, 'dev', 'eth0');
-    ip('-n', NS[h], 'link', 'set', 'eth0', 'up');
-    ip('-n', NS[h], 'link', 'set', 'lo', 'up');
   }
   dir = mkdtempSync(join(tmpdir(), 'ftvm-netns-'));
   for (const d of ['sbin', 'etc/nbd-server', 'etc/default', 'etc/sysctl.d', 'srv']) mkdirSync(join(dir, d), { recursive: true });

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHostC } from './helpers/host-c.js';
+import { buildLan } from './helpers/netns-lan.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const cli = join(root, 'bin/ftvm.js');
@@ -122,17 +123,7 @@ let nbdPid: number | undefined;
 
 describe.skipIf(netnsReason !== '')(`README: the name server and the kv store beside each other on two hosts${netnsReason ? ` (skipped: ${netnsReason})` : ''}`, () => {
   beforeAll(async () => {
-    ip('netns', 'add', NS.lan);
-    ip('-n', NS.lan, 'link', 'add', 'br0', 'type', 'bridge');
-    ip('-n', NS.lan, 'link', 'set', 'br0', 'up');
-    for (const h of ['a', 'b', 'c', 'k'] as const) {
-      ip('netns', 'add', NS[h]);
-      ip('-n', NS.lan, 'link', 'add', `v${h}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', NS[h]);
-      ip('-n', NS.lan, 'link', 'set', `v${h}`, 'master', 'br0', 'up');
-      ip('-n', NS[h], 'addr', 'add', `${HOST[h]}/24`, 'dev', 'eth0');
-      ip('-n', NS[h], 'link', 'set', 'eth0', 'up');
-      ip('-n', NS[h], 'link', 'set', 'lo', 'up');
-    }
+    buildLan(NS.lan, (['a', 'b', 'c', 'k'] as const).map((h) => [NS[h], HOST[h]] as const));
     dir = mkdtempSync(join(tmpdir(), 'ftvm-readme2h-'));
     for (const d of ['sbin', 'etc/nbd-server', 'etc/default', 'etc/sysctl.d', 'srv']) mkdirSync(join(dir, d), { recursive: true });
 
